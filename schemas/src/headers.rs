@@ -1,0 +1,95 @@
+//! Headers carried by every record: what it is, which schema version, why it exists and the trace.
+
+/// Header names, shared with any Kafka tool (`kcat -f '%h'`, `rpk topic consume`).
+pub const EVENT_TYPE: &str = "event-type";
+pub const SCHEMA_VERSION: &str = "schema-version";
+pub const COMMAND_ID: &str = "command-id";
+pub const CAUSATION_ID: &str = "causation-id";
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The standard headers of a record, independent of any Kafka client type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordHeaders {
+    /// The message variant, e.g. `OrderPlaced`.
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Id of the command at the root of this chain (the HTTP request's command id).
+    pub command_id: String,
+    /// Id of the record that directly caused this one.
+    pub causation_id: String,
+    /// W3C trace context, propagated from the HTTP request to the e-mail.
+    pub traceparent: String,
+}
+
+impl RecordHeaders {
+    pub fn new(event_type: impl Into<String>, command_id: impl Into<String>) -> Self {
+        let command_id = command_id.into();
+        Self {
+            event_type: event_type.into(),
+            schema_version: crate::SCHEMA_VERSION,
+            causation_id: command_id.clone(),
+            command_id,
+            traceparent: String::new(),
+        }
+    }
+
+    /// Headers of a record caused by `self` (same command and trace, new type and causation).
+    pub fn caused(&self, event_type: impl Into<String>, causation_id: impl Into<String>) -> Self {
+        Self {
+            event_type: event_type.into(),
+            schema_version: crate::SCHEMA_VERSION,
+            command_id: self.command_id.clone(),
+            causation_id: causation_id.into(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
+
+    pub fn to_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (EVENT_TYPE, self.event_type.as_bytes().to_vec()),
+            (SCHEMA_VERSION, self.schema_version.to_string().into_bytes()),
+            (COMMAND_ID, self.command_id.as_bytes().to_vec()),
+            (CAUSATION_ID, self.causation_id.as_bytes().to_vec()),
+            (TRACEPARENT, self.traceparent.as_bytes().to_vec()),
+        ]
+    }
+
+    /// Read the standard headers from (name, value) pairs; unknown names are ignored, missing
+    /// ones stay empty so a record from a foreign producer still decodes.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
+        let mut h = RecordHeaders::default();
+        for (name, value) in pairs {
+            let text = value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            match name {
+                EVENT_TYPE => h.event_type = text,
+                SCHEMA_VERSION => h.schema_version = text.parse().unwrap_or(0),
+                COMMAND_ID => h.command_id = text,
+                CAUSATION_ID => h.causation_id = text,
+                TRACEPARENT => h.traceparent = text,
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_and_caused_keeps_the_chain() {
+        let mut h = RecordHeaders::new("PlaceOrder", "cmd-1");
+        h.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+        let pairs = h.to_pairs();
+        let back = RecordHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, Some(v.as_slice()))));
+        assert_eq!(back, h);
+        let child = h.caused("OrderPlaced", "evt-9");
+        assert_eq!(child.command_id, "cmd-1");
+        assert_eq!(child.causation_id, "evt-9");
+        assert_eq!(child.traceparent, h.traceparent);
+        assert_eq!(child.event_type, "OrderPlaced");
+    }
+}

@@ -1,0 +1,183 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Amount, Millis};
+use crate::message_type;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLine {
+    pub product_id: String,
+    pub quantity: u64,
+}
+
+/// Topic `order-commands`, key: order id. What users ask of an order, through the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum OrderCommand {
+    PlaceOrder {
+        order_id: String,
+        username: String,
+        email: String,
+        lines: Vec<OrderLine>,
+    },
+    PayOrder {
+        order_id: String,
+        username: String,
+        /// Opaque token of the payment method, handed to the payment provider.
+        payment_token: String,
+    },
+    CancelOrder {
+        order_id: String,
+        username: String,
+        reason: String,
+    },
+}
+message_type!(OrderCommand {
+    PlaceOrder,
+    PayOrder,
+    CancelOrder
+});
+
+/// Topic `order-replies`, key: order id. What the stock, payment and delivery processors answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum OrderReply {
+    StockReserved {
+        order_id: String,
+        product_id: String,
+        quantity: u64,
+        unit_price: Amount,
+        vendor_id: String,
+    },
+    StockRejected {
+        order_id: String,
+        product_id: String,
+        reason: String,
+    },
+    PaymentAuthorized {
+        order_id: String,
+        payment_id: String,
+        amount: Amount,
+    },
+    PaymentDeclined {
+        order_id: String,
+        reason: String,
+    },
+    PaymentRefunded {
+        order_id: String,
+        amount: Amount,
+    },
+    DeliveryStarted {
+        order_id: String,
+    },
+    DeliveryCompleted {
+        order_id: String,
+    },
+}
+message_type!(OrderReply {
+    StockReserved,
+    StockRejected,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+    DeliveryStarted,
+    DeliveryCompleted
+});
+
+impl OrderReply {
+    pub fn order_id(&self) -> &str {
+        match self {
+            OrderReply::StockReserved { order_id, .. }
+            | OrderReply::StockRejected { order_id, .. }
+            | OrderReply::PaymentAuthorized { order_id, .. }
+            | OrderReply::PaymentDeclined { order_id, .. }
+            | OrderReply::PaymentRefunded { order_id, .. }
+            | OrderReply::DeliveryStarted { order_id }
+            | OrderReply::DeliveryCompleted { order_id } => order_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Waiting for every line's stock reservation.
+    Pending,
+    /// Stock held; payment due before the deadline.
+    AwaitingPayment,
+    /// Payment sent to the provider.
+    PaymentPending,
+    Paid,
+    Shipping,
+    Completed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
+    }
+}
+
+/// Topic `order-events`, key: order id. The saga's facts, consumed by delivery and notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum OrderEvent {
+    OrderConfirmed {
+        order_id: String,
+        username: String,
+        email: String,
+        amount: Amount,
+        vendor_ids: Vec<String>,
+    },
+    OrderCancelled {
+        order_id: String,
+        username: String,
+        reason: String,
+    },
+    OrderCompleted {
+        order_id: String,
+        username: String,
+        email: String,
+    },
+}
+message_type!(OrderEvent {
+    OrderConfirmed,
+    OrderCancelled,
+    OrderCompleted
+});
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLineView {
+    pub product_id: String,
+    pub quantity: u64,
+    pub unit_price: Option<Amount>,
+    pub vendor_id: Option<String>,
+    pub reserved: bool,
+}
+
+/// One step of an order's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Transition {
+    pub status: OrderStatus,
+    pub at: Millis,
+    pub reason: String,
+}
+
+/// Topic `view-orders`, key: order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub username: String,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLineView>,
+    pub amount: Amount,
+    pub payment_deadline: Option<Millis>,
+    pub payment_status: Option<String>,
+    pub delivery_status: Option<String>,
+    pub vendor_ids: Vec<String>,
+    pub history: Vec<Transition>,
+    /// Why the last command on this order was refused, if it was (the order itself is unchanged).
+    pub rejection: Option<String>,
+    pub version: u64,
+}

@@ -1,0 +1,221 @@
+//! Every topic Pickple uses, as data.
+//!
+//! All topics have [`PARTITIONS`] partitions so every topic an application reads together is
+//! co-partitioned (same count, same murmur2 partitioner): one task owns an entity's whole history.
+
+/// Partition count of every topic: the most instances any processor can usefully run.
+pub const PARTITIONS: i32 = 6;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    Delete,
+    Compact,
+}
+
+impl Cleanup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cleanup::Delete => "delete",
+            Cleanup::Compact => "compact",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    /// What the record key is, e.g. "order id".
+    pub key: &'static str,
+    pub partitions: i32,
+    pub cleanup: Cleanup,
+    /// `retention.ms` for delete topics; `None` keeps the broker default (compacted topics).
+    pub retention_ms: Option<i64>,
+    pub description: &'static str,
+}
+
+/// A processor application: its consumer group, its state stores (each with a changelog) and its
+/// dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub struct App {
+    pub name: &'static str,
+    pub stores: &'static [&'static str],
+}
+
+/// The applications and their stores. Changelog topics are `<app>-<store>-changelog`.
+pub const APPS: &[App] = &[
+    App {
+        name: "users",
+        stores: &["users", "emails"],
+    },
+    App {
+        name: "catalog",
+        stores: &["vendors"],
+    },
+    App {
+        name: "stock",
+        stores: &["products"],
+    },
+    App {
+        name: "order",
+        stores: &["orders", "deadlines"],
+    },
+    App {
+        name: "payment",
+        stores: &["payments"],
+    },
+    App {
+        name: "delivery",
+        stores: &["deliveries"],
+    },
+    App {
+        name: "notification",
+        stores: &["sent"],
+    },
+    App {
+        name: "views",
+        stores: &[],
+    },
+];
+
+fn stream(name: &str, key: &'static str, days: i64, description: &'static str) -> TopicSpec {
+    TopicSpec {
+        name: name.to_string(),
+        key,
+        partitions: PARTITIONS,
+        cleanup: Cleanup::Delete,
+        retention_ms: Some(days * DAY_MS),
+        description,
+    }
+}
+
+fn compacted(name: String, key: &'static str, description: &'static str) -> TopicSpec {
+    TopicSpec {
+        name,
+        key,
+        partitions: PARTITIONS,
+        cleanup: Cleanup::Compact,
+        retention_ms: None,
+        description,
+    }
+}
+
+/// The whole catalogue, every name prefixed with `prefix` (empty in production; tests use a
+/// unique prefix to get a private set of topics on a shared broker).
+pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
+    let p = |n: &str| format!("{prefix}{n}");
+    let mut topics = vec![
+        stream(
+            &p("user-commands"),
+            "username",
+            7,
+            "sign-up, profile, role and delete commands; e-mail registry replies",
+        ),
+        stream(
+            &p("email-claims"),
+            "e-mail",
+            7,
+            "claims and releases of e-mail addresses (uniqueness without a lock)",
+        ),
+        stream(
+            &p("vendor-commands"),
+            "vendor id",
+            7,
+            "vendor create/update/delete",
+        ),
+        stream(
+            &p("stock-commands"),
+            "product id",
+            7,
+            "product, stock, sale and reservation commands",
+        ),
+        stream(
+            &p("order-commands"),
+            "order id",
+            7,
+            "place, pay and cancel requests from users",
+        ),
+        stream(
+            &p("order-replies"),
+            "order id",
+            7,
+            "stock, payment and delivery answers to the order saga",
+        ),
+        stream(
+            &p("order-events"),
+            "order id",
+            30,
+            "order confirmed, cancelled, completed",
+        ),
+        stream(
+            &p("payment-commands"),
+            "order id",
+            7,
+            "authorize and refund requests from the saga",
+        ),
+        stream(
+            &p("delivery-commands"),
+            "order id",
+            7,
+            "start, detail and end of a delivery",
+        ),
+        stream(
+            &p("delivery-events"),
+            "order id",
+            30,
+            "delivery started and completed",
+        ),
+        compacted(p("view-users"), "username", "latest user view"),
+        compacted(p("view-vendors"), "vendor id", "latest vendor view"),
+        compacted(
+            p("view-products"),
+            "product id",
+            "latest product view with stock and sale",
+        ),
+        compacted(
+            p("view-orders"),
+            "order id",
+            "latest order view with lines and history",
+        ),
+        compacted(p("view-deliveries"), "order id", "latest delivery view"),
+        compacted(p("view-notifications"), "message id", "e-mails sent"),
+    ];
+    for app in APPS {
+        for store in app.stores {
+            topics.push(compacted(
+                p(&format!("{}-{}-changelog", app.name, store)),
+                "store key",
+                "state store changelog (restores the store)",
+            ));
+        }
+        topics.push(stream(
+            &p(&format!("{}-dlq", app.name)),
+            "original key",
+            30,
+            "records the application could not decode or validate, with the reason in headers",
+        ));
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_changelogs_compacted() {
+        let all = catalogue("");
+        let mut names: Vec<_> = all.iter().map(|t| t.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        for t in &all {
+            assert!(t.partitions >= 6, "{}", t.name);
+            if t.name.ends_with("-changelog") || t.name.starts_with("view-") {
+                assert_eq!(t.cleanup, Cleanup::Compact, "{}", t.name);
+            }
+        }
+        assert!(catalogue("x.").iter().all(|t| t.name.starts_with("x.")));
+    }
+}

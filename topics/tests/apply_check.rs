@@ -1,0 +1,84 @@
+//! `topics apply` and `topics check` against the real local broker (started by scripts/test.sh).
+
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+fn brokers() -> String {
+    std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn topics_cli(prefix: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_topics"))
+        .args(["--brokers", &brokers(), "--prefix", prefix])
+        .args(args)
+        .output()
+        .expect("run topics");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn apply_is_idempotent_and_check_reports_drift() {
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let all = pickple_topics::catalogue(&prefix);
+    let missing = format!("{prefix}view-orders");
+    let narrow = format!("{prefix}order-events");
+
+    // A topic created by hand with the wrong partition count, and one topic never created.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            &[NewTopic::new(&narrow, 3, TopicReplication::Fixed(1))
+                .set("retention.ms", "2592000000")],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let partial: Vec<_> = all.iter().filter(|t| t.name != missing).cloned().collect();
+    let created = pickple_topics::apply(&brokers(), &partial, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        created.len(),
+        partial.len() - 1,
+        "all but the hand-made topic are created"
+    );
+
+    let (code, out) = topics_cli(&prefix, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("drift: {missing}: missing")), "{out}");
+    assert!(
+        out.contains(&format!("drift: {narrow}: 3 partitions, catalogue says 6")),
+        "{out}"
+    );
+    assert_eq!(out.matches("drift:").count(), 2, "{out}");
+
+    // apply creates what is missing, then has nothing left to do.
+    let (code, out) = topics_cli(&prefix, &["apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("created {missing}")), "{out}");
+    let (code, out) = topics_cli(&prefix, &["apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(", 0 created"), "{out}");
+
+    // The partition drift is reported, not silently "fixed" by apply.
+    let (code, out) = topics_cli(&prefix, &["check"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("drift:").count(), 1, "{out}");
+
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    admin
+        .delete_topics(&names, &AdminOptions::new())
+        .await
+        .unwrap();
+}
