@@ -1,0 +1,61 @@
+//! Settings of a runtime instance, from flags or `PICKPLE_*` environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeConfig {
+    /// Bootstrap servers of the Kafka or Redpanda cluster.
+    #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
+    pub brokers: String,
+    /// Prefix of every topic and group name (several pipelines on one cluster, isolated tests).
+    #[arg(long, env = "PICKPLE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Stable identity of this instance: its transactional.id is `<app>-<instance>`, so a
+    /// restarted instance fences its own zombie. Give every running instance its own.
+    #[arg(long, env = "PICKPLE_INSTANCE_ID", default_value = "0")]
+    pub instance_id: String,
+    /// Directory of the local sled stores (a cache of the changelogs).
+    #[arg(long, env = "PICKPLE_STATE_DIR", default_value = ".work/state")]
+    pub state_dir: PathBuf,
+    /// Commit the transaction at least this often (milliseconds).
+    #[arg(long, env = "PICKPLE_COMMIT_INTERVAL_MS", default_value_t = 100)]
+    pub commit_interval_ms: u64,
+    /// ...or after this many input records, whichever comes first.
+    #[arg(long, env = "PICKPLE_COMMIT_RECORDS", default_value_t = 2000)]
+    pub commit_records: usize,
+    /// How often punctuators run (milliseconds).
+    #[arg(long, env = "PICKPLE_PUNCTUATE_INTERVAL_MS", default_value_t = 1000)]
+    pub punctuate_interval_ms: u64,
+    /// Where to serve Prometheus `/metrics` (e.g. 127.0.0.1:9101); none when unset.
+    #[arg(long, env = "PICKPLE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// Defaults for tests and tools: local broker, given state dir.
+    pub fn local(state_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            brokers: std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            topic_prefix: String::new(),
+            instance_id: "0".into(),
+            state_dir: state_dir.into(),
+            commit_interval_ms: 100,
+            commit_records: 2000,
+            punctuate_interval_ms: 1000,
+            metrics_addr: None,
+        }
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    pub fn punctuate_interval(&self) -> Duration {
+        Duration::from_millis(self.punctuate_interval_ms)
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.topic_prefix, logical)
+    }
+}

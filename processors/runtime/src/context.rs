@@ -1,0 +1,208 @@
+//! What a processor sees while it handles one record or one punctuation: its task's stores, the
+//! clock, and a way to send records. Writes and outputs are held here until the record succeeds,
+//! so a record that fails leaves nothing behind.
+
+use std::collections::BTreeMap;
+
+use pickple_schemas::messages::MessageType;
+use pickple_schemas::RecordHeaders;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::processor::ProcessError;
+use crate::store::{merge_range, StateStores, Writes};
+use crate::Millis;
+
+/// A record to produce. `topic` is logical (the runtime adds the deployment prefix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub headers: RecordHeaders,
+}
+
+impl Output {
+    pub fn key_str(&self) -> &str {
+        std::str::from_utf8(&self.key).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        self.value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Read access to the stores of one task, through the open transaction's writes.
+pub struct StoreView<'a> {
+    pub(crate) stores: &'a StateStores,
+    pub(crate) txn: &'a Writes,
+    pub(crate) partition: i32,
+}
+
+pub struct Context<'a> {
+    view: StoreView<'a>,
+    now: Millis,
+    /// Headers of the input record (or of a punctuation), parent of everything sent.
+    parent: RecordHeaders,
+    parent_id: String,
+    pub(crate) writes: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    pub(crate) outputs: Vec<Output>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        view: StoreView<'a>,
+        now: Millis,
+        parent: RecordHeaders,
+        parent_id: String,
+    ) -> Self {
+        Context {
+            view,
+            now,
+            parent,
+            parent_id,
+            writes: BTreeMap::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Wall-clock time of this processing step (the test driver's clock in tests).
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.view.partition
+    }
+
+    /// Headers of the record being processed.
+    pub fn headers(&self) -> &RecordHeaders {
+        &self.parent
+    }
+
+    fn raw_get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
+        if let Some(v) = self.writes.get(store).and_then(|w| w.get(key)) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self
+            .view
+            .txn
+            .get(&(store.to_string(), self.view.partition))
+            .and_then(|w| w.get(key))
+        {
+            return Ok(v.clone());
+        }
+        self.view
+            .stores
+            .get(store, self.view.partition, key)
+            .map_err(|e| ProcessError::Retry(e.to_string()))
+    }
+
+    /// Read a value of a store.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        store: &str,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>, ProcessError> {
+        match self.raw_get(store, key.as_ref())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                ProcessError::Invalid(format!("store {store} holds an unreadable value: {e}"))
+            }),
+        }
+    }
+
+    /// Write a value; it reaches the changelog and sled only when the transaction commits.
+    pub fn put<T: Serialize>(&mut self, store: &str, key: impl AsRef<[u8]>, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("state serializes");
+        self.writes
+            .entry(store.to_string())
+            .or_default()
+            .insert(key.as_ref().to_vec(), Some(bytes));
+    }
+
+    pub fn delete(&mut self, store: &str, key: impl AsRef<[u8]>) {
+        self.writes
+            .entry(store.to_string())
+            .or_default()
+            .insert(key.as_ref().to_vec(), None);
+    }
+
+    /// Entries with `from <= key < to` in key order (e.g. a timer index keyed by due time).
+    pub fn range<T: DeserializeOwned>(
+        &self,
+        store: &str,
+        from: impl AsRef<[u8]>,
+        to: impl AsRef<[u8]>,
+    ) -> Result<Vec<(Vec<u8>, T)>, ProcessError> {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        let base = self
+            .view
+            .stores
+            .range(store, self.view.partition, from, to)
+            .map_err(|e| ProcessError::Retry(e.to_string()))?;
+        let key = (store.to_string(), self.view.partition);
+        let mut layers = Vec::new();
+        if let Some(txn) = self.view.txn.get(&key) {
+            layers.push(txn);
+        }
+        if let Some(own) = self.writes.get(store) {
+            layers.push(own);
+        }
+        merge_range(base, &layers, from, to)
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v).map(|t| (k, t)).map_err(|e| {
+                    ProcessError::Invalid(format!("store {store} holds an unreadable value: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Send a message keyed by `key`, with headers derived from the input record's.
+    pub fn send<M: Serialize + MessageType>(&mut self, topic: &str, key: &str, message: &M) {
+        let headers = self
+            .parent
+            .caused(message.message_type(), self.parent_id.clone());
+        self.send_raw(
+            topic,
+            key.as_bytes(),
+            Some(pickple_schemas::encode(message)),
+            headers,
+        );
+    }
+
+    /// Send a JSON value that is not a tagged message (a view), with the given event type.
+    pub fn send_value<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        event_type: &str,
+        value: &T,
+    ) {
+        let headers = self.parent.caused(event_type, self.parent_id.clone());
+        self.send_raw(
+            topic,
+            key.as_bytes(),
+            Some(pickple_schemas::encode(value)),
+            headers,
+        );
+    }
+
+    pub fn send_raw(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        headers: RecordHeaders,
+    ) {
+        self.outputs.push(Output {
+            topic: topic.to_string(),
+            key: key.to_vec(),
+            value,
+            headers,
+        });
+    }
+}

@@ -1,0 +1,180 @@
+//! Run a processor in-process with no broker, like Kafka Streams' TopologyTestDriver: pipe
+//! records in, move the wall clock, read outputs, dead letters and stores.
+
+use std::collections::BTreeMap;
+
+use pickple_schemas::messages::MessageType;
+use pickple_schemas::RecordHeaders;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::context::{Context, Output, StoreView};
+use crate::processor::{ProcessError, Processor, Record};
+use crate::store::{StateStores, Writes};
+use crate::Millis;
+
+/// A dead letter captured by the driver.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub reason: String,
+}
+
+/// Drives one task (partition 0) of a processor. Each piped record is its own committed
+/// transaction; a `Retry` failure leaves stores untouched and is returned to the test.
+pub struct TestDriver<P> {
+    processor: P,
+    stores: StateStores,
+    now: Millis,
+    offset: i64,
+    outputs: Vec<Output>,
+    dead_letters: Vec<DeadLetter>,
+}
+
+impl<P: Processor> TestDriver<P> {
+    pub fn new(processor: P, start: Millis) -> Self {
+        TestDriver {
+            processor,
+            stores: StateStores::temporary().expect("in-memory sled"),
+            now: start,
+            offset: 0,
+            outputs: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Pipe a message, with headers as the gateway would set them.
+    pub fn pipe<M: Serialize + MessageType>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        message: &M,
+    ) -> Result<(), ProcessError> {
+        let headers = RecordHeaders::new(message.message_type(), format!("cmd-{}", self.offset));
+        self.pipe_raw(
+            topic,
+            Some(key.as_bytes()),
+            Some(&pickple_schemas::encode(message)),
+            headers,
+        )
+    }
+
+    pub fn pipe_raw(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: RecordHeaders,
+    ) -> Result<(), ProcessError> {
+        self.offset += 1;
+        let record = Record {
+            topic,
+            partition: 0,
+            offset: self.offset,
+            key,
+            value,
+            headers: headers.clone(),
+            timestamp: Some(self.now),
+        };
+        let empty = Writes::new();
+        let view = StoreView {
+            stores: &self.stores,
+            txn: &empty,
+            partition: 0,
+        };
+        let mut ctx = Context::new(
+            view,
+            self.now,
+            headers,
+            format!("{topic}/0/{}", self.offset),
+        );
+        match self.processor.process(&mut ctx, &record) {
+            Ok(()) => {
+                let (writes, outputs) = (
+                    std::mem::take(&mut ctx.writes),
+                    std::mem::take(&mut ctx.outputs),
+                );
+                self.commit(writes, outputs);
+                Ok(())
+            }
+            Err(ProcessError::Invalid(reason)) => {
+                self.dead_letters.push(DeadLetter {
+                    topic: topic.into(),
+                    key: key.unwrap_or_default().to_vec(),
+                    reason,
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Move the wall clock forward and run the punctuator once.
+    pub fn advance(&mut self, ms: Millis) -> Result<(), ProcessError> {
+        self.now += ms;
+        let empty = Writes::new();
+        let view = StoreView {
+            stores: &self.stores,
+            txn: &empty,
+            partition: 0,
+        };
+        let mut ctx = Context::new(
+            view,
+            self.now,
+            RecordHeaders::new("Punctuate", "punctuate"),
+            "punctuate".into(),
+        );
+        self.processor.punctuate(&mut ctx)?;
+        let (writes, outputs) = (
+            std::mem::take(&mut ctx.writes),
+            std::mem::take(&mut ctx.outputs),
+        );
+        self.commit(writes, outputs);
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        writes: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+        outputs: Vec<Output>,
+    ) {
+        for (store, kv) in writes {
+            self.stores
+                .apply(&store, 0, kv, None)
+                .expect("in-memory sled write");
+        }
+        self.outputs.extend(outputs);
+    }
+
+    /// Take the outputs sent to `topic` so far.
+    pub fn take_outputs(&mut self, topic: &str) -> Vec<Output> {
+        let (mine, rest) = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .partition(|o| o.topic == topic);
+        self.outputs = rest;
+        mine
+    }
+
+    /// Take outputs of `topic` decoded as `T`.
+    pub fn take<T: DeserializeOwned>(&mut self, topic: &str) -> Vec<T> {
+        self.take_outputs(topic)
+            .into_iter()
+            .map(|o| pickple_schemas::decode(o.value.as_deref()).expect("output decodes"))
+            .collect()
+    }
+
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, store: &str, key: &str) -> Option<T> {
+        self.stores
+            .get(store, 0, key.as_bytes())
+            .expect("in-memory sled read")
+            .map(|v| serde_json::from_slice(&v).expect("stored value decodes"))
+    }
+}

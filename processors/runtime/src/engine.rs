@@ -1,0 +1,575 @@
+//! The transactional heart: tasks, the open transaction, commit and abort.
+//!
+//! One engine per instance, shared between the poll loop and the rebalance callbacks (which run
+//! inside `poll`, when the loop does not hold the lock).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pickple_schemas::RecordHeaders;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::context::{Context, Output, StoreView};
+use crate::metrics::Metrics;
+use crate::processor::{AppSpec, ProcessError, Processor, Record};
+use crate::restore::{restore, RestoreError};
+use crate::store::{StateStores, StoreError, Writes};
+use crate::{now_millis, RuntimeConfig};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Another instance with our transactional.id took over: this one is a zombie and stops.
+    #[error("producer fenced: another instance with the same id is running")]
+    Fenced,
+    #[error("fatal kafka error: {0}")]
+    Fatal(KafkaError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("restore: {0}")]
+    Restore(#[from] RestoreError),
+}
+
+/// Records the offset of the last delivered record per changelog partition: the checkpoint the
+/// store may move to once the transaction commits.
+#[derive(Default, Clone)]
+pub(crate) struct DeliveryTracker {
+    last: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) if msg.topic().ends_with("-changelog") => {
+                let mut last = self.last.lock().unwrap();
+                let entry = last
+                    .entry((msg.topic().to_string(), msg.partition()))
+                    .or_insert(-1);
+                *entry = (*entry).max(msg.offset());
+            }
+            Ok(_) => {}
+            Err((e, _)) => *self.failed.lock().unwrap() = Some(e.to_string()),
+        }
+    }
+}
+
+struct Task<P> {
+    processor: P,
+}
+
+#[derive(Default)]
+struct Txn {
+    writes: Writes,
+    /// Next offset to consume per input (physical topic, partition).
+    offsets: HashMap<(String, i32), i64>,
+    records: usize,
+    opened: Option<Instant>,
+}
+
+pub(crate) struct Engine<P> {
+    spec: AppSpec,
+    config: RuntimeConfig,
+    stores: StateStores,
+    producer: ThreadedProducer<DeliveryTracker>,
+    tracker: DeliveryTracker,
+    factory: Box<dyn Fn(i32) -> P + Send>,
+    tasks: BTreeMap<i32, Task<P>>,
+    txn: Txn,
+    in_txn: bool,
+    last_punctuate: Instant,
+    metrics: &'static Metrics,
+}
+
+impl<P: Processor> Engine<P> {
+    pub fn new(
+        spec: AppSpec,
+        config: RuntimeConfig,
+        stores: StateStores,
+        producer: ThreadedProducer<DeliveryTracker>,
+        tracker: DeliveryTracker,
+        factory: Box<dyn Fn(i32) -> P + Send>,
+    ) -> Self {
+        Engine {
+            spec,
+            config,
+            stores,
+            producer,
+            tracker,
+            factory,
+            tasks: BTreeMap::new(),
+            txn: Txn::default(),
+            in_txn: false,
+            last_punctuate: Instant::now(),
+            metrics: Metrics::global(),
+        }
+    }
+
+    fn app(&self) -> &str {
+        &self.spec.name
+    }
+
+    fn logical<'t>(&self, physical: &'t str) -> &'t str {
+        physical
+            .strip_prefix(self.config.topic_prefix.as_str())
+            .unwrap_or(physical)
+    }
+
+    fn begin(&mut self) -> Result<(), EngineError> {
+        if !self.in_txn {
+            self.producer.begin_transaction().map_err(classify)?;
+            self.in_txn = true;
+            self.txn.opened = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Handle one polled input record inside the open transaction.
+    pub fn process<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), EngineError> {
+        let partition = msg.partition();
+        if !self.tasks.contains_key(&partition) {
+            // A record of a partition we no longer own (revoked between fetch and poll).
+            return Ok(());
+        }
+        self.begin()?;
+        let topic = self.logical(msg.topic()).to_string();
+        let headers = RecordHeaders::from_pairs(
+            msg.headers()
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value)),
+        );
+        let record = Record {
+            topic: &topic,
+            partition,
+            offset: msg.offset(),
+            key: msg.key(),
+            value: msg.payload(),
+            headers: headers.clone(),
+            timestamp: msg.timestamp().to_millis(),
+        };
+        let parent_id = format!("{}/{}/{}", topic, partition, msg.offset());
+        let view = StoreView {
+            stores: &self.stores,
+            txn: &self.txn.writes,
+            partition,
+        };
+        let mut ctx = Context::new(view, now_millis(), headers, parent_id);
+        let task = self.tasks.get_mut(&partition).expect("task exists");
+        match task.processor.process(&mut ctx, &record) {
+            Ok(()) => {
+                let (writes, outputs) = (
+                    std::mem::take(&mut ctx.writes),
+                    std::mem::take(&mut ctx.outputs),
+                );
+                drop(ctx);
+                self.keep(partition, writes, outputs)?;
+            }
+            Err(ProcessError::Invalid(reason)) => {
+                drop(ctx);
+                self.dead_letter(msg, &topic, &reason)?;
+            }
+            Err(ProcessError::Retry(reason)) => {
+                drop(ctx);
+                tracing::warn!(%reason, topic, partition, offset = msg.offset(), "transient failure, retrying");
+                self.abort(consumer)?;
+                std::thread::sleep(Duration::from_secs(1)); // back-off before the retry
+                return Ok(());
+            }
+        }
+        self.metrics
+            .records_in
+            .with_label_values(&[self.app(), &topic])
+            .inc();
+        self.txn
+            .offsets
+            .insert((msg.topic().to_string(), partition), msg.offset() + 1);
+        self.txn.records += 1;
+        if self.txn.records >= self.config.commit_records {
+            self.commit(consumer)?;
+        }
+        Ok(())
+    }
+
+    fn keep(
+        &mut self,
+        partition: i32,
+        writes: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+        outputs: Vec<Output>,
+    ) -> Result<(), EngineError> {
+        for (store, kv) in writes {
+            self.txn
+                .writes
+                .entry((store, partition))
+                .or_default()
+                .extend(kv);
+        }
+        for out in outputs {
+            let topic = self.config.topic(&out.topic);
+            self.produce(&topic, None, &out.key, out.value.as_deref(), &out.headers)?;
+            self.metrics
+                .records_out
+                .with_label_values(&[self.app(), &out.topic])
+                .inc();
+        }
+        Ok(())
+    }
+
+    fn produce(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: &RecordHeaders,
+    ) -> Result<(), EngineError> {
+        let mut owned = OwnedHeaders::new();
+        for (name, v) in headers.to_pairs() {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(&v),
+            });
+        }
+        self.send(topic, partition, key, value, owned)
+    }
+
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<(), EngineError> {
+        let mut record = BaseRecord::to(topic).key(key).headers(headers);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The local queue drains as the broker acknowledges; wait for room.
+                    self.producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+                Err((e, _)) => return Err(classify(e)),
+            }
+        }
+    }
+
+    /// Send the original record to `<app>-dlq`, with why and where it came from.
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        topic: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(), %reason, "dead letter");
+        let mut headers = OwnedHeaders::new();
+        for h in msg.headers().into_iter().flat_map(|h| h.iter()) {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+        let (p, o) = (msg.partition().to_string(), msg.offset().to_string());
+        for (k, v) in [
+            ("dlq-error", reason),
+            ("dlq-source-topic", topic),
+            ("dlq-source-partition", p.as_str()),
+            ("dlq-source-offset", o.as_str()),
+            ("dlq-app", self.app()),
+        ] {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let dlq = self.config.topic(&self.spec.dlq());
+        self.send(
+            &dlq,
+            None,
+            msg.key().unwrap_or_default(),
+            msg.payload(),
+            headers,
+        )?;
+        self.metrics
+            .dlq
+            .with_label_values(&[self.app(), topic])
+            .inc();
+        Ok(())
+    }
+
+    /// Run every task's punctuator when the interval has passed.
+    pub fn punctuate_if_due<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        if self.last_punctuate.elapsed() < self.config.punctuate_interval() || self.tasks.is_empty()
+        {
+            return Ok(());
+        }
+        self.last_punctuate = Instant::now();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for partition in partitions {
+            let view = StoreView {
+                stores: &self.stores,
+                txn: &self.txn.writes,
+                partition,
+            };
+            let headers =
+                RecordHeaders::new("Punctuate", format!("punctuate-{}-{partition}", self.app()));
+            let mut ctx = Context::new(
+                view,
+                now_millis(),
+                headers,
+                format!("punctuate/{partition}"),
+            );
+            let task = self.tasks.get_mut(&partition).expect("task exists");
+            match task.processor.punctuate(&mut ctx) {
+                Ok(()) => {
+                    let (writes, outputs) = (
+                        std::mem::take(&mut ctx.writes),
+                        std::mem::take(&mut ctx.outputs),
+                    );
+                    drop(ctx);
+                    if !writes.is_empty() || !outputs.is_empty() {
+                        self.begin()?;
+                        self.keep(partition, writes, outputs)?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "punctuator failed; it runs again next interval")
+                }
+            }
+        }
+        self.commit(consumer)
+    }
+
+    pub fn commit_if_due<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        match self.txn.opened {
+            Some(t) if t.elapsed() >= self.config.commit_interval() => self.commit(consumer),
+            _ => Ok(()),
+        }
+    }
+
+    /// Time until the next commit or punctuation is due.
+    pub fn next_deadline(&self) -> Duration {
+        let punct = self
+            .config
+            .punctuate_interval()
+            .saturating_sub(self.last_punctuate.elapsed());
+        let commit = match self.txn.opened {
+            Some(t) => self.config.commit_interval().saturating_sub(t.elapsed()),
+            None => punct,
+        };
+        commit.min(punct).max(Duration::from_millis(1))
+    }
+
+    /// Commit the open transaction: changelog records, input offsets, then (only once Kafka has
+    /// committed) the store writes and checkpoints on disk. On a failure that is not fatal the
+    /// transaction is aborted and the inputs rewound, so nothing is lost or doubled.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        if !self.in_txn {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.try_commit(consumer) {
+            Ok(()) => {
+                let app = self.spec.name.clone();
+                self.metrics.commits.with_label_values(&[&app]).inc();
+                self.metrics
+                    .commit_latency
+                    .with_label_values(&[&app])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(EngineError::Fenced) => Err(EngineError::Fenced),
+            Err(EngineError::Fatal(e)) => Err(EngineError::Fatal(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed, aborting the transaction");
+                self.abort(consumer)
+            }
+        }
+    }
+
+    fn try_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        // Changelog: one record per key written in this transaction (the last value wins).
+        for ((store, partition), kv) in &self.txn.writes {
+            let topic = self.config.topic(&self.spec.changelog(store));
+            for (k, v) in kv {
+                self.send(
+                    &topic,
+                    Some(*partition),
+                    k,
+                    v.as_deref(),
+                    OwnedHeaders::new(),
+                )?;
+            }
+        }
+        if !self.txn.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in &self.txn.offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            let group = consumer
+                .group_metadata()
+                .ok_or(EngineError::Fatal(KafkaError::NoMessageReceived))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
+                .map_err(classify)?;
+        }
+        self.producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(classify)?;
+        if let Some(reason) = self.tracker.failed.lock().unwrap().take() {
+            // commit_transaction fails when a record failed, so this is only a guard.
+            tracing::error!(%reason, "a record failed after commit");
+        }
+        self.in_txn = false;
+        let txn = std::mem::take(&mut self.txn);
+        let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
+        for ((store, partition), kv) in txn.writes {
+            let topic = self.config.topic(&self.spec.changelog(&store));
+            let checkpoint = checkpoints.get(&(topic, partition)).copied();
+            self.stores.apply(&store, partition, kv, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Abort the open transaction and rewind every input to its last committed offset.
+    pub fn abort<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        if self.in_txn {
+            self.producer
+                .abort_transaction(TXN_TIMEOUT)
+                .map_err(classify)?;
+            self.metrics.aborts.with_label_values(&[self.app()]).inc();
+        }
+        self.in_txn = false;
+        self.txn = Txn::default();
+        self.tracker.last.lock().unwrap().clear();
+        let assignment = consumer.assignment()?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let committed = consumer.committed_offsets(assignment, Duration::from_secs(30))?;
+        let mut rewind = TopicPartitionList::new();
+        for elem in committed.elements() {
+            let offset = match elem.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            rewind.add_partition_offset(elem.topic(), elem.partition(), offset)?;
+        }
+        consumer.seek_partitions(rewind, Duration::from_secs(30))?;
+        Ok(())
+    }
+
+    /// Partitions were assigned: restore their stores, then create their tasks.
+    pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
+        for &p in partitions {
+            if self.tasks.contains_key(&p) {
+                continue;
+            }
+            for store in &self.spec.stores {
+                let changelog = self.config.topic(&self.spec.changelog(store));
+                restore(
+                    &self.config.brokers,
+                    &self.spec.name,
+                    &self.stores,
+                    store,
+                    &changelog,
+                    p,
+                )?;
+            }
+            self.tasks.insert(
+                p,
+                Task {
+                    processor: (self.factory)(p),
+                },
+            );
+        }
+        self.metrics
+            .assigned
+            .with_label_values(&[self.app()])
+            .set(self.tasks.len() as i64);
+        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "assigned");
+        Ok(())
+    }
+
+    /// Partitions are being revoked: commit (or abort when the assignment was lost), then drop
+    /// their tasks.
+    pub fn revoked<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+        lost: bool,
+    ) -> Result<(), EngineError> {
+        if lost {
+            self.abort(consumer)?;
+        } else {
+            self.commit(consumer)?;
+        }
+        for p in partitions {
+            self.tasks.remove(p);
+        }
+        self.stores.flush()?;
+        self.metrics
+            .assigned
+            .with_label_values(&[self.app()])
+            .set(self.tasks.len() as i64);
+        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "revoked {partitions:?}");
+        Ok(())
+    }
+}
+
+/// Sort a producer error: fencing and fatal errors stop the instance, the rest abort and retry.
+fn classify(e: KafkaError) -> EngineError {
+    let code = e.rdkafka_error_code();
+    if matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    ) {
+        return EngineError::Fenced;
+    }
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => EngineError::Fatal(e),
+        _ => EngineError::Kafka(e),
+    }
+}

@@ -1,0 +1,46 @@
+//! Pickple's stream runtime: Kafka Streams semantics in a small Rust library.
+//!
+//! An application is a [`Processor`] plus an [`AppSpec`] (its name, input topics and state
+//! stores). [`run`] turns it into a consumer-group member that:
+//!
+//! * runs one **task per partition number** over co-partitioned inputs (partition `p` of every
+//!   input topic belongs to the same task, so one task owns an entity's whole history);
+//! * processes **exactly once**: outputs, changelog records and input offsets go out in one Kafka
+//!   transaction, committed every `commit_interval` or `commit_records`;
+//! * keeps state in **sled**, one tree per (store, partition); writes are buffered during a
+//!   transaction and applied to disk, with the changelog checkpoint, only after it commits;
+//! * restores each task's stores from `<app>-<store>-changelog` before processing it;
+//! * fires wall-clock **punctuators** whose effects join the transaction;
+//! * sends records it cannot decode or validate to `<app>-dlq` with the reason in headers.
+//!
+//! [`TestDriver`] runs the same processor in-process without a broker.
+
+mod config;
+mod context;
+mod driver;
+mod engine;
+mod metrics;
+mod processor;
+mod rebalance;
+mod restore;
+mod runner;
+mod store;
+
+pub use config::RuntimeConfig;
+pub use context::{Context, Output, StoreView};
+pub use driver::TestDriver;
+pub use metrics::{serve_metrics, Metrics};
+pub use processor::{AppSpec, ProcessError, Processor, Record};
+pub use runner::{run, run_until, RuntimeError};
+pub use store::StateStores;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Wall-clock now in milliseconds.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

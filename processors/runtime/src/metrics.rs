@@ -1,0 +1,125 @@
+//! Prometheus metrics of the runtime, and a small `/metrics` HTTP endpoint.
+
+use std::net::SocketAddr;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Encoder,
+    HistogramVec, IntCounterVec, IntGaugeVec, TextEncoder,
+};
+
+/// Process-wide runtime metrics (registered once in the default registry, labelled by app).
+#[derive(Clone)]
+pub struct Metrics {
+    pub records_in: IntCounterVec,
+    pub records_out: IntCounterVec,
+    pub commits: IntCounterVec,
+    pub commit_latency: HistogramVec,
+    pub aborts: IntCounterVec,
+    pub restore_records: IntCounterVec,
+    pub restore_remaining: IntGaugeVec,
+    pub dlq: IntCounterVec,
+    pub lag: IntGaugeVec,
+    pub assigned: IntGaugeVec,
+}
+
+impl Metrics {
+    /// The process's metrics; the first call registers them.
+    pub fn global() -> &'static Metrics {
+        static METRICS: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+        METRICS.get_or_init(|| Metrics {
+            records_in: register_int_counter_vec!(
+                "pickple_records_in_total",
+                "Input records processed",
+                &["app", "topic"]
+            )
+            .unwrap(),
+            records_out: register_int_counter_vec!(
+                "pickple_records_out_total",
+                "Records produced",
+                &["app", "topic"]
+            )
+            .unwrap(),
+            commits: register_int_counter_vec!(
+                "pickple_commits_total",
+                "Transactions committed",
+                &["app"]
+            )
+            .unwrap(),
+            commit_latency: register_histogram_vec!(
+                "pickple_commit_latency_seconds",
+                "Time to commit a transaction (offsets, changelogs, outputs)",
+                &["app"],
+                vec![0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+            )
+            .unwrap(),
+            aborts: register_int_counter_vec!(
+                "pickple_transaction_aborts_total",
+                "Transactions aborted",
+                &["app"]
+            )
+            .unwrap(),
+            restore_records: register_int_counter_vec!(
+                "pickple_restore_records_total",
+                "Changelog records restored",
+                &["app", "store"]
+            )
+            .unwrap(),
+            restore_remaining: register_int_gauge_vec!(
+                "pickple_restore_remaining_records",
+                "Changelog records left to restore",
+                &["app", "store"]
+            )
+            .unwrap(),
+            dlq: register_int_counter_vec!(
+                "pickple_dlq_records_total",
+                "Records sent to the dead-letter topic",
+                &["app", "topic"]
+            )
+            .unwrap(),
+            lag: register_int_gauge_vec!(
+                "pickple_consumer_lag",
+                "Records behind the end of an input partition",
+                &["app", "topic", "partition"]
+            )
+            .unwrap(),
+            assigned: register_int_gauge_vec!(
+                "pickple_assigned_partitions",
+                "Tasks (partitions) this instance owns",
+                &["app"]
+            )
+            .unwrap(),
+        })
+    }
+}
+
+/// The default registry in Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut buf)
+        .expect("encode metrics");
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Serve `GET /metrics` on `addr` from a background thread with its own small tokio runtime.
+pub fn serve_metrics(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new()
+                    .route("/metrics", axum::routing::get(|| async { render() }));
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        })?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! What an application implements.
+
+use pickple_schemas::{decode, RecordHeaders};
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::Millis;
+
+/// The static shape of an application.
+#[derive(Debug, Clone)]
+pub struct AppSpec {
+    /// Application id: the consumer group, the transactional.id prefix, and the prefix of its
+    /// changelog (`<name>-<store>-changelog`) and dead-letter (`<name>-dlq`) topics.
+    pub name: String,
+    /// Input topics (logical names), all co-partitioned.
+    pub inputs: Vec<String>,
+    /// State stores, each changelogged.
+    pub stores: Vec<String>,
+}
+
+impl AppSpec {
+    pub fn new(name: &str, inputs: &[&str], stores: &[&str]) -> Self {
+        AppSpec {
+            name: name.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            stores: stores.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn changelog(&self, store: &str) -> String {
+        format!("{}-{}-changelog", self.name, store)
+    }
+
+    pub fn dlq(&self) -> String {
+        format!("{}-dlq", self.name)
+    }
+}
+
+/// One input record, as a processor sees it.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    /// Logical topic name (without the deployment's prefix).
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: RecordHeaders,
+    pub timestamp: Option<Millis>,
+}
+
+impl Record<'_> {
+    /// Decode the value as `T`; a malformed value is [`ProcessError::Invalid`] (dead letter).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ProcessError> {
+        decode(self.value).map_err(|e| ProcessError::Invalid(e.to_string()))
+    }
+
+    /// The key as UTF-8; a missing or non-UTF-8 key is invalid (every Pickple topic is keyed).
+    pub fn key_str(&self) -> Result<&str, ProcessError> {
+        let key = self
+            .key
+            .ok_or_else(|| ProcessError::Invalid("record has no key".into()))?;
+        std::str::from_utf8(key).map_err(|_| ProcessError::Invalid("key is not UTF-8".into()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The record can never be processed (undecodable, invalid): it goes to the dead-letter
+    /// topic and processing continues. Nothing the processor wrote for it is kept.
+    #[error("invalid record: {0}")]
+    Invalid(String),
+    /// A transient failure (an SMTP server down...): the transaction is aborted and the records
+    /// since the last commit are processed again after a back-off.
+    #[error("transient failure: {0}")]
+    Retry(String),
+}
+
+/// A stream processor. One value per task (partition), made by the application's factory.
+pub trait Processor: Send + 'static {
+    /// Handle one input record. Reads and writes go through `ctx`; outputs are sent with
+    /// `ctx.send`. Everything joins the current transaction.
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError>;
+
+    /// Wall-clock timer, called every punctuate interval for each task.
+    fn punctuate(&mut self, _ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Consumer callbacks: assignment changes reach the engine while the poll loop is inside `poll`.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+
+use crate::engine::{Engine, EngineError};
+use crate::metrics::Metrics;
+use crate::processor::Processor;
+
+pub(crate) struct RebalanceContext<P> {
+    pub engine: Arc<Mutex<Engine<P>>>,
+    pub app: String,
+    pub prefix: String,
+    /// The first engine failure inside a callback; the poll loop stops on it.
+    pub failure: Arc<Mutex<Option<EngineError>>>,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    let mut ps: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    ps.sort_unstable();
+    ps.dedup();
+    ps
+}
+
+impl<P: Processor> RebalanceContext<P> {
+    fn record(&self, result: Result<(), EngineError>) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "rebalance handling failed");
+            self.failure.lock().unwrap().get_or_insert(e);
+        }
+    }
+}
+
+impl<P: Processor> ClientContext for RebalanceContext<P> {
+    fn stats(&self, stats: Statistics) {
+        let lag = &Metrics::global().lag;
+        for (topic, t) in &stats.topics {
+            let logical = topic.strip_prefix(self.prefix.as_str()).unwrap_or(topic);
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    lag.with_label_values(&[&self.app, logical, &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl<P: Processor> ConsumerContext for RebalanceContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let lost = consumer.assignment_lost();
+            let result = self
+                .engine
+                .lock()
+                .unwrap()
+                .revoked(consumer, &partitions(tpl), lost);
+            self.record(result);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let result = self.engine.lock().unwrap().assigned(&partitions(tpl));
+            self.record(result);
+        }
+    }
+}

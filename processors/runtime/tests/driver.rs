@@ -1,0 +1,62 @@
+//! The in-process test driver: stores, outputs, dead letters and the clock, with no broker.
+
+use pickple_runtime::{Context, ProcessError, Processor, Record, TestDriver};
+
+/// Remembers the last value per key, and after 1 s of wall-clock time reports how many keys it
+/// holds; a value that is not a JSON string is invalid.
+struct LastValue;
+
+impl Processor for LastValue {
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        let value: String = record.decode()?;
+        let key = record.key_str()?.to_string();
+        ctx.put("last", &key, &value);
+        if ctx.get::<i64>("due", "report")?.is_none() {
+            ctx.put("due", "report", &(ctx.now() + 1000));
+        }
+        ctx.send_value("echo", &key, "Echo", &value);
+        Ok(())
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        match ctx.get::<i64>("due", "report")? {
+            Some(due) if due <= ctx.now() => {
+                let keys = ctx.range::<String>("last", "", "\u{10ffff}")?.len();
+                ctx.delete("due", "report");
+                ctx.send_value("report", "all", "Report", &keys);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn headers() -> pickple_schemas::RecordHeaders {
+    pickple_schemas::RecordHeaders::new("Test", "cmd")
+}
+
+#[test]
+fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
+    let mut driver = TestDriver::new(LastValue, 1_000_000);
+    driver.pipe_raw("in", Some(b"a"), Some(b"\"one\""), headers()).unwrap();
+    driver.pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers()).unwrap();
+    driver.pipe_raw("in", Some(b"a"), Some(b"\"three\""), headers()).unwrap();
+    driver.pipe_raw("in", Some(b"c"), Some(b"42"), headers()).unwrap();
+
+    assert_eq!(driver.get::<String>("last", "a").as_deref(), Some("three"));
+    assert_eq!(driver.get::<String>("last", "c"), None, "the invalid record wrote nothing");
+    assert_eq!(driver.dead_letters().len(), 1);
+    assert!(driver.dead_letters()[0].reason.contains("String"), "{:?}", driver.dead_letters());
+    let echoes: Vec<String> = driver.take("echo");
+    assert_eq!(echoes, vec!["one", "two", "three"]);
+    let first = driver.take_outputs("echo");
+    assert!(first.is_empty(), "take drains");
+
+    driver.advance(500).unwrap();
+    assert!(driver.take_outputs("report").is_empty(), "not due yet");
+    driver.advance(500).unwrap();
+    let reports: Vec<usize> = driver.take("report");
+    assert_eq!(reports, vec![2]);
+    driver.advance(5000).unwrap();
+    assert!(driver.take_outputs("report").is_empty(), "fires once");
+}
