@@ -1,0 +1,464 @@
+//! Deliveries, keyed by order id: made from the saga's `OrderConfirmed`, moved by the vendor (or
+//! a MASTER) through PENDING -> IN_TRANSIT -> DELIVERED. The gateway checks that `by` may act on
+//! the delivery; it is kept here so every step says who did it.
+
+use pickple_schemas::{
+    DeliveryCommand, DeliveryDetail, DeliveryEvent, DeliveryStatus, DeliveryView, Millis,
+    OrderEvent, OrderReply,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Outcome, Rejection, ViewMeta};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DeliveryInput {
+    Command(DeliveryCommand),
+    /// From topic `order-events`: OrderConfirmed creates, OrderCancelled cancels.
+    Order(OrderEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    pub order_id: String,
+    pub username: String,
+    /// Kept for the notification e-mails the delivery events lead to.
+    pub email: String,
+    pub vendor_ids: Vec<String>,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<Shipment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<Detail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub carrier: String,
+    pub delivery_type: String,
+    pub tracking_number: String,
+    pub by: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    pub at: Millis,
+    pub location: String,
+    pub description: String,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub by: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DeliveryFact {
+    Created {
+        order_id: String,
+        username: String,
+        email: String,
+        vendor_ids: Vec<String>,
+    },
+    Started(Shipment),
+    DetailAdded(Detail),
+    Delivered(Step),
+    Cancelled {
+        reason: String,
+        at: Millis,
+    },
+}
+
+/// Records a fact calls for: a `delivery-events` record (for notifications) and the saga's reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DeliveryEffect {
+    Event(DeliveryEvent),
+    Reply(OrderReply),
+}
+
+pub fn decide(
+    state: Option<&DeliveryState>,
+    input: &DeliveryInput,
+    now: Millis,
+) -> Result<Vec<DeliveryFact>, Rejection> {
+    use DeliveryStatus::*;
+    match input {
+        DeliveryInput::Order(OrderEvent::OrderConfirmed {
+            order_id,
+            username,
+            email,
+            vendor_ids,
+            ..
+        }) => Ok(match state {
+            Some(_) => vec![],
+            None => vec![DeliveryFact::Created {
+                order_id: order_id.clone(),
+                username: username.clone(),
+                email: email.clone(),
+                vendor_ids: vendor_ids.clone(),
+            }],
+        }),
+        // Goods already on their way are not recalled by a cancel; the saga refuses such a
+        // cancel anyway once it has heard of the start.
+        DeliveryInput::Order(OrderEvent::OrderCancelled { reason, .. }) => Ok(match state {
+            Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
+                reason: reason.clone(),
+                at: now,
+            }],
+            _ => vec![],
+        }),
+        DeliveryInput::Order(OrderEvent::OrderCompleted { .. }) => Ok(vec![]),
+        DeliveryInput::Command(cmd) => {
+            let d = state.ok_or_else(|| Rejection::not_found("no such delivery"))?;
+            match cmd {
+                DeliveryCommand::StartDelivery {
+                    carrier,
+                    delivery_type,
+                    tracking_number,
+                    by,
+                    ..
+                } => {
+                    for (what, v) in [
+                        ("carrier", carrier),
+                        ("delivery type", delivery_type),
+                        ("tracking number", tracking_number),
+                        ("by", by),
+                    ] {
+                        non_empty(what, v)?;
+                    }
+                    let shipment = Shipment {
+                        carrier: carrier.trim().to_string(),
+                        delivery_type: delivery_type.trim().to_string(),
+                        tracking_number: tracking_number.trim().to_string(),
+                        by: by.clone(),
+                        at: now,
+                    };
+                    match (&d.status, &d.shipment) {
+                        (Pending, _) => Ok(vec![DeliveryFact::Started(shipment)]),
+                        // The same start again (a retried request): nothing new.
+                        (InTransit, Some(s))
+                            if s.carrier == shipment.carrier
+                                && s.tracking_number == shipment.tracking_number =>
+                        {
+                            Ok(vec![])
+                        }
+                        (status, _) => Err(Rejection::transition(format!(
+                            "a {status:?} delivery cannot start"
+                        ))),
+                    }
+                }
+                DeliveryCommand::AddDeliveryDetail {
+                    location,
+                    description,
+                    by,
+                    ..
+                } => {
+                    non_empty("location", location)?;
+                    non_empty("description", description)?;
+                    non_empty("by", by)?;
+                    if d.status != InTransit {
+                        return Err(Rejection::transition(
+                            "details can only be added while in transit",
+                        ));
+                    }
+                    Ok(vec![DeliveryFact::DetailAdded(Detail {
+                        at: now,
+                        location: location.trim().to_string(),
+                        description: description.trim().to_string(),
+                        by: by.clone(),
+                    })])
+                }
+                DeliveryCommand::EndDelivery { by, .. } => {
+                    non_empty("by", by)?;
+                    match d.status {
+                        InTransit => Ok(vec![DeliveryFact::Delivered(Step {
+                            by: by.clone(),
+                            at: now,
+                        })]),
+                        Delivered => Ok(vec![]),
+                        status => Err(Rejection::transition(format!(
+                            "a {status:?} delivery cannot end"
+                        ))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        return Err(Rejection::invalid(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+pub fn apply(state: Option<DeliveryState>, fact: &DeliveryFact) -> Option<DeliveryState> {
+    if let DeliveryFact::Created {
+        order_id,
+        username,
+        email,
+        vendor_ids,
+    } = fact
+    {
+        return Some(DeliveryState {
+            order_id: order_id.clone(),
+            username: username.clone(),
+            email: email.clone(),
+            vendor_ids: vendor_ids.clone(),
+            status: DeliveryStatus::Pending,
+            shipment: None,
+            details: Vec::new(),
+            delivered: None,
+        });
+    }
+    let mut d = state?;
+    match fact {
+        DeliveryFact::Created { .. } => {}
+        DeliveryFact::Started(s) => {
+            d.status = DeliveryStatus::InTransit;
+            d.shipment = Some(s.clone());
+        }
+        DeliveryFact::DetailAdded(detail) => d.details.push(detail.clone()),
+        DeliveryFact::Delivered(step) => {
+            d.status = DeliveryStatus::Delivered;
+            d.delivered = Some(step.clone());
+        }
+        DeliveryFact::Cancelled { .. } => d.status = DeliveryStatus::Cancelled,
+    }
+    Some(d)
+}
+
+pub fn effects(fact: &DeliveryFact, after: &DeliveryState) -> Vec<DeliveryEffect> {
+    let order_id = after.order_id.clone();
+    match fact {
+        DeliveryFact::Started(s) => vec![
+            DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
+                order_id: order_id.clone(),
+                username: after.username.clone(),
+                email: after.email.clone(),
+                carrier: s.carrier.clone(),
+                tracking_number: s.tracking_number.clone(),
+            }),
+            DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id }),
+        ],
+        DeliveryFact::Delivered(_) => vec![
+            DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
+                order_id: order_id.clone(),
+                username: after.username.clone(),
+                email: after.email.clone(),
+            }),
+            DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }),
+        ],
+        _ => vec![],
+    }
+}
+
+/// decide, apply and effects in one call (see [`crate::Outcome`]).
+pub fn handle(
+    state: Option<DeliveryState>,
+    input: &DeliveryInput,
+    now: Millis,
+) -> Result<Outcome<Option<DeliveryState>, DeliveryFact, DeliveryEffect>, Rejection> {
+    let facts = decide(state.as_ref(), input, now)?;
+    let mut state = state;
+    let mut out = Vec::new();
+    for fact in &facts {
+        state = apply(state, fact);
+        if let Some(after) = &state {
+            out.extend(effects(fact, after));
+        }
+    }
+    Ok(Outcome {
+        state,
+        facts,
+        effects: out,
+    })
+}
+
+impl DeliveryState {
+    /// `by` of each detail is not part of the public view (schemas' `DeliveryDetail`).
+    pub fn to_view(&self, meta: &ViewMeta) -> DeliveryView {
+        let s = self.shipment.as_ref();
+        DeliveryView {
+            order_id: self.order_id.clone(),
+            username: self.username.clone(),
+            vendor_ids: self.vendor_ids.clone(),
+            status: self.status,
+            carrier: s.map(|s| s.carrier.clone()),
+            delivery_type: s.map(|s| s.delivery_type.clone()),
+            tracking_number: s.map(|s| s.tracking_number.clone()),
+            details: self
+                .details
+                .iter()
+                .map(|d| DeliveryDetail {
+                    at: d.at,
+                    location: d.location.clone(),
+                    description: d.description.clone(),
+                })
+                .collect(),
+            started_at: s.map(|s| s.at),
+            delivered_at: self.delivered.as_ref().map(|d| d.at),
+            rejection: meta.rejection.clone(),
+            version: meta.version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeliveryStatus::*;
+
+    const O: &str = "o1";
+
+    fn confirmed() -> DeliveryInput {
+        DeliveryInput::Order(OrderEvent::OrderConfirmed {
+            order_id: O.into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            amount: 700,
+            vendor_ids: vec!["v1".into()],
+        })
+    }
+    fn cancelled() -> DeliveryInput {
+        DeliveryInput::Order(OrderEvent::OrderCancelled {
+            order_id: O.into(),
+            username: "ann1".into(),
+            reason: "changed my mind".into(),
+        })
+    }
+    fn start(tracking: &str) -> DeliveryInput {
+        DeliveryInput::Command(DeliveryCommand::StartDelivery {
+            order_id: O.into(),
+            carrier: "CJ".into(),
+            delivery_type: "parcel".into(),
+            tracking_number: tracking.into(),
+            by: "boss1".into(),
+        })
+    }
+    fn detail(location: &str) -> DeliveryInput {
+        DeliveryInput::Command(DeliveryCommand::AddDeliveryDetail {
+            order_id: O.into(),
+            location: location.into(),
+            description: "sorted".into(),
+            by: "boss1".into(),
+        })
+    }
+    fn end() -> DeliveryInput {
+        DeliveryInput::Command(DeliveryCommand::EndDelivery {
+            order_id: O.into(),
+            by: "boss1".into(),
+        })
+    }
+
+    fn step(
+        state: &mut Option<DeliveryState>,
+        input: DeliveryInput,
+        now: Millis,
+    ) -> Vec<DeliveryEffect> {
+        let out = handle(state.take(), &input, now).unwrap_or_else(|r| panic!("{input:?}: {r}"));
+        *state = out.state;
+        out.effects
+    }
+    fn code(state: &Option<DeliveryState>, input: DeliveryInput) -> &'static str {
+        decide(state.as_ref(), &input, 0).unwrap_err().code()
+    }
+
+    #[test]
+    fn confirmed_order_to_delivered() {
+        let mut s = None;
+        assert_eq!(step(&mut s, confirmed(), 1), vec![]);
+        assert_eq!(s.as_ref().unwrap().status, Pending);
+        assert_eq!(step(&mut s, confirmed(), 1), vec![]);
+        assert_eq!(code(&s, detail("Seoul")), "INVALID_TRANSITION");
+        assert_eq!(code(&s, end()), "INVALID_TRANSITION");
+
+        let out = step(&mut s, start("T1"), 2);
+        assert_eq!(
+            out,
+            vec![
+                DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
+                    order_id: O.into(),
+                    username: "ann1".into(),
+                    email: "ann@x.io".into(),
+                    carrier: "CJ".into(),
+                    tracking_number: "T1".into()
+                }),
+                DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id: O.into() })
+            ]
+        );
+        assert_eq!(s.as_ref().unwrap().status, InTransit);
+        assert_eq!(step(&mut s, start("T1"), 3), vec![]);
+        assert_eq!(code(&s, start("T2")), "INVALID_TRANSITION");
+        // Too late to cancel goods on their way.
+        assert_eq!(step(&mut s, cancelled(), 3), vec![]);
+
+        step(&mut s, detail("Seoul hub"), 4);
+        step(&mut s, detail("Busan hub"), 5);
+        let out = step(&mut s, end(), 6);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1],
+            DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id: O.into() })
+        );
+        assert_eq!(step(&mut s, end(), 7), vec![]);
+        assert_eq!(code(&s, detail("x")), "INVALID_TRANSITION");
+
+        let d = s.unwrap();
+        assert_eq!(d.details[0].by, "boss1");
+        let v = d.to_view(&ViewMeta::default());
+        assert_eq!(v.status, Delivered);
+        assert_eq!((v.started_at, v.delivered_at), (Some(2), Some(6)));
+        assert_eq!(v.tracking_number.as_deref(), Some("T1"));
+        assert_eq!(
+            v.details
+                .iter()
+                .map(|d| d.location.as_str())
+                .collect::<Vec<_>>(),
+            ["Seoul hub", "Busan hub"]
+        );
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<DeliveryState>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn cancel_while_pending() {
+        let mut s = None;
+        assert_eq!(step(&mut s, cancelled(), 1), vec![]);
+        assert!(s.is_none());
+        step(&mut s, confirmed(), 1);
+        step(&mut s, cancelled(), 2);
+        assert_eq!(s.as_ref().unwrap().status, Cancelled);
+        assert_eq!(code(&s, start("T1")), "INVALID_TRANSITION");
+        assert_eq!(code(&s, end()), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn rejections() {
+        let none = None;
+        assert_eq!(code(&none, start("T1")), "NOT_FOUND");
+        assert_eq!(code(&none, end()), "NOT_FOUND");
+        let mut s = None;
+        step(&mut s, confirmed(), 1);
+        assert_eq!(code(&s, start(" ")), "INVALID");
+        step(&mut s, start("T1"), 2);
+        assert_eq!(code(&s, detail("")), "INVALID");
+        let no_by = DeliveryInput::Command(DeliveryCommand::EndDelivery {
+            order_id: O.into(),
+            by: "".into(),
+        });
+        assert_eq!(code(&s, no_by), "INVALID");
+        let completed = DeliveryInput::Order(OrderEvent::OrderCompleted {
+            order_id: O.into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+        });
+        assert_eq!(step(&mut s, completed, 3), vec![]);
+    }
+}

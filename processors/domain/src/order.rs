@@ -1,0 +1,1498 @@
+//! The order saga (DESIGN section 5), keyed by order id: the order processor orchestrates stock,
+//! payment and delivery through commands and their replies, all keyed so that one task owns an
+//! order's whole history.
+//!
+//! [`decide`] returns the facts, which are what gets stored (through [`apply`]); [`effects`]
+//! derives the records to send from each fact and the states around it. Keeping effects out of
+//! the facts means a fact replayed from the changelog never re-sends anything, and [`handle`]
+//! chains the three for the app layer.
+//!
+//! Why releasing every line on a cancel is safe even for lines whose reply has not come yet:
+//! the Reserve and the Release of a line are both produced by this processor, in that order, to
+//! the same product-keyed partition of `stock-commands`. The stock processor therefore sees the
+//! Reserve before the Release, so the Release undoes it; and a Release for a Reserve that was
+//! rejected, or for nothing, is a no-op there.
+
+use pickple_schemas::{
+    Amount, Millis, OrderCommand, OrderEvent, OrderLine, OrderLineView, OrderReply, OrderStatus,
+    OrderView, PaymentCommand, StockCommand, Transition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{is_false, qty_i64, Outcome, Rejection, ViewMeta};
+
+/// Everything the saga reacts to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderInput {
+    Command(OrderCommand),
+    Reply(OrderReply),
+    /// The payment deadline timer fired. Stale timers are harmless: decide re-checks the clock.
+    DeadlinePassed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderState {
+    pub order_id: String,
+    pub username: String,
+    pub email: String,
+    pub placed_at: Millis,
+    pub lines: Vec<LineState>,
+    pub status: OrderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Millis>,
+    #[serde(default)]
+    pub payment: PaymentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_cause: Option<CancelCause>,
+    pub history: Vec<Transition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineState {
+    pub product_id: String,
+    pub quantity: u64,
+    /// Set by the stock processor's StockReserved: the price the line was reserved at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_id: Option<String>,
+}
+
+impl LineState {
+    pub fn reserved(&self) -> bool {
+        self.unit_price.is_some()
+    }
+}
+
+/// What the saga knows of the money. The payment token is never stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentState {
+    /// The provider's id of the authorization, once one came back (in time or late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refund_requested: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refunded: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CancelCause {
+    StockRejected,
+    Deadline,
+    Customer,
+}
+
+/// The saga's stored facts (not the public `OrderEvent`s, which are effects). Never rename a
+/// variant or a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum OrderFact {
+    Placed {
+        order_id: String,
+        username: String,
+        email: String,
+        lines: Vec<OrderLine>,
+        at: Millis,
+    },
+    LineReserved {
+        product_id: String,
+        unit_price: Amount,
+        vendor_id: String,
+    },
+    /// Every line is reserved: the customer may pay until `deadline`.
+    PaymentDue {
+        deadline: Millis,
+        at: Millis,
+    },
+    /// Carries the token only so [`effects`] can hand it to the payment processor.
+    PaymentRequested {
+        payment_token: String,
+        at: Millis,
+    },
+    PaymentDeclined {
+        reason: String,
+        at: Millis,
+    },
+    Paid {
+        payment_id: String,
+        amount: Amount,
+        at: Millis,
+    },
+    ShippingStarted {
+        at: Millis,
+    },
+    Completed {
+        at: Millis,
+    },
+    Cancelled {
+        cause: CancelCause,
+        reason: String,
+        at: Millis,
+    },
+    /// A StockReserved came after the cancel: record it so a duplicate is recognised.
+    LateReservationReleased {
+        product_id: String,
+        unit_price: Amount,
+        vendor_id: String,
+    },
+    /// The provider authorized after the order was cancelled: the money goes back.
+    LateApprovalRefunded {
+        payment_id: String,
+        amount: Amount,
+    },
+    Refunded {
+        amount: Amount,
+    },
+}
+
+/// A record to send because of a fact. The app layer keys stock effects by product id and the
+/// rest by order id (see [`Effect::stock_command`] and [`Effect::payment_command`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    ReserveStock {
+        product_id: String,
+        quantity: u64,
+        username: String,
+        placed_at: Millis,
+    },
+    ReleaseStock {
+        product_id: String,
+    },
+    CommitStock {
+        product_id: String,
+    },
+    RestockStock {
+        product_id: String,
+    },
+    Authorize {
+        amount: Amount,
+        payment_token: String,
+    },
+    Refund {
+        reason: String,
+    },
+    Publish(OrderEvent),
+    /// Arm the order's payment timer; when it fires, feed [`OrderInput::DeadlinePassed`].
+    ScheduleDeadline {
+        at: Millis,
+    },
+    CancelDeadline,
+}
+
+impl Effect {
+    pub fn stock_command(&self, order_id: &str) -> Option<StockCommand> {
+        let order_id = order_id.to_string();
+        Some(match self {
+            Effect::ReserveStock {
+                product_id,
+                quantity,
+                username,
+                placed_at,
+            } => StockCommand::Reserve {
+                product_id: product_id.clone(),
+                order_id,
+                username: username.clone(),
+                quantity: *quantity,
+                placed_at: *placed_at,
+            },
+            Effect::ReleaseStock { product_id } => StockCommand::Release {
+                product_id: product_id.clone(),
+                order_id,
+            },
+            Effect::CommitStock { product_id } => StockCommand::Commit {
+                product_id: product_id.clone(),
+                order_id,
+            },
+            Effect::RestockStock { product_id } => StockCommand::Restock {
+                product_id: product_id.clone(),
+                order_id,
+            },
+            _ => return None,
+        })
+    }
+
+    pub fn payment_command(&self, order_id: &str) -> Option<PaymentCommand> {
+        match self {
+            Effect::Authorize {
+                amount,
+                payment_token,
+            } => Some(PaymentCommand::Authorize {
+                order_id: order_id.to_string(),
+                amount: *amount,
+                payment_token: payment_token.clone(),
+            }),
+            Effect::Refund { reason } => Some(PaymentCommand::Refund {
+                order_id: order_id.to_string(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+pub const DEADLINE_REASON: &str = "payment deadline passed";
+pub const LATE_APPROVAL_REASON: &str = "approved after expiry";
+
+/// Decide what an input does to an order. Replies that repeat or arrive too late are no-ops
+/// (`Ok(vec![])`), never rejections: they are normal under at-least-once delivery, not errors.
+pub fn decide(
+    state: Option<&OrderState>,
+    input: &OrderInput,
+    now: Millis,
+    payment_timeout_ms: Millis,
+) -> Result<Vec<OrderFact>, Rejection> {
+    use OrderStatus::*;
+    match input {
+        OrderInput::Command(OrderCommand::PlaceOrder {
+            order_id,
+            username,
+            email,
+            lines,
+        }) => {
+            if let Some(o) = state {
+                let same = o.username == *username
+                    && o.lines.len() == lines.len()
+                    && o.lines
+                        .iter()
+                        .zip(lines)
+                        .all(|(a, b)| a.product_id == b.product_id && a.quantity == b.quantity);
+                return if same {
+                    Ok(vec![])
+                } else {
+                    Err(Rejection::conflict(format!(
+                        "order {order_id} already exists"
+                    )))
+                };
+            }
+            validate_lines(order_id, username, lines)?;
+            Ok(vec![OrderFact::Placed {
+                order_id: order_id.clone(),
+                username: username.clone(),
+                email: email.clone(),
+                lines: lines.clone(),
+                at: now,
+            }])
+        }
+        OrderInput::Command(OrderCommand::PayOrder {
+            username,
+            payment_token,
+            ..
+        }) => {
+            let o = owned(state, username)?;
+            match o.status {
+                AwaitingPayment => {
+                    if o.deadline.is_some_and(|d| now >= d) {
+                        return Err(Rejection::transition(DEADLINE_REASON));
+                    }
+                    if payment_token.trim().is_empty() {
+                        return Err(Rejection::invalid("a payment token is required"));
+                    }
+                    Ok(vec![OrderFact::PaymentRequested {
+                        payment_token: payment_token.clone(),
+                        at: now,
+                    }])
+                }
+                // A double click: the first payment is on its way.
+                PaymentPending => Ok(vec![]),
+                Pending => Err(Rejection::transition("the stock is not reserved yet")),
+                Paid | Shipping | Completed => Err(Rejection::transition("the order is paid")),
+                Cancelled => Err(Rejection::transition("the order is cancelled")),
+            }
+        }
+        OrderInput::Command(OrderCommand::CancelOrder {
+            username, reason, ..
+        }) => {
+            let o = owned(state, username)?;
+            match o.status {
+                Pending | AwaitingPayment | PaymentPending | Paid => {
+                    Ok(vec![OrderFact::Cancelled {
+                        cause: CancelCause::Customer,
+                        reason: if reason.trim().is_empty() {
+                            "cancelled by the customer".into()
+                        } else {
+                            reason.clone()
+                        },
+                        at: now,
+                    }])
+                }
+                Cancelled => Ok(vec![]),
+                Shipping | Completed => Err(Rejection::transition(
+                    "the order has shipped and can no longer be cancelled",
+                )),
+            }
+        }
+        OrderInput::Reply(reply) => {
+            let o = state.ok_or_else(|| Rejection::not_found("no such order"))?;
+            decide_reply(o, reply, now, payment_timeout_ms)
+        }
+        OrderInput::DeadlinePassed => match state {
+            Some(o)
+                if matches!(o.status, AwaitingPayment | PaymentPending)
+                    && o.deadline.is_some_and(|d| now >= d) =>
+            {
+                Ok(vec![OrderFact::Cancelled {
+                    cause: CancelCause::Deadline,
+                    reason: DEADLINE_REASON.into(),
+                    at: now,
+                }])
+            }
+            _ => Ok(vec![]),
+        },
+    }
+}
+
+fn decide_reply(
+    o: &OrderState,
+    reply: &OrderReply,
+    now: Millis,
+    payment_timeout_ms: Millis,
+) -> Result<Vec<OrderFact>, Rejection> {
+    use OrderStatus::*;
+    let facts = match reply {
+        OrderReply::StockReserved {
+            product_id,
+            unit_price,
+            vendor_id,
+            ..
+        } => {
+            let line = o
+                .line(product_id)
+                .ok_or_else(|| Rejection::invalid(format!("the order has no line {product_id}")))?;
+            match o.status {
+                Pending if !line.reserved() => {
+                    let mut facts = vec![OrderFact::LineReserved {
+                        product_id: product_id.clone(),
+                        unit_price: *unit_price,
+                        vendor_id: vendor_id.clone(),
+                    }];
+                    let rest_reserved = o
+                        .lines
+                        .iter()
+                        .all(|l| l.reserved() || l.product_id == *product_id);
+                    if rest_reserved {
+                        facts.push(OrderFact::PaymentDue {
+                            deadline: now.saturating_add(payment_timeout_ms),
+                            at: now,
+                        });
+                    }
+                    facts
+                }
+                Cancelled if !line.reserved() => vec![OrderFact::LateReservationReleased {
+                    product_id: product_id.clone(),
+                    unit_price: *unit_price,
+                    vendor_id: vendor_id.clone(),
+                }],
+                _ => vec![],
+            }
+        }
+        OrderReply::StockRejected {
+            product_id, reason, ..
+        } => match o.status {
+            Pending => vec![OrderFact::Cancelled {
+                cause: CancelCause::StockRejected,
+                reason: format!("{product_id}: {reason}"),
+                at: now,
+            }],
+            _ => vec![],
+        },
+        OrderReply::PaymentAuthorized {
+            payment_id, amount, ..
+        } => match o.status {
+            // A known payment id is a duplicate of an authorization already handled (and, if
+            // it came while the order could not take it, already refunded).
+            AwaitingPayment | PaymentPending if o.payment.payment_id.is_none() => {
+                vec![OrderFact::Paid {
+                    payment_id: payment_id.clone(),
+                    amount: *amount,
+                    at: now,
+                }]
+            }
+            // Money for an order that cannot take it: give it back, once.
+            Cancelled | Pending if o.payment.payment_id.is_none() => {
+                vec![OrderFact::LateApprovalRefunded {
+                    payment_id: payment_id.clone(),
+                    amount: *amount,
+                }]
+            }
+            _ => vec![],
+        },
+        OrderReply::PaymentDeclined { reason, .. } => match o.status {
+            PaymentPending => vec![OrderFact::PaymentDeclined {
+                reason: reason.clone(),
+                at: now,
+            }],
+            _ => vec![],
+        },
+        OrderReply::PaymentRefunded { amount, .. } => {
+            if o.payment.refund_requested && !o.payment.refunded {
+                vec![OrderFact::Refunded { amount: *amount }]
+            } else {
+                vec![]
+            }
+        }
+        OrderReply::DeliveryStarted { .. } => match o.status {
+            Paid => vec![OrderFact::ShippingStarted { at: now }],
+            _ => vec![],
+        },
+        // From Paid too: if the delivery skipped its start, the goods still arrived.
+        OrderReply::DeliveryCompleted { .. } => match o.status {
+            Paid | Shipping => vec![OrderFact::Completed { at: now }],
+            _ => vec![],
+        },
+    };
+    Ok(facts)
+}
+
+fn owned<'a>(state: Option<&'a OrderState>, username: &str) -> Result<&'a OrderState, Rejection> {
+    let o = state.ok_or_else(|| Rejection::not_found("no such order"))?;
+    if o.username != username {
+        return Err(Rejection::forbidden("the order belongs to another user"));
+    }
+    Ok(o)
+}
+
+fn validate_lines(order_id: &str, username: &str, lines: &[OrderLine]) -> Result<(), Rejection> {
+    if order_id.trim().is_empty() || username.trim().is_empty() {
+        return Err(Rejection::invalid("order id and username are required"));
+    }
+    if lines.is_empty() {
+        return Err(Rejection::invalid("an order needs at least one line"));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if line.product_id.trim().is_empty() {
+            return Err(Rejection::invalid("every line needs a product"));
+        }
+        if line.quantity == 0 {
+            return Err(Rejection::invalid(format!(
+                "quantity of {} must be positive",
+                line.product_id
+            )));
+        }
+        // One line per product: stock reservations are idempotent by (order, product), so a
+        // second line for the same product would silently never be reserved.
+        if lines[..i].iter().any(|l| l.product_id == line.product_id) {
+            return Err(Rejection::invalid(format!(
+                "product {} appears on two lines",
+                line.product_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Fold one fact into the order. Only `Placed` makes an order out of nothing.
+pub fn apply(state: Option<OrderState>, fact: &OrderFact) -> Option<OrderState> {
+    if let OrderFact::Placed {
+        order_id,
+        username,
+        email,
+        lines,
+        at,
+    } = fact
+    {
+        return Some(OrderState {
+            order_id: order_id.clone(),
+            username: username.clone(),
+            email: email.clone(),
+            placed_at: *at,
+            lines: lines
+                .iter()
+                .map(|l| LineState {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    unit_price: None,
+                    vendor_id: None,
+                })
+                .collect(),
+            status: OrderStatus::Pending,
+            deadline: None,
+            payment: PaymentState::default(),
+            cancel_cause: None,
+            history: vec![Transition {
+                status: OrderStatus::Pending,
+                at: *at,
+                reason: "order placed".into(),
+            }],
+        });
+    }
+    let mut o = state?;
+    o.apply(fact);
+    Some(o)
+}
+
+impl OrderState {
+    pub fn apply(&mut self, fact: &OrderFact) {
+        match fact {
+            OrderFact::Placed { .. } => {}
+            OrderFact::LineReserved {
+                product_id,
+                unit_price,
+                vendor_id,
+            }
+            | OrderFact::LateReservationReleased {
+                product_id,
+                unit_price,
+                vendor_id,
+            } => {
+                if let Some(line) = self.lines.iter_mut().find(|l| l.product_id == *product_id) {
+                    line.unit_price = Some(*unit_price);
+                    line.vendor_id = Some(vendor_id.clone());
+                }
+            }
+            OrderFact::PaymentDue { deadline, at } => {
+                self.deadline = Some(*deadline);
+                self.go(OrderStatus::AwaitingPayment, *at, "stock reserved".into());
+            }
+            OrderFact::PaymentRequested { at, .. } => {
+                self.payment.declined = None;
+                self.go(OrderStatus::PaymentPending, *at, "payment requested".into());
+            }
+            OrderFact::PaymentDeclined { reason, at } => {
+                self.payment.declined = Some(reason.clone());
+                self.go(
+                    OrderStatus::AwaitingPayment,
+                    *at,
+                    format!("payment declined: {reason}"),
+                );
+            }
+            OrderFact::Paid {
+                payment_id,
+                amount,
+                at,
+            } => {
+                self.payment.payment_id = Some(payment_id.clone());
+                self.payment.authorized_amount = Some(*amount);
+                self.deadline = None;
+                self.go(OrderStatus::Paid, *at, "payment authorized".into());
+            }
+            OrderFact::ShippingStarted { at } => {
+                self.go(OrderStatus::Shipping, *at, "delivery started".into())
+            }
+            OrderFact::Completed { at } => {
+                self.go(OrderStatus::Completed, *at, "delivery completed".into())
+            }
+            OrderFact::Cancelled { cause, reason, at } => {
+                if self.status == OrderStatus::Paid {
+                    self.payment.refund_requested = true;
+                }
+                self.cancel_cause = Some(*cause);
+                self.deadline = None;
+                self.go(OrderStatus::Cancelled, *at, reason.clone());
+            }
+            OrderFact::LateApprovalRefunded { payment_id, amount } => {
+                self.payment.payment_id = Some(payment_id.clone());
+                self.payment.authorized_amount = Some(*amount);
+                self.payment.refund_requested = true;
+            }
+            OrderFact::Refunded { .. } => self.payment.refunded = true,
+        }
+    }
+
+    fn go(&mut self, status: OrderStatus, at: Millis, reason: String) {
+        self.status = status;
+        self.history.push(Transition { status, at, reason });
+    }
+
+    pub fn line(&self, product_id: &str) -> Option<&LineState> {
+        self.lines.iter().find(|l| l.product_id == product_id)
+    }
+
+    /// What the customer pays: the reserved lines at their reserved prices.
+    pub fn amount(&self) -> Amount {
+        self.lines
+            .iter()
+            .filter_map(|l| l.unit_price.map(|p| p.saturating_mul(qty_i64(l.quantity))))
+            .fold(0, Amount::saturating_add)
+    }
+
+    /// Vendors of the reserved lines, in line order, without repeats.
+    pub fn vendor_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for v in self.lines.iter().filter_map(|l| l.vendor_id.as_ref()) {
+            if !ids.contains(v) {
+                ids.push(v.clone());
+            }
+        }
+        ids
+    }
+
+    pub fn payment_status(&self) -> Option<String> {
+        let p = &self.payment;
+        Some(if p.refunded {
+            "REFUNDED".into()
+        } else if p.refund_requested {
+            "REFUND_REQUESTED".into()
+        } else if p.payment_id.is_some() {
+            "AUTHORIZED".into()
+        } else if self.status == OrderStatus::PaymentPending {
+            "REQUESTED".into()
+        } else if let Some(reason) = &p.declined {
+            format!("DECLINED: {reason}")
+        } else {
+            return None;
+        })
+    }
+
+    pub fn delivery_status(&self) -> Option<String> {
+        match self.status {
+            OrderStatus::Shipping => Some("IN_TRANSIT".into()),
+            OrderStatus::Completed => Some("DELIVERED".into()),
+            _ => None,
+        }
+    }
+
+    pub fn to_view(&self, meta: &ViewMeta) -> OrderView {
+        OrderView {
+            order_id: self.order_id.clone(),
+            username: self.username.clone(),
+            status: self.status,
+            lines: self
+                .lines
+                .iter()
+                .map(|l| OrderLineView {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    vendor_id: l.vendor_id.clone(),
+                    reserved: l.reserved(),
+                })
+                .collect(),
+            amount: self.amount(),
+            payment_deadline: self.deadline,
+            payment_status: self.payment_status(),
+            delivery_status: self.delivery_status(),
+            vendor_ids: self.vendor_ids(),
+            history: self.history.clone(),
+            rejection: meta.rejection.clone(),
+            version: meta.version,
+        }
+    }
+}
+
+/// The records a fact calls for. `before` is the order before the fact, `after` after it.
+pub fn effects(before: Option<&OrderState>, fact: &OrderFact, after: &OrderState) -> Vec<Effect> {
+    let each_line = |make: fn(String) -> Effect| -> Vec<Effect> {
+        after
+            .lines
+            .iter()
+            .map(|l| make(l.product_id.clone()))
+            .collect()
+    };
+    match fact {
+        OrderFact::Placed { username, at, .. } => after
+            .lines
+            .iter()
+            .map(|l| Effect::ReserveStock {
+                product_id: l.product_id.clone(),
+                quantity: l.quantity,
+                username: username.clone(),
+                placed_at: *at,
+            })
+            .collect(),
+        OrderFact::PaymentDue { deadline, .. } => vec![Effect::ScheduleDeadline { at: *deadline }],
+        OrderFact::PaymentRequested { payment_token, .. } => vec![Effect::Authorize {
+            amount: after.amount(),
+            payment_token: payment_token.clone(),
+        }],
+        OrderFact::Paid { .. } => {
+            let mut out = each_line(|product_id| Effect::CommitStock { product_id });
+            out.push(Effect::Publish(OrderEvent::OrderConfirmed {
+                order_id: after.order_id.clone(),
+                username: after.username.clone(),
+                email: after.email.clone(),
+                amount: after.amount(),
+                vendor_ids: after.vendor_ids(),
+            }));
+            out.push(Effect::CancelDeadline);
+            out
+        }
+        OrderFact::Completed { .. } => vec![Effect::Publish(OrderEvent::OrderCompleted {
+            order_id: after.order_id.clone(),
+            username: after.username.clone(),
+            email: after.email.clone(),
+        })],
+        OrderFact::Cancelled { cause, reason, .. } => {
+            let was_paid = before.is_some_and(|b| b.status == OrderStatus::Paid);
+            let mut out = if was_paid {
+                let mut out = vec![Effect::Refund {
+                    reason: format!("order cancelled: {reason}"),
+                }];
+                out.extend(each_line(|product_id| Effect::RestockStock { product_id }));
+                out
+            } else {
+                each_line(|product_id| Effect::ReleaseStock { product_id })
+            };
+            // A fired timer needs no cancelling; one still armed would fire on a final order.
+            if *cause != CancelCause::Deadline && before.is_some_and(|b| b.deadline.is_some()) {
+                out.push(Effect::CancelDeadline);
+            }
+            out.push(Effect::Publish(OrderEvent::OrderCancelled {
+                order_id: after.order_id.clone(),
+                username: after.username.clone(),
+                reason: reason.clone(),
+            }));
+            out
+        }
+        OrderFact::LateReservationReleased { product_id, .. } => vec![Effect::ReleaseStock {
+            product_id: product_id.clone(),
+        }],
+        OrderFact::LateApprovalRefunded { .. } => vec![Effect::Refund {
+            reason: match after.cancel_cause {
+                Some(CancelCause::Deadline) => LATE_APPROVAL_REASON.into(),
+                Some(_) => "approved after cancellation".into(),
+                None => "approved while the order was not awaiting payment".into(),
+            },
+        }],
+        OrderFact::LineReserved { .. }
+        | OrderFact::PaymentDeclined { .. }
+        | OrderFact::ShippingStarted { .. }
+        | OrderFact::Refunded { .. } => vec![],
+    }
+}
+
+/// decide, apply and effects in one call: the new state (`None` only if there was no order and
+/// none was placed), the facts to store and the records to send.
+pub fn handle(
+    state: Option<OrderState>,
+    input: &OrderInput,
+    now: Millis,
+    payment_timeout_ms: Millis,
+) -> Result<Outcome<Option<OrderState>, OrderFact, Effect>, Rejection> {
+    let facts = decide(state.as_ref(), input, now, payment_timeout_ms)?;
+    let mut state = state;
+    let mut out = Vec::new();
+    for fact in &facts {
+        let before = state.clone();
+        state = apply(state, fact);
+        if let Some(after) = &state {
+            out.extend(effects(before.as_ref(), fact, after));
+        }
+    }
+    Ok(Outcome {
+        state,
+        facts,
+        effects: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderStatus::*;
+
+    const TIMEOUT: Millis = 300_000;
+    const O: &str = "o1";
+
+    fn place(lines: &[(&str, u64)]) -> OrderInput {
+        OrderInput::Command(OrderCommand::PlaceOrder {
+            order_id: O.into(),
+            username: "ann".into(),
+            email: "ann@x.io".into(),
+            lines: lines
+                .iter()
+                .map(|(p, q)| OrderLine {
+                    product_id: p.to_string(),
+                    quantity: *q,
+                })
+                .collect(),
+        })
+    }
+    fn pay(user: &str) -> OrderInput {
+        OrderInput::Command(OrderCommand::PayOrder {
+            order_id: O.into(),
+            username: user.into(),
+            payment_token: "tok".into(),
+        })
+    }
+    fn cancel(user: &str) -> OrderInput {
+        OrderInput::Command(OrderCommand::CancelOrder {
+            order_id: O.into(),
+            username: user.into(),
+            reason: "changed my mind".into(),
+        })
+    }
+    fn reserved(product: &str, price: Amount) -> OrderInput {
+        OrderInput::Reply(OrderReply::StockReserved {
+            order_id: O.into(),
+            product_id: product.into(),
+            quantity: 1,
+            unit_price: price,
+            vendor_id: format!("v-{product}"),
+        })
+    }
+    fn stock_rejected(product: &str) -> OrderInput {
+        OrderInput::Reply(OrderReply::StockRejected {
+            order_id: O.into(),
+            product_id: product.into(),
+            reason: "out of stock".into(),
+        })
+    }
+    fn authorized() -> OrderInput {
+        OrderInput::Reply(OrderReply::PaymentAuthorized {
+            order_id: O.into(),
+            payment_id: "pay-1".into(),
+            amount: 700,
+        })
+    }
+    fn declined() -> OrderInput {
+        OrderInput::Reply(OrderReply::PaymentDeclined {
+            order_id: O.into(),
+            reason: "card expired".into(),
+        })
+    }
+    fn refunded() -> OrderInput {
+        OrderInput::Reply(OrderReply::PaymentRefunded {
+            order_id: O.into(),
+            amount: 700,
+        })
+    }
+    fn delivery_started() -> OrderInput {
+        OrderInput::Reply(OrderReply::DeliveryStarted { order_id: O.into() })
+    }
+    fn delivery_completed() -> OrderInput {
+        OrderInput::Reply(OrderReply::DeliveryCompleted { order_id: O.into() })
+    }
+
+    struct Saga {
+        state: Option<OrderState>,
+        now: Millis,
+    }
+
+    impl Saga {
+        fn new() -> Self {
+            Saga {
+                state: None,
+                now: 1_000,
+            }
+        }
+        fn send(&mut self, input: OrderInput) -> Vec<Effect> {
+            let out = handle(self.state.take(), &input, self.now, TIMEOUT)
+                .unwrap_or_else(|r| panic!("{input:?} rejected: {r}"));
+            self.state = out.state;
+            out.effects
+        }
+        fn reject(&self, input: OrderInput) -> &'static str {
+            decide(self.state.as_ref(), &input, self.now, TIMEOUT)
+                .unwrap_err()
+                .code()
+        }
+        fn noop(&mut self, input: OrderInput) {
+            let before = self.state.clone();
+            assert_eq!(self.send(input.clone()), vec![], "{input:?}");
+            assert_eq!(self.state, before, "{input:?} changed the order");
+        }
+        fn status(&self) -> OrderStatus {
+            self.state.as_ref().unwrap().status
+        }
+        /// Placed with two lines (p1 x2 at 100, p2 x1 at 500) and both reserved.
+        fn awaiting() -> Self {
+            let mut s = Saga::new();
+            s.send(place(&[("p1", 2), ("p2", 1)]));
+            s.send(reserved("p1", 100));
+            s.send(reserved("p2", 500));
+            assert_eq!(s.status(), AwaitingPayment);
+            s
+        }
+        fn paid() -> Self {
+            let mut s = Saga::awaiting();
+            s.send(pay("ann"));
+            s.send(authorized());
+            assert_eq!(s.status(), Paid);
+            s
+        }
+    }
+
+    fn release(p: &str) -> Effect {
+        Effect::ReleaseStock {
+            product_id: p.into(),
+        }
+    }
+
+    #[test]
+    fn place_reserves_every_line() {
+        let mut s = Saga::new();
+        let out = s.send(place(&[("p1", 2), ("p2", 1)]));
+        assert_eq!(
+            out,
+            vec![
+                Effect::ReserveStock {
+                    product_id: "p1".into(),
+                    quantity: 2,
+                    username: "ann".into(),
+                    placed_at: 1_000
+                },
+                Effect::ReserveStock {
+                    product_id: "p2".into(),
+                    quantity: 1,
+                    username: "ann".into(),
+                    placed_at: 1_000
+                },
+            ]
+        );
+        assert_eq!(s.status(), Pending);
+        // The same PlaceOrder again is a redelivery; another one under the same id a conflict.
+        s.noop(place(&[("p1", 2), ("p2", 1)]));
+        assert_eq!(s.reject(place(&[("p1", 3)])), "CONFLICT");
+    }
+
+    #[test]
+    fn place_validates_lines() {
+        let s = Saga::new();
+        assert_eq!(s.reject(place(&[])), "INVALID");
+        assert_eq!(s.reject(place(&[("p1", 0)])), "INVALID");
+        assert_eq!(s.reject(place(&[("", 1)])), "INVALID");
+        assert_eq!(s.reject(place(&[("p1", 1), ("p1", 2)])), "INVALID");
+        let no_user = OrderInput::Command(OrderCommand::PlaceOrder {
+            order_id: O.into(),
+            username: "".into(),
+            email: "".into(),
+            lines: vec![OrderLine {
+                product_id: "p1".into(),
+                quantity: 1,
+            }],
+        });
+        assert_eq!(s.reject(no_user), "INVALID");
+    }
+
+    #[test]
+    fn all_lines_reserved_awaits_payment_with_a_deadline() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 2), ("p2", 1)]));
+        s.now = 2_000;
+        assert_eq!(s.send(reserved("p1", 100)), vec![]);
+        assert_eq!(s.status(), Pending);
+        s.noop(reserved("p1", 100));
+        let out = s.send(reserved("p2", 500));
+        assert_eq!(
+            out,
+            vec![Effect::ScheduleDeadline {
+                at: 2_000 + TIMEOUT
+            }]
+        );
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(
+            (o.status, o.deadline, o.amount()),
+            (AwaitingPayment, Some(302_000), 700)
+        );
+        assert_eq!(o.vendor_ids(), vec!["v-p1", "v-p2"]);
+        s.noop(reserved("p2", 500));
+        assert_eq!(s.reject(reserved("p9", 1)), "INVALID");
+    }
+
+    #[test]
+    fn a_stock_rejection_cancels_and_releases_every_line() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 2), ("p2", 1)]));
+        s.send(reserved("p1", 100));
+        let out = s.send(stock_rejected("p2"));
+        assert_eq!(
+            out,
+            vec![
+                release("p1"),
+                release("p2"),
+                Effect::Publish(OrderEvent::OrderCancelled {
+                    order_id: O.into(),
+                    username: "ann".into(),
+                    reason: "p2: out of stock".into()
+                })
+            ]
+        );
+        assert_eq!(s.status(), Cancelled);
+        assert_eq!(
+            s.state.as_ref().unwrap().cancel_cause,
+            Some(CancelCause::StockRejected)
+        );
+        s.noop(stock_rejected("p2"));
+        s.noop(stock_rejected("p1"));
+    }
+
+    #[test]
+    fn a_reservation_after_the_cancel_is_released_once() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 2), ("p2", 1)]));
+        s.send(stock_rejected("p1"));
+        assert_eq!(s.send(reserved("p2", 500)), vec![release("p2")]);
+        s.noop(reserved("p2", 500));
+        assert_eq!(s.status(), Cancelled);
+    }
+
+    #[test]
+    fn pay_authorize_confirm() {
+        let mut s = Saga::awaiting();
+        assert_eq!(s.reject(pay("bob")), "FORBIDDEN");
+        let out = s.send(pay("ann"));
+        assert_eq!(
+            out,
+            vec![Effect::Authorize {
+                amount: 700,
+                payment_token: "tok".into()
+            }]
+        );
+        assert_eq!(s.status(), PaymentPending);
+        // Double click while the provider works.
+        s.noop(pay("ann"));
+        s.now += 10;
+        let out = s.send(authorized());
+        assert_eq!(
+            out,
+            vec![
+                Effect::CommitStock {
+                    product_id: "p1".into()
+                },
+                Effect::CommitStock {
+                    product_id: "p2".into()
+                },
+                Effect::Publish(OrderEvent::OrderConfirmed {
+                    order_id: O.into(),
+                    username: "ann".into(),
+                    email: "ann@x.io".into(),
+                    amount: 700,
+                    vendor_ids: vec!["v-p1".into(), "v-p2".into()]
+                }),
+                Effect::CancelDeadline,
+            ]
+        );
+        let o = s.state.as_ref().unwrap();
+        assert_eq!((o.status, o.deadline), (Paid, None));
+        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        s.noop(authorized());
+        s.noop(declined());
+        assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn pay_is_refused_when_not_payable() {
+        let mut s = Saga::new();
+        assert_eq!(s.reject(pay("ann")), "NOT_FOUND");
+        s.send(place(&[("p1", 1)]));
+        assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION");
+        let mut s = Saga::awaiting();
+        let empty_token = OrderInput::Command(OrderCommand::PayOrder {
+            order_id: O.into(),
+            username: "ann".into(),
+            payment_token: " ".into(),
+        });
+        assert_eq!(s.reject(empty_token), "INVALID");
+        s.now += TIMEOUT;
+        assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION");
+        s.send(OrderInput::DeadlinePassed);
+        assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn a_decline_lets_the_customer_retry() {
+        let mut s = Saga::awaiting();
+        s.send(pay("ann"));
+        assert_eq!(s.send(declined()), vec![]);
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.status, AwaitingPayment);
+        assert_eq!(
+            o.payment_status().as_deref(),
+            Some("DECLINED: card expired")
+        );
+        assert_eq!(
+            o.history.last().unwrap().reason,
+            "payment declined: card expired"
+        );
+        s.noop(declined());
+        s.send(pay("ann"));
+        assert_eq!(
+            s.state.as_ref().unwrap().payment_status().as_deref(),
+            Some("REQUESTED")
+        );
+        s.send(authorized());
+        assert_eq!(s.status(), Paid);
+    }
+
+    #[test]
+    fn the_deadline_cancels_an_unpaid_order() {
+        for paying in [false, true] {
+            let mut s = Saga::awaiting();
+            if paying {
+                s.send(pay("ann"));
+            }
+            // A timer that fires early (clock skew, stale index) changes nothing.
+            s.noop(OrderInput::DeadlinePassed);
+            s.now += TIMEOUT;
+            let out = s.send(OrderInput::DeadlinePassed);
+            assert_eq!(
+                out,
+                vec![
+                    release("p1"),
+                    release("p2"),
+                    Effect::Publish(OrderEvent::OrderCancelled {
+                        order_id: O.into(),
+                        username: "ann".into(),
+                        reason: DEADLINE_REASON.into()
+                    })
+                ]
+            );
+            assert_eq!(s.status(), Cancelled);
+            s.noop(OrderInput::DeadlinePassed);
+            // The provider approved too late: refund, once, and the order stays cancelled.
+            assert_eq!(
+                s.send(authorized()),
+                vec![Effect::Refund {
+                    reason: LATE_APPROVAL_REASON.into()
+                }]
+            );
+            assert_eq!(s.status(), Cancelled);
+            s.noop(authorized());
+            s.send(refunded());
+            assert_eq!(
+                s.state.as_ref().unwrap().payment_status().as_deref(),
+                Some("REFUNDED")
+            );
+            s.noop(refunded());
+        }
+        let mut s = Saga::new();
+        s.noop(OrderInput::DeadlinePassed);
+        s.send(place(&[("p1", 1)]));
+        s.now += 10 * TIMEOUT;
+        s.noop(OrderInput::DeadlinePassed);
+    }
+
+    #[test]
+    fn cancel_before_payment_releases() {
+        let mut s = Saga::new();
+        assert_eq!(s.reject(cancel("ann")), "NOT_FOUND");
+        s.send(place(&[("p1", 1)]));
+        assert_eq!(s.reject(cancel("bob")), "FORBIDDEN");
+        let out = s.send(cancel("ann"));
+        assert_eq!(out[0], release("p1"));
+        assert_eq!(out.len(), 2);
+        s.noop(cancel("ann"));
+
+        let mut s = Saga::awaiting();
+        let out = s.send(cancel("ann"));
+        assert_eq!(
+            out[..3],
+            [release("p1"), release("p2"), Effect::CancelDeadline]
+        );
+        assert!(matches!(
+            out[3],
+            Effect::Publish(OrderEvent::OrderCancelled { .. })
+        ));
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.history.last().unwrap().reason, "changed my mind");
+        assert_eq!(o.cancel_cause, Some(CancelCause::Customer));
+
+        // Cancelled while the provider works: its approval is refunded.
+        let mut s = Saga::awaiting();
+        s.send(pay("ann"));
+        s.send(cancel("ann"));
+        assert_eq!(
+            s.send(authorized()),
+            vec![Effect::Refund {
+                reason: "approved after cancellation".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn cancel_after_payment_refunds_and_restocks() {
+        let mut s = Saga::paid();
+        let out = s.send(cancel("ann"));
+        assert_eq!(
+            out[..3],
+            [
+                Effect::Refund {
+                    reason: "order cancelled: changed my mind".into()
+                },
+                Effect::RestockStock {
+                    product_id: "p1".into()
+                },
+                Effect::RestockStock {
+                    product_id: "p2".into()
+                },
+            ]
+        );
+        assert!(matches!(
+            out[3],
+            Effect::Publish(OrderEvent::OrderCancelled { .. })
+        ));
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            s.state.as_ref().unwrap().payment_status().as_deref(),
+            Some("REFUND_REQUESTED")
+        );
+        s.noop(cancel("ann"));
+        s.noop(authorized());
+        s.noop(delivery_started());
+        s.send(refunded());
+        s.noop(refunded());
+    }
+
+    #[test]
+    fn delivery_completes_the_order() {
+        let mut s = Saga::paid();
+        assert_eq!(s.send(delivery_started()), vec![]);
+        assert_eq!(s.status(), Shipping);
+        s.noop(delivery_started());
+        assert_eq!(s.reject(cancel("ann")), "INVALID_TRANSITION");
+        let out = s.send(delivery_completed());
+        assert_eq!(
+            out,
+            vec![Effect::Publish(OrderEvent::OrderCompleted {
+                order_id: O.into(),
+                username: "ann".into(),
+                email: "ann@x.io".into()
+            })]
+        );
+        assert_eq!(s.status(), Completed);
+        s.noop(delivery_completed());
+        s.noop(delivery_started());
+        assert_eq!(s.reject(cancel("ann")), "INVALID_TRANSITION");
+        let o = s.state.as_ref().unwrap();
+        let statuses: Vec<_> = o.history.iter().map(|t| t.status).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                Pending,
+                AwaitingPayment,
+                PaymentPending,
+                Paid,
+                Shipping,
+                Completed
+            ]
+        );
+        assert_eq!(o.delivery_status().as_deref(), Some("DELIVERED"));
+    }
+
+    #[test]
+    fn delivery_replies_before_payment_are_ignored() {
+        let mut s = Saga::awaiting();
+        s.noop(delivery_started());
+        s.noop(delivery_completed());
+        s.noop(refunded());
+        let mut s = Saga::paid();
+        s.send(delivery_completed());
+        assert_eq!(s.status(), Completed);
+    }
+
+    #[test]
+    fn an_authorization_nobody_asked_for_is_refunded_once() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 1)]));
+        assert_eq!(
+            s.send(authorized()),
+            vec![Effect::Refund {
+                reason: "approved while the order was not awaiting payment".into()
+            }]
+        );
+        assert_eq!(s.status(), Pending);
+        s.send(reserved("p1", 100));
+        // The same authorization again, now that the order could take it: still refunded money.
+        s.noop(authorized());
+        assert_eq!(s.status(), AwaitingPayment);
+    }
+
+    #[test]
+    fn replies_for_unknown_orders_are_refused() {
+        let s = Saga::new();
+        assert_eq!(s.reject(authorized()), "NOT_FOUND");
+    }
+
+    #[test]
+    fn effects_become_commands() {
+        let e = Effect::ReserveStock {
+            product_id: "p1".into(),
+            quantity: 2,
+            username: "ann".into(),
+            placed_at: 5,
+        };
+        assert_eq!(
+            e.stock_command(O),
+            Some(StockCommand::Reserve {
+                product_id: "p1".into(),
+                order_id: O.into(),
+                username: "ann".into(),
+                quantity: 2,
+                placed_at: 5
+            })
+        );
+        assert_eq!(e.payment_command(O), None);
+        for (e, ok) in [
+            (release("p1"), true),
+            (
+                Effect::CommitStock {
+                    product_id: "p".into(),
+                },
+                true,
+            ),
+            (
+                Effect::RestockStock {
+                    product_id: "p".into(),
+                },
+                true,
+            ),
+            (Effect::CancelDeadline, false),
+        ] {
+            assert_eq!(e.stock_command(O).is_some(), ok);
+        }
+        assert_eq!(
+            Effect::Refund { reason: "r".into() }.payment_command(O),
+            Some(PaymentCommand::Refund {
+                order_id: O.into(),
+                reason: "r".into()
+            })
+        );
+        assert!(Effect::Authorize {
+            amount: 1,
+            payment_token: "t".into()
+        }
+        .payment_command(O)
+        .is_some());
+    }
+
+    #[test]
+    fn view_and_storage() {
+        let s = Saga::paid();
+        let o = s.state.clone().unwrap();
+        let v = o.to_view(&ViewMeta {
+            version: 3,
+            updated_at: 0,
+            rejection: None,
+        });
+        assert_eq!((v.status, v.amount, v.version), (Paid, 700, 3));
+        assert!(v.lines.iter().all(|l| l.reserved));
+        assert_eq!(v.lines[0].unit_price, Some(100));
+        assert_eq!(v.history.len(), 4);
+        let json = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<OrderState>(&json).unwrap(), o);
+        let fact = OrderFact::Cancelled {
+            cause: CancelCause::Deadline,
+            reason: "r".into(),
+            at: 1,
+        };
+        let json = serde_json::to_string(&fact).unwrap();
+        assert_eq!(serde_json::from_str::<OrderFact>(&json).unwrap(), fact);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        const PRODUCTS: [&str; 3] = ["p1", "p2", "p3"];
+
+        fn input() -> impl Strategy<Value = OrderInput> {
+            prop_oneof![
+                4 => (0usize..3).prop_map(|i| reserved(PRODUCTS[i], 100)),
+                1 => (0usize..3).prop_map(|i| stock_rejected(PRODUCTS[i])),
+                3 => prop_oneof![Just("ann"), Just("bob")].prop_map(pay),
+                1 => prop_oneof![Just("ann"), Just("bob")].prop_map(cancel),
+                2 => Just(authorized()),
+                2 => Just(declined()),
+                1 => Just(refunded()),
+                2 => Just(delivery_started()),
+                2 => Just(delivery_completed()),
+                2 => Just(OrderInput::DeadlinePassed),
+            ]
+        }
+
+        fn rank(s: OrderStatus) -> u8 {
+            match s {
+                Pending => 0,
+                AwaitingPayment | PaymentPending => 1,
+                Paid => 2,
+                Shipping => 3,
+                Completed | Cancelled => 4,
+            }
+        }
+
+        /// The generator must reach every status, or the property above proves little.
+        #[test]
+        fn random_inputs_reach_every_status() {
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+            let mut runner = TestRunner::deterministic();
+            let steps = prop::collection::vec((input(), 0i64..150_000), 1..40);
+            let mut seen = BTreeSet::new();
+            for _ in 0..256 {
+                let steps = steps.new_tree(&mut runner).unwrap().current();
+                let mut s = Saga::new();
+                s.send(place(&[("p1", 1)]));
+                for (input, dt) in steps {
+                    s.now += dt;
+                    if let Ok(out) = handle(s.state.clone(), &input, s.now, TIMEOUT) {
+                        s.state = out.state;
+                        seen.insert(format!("{:?}", s.status()));
+                        if s.status() == Cancelled
+                            && s.state.as_ref().unwrap().payment.refund_requested
+                        {
+                            seen.insert("Refunding".into());
+                        }
+                    }
+                }
+            }
+            assert_eq!(seen.len(), 8, "{seen:?}");
+        }
+
+        proptest! {
+            #[test]
+            fn the_saga_never_contradicts_itself(
+                n_lines in 1usize..=3,
+                steps in prop::collection::vec((input(), 0i64..150_000), 1..40),
+            ) {
+                let lines: Vec<(&str, u64)> = PRODUCTS[..n_lines].iter().map(|p| (*p, 1)).collect();
+                let mut s = Saga::new();
+                s.send(place(&lines));
+                let mut committed = BTreeSet::new();
+                let mut released = BTreeSet::new();
+                let mut restocked = BTreeSet::new();
+                let mut authorized_seen = false;
+                let mut refunds = 0;
+                for (input, dt) in steps {
+                    s.now += dt;
+                    let before = s.status();
+                    if matches!(input, OrderInput::Reply(OrderReply::PaymentAuthorized { .. })) {
+                        authorized_seen = true;
+                    }
+                    let Ok(out) = handle(s.state.clone(), &input, s.now, TIMEOUT) else {
+                        continue;
+                    };
+                    s.state = out.state;
+                    let after = s.status();
+                    for e in &out.effects {
+                        match e {
+                            Effect::CommitStock { product_id } => {
+                                prop_assert!(committed.insert(product_id.clone()), "committed twice");
+                            }
+                            Effect::ReleaseStock { product_id } => {
+                                released.insert(product_id.clone());
+                            }
+                            Effect::RestockStock { product_id } => {
+                                prop_assert!(committed.contains(product_id), "restock before commit");
+                                prop_assert!(restocked.insert(product_id.clone()), "restocked twice");
+                            }
+                            Effect::Refund { .. } => {
+                                prop_assert!(authorized_seen, "refund without authorization");
+                                refunds += 1;
+                                prop_assert!(refunds <= 1, "refunded twice");
+                            }
+                            _ => {}
+                        }
+                    }
+                    prop_assert!(committed.is_disjoint(&released), "{:?} both committed and released", committed.intersection(&released).collect::<Vec<_>>());
+                    if before.is_final() {
+                        prop_assert_eq!(after, before);
+                    } else {
+                        prop_assert!(rank(after) >= rank(before), "{:?} -> {:?}", before, after);
+                    }
+                    let o = s.state.as_ref().unwrap();
+                    prop_assert_eq!(o.history.last().map(|t| t.status), Some(after));
+                    if after.is_final() || after == Paid || after == Shipping {
+                        prop_assert_eq!(o.deadline, None);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1189 @@
+//! A product's catalogue entry, stock levels, reservations and sale, keyed by product id.
+//!
+//! The stock processor is the only writer of a product (DESIGN section 3), so these rules run one
+//! command at a time per product: checking `available >= quantity` and then reserving cannot
+//! race, which is what makes oversell impossible without a lock.
+
+use std::collections::BTreeMap;
+
+use pickple_schemas::{
+    Amount, Millis, OrderReply, ProductView, SaleStatus, SaleTerms, StockCommand, StockLevels,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{is_false, qty_i64, Rejection, ViewMeta};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductState {
+    pub product_id: String,
+    pub vendor_id: String,
+    pub name: String,
+    pub description: String,
+    pub price: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    pub public: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    pub stock: StockLevels,
+    /// Every order that ever reserved this product, by order id. Released and restocked entries
+    /// stay as tombstones: without them a redelivered Reserve would take the stock a second time
+    /// after its Release, and nothing would ever give it back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservations: BTreeMap<String, Reservation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale: Option<Sale>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub quantity: u64,
+    pub username: String,
+    /// The price when the order reserved: a later price change must not alter what it pays.
+    pub unit_price: Amount,
+    pub status: ReservationStatus,
+    /// The epoch of the sale whose counters this reservation holds. A reservation made before a
+    /// sale, or under an earlier sale, must not free units of the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationStatus {
+    Reserved,
+    Committed,
+    Released,
+    Restocked,
+}
+
+impl ReservationStatus {
+    /// Whether the reservation still holds units (reserved or sold).
+    pub fn holds_units(self) -> bool {
+        matches!(
+            self,
+            ReservationStatus::Reserved | ReservationStatus::Committed
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    pub terms: SaleTerms,
+    pub epoch: u32,
+    /// Units reserved or sold under this sale.
+    pub taken: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_user: BTreeMap<String, u64>,
+}
+
+impl Sale {
+    pub fn user_count(&self, username: &str) -> u64 {
+        self.per_user.get(username).copied().unwrap_or(0)
+    }
+
+    fn holds(&self, r: &Reservation) -> bool {
+        r.sale == Some(self.epoch)
+    }
+
+    fn take(&mut self, username: &str, quantity: u64) {
+        self.taken += quantity;
+        *self.per_user.entry(username.to_string()).or_default() += quantity;
+    }
+
+    fn give_back(&mut self, username: &str, quantity: u64) {
+        self.taken = self.taken.saturating_sub(quantity);
+        if let Some(n) = self.per_user.get_mut(username) {
+            *n = n.saturating_sub(quantity);
+            if *n == 0 {
+                self.per_user.remove(username);
+            }
+        }
+    }
+}
+
+/// What happened to a product. Stored facts: never rename a variant or a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum StockEvent {
+    ProductCreated {
+        product_id: String,
+        vendor_id: String,
+        name: String,
+        description: String,
+        price: Amount,
+        image_url: Option<String>,
+        public: bool,
+    },
+    ProductUpdated {
+        name: Option<String>,
+        description: Option<String>,
+        price: Option<Amount>,
+        image_url: Option<String>,
+        public: Option<bool>,
+    },
+    ProductDeleted,
+    /// SetStock, recorded as a change of `added` so the stock invariant keeps holding.
+    StockAdjusted {
+        delta: i64,
+    },
+    StockAdded {
+        quantity: u64,
+    },
+    /// Same epoch as the current sale: new terms, counters kept. New epoch: a fresh sale.
+    SaleOpened {
+        terms: SaleTerms,
+        epoch: u32,
+    },
+    Reserved {
+        order_id: String,
+        username: String,
+        quantity: u64,
+        unit_price: Amount,
+        sale: Option<u32>,
+    },
+    Released {
+        order_id: String,
+    },
+    Committed {
+        order_id: String,
+    },
+    Restocked {
+        order_id: String,
+    },
+}
+
+/// Decide what a stock command does to a product. `now` only matters for OpenSale (is the
+/// current sale over?); a reservation's sale window is checked against the order's `placed_at`,
+/// so a reply delayed by a rebalance does not turn an in-time order into a late one.
+pub fn decide(
+    state: Option<&ProductState>,
+    cmd: &StockCommand,
+    now: Millis,
+) -> Result<Vec<StockEvent>, Rejection> {
+    match cmd {
+        StockCommand::CreateProduct {
+            product_id,
+            vendor_id,
+            name,
+            description,
+            price,
+            image_url,
+            public,
+        } => {
+            let created = StockEvent::ProductCreated {
+                product_id: product_id.clone(),
+                vendor_id: vendor_id.clone(),
+                name: name.trim().to_string(),
+                description: description.clone(),
+                price: *price,
+                image_url: image_url.clone(),
+                public: *public,
+            };
+            if let Some(p) = state {
+                // A redelivered create is harmless; a different product under the same id is not.
+                return if ProductState::created(&created).as_ref() == Some(&p.info_only()) {
+                    Ok(vec![])
+                } else {
+                    Err(Rejection::conflict(format!(
+                        "product {} already exists",
+                        p.product_id
+                    )))
+                };
+            }
+            if product_id.trim().is_empty() || vendor_id.trim().is_empty() {
+                return Err(Rejection::invalid("product and vendor ids are required"));
+            }
+            check_name(name)?;
+            check_price(*price)?;
+            Ok(vec![created])
+        }
+        StockCommand::UpdateProduct {
+            name,
+            description,
+            price,
+            image_url,
+            public,
+            ..
+        } => {
+            live(state)?;
+            if let Some(name) = name {
+                check_name(name)?;
+            }
+            if let Some(price) = price {
+                check_price(*price)?;
+            }
+            if name.is_none()
+                && description.is_none()
+                && price.is_none()
+                && image_url.is_none()
+                && public.is_none()
+            {
+                return Ok(vec![]);
+            }
+            Ok(vec![StockEvent::ProductUpdated {
+                name: name.as_ref().map(|n| n.trim().to_string()),
+                description: description.clone(),
+                price: *price,
+                image_url: image_url.clone(),
+                public: *public,
+            }])
+        }
+        StockCommand::DeleteProduct { .. } => match state {
+            None => Err(Rejection::not_found("no such product")),
+            Some(p) if p.deleted => Ok(vec![]),
+            Some(_) => Ok(vec![StockEvent::ProductDeleted]),
+        },
+        StockCommand::SetStock { quantity, .. } => {
+            let p = live(state)?;
+            let delta = qty_i64(*quantity) - p.stock.available;
+            Ok(if delta == 0 {
+                vec![]
+            } else {
+                vec![StockEvent::StockAdjusted { delta }]
+            })
+        }
+        StockCommand::AddStock { quantity, .. } => {
+            live(state)?;
+            if *quantity == 0 {
+                return Err(Rejection::invalid("quantity must be positive"));
+            }
+            Ok(vec![StockEvent::StockAdded {
+                quantity: *quantity,
+            }])
+        }
+        StockCommand::OpenSale { sale: terms, .. } => {
+            let p = live(state)?;
+            if terms.opens_at >= terms.closes_at {
+                return Err(Rejection::invalid("a sale must open before it closes"));
+            }
+            if terms.quantity == 0 || terms.per_user_limit == 0 {
+                return Err(Rejection::invalid(
+                    "sale quantity and per-user limit must be positive",
+                ));
+            }
+            let epoch = match &p.sale {
+                // Amending a sale that is not over keeps what buyers already hold, so the new
+                // terms must still cover it.
+                Some(s) if now < s.terms.closes_at => {
+                    if terms.quantity < s.taken {
+                        return Err(Rejection::invalid(format!(
+                            "sale quantity {} is below the {} units already taken",
+                            terms.quantity, s.taken
+                        )));
+                    }
+                    if let Some((user, n)) =
+                        s.per_user.iter().find(|(_, n)| **n > terms.per_user_limit)
+                    {
+                        return Err(Rejection::invalid(format!(
+                            "per-user limit {} is below the {n} units {user} already holds",
+                            terms.per_user_limit
+                        )));
+                    }
+                    s.epoch
+                }
+                Some(s) => s.epoch + 1,
+                None => 1,
+            };
+            Ok(vec![StockEvent::SaleOpened {
+                terms: terms.clone(),
+                epoch,
+            }])
+        }
+        StockCommand::Reserve {
+            order_id,
+            username,
+            quantity,
+            placed_at,
+            ..
+        } => {
+            let p = state.ok_or_else(|| Rejection::not_found("no such product"))?;
+            if p.reservations.contains_key(order_id) {
+                return Ok(vec![]);
+            }
+            if *quantity == 0 {
+                return Err(Rejection::invalid("quantity must be positive"));
+            }
+            if order_id.is_empty() || username.is_empty() {
+                return Err(Rejection::invalid("order id and username are required"));
+            }
+            if p.deleted {
+                return Err(Rejection::not_found("the product was deleted"));
+            }
+            if let Some(s) = &p.sale {
+                if *placed_at < s.terms.opens_at {
+                    return Err(Rejection::SaleNotOpen {
+                        opens_at: s.terms.opens_at,
+                    });
+                }
+                if *placed_at >= s.terms.closes_at {
+                    return Err(Rejection::SaleClosed {
+                        closes_at: s.terms.closes_at,
+                    });
+                }
+                let remaining = s.terms.quantity.saturating_sub(s.taken);
+                if *quantity > remaining {
+                    return Err(Rejection::SaleSoldOut {
+                        requested: *quantity,
+                        remaining,
+                    });
+                }
+                let already = s.user_count(username);
+                if already + quantity > s.terms.per_user_limit {
+                    return Err(Rejection::UserLimit {
+                        limit: s.terms.per_user_limit,
+                        already,
+                        requested: *quantity,
+                    });
+                }
+            }
+            if p.stock.available < qty_i64(*quantity) {
+                return Err(Rejection::OutOfStock {
+                    requested: *quantity,
+                    available: p.stock.available,
+                });
+            }
+            Ok(vec![StockEvent::Reserved {
+                order_id: order_id.clone(),
+                username: username.clone(),
+                quantity: *quantity,
+                unit_price: p.price,
+                sale: p.sale.as_ref().map(|s| s.epoch),
+            }])
+        }
+        // Release, Commit and Restock still work on a deleted product: orders in flight must be
+        // able to finish or give their units back.
+        StockCommand::Release { order_id, .. } => Ok(step(
+            state,
+            order_id,
+            ReservationStatus::Reserved,
+            StockEvent::Released {
+                order_id: order_id.clone(),
+            },
+        )),
+        StockCommand::Commit { order_id, .. } => Ok(step(
+            state,
+            order_id,
+            ReservationStatus::Reserved,
+            StockEvent::Committed {
+                order_id: order_id.clone(),
+            },
+        )),
+        StockCommand::Restock { order_id, .. } => Ok(step(
+            state,
+            order_id,
+            ReservationStatus::Committed,
+            StockEvent::Restocked {
+                order_id: order_id.clone(),
+            },
+        )),
+    }
+}
+
+/// The reservation moves only from `from`; anything else is a duplicate or a late command and
+/// a no-op, which is what makes Release, Commit and Restock idempotent.
+fn step(
+    state: Option<&ProductState>,
+    order_id: &str,
+    from: ReservationStatus,
+    event: StockEvent,
+) -> Vec<StockEvent> {
+    match state.and_then(|p| p.reservation_of(order_id)) {
+        Some(r) if r.status == from => vec![event],
+        _ => vec![],
+    }
+}
+
+fn live(state: Option<&ProductState>) -> Result<&ProductState, Rejection> {
+    match state {
+        None => Err(Rejection::not_found("no such product")),
+        Some(p) if p.deleted => Err(Rejection::not_found("the product was deleted")),
+        Some(p) => Ok(p),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Rejection> {
+    if name.trim().is_empty() {
+        return Err(Rejection::invalid("name must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_price(price: Amount) -> Result<(), Rejection> {
+    if price <= 0 {
+        return Err(Rejection::invalid("price must be positive"));
+    }
+    Ok(())
+}
+
+/// Fold one fact into the state. Only `ProductCreated` makes a product out of nothing; any other
+/// fact without a product is ignored (decide never produces one).
+pub fn apply(state: Option<ProductState>, event: &StockEvent) -> Option<ProductState> {
+    match state {
+        _ if matches!(event, StockEvent::ProductCreated { .. }) => ProductState::created(event),
+        Some(mut p) => {
+            p.apply(event);
+            Some(p)
+        }
+        None => None,
+    }
+}
+
+impl ProductState {
+    fn created(event: &StockEvent) -> Option<ProductState> {
+        let StockEvent::ProductCreated {
+            product_id,
+            vendor_id,
+            name,
+            description,
+            price,
+            image_url,
+            public,
+        } = event
+        else {
+            return None;
+        };
+        Some(ProductState {
+            product_id: product_id.clone(),
+            vendor_id: vendor_id.clone(),
+            name: name.clone(),
+            description: description.clone(),
+            price: *price,
+            image_url: image_url.clone(),
+            public: *public,
+            deleted: false,
+            stock: StockLevels::default(),
+            reservations: BTreeMap::new(),
+            sale: None,
+        })
+    }
+
+    /// The catalogue fields alone, to compare with a redelivered CreateProduct.
+    fn info_only(&self) -> ProductState {
+        ProductState {
+            deleted: false,
+            stock: StockLevels::default(),
+            reservations: BTreeMap::new(),
+            sale: None,
+            ..self.clone()
+        }
+    }
+
+    pub fn apply(&mut self, event: &StockEvent) {
+        match event {
+            StockEvent::ProductCreated { .. } => {}
+            StockEvent::ProductUpdated {
+                name,
+                description,
+                price,
+                image_url,
+                public,
+            } => {
+                if let Some(v) = name {
+                    self.name = v.clone();
+                }
+                if let Some(v) = description {
+                    self.description = v.clone();
+                }
+                if let Some(v) = price {
+                    self.price = *v;
+                }
+                if let Some(v) = image_url {
+                    self.image_url = Some(v.clone());
+                }
+                if let Some(v) = public {
+                    self.public = *v;
+                }
+            }
+            StockEvent::ProductDeleted => self.deleted = true,
+            StockEvent::StockAdjusted { delta } => {
+                self.stock.added += delta;
+                self.stock.available += delta;
+            }
+            StockEvent::StockAdded { quantity } => {
+                self.stock.added += qty_i64(*quantity);
+                self.stock.available += qty_i64(*quantity);
+            }
+            StockEvent::SaleOpened { terms, epoch } => match &mut self.sale {
+                Some(s) if s.epoch == *epoch => s.terms = terms.clone(),
+                _ => {
+                    self.sale = Some(Sale {
+                        terms: terms.clone(),
+                        epoch: *epoch,
+                        taken: 0,
+                        per_user: BTreeMap::new(),
+                    })
+                }
+            },
+            StockEvent::Reserved {
+                order_id,
+                username,
+                quantity,
+                unit_price,
+                sale,
+            } => {
+                let q = qty_i64(*quantity);
+                self.stock.available -= q;
+                self.stock.reserved += q;
+                let r = Reservation {
+                    quantity: *quantity,
+                    username: username.clone(),
+                    unit_price: *unit_price,
+                    status: ReservationStatus::Reserved,
+                    sale: *sale,
+                };
+                if let Some(s) = self.sale.as_mut().filter(|s| s.holds(&r)) {
+                    s.take(username, *quantity);
+                }
+                self.reservations.insert(order_id.clone(), r);
+            }
+            StockEvent::Released { order_id } => {
+                self.finish(order_id, ReservationStatus::Released, |stock, q| {
+                    stock.reserved -= q;
+                    stock.available += q;
+                });
+            }
+            StockEvent::Committed { order_id } => {
+                self.finish(order_id, ReservationStatus::Committed, |stock, q| {
+                    stock.reserved -= q;
+                    stock.sold += q;
+                });
+            }
+            StockEvent::Restocked { order_id } => {
+                self.finish(order_id, ReservationStatus::Restocked, |stock, q| {
+                    stock.sold -= q;
+                    stock.available += q;
+                });
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        order_id: &str,
+        to: ReservationStatus,
+        levels: impl FnOnce(&mut StockLevels, i64),
+    ) {
+        let Some(r) = self.reservations.get_mut(order_id) else {
+            return;
+        };
+        levels(&mut self.stock, qty_i64(r.quantity));
+        r.status = to;
+        if !to.holds_units() {
+            if let Some(s) = self.sale.as_mut().filter(|s| s.holds(r)) {
+                s.give_back(&r.username, r.quantity);
+            }
+        }
+    }
+
+    pub fn reservation_of(&self, order_id: &str) -> Option<&Reservation> {
+        self.reservations.get(order_id)
+    }
+
+    /// `Err` names the first broken invariant: the stock equation, a negative counter, or a
+    /// sale over its quantity or a user over the limit.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let s = &self.stock;
+        if s.initial + s.added != s.available + s.reserved + s.sold {
+            return Err(format!("stock equation broken: {s:?}"));
+        }
+        if [s.initial, s.added, s.available, s.reserved, s.sold]
+            .iter()
+            .any(|n| *n < 0)
+        {
+            return Err(format!("negative stock counter: {s:?}"));
+        }
+        if let Some(sale) = &self.sale {
+            if sale.taken > sale.terms.quantity {
+                return Err(format!("sale oversold: {sale:?}"));
+            }
+            if let Some((u, n)) = sale
+                .per_user
+                .iter()
+                .find(|(_, n)| **n > sale.terms.per_user_limit)
+            {
+                return Err(format!("{u} holds {n}, over the per-user limit"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_view(&self, meta: &ViewMeta) -> ProductView {
+        ProductView {
+            product_id: self.product_id.clone(),
+            vendor_id: self.vendor_id.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            price: self.price,
+            image_url: self.image_url.clone(),
+            public: self.public,
+            deleted: self.deleted,
+            stock: self.stock.clone(),
+            sale: self.sale.as_ref().map(|s| SaleStatus {
+                terms: s.terms.clone(),
+                taken: s.taken,
+            }),
+            rejection: meta.rejection.clone(),
+            updated_at: meta.updated_at,
+            version: meta.version,
+        }
+    }
+}
+
+/// The answer the order saga gets for a Reserve. `after` is the product once the facts (if any)
+/// are applied and `rejection` the refusal, if decide refused. A redelivered Reserve (decide
+/// returned no facts) is answered from the stored reservation, with the price it was taken at.
+pub fn reserve_reply(
+    after: Option<&ProductState>,
+    product_id: &str,
+    order_id: &str,
+    rejection: Option<&Rejection>,
+) -> OrderReply {
+    let rejected = |reason: String| OrderReply::StockRejected {
+        order_id: order_id.to_string(),
+        product_id: product_id.to_string(),
+        reason,
+    };
+    if let Some(r) = rejection {
+        return rejected(r.to_string());
+    }
+    match after.and_then(|p| p.reservation_of(order_id).map(|r| (p, r))) {
+        Some((p, r)) if r.status.holds_units() => OrderReply::StockReserved {
+            order_id: order_id.to_string(),
+            product_id: product_id.to_string(),
+            quantity: r.quantity,
+            unit_price: r.unit_price,
+            vendor_id: p.vendor_id.clone(),
+        },
+        Some(_) => rejected("the reservation was already released".into()),
+        None => rejected("no such product".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "p1";
+
+    fn create() -> StockCommand {
+        StockCommand::CreateProduct {
+            product_id: P.into(),
+            vendor_id: "v1".into(),
+            name: "Mug".into(),
+            description: "a mug".into(),
+            price: 1200,
+            image_url: None,
+            public: true,
+        }
+    }
+
+    fn reserve(order: &str, user: &str, quantity: u64, placed_at: Millis) -> StockCommand {
+        StockCommand::Reserve {
+            product_id: P.into(),
+            order_id: order.into(),
+            username: user.into(),
+            quantity,
+            placed_at,
+        }
+    }
+
+    fn release(order: &str) -> StockCommand {
+        StockCommand::Release {
+            product_id: P.into(),
+            order_id: order.into(),
+        }
+    }
+    fn commit(order: &str) -> StockCommand {
+        StockCommand::Commit {
+            product_id: P.into(),
+            order_id: order.into(),
+        }
+    }
+    fn restock(order: &str) -> StockCommand {
+        StockCommand::Restock {
+            product_id: P.into(),
+            order_id: order.into(),
+        }
+    }
+    fn add(quantity: u64) -> StockCommand {
+        StockCommand::AddStock {
+            product_id: P.into(),
+            quantity,
+        }
+    }
+    fn set(quantity: u64) -> StockCommand {
+        StockCommand::SetStock {
+            product_id: P.into(),
+            quantity,
+        }
+    }
+    fn open_sale(opens_at: Millis, closes_at: Millis, quantity: u64, limit: u64) -> StockCommand {
+        StockCommand::OpenSale {
+            product_id: P.into(),
+            sale: SaleTerms {
+                opens_at,
+                closes_at,
+                quantity,
+                per_user_limit: limit,
+            },
+        }
+    }
+
+    /// Runs a command and applies its facts, checking the invariants after each.
+    fn run(state: Option<ProductState>, cmd: &StockCommand, now: Millis) -> Option<ProductState> {
+        let events = decide(state.as_ref(), cmd, now).expect("accepted");
+        let after = events.iter().fold(state, apply);
+        if let Some(p) = &after {
+            p.check_invariants().unwrap();
+        }
+        after
+    }
+
+    fn product(stock: u64) -> ProductState {
+        let p = run(None, &create(), 0);
+        run(p, &add(stock), 0).unwrap()
+    }
+
+    fn levels(p: &ProductState) -> (i64, i64, i64, i64) {
+        (
+            p.stock.added,
+            p.stock.available,
+            p.stock.reserved,
+            p.stock.sold,
+        )
+    }
+
+    fn rejected(p: Option<&ProductState>, cmd: &StockCommand, now: Millis) -> &'static str {
+        decide(p, cmd, now).unwrap_err().code()
+    }
+
+    #[test]
+    fn create_validates_and_happens_once() {
+        let p = run(None, &create(), 0).unwrap();
+        assert_eq!(p.price, 1200);
+        assert_eq!(p.stock, StockLevels::default());
+        // Same create again: a redelivery, nothing to do.
+        assert_eq!(decide(Some(&p), &create(), 0), Ok(vec![]));
+        let mut other = create();
+        if let StockCommand::CreateProduct { price, .. } = &mut other {
+            *price = 5;
+        }
+        assert_eq!(rejected(Some(&p), &other, 0), "CONFLICT");
+
+        for bad in [0, -1] {
+            let mut cmd = create();
+            if let StockCommand::CreateProduct { price, .. } = &mut cmd {
+                *price = bad;
+            }
+            assert_eq!(rejected(None, &cmd, 0), "INVALID");
+        }
+        let mut cmd = create();
+        if let StockCommand::CreateProduct { name, .. } = &mut cmd {
+            *name = "  ".into();
+        }
+        assert_eq!(rejected(None, &cmd, 0), "INVALID");
+    }
+
+    #[test]
+    fn update_changes_given_fields_only() {
+        let p = product(1);
+        let cmd = StockCommand::UpdateProduct {
+            product_id: P.into(),
+            name: Some("Big mug".into()),
+            description: None,
+            price: Some(1500),
+            image_url: Some("http://img".into()),
+            public: Some(false),
+        };
+        let p = run(Some(p), &cmd, 1).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.description.as_str(), p.price, p.public),
+            ("Big mug", "a mug", 1500, false)
+        );
+        assert_eq!(p.image_url.as_deref(), Some("http://img"));
+
+        let update = |name: Option<&str>, price: Option<Amount>| StockCommand::UpdateProduct {
+            product_id: P.into(),
+            name: name.map(String::from),
+            description: None,
+            price,
+            image_url: None,
+            public: None,
+        };
+        assert_eq!(decide(Some(&p), &update(None, None), 1), Ok(vec![]));
+        assert_eq!(rejected(Some(&p), &update(None, Some(0)), 1), "INVALID");
+        assert_eq!(rejected(Some(&p), &update(Some(""), None), 1), "INVALID");
+        assert_eq!(rejected(None, &update(None, None), 1), "NOT_FOUND");
+    }
+
+    #[test]
+    fn deleted_products_refuse_changes_but_finish_orders() {
+        let p = run(Some(product(5)), &reserve("o1", "ann", 2, 0), 0).unwrap();
+        let p = run(
+            Some(p),
+            &StockCommand::DeleteProduct {
+                product_id: P.into(),
+            },
+            1,
+        )
+        .unwrap();
+        assert!(p.deleted);
+        let del = StockCommand::DeleteProduct {
+            product_id: P.into(),
+        };
+        assert_eq!(decide(Some(&p), &del, 1), Ok(vec![]));
+        assert_eq!(rejected(None, &del, 1), "NOT_FOUND");
+        for cmd in [
+            add(1),
+            set(3),
+            open_sale(0, 10, 1, 1),
+            reserve("o2", "bob", 1, 0),
+        ] {
+            assert_eq!(rejected(Some(&p), &cmd, 1), "NOT_FOUND", "{cmd:?}");
+        }
+        let p = run(Some(p), &commit("o1"), 2).unwrap();
+        assert_eq!(levels(&p), (5, 3, 0, 2));
+        let p = run(Some(p), &restock("o1"), 3).unwrap();
+        assert_eq!(levels(&p), (5, 5, 0, 0));
+    }
+
+    #[test]
+    fn add_and_set_stock_keep_the_equation() {
+        let p = product(5);
+        assert_eq!(levels(&p), (5, 5, 0, 0));
+        assert_eq!(rejected(Some(&p), &add(0), 0), "INVALID");
+        assert_eq!(rejected(None, &add(1), 0), "NOT_FOUND");
+        let p = run(Some(p), &reserve("o1", "ann", 2, 0), 0).unwrap();
+        let p = run(Some(p), &commit("o1"), 0).unwrap();
+        // Setting available below what was added lowers `added`; sold units are untouched.
+        let p = run(Some(p), &set(1), 0).unwrap();
+        assert_eq!(levels(&p), (3, 1, 0, 2));
+        let p = run(Some(p), &set(0), 0).unwrap();
+        assert_eq!(levels(&p), (2, 0, 0, 2));
+        assert_eq!(decide(Some(&p), &set(0), 0), Ok(vec![]));
+        let p = run(Some(p), &set(10), 0).unwrap();
+        assert_eq!(levels(&p), (12, 10, 0, 2));
+        assert_eq!(rejected(None, &set(1), 0), "NOT_FOUND");
+    }
+
+    #[test]
+    fn reserve_takes_available_once_per_order() {
+        let p = product(5);
+        let p = run(Some(p), &reserve("o1", "ann", 3, 0), 0).unwrap();
+        assert_eq!(levels(&p), (5, 2, 3, 0));
+        let r = p.reservation_of("o1").unwrap();
+        assert_eq!((r.quantity, r.unit_price), (3, 1200));
+        assert_eq!(r.status, ReservationStatus::Reserved);
+        // Redelivery, even with another quantity: the order already holds its line.
+        assert_eq!(decide(Some(&p), &reserve("o1", "ann", 3, 0), 0), Ok(vec![]));
+        assert_eq!(decide(Some(&p), &reserve("o1", "ann", 9, 0), 0), Ok(vec![]));
+        assert_eq!(
+            decide(Some(&p), &reserve("o2", "bob", 3, 0), 0),
+            Err(Rejection::OutOfStock {
+                requested: 3,
+                available: 2
+            })
+        );
+        assert_eq!(
+            rejected(Some(&p), &reserve("o2", "bob", 0, 0), 0),
+            "INVALID"
+        );
+        assert_eq!(rejected(Some(&p), &reserve("", "bob", 1, 0), 0), "INVALID");
+        assert_eq!(rejected(None, &reserve("o2", "bob", 1, 0), 0), "NOT_FOUND");
+        let p = run(Some(p), &reserve("o2", "bob", 2, 0), 0).unwrap();
+        assert_eq!(levels(&p), (5, 0, 5, 0));
+    }
+
+    #[test]
+    fn release_commit_restock_are_idempotent() {
+        let p = product(5);
+        let p = run(Some(p), &reserve("o1", "ann", 2, 0), 0).unwrap();
+        let p = run(Some(p), &reserve("o2", "bob", 1, 0), 0).unwrap();
+
+        let p = run(Some(p), &release("o1"), 0).unwrap();
+        assert_eq!(levels(&p), (5, 4, 1, 0));
+        for cmd in [
+            release("o1"),
+            commit("o1"),
+            restock("o1"),
+            release("nobody"),
+        ] {
+            assert_eq!(decide(Some(&p), &cmd, 0), Ok(vec![]), "{cmd:?}");
+        }
+        // A redelivered Reserve after its Release must not take the stock again.
+        assert_eq!(decide(Some(&p), &reserve("o1", "ann", 2, 0), 0), Ok(vec![]));
+
+        let p = run(Some(p), &commit("o2"), 0).unwrap();
+        assert_eq!(levels(&p), (5, 4, 0, 1));
+        assert_eq!(decide(Some(&p), &commit("o2"), 0), Ok(vec![]));
+        assert_eq!(decide(Some(&p), &release("o2"), 0), Ok(vec![]));
+
+        let p = run(Some(p), &restock("o2"), 0).unwrap();
+        assert_eq!(levels(&p), (5, 5, 0, 0));
+        assert_eq!(decide(Some(&p), &restock("o2"), 0), Ok(vec![]));
+        // Restock only undoes a sale, not a mere reservation.
+        let p = run(Some(p), &reserve("o3", "cy", 1, 0), 0).unwrap();
+        assert_eq!(decide(Some(&p), &restock("o3"), 0), Ok(vec![]));
+        // Unknown products: nothing to give back.
+        assert_eq!(decide(None, &release("o1"), 0), Ok(vec![]));
+        assert_eq!(decide(None, &commit("o1"), 0), Ok(vec![]));
+        assert_eq!(decide(None, &restock("o1"), 0), Ok(vec![]));
+    }
+
+    #[test]
+    fn sale_window_quantity_and_user_limit() {
+        let p = run(Some(product(10)), &open_sale(100, 200, 4, 2), 0).unwrap();
+        assert_eq!(
+            decide(Some(&p), &reserve("o1", "ann", 1, 99), 150),
+            Err(Rejection::SaleNotOpen { opens_at: 100 })
+        );
+        assert_eq!(
+            decide(Some(&p), &reserve("o1", "ann", 1, 200), 150),
+            Err(Rejection::SaleClosed { closes_at: 200 })
+        );
+        let p = run(Some(p), &reserve("o1", "ann", 2, 100), 150).unwrap();
+        assert_eq!(
+            decide(Some(&p), &reserve("o2", "ann", 1, 150), 150),
+            Err(Rejection::UserLimit {
+                limit: 2,
+                already: 2,
+                requested: 1
+            })
+        );
+        let p = run(Some(p), &reserve("o3", "bob", 2, 199), 150).unwrap();
+        assert_eq!(
+            decide(Some(&p), &reserve("o4", "cy", 1, 150), 150),
+            Err(Rejection::SaleSoldOut {
+                requested: 1,
+                remaining: 0
+            })
+        );
+        // Giving units back frees the sale and the user's count.
+        let p = run(Some(p), &release("o1"), 150).unwrap();
+        let sale = p.sale.as_ref().unwrap();
+        assert_eq!((sale.taken, sale.user_count("ann")), (2, 0));
+        let p = run(Some(p), &commit("o3"), 150).unwrap();
+        assert_eq!(p.sale.as_ref().unwrap().taken, 2);
+        let p = run(Some(p), &restock("o3"), 150).unwrap();
+        let sale = p.sale.as_ref().unwrap();
+        assert_eq!((sale.taken, sale.user_count("bob")), (0, 0));
+        assert!(sale.per_user.is_empty());
+        let view = p.to_view(&ViewMeta::default());
+        assert_eq!(view.sale.unwrap().taken, 0);
+    }
+
+    #[test]
+    fn sale_plus_stock_shortage() {
+        let p = run(Some(product(1)), &open_sale(0, 10, 5, 5), 0).unwrap();
+        assert_eq!(
+            rejected(Some(&p), &reserve("o1", "ann", 2, 5), 5),
+            "OUT_OF_STOCK"
+        );
+    }
+
+    #[test]
+    fn open_sale_validates_and_amends_or_renews() {
+        let p = product(10);
+        assert_eq!(rejected(Some(&p), &open_sale(10, 10, 1, 1), 0), "INVALID");
+        assert_eq!(rejected(Some(&p), &open_sale(0, 10, 0, 1), 0), "INVALID");
+        assert_eq!(rejected(Some(&p), &open_sale(0, 10, 1, 0), 0), "INVALID");
+        assert_eq!(rejected(None, &open_sale(0, 10, 1, 1), 0), "NOT_FOUND");
+
+        let p = run(Some(p), &open_sale(0, 100, 5, 3), 0).unwrap();
+        let p = run(Some(p), &reserve("o1", "ann", 3, 10), 10).unwrap();
+        // Amending a running sale keeps its counters, and cannot drop below them.
+        assert_eq!(rejected(Some(&p), &open_sale(0, 100, 2, 3), 20), "INVALID");
+        assert_eq!(rejected(Some(&p), &open_sale(0, 100, 5, 2), 20), "INVALID");
+        let p = run(Some(p), &open_sale(0, 150, 6, 3), 20).unwrap();
+        let sale = p.sale.clone().unwrap();
+        assert_eq!((sale.epoch, sale.taken, sale.terms.quantity), (1, 3, 6));
+
+        // After it closed, a new sale starts from zero, and the old sale's reservation, once
+        // released, does not free units of the new one.
+        let p = run(Some(p), &open_sale(200, 300, 2, 1), 160).unwrap();
+        let sale = p.sale.clone().unwrap();
+        assert_eq!((sale.epoch, sale.taken), (2, 0));
+        let p = run(Some(p), &reserve("o2", "bob", 1, 250), 250).unwrap();
+        let p = run(Some(p), &release("o1"), 260).unwrap();
+        assert_eq!(p.sale.as_ref().unwrap().taken, 1);
+        assert_eq!(levels(&p), (10, 9, 1, 0));
+    }
+
+    #[test]
+    fn reservation_before_a_sale_does_not_count_in_it() {
+        let p = run(Some(product(10)), &reserve("o1", "ann", 3, 0), 0).unwrap();
+        let p = run(Some(p), &open_sale(0, 100, 2, 1), 0).unwrap();
+        let p = run(Some(p), &release("o1"), 0).unwrap();
+        assert_eq!(p.sale.unwrap().taken, 0);
+    }
+
+    #[test]
+    fn reserve_replies() {
+        let p = product(2);
+        let cmd = reserve("o1", "ann", 2, 0);
+        let events = decide(Some(&p), &cmd, 0).unwrap();
+        let p = events.iter().fold(Some(p), apply).unwrap();
+        let reply = reserve_reply(Some(&p), P, "o1", None);
+        assert_eq!(
+            reply,
+            OrderReply::StockReserved {
+                order_id: "o1".into(),
+                product_id: P.into(),
+                quantity: 2,
+                unit_price: 1200,
+                vendor_id: "v1".into()
+            }
+        );
+        // Redelivered Reserve: no fact, same answer.
+        assert!(decide(Some(&p), &cmd, 0).unwrap().is_empty());
+        assert_eq!(reserve_reply(Some(&p), P, "o1", None), reply);
+
+        let err = decide(Some(&p), &reserve("o2", "bob", 1, 0), 0).unwrap_err();
+        match reserve_reply(Some(&p), P, "o2", Some(&err)) {
+            OrderReply::StockRejected { reason, .. } => assert!(reason.contains("out of stock")),
+            other => panic!("{other:?}"),
+        }
+        let p = run(Some(p), &release("o1"), 0).unwrap();
+        assert!(matches!(
+            reserve_reply(Some(&p), P, "o1", None),
+            OrderReply::StockRejected { .. }
+        ));
+        assert!(matches!(
+            reserve_reply(None, P, "o1", None),
+            OrderReply::StockRejected { .. }
+        ));
+    }
+
+    #[test]
+    fn view_and_storage_round_trip() {
+        let p = run(Some(product(3)), &reserve("o1", "ann", 1, 0), 0).unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<ProductState>(&json).unwrap(), p);
+        // Defaults are left out to keep stored values small.
+        assert!(!json.contains("deleted") && !json.contains("sale\""));
+        let meta = ViewMeta {
+            version: 7,
+            updated_at: 42,
+            rejection: Some("x".into()),
+        };
+        let v = p.to_view(&meta);
+        assert_eq!(
+            (v.version, v.updated_at, v.rejection.as_deref()),
+            (7, 42, Some("x"))
+        );
+        assert_eq!(v.stock, p.stock);
+        assert_eq!((v.product_id.as_str(), v.vendor_id.as_str()), (P, "v1"));
+        for e in [
+            StockEvent::ProductDeleted,
+            StockEvent::StockAdjusted { delta: -2 },
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<StockEvent>(&json).unwrap(), e);
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Add(u64),
+            Set(u64),
+            Reserve {
+                order: u8,
+                user: u8,
+                qty: u64,
+                at: Millis,
+            },
+            Release(u8),
+            Commit(u8),
+            Restock(u8),
+            OpenSale {
+                closes_at: Millis,
+                qty: u64,
+                limit: u64,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                1 => (1u64..5).prop_map(Op::Add),
+                1 => (0u64..8).prop_map(Op::Set),
+                3 => (0u8..6, 0u8..3, 1u64..4, -10i64..120)
+                    .prop_map(|(order, user, qty, at)| Op::Reserve { order, user, qty, at }),
+                2 => (0u8..6).prop_map(Op::Release),
+                2 => (0u8..6).prop_map(Op::Commit),
+                1 => (0u8..6).prop_map(Op::Restock),
+                1 => (prop_oneof![Just(50i64), Just(100i64)], 1u64..8, 1u64..4)
+                    .prop_map(|(closes_at, qty, limit)| Op::OpenSale { closes_at, qty, limit }),
+            ]
+        }
+
+        fn command(op: &Op) -> StockCommand {
+            let order = |o: &u8| format!("o{o}");
+            match op {
+                Op::Add(q) => add(*q),
+                Op::Set(q) => set(*q),
+                Op::Reserve {
+                    order: o,
+                    user,
+                    qty,
+                    at,
+                } => reserve(&order(o), &format!("u{user}"), *qty, *at),
+                Op::Release(o) => release(&order(o)),
+                Op::Commit(o) => commit(&order(o)),
+                Op::Restock(o) => restock(&order(o)),
+                Op::OpenSale {
+                    closes_at,
+                    qty,
+                    limit,
+                } => open_sale(0, *closes_at, *qty, *limit),
+            }
+        }
+
+        /// The sale counters must equal what the reservations of the current epoch hold.
+        fn counters_match_reservations(p: &ProductState) -> Result<(), String> {
+            let Some(sale) = &p.sale else { return Ok(()) };
+            let mut per_user: BTreeMap<String, u64> = BTreeMap::new();
+            for r in p.reservations.values() {
+                if r.status.holds_units() && r.sale == Some(sale.epoch) {
+                    *per_user.entry(r.username.clone()).or_default() += r.quantity;
+                }
+            }
+            let taken: u64 = per_user.values().sum();
+            if taken != sale.taken || per_user != sale.per_user {
+                return Err(format!("counters {sale:?} vs reservations {per_user:?}"));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn invariants_hold_for_any_sequence(
+                with_sale in any::<bool>(),
+                ops in prop::collection::vec(op(), 1..40),
+            ) {
+                let mut state = Some(product(3));
+                if with_sale {
+                    state = run(state, &open_sale(0, 100, 5, 2), 0);
+                }
+                for (i, op) in ops.iter().enumerate() {
+                    let now = i as Millis * 5;
+                    let cmd = command(op);
+                    if let Ok(events) = decide(state.as_ref(), &cmd, now) {
+                        state = events.iter().fold(state, apply);
+                    }
+                    let p = state.as_ref().unwrap();
+                    prop_assert_eq!(p.check_invariants(), Ok(()), "after {:?}", op);
+                    prop_assert_eq!(counters_match_reservations(p), Ok(()), "after {:?}", op);
+                    let held: i64 = p.reservations.values()
+                        .filter(|r| r.status == ReservationStatus::Reserved)
+                        .map(|r| r.quantity as i64).sum();
+                    prop_assert_eq!(held, p.stock.reserved);
+                }
+            }
+        }
+    }
+}

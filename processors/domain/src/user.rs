@@ -1,0 +1,971 @@
+//! Users (keyed by normalized username) and the e-mail registry (keyed by lower-case e-mail).
+//!
+//! Uniqueness of both without a lock: the user-commands partition owning a username is its only
+//! writer, and the email-claims partition owning an address is the only one deciding who holds
+//! it. A sign-up therefore waits (PENDING) for the registry's answer, which comes back to the
+//! user as an `EmailClaimed` or `EmailTaken` command.
+
+use pickple_schemas::{EmailClaim, Role, UserCommand, UserStatus, UserView};
+use serde::{Deserialize, Serialize};
+
+use crate::{Outcome, Rejection, ViewMeta};
+
+pub const EMAIL_IN_USE: &str = "e-mail already in use";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    pub username: String,
+    pub nickname: String,
+    pub email: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub status: UserStatus,
+    /// A new address waiting for the registry; `email` stays the old one until it is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
+    /// Why the sign-up or the last e-mail change was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// Stored facts of a user. Never rename a variant or a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UserFact {
+    SignedUp {
+        username: String,
+        nickname: String,
+        email: String,
+        password_hash: String,
+        role: Role,
+    },
+    Activated,
+    SignUpRejected {
+        reason: String,
+    },
+    ProfileUpdated {
+        nickname: Option<String>,
+        password_hash: Option<String>,
+    },
+    EmailChangeRequested {
+        email: String,
+    },
+    EmailChanged {
+        old: String,
+        new: String,
+    },
+    EmailChangeRejected {
+        email: String,
+        reason: String,
+    },
+    /// The registry granted an address this user no longer wants (deleted, or changed again).
+    StaleEmailReleased {
+        email: String,
+    },
+    Deleted,
+    RoleChanged {
+        role: Role,
+    },
+}
+
+/// A record for the e-mail registry (topic `email-claims`, keyed by the address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEffect {
+    ClaimEmail { email: String },
+    ReleaseEmail { email: String },
+}
+
+impl UserEffect {
+    pub fn to_claim(&self, username: &str) -> EmailClaim {
+        match self {
+            UserEffect::ClaimEmail { email } => EmailClaim::Claim {
+                email: email.clone(),
+                username: username.to_string(),
+            },
+            UserEffect::ReleaseEmail { email } => EmailClaim::Release {
+                email: email.clone(),
+                username: username.to_string(),
+            },
+        }
+    }
+
+    /// The record key: the address.
+    pub fn email(&self) -> &str {
+        match self {
+            UserEffect::ClaimEmail { email } | UserEffect::ReleaseEmail { email } => email,
+        }
+    }
+}
+
+/// The key of a user: trimmed and lower-case, so "Ann" and "ann" are one user.
+pub fn normalize_username(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks an already normalized username.
+pub fn validate_username(username: &str) -> Result<(), Rejection> {
+    let ok = (4..=10).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "username must be 4 to 10 characters of a-z and 0-9",
+        ))
+    }
+}
+
+/// A deliberately loose check (one '@', something before it, a dot inside the domain): the
+/// registry and a confirmation mail are the real test of an address.
+pub fn validate_email(email: &str) -> Result<(), Rejection> {
+    let bad = || Rejection::invalid(format!("'{email}' is not an e-mail address"));
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let dot_inside = domain
+        .find('.')
+        .is_some_and(|i| i > 0 && !domain.ends_with('.'));
+    if local.is_empty()
+        || domain.contains('@')
+        || !dot_inside
+        || email.contains(char::is_whitespace)
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        return Err(Rejection::invalid(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+/// Decide a user command. `actor_role` is the role of whoever sent it, as the gateway
+/// authenticated it (or `None` for the registry's replies); only ChangeRole looks at it.
+pub fn decide(
+    state: Option<&UserState>,
+    cmd: &UserCommand,
+    actor_role: Option<Role>,
+) -> Result<Vec<UserFact>, Rejection> {
+    match cmd {
+        UserCommand::SignUp {
+            username,
+            nickname,
+            email,
+            password_hash,
+            role,
+        } => {
+            let username = normalize_username(username);
+            let email = normalize_email(email);
+            validate_username(&username)?;
+            non_empty("nickname", nickname)?;
+            validate_email(&email)?;
+            non_empty("password", password_hash)?;
+            if *role == Role::Master {
+                return Err(Rejection::forbidden(
+                    "MASTER accounts only come from the bootstrap configuration",
+                ));
+            }
+            let signed_up = UserFact::SignedUp {
+                username,
+                nickname: nickname.trim().to_string(),
+                email,
+                password_hash: password_hash.clone(),
+                role: *role,
+            };
+            match state {
+                Some(u) if matches!(u.status, UserStatus::Pending | UserStatus::Active) => {
+                    // A redelivered sign-up is not a second user.
+                    if u.status == UserStatus::Pending && signed_up_state(&signed_up) == *u {
+                        Ok(vec![])
+                    } else {
+                        Err(Rejection::conflict("username already taken"))
+                    }
+                }
+                _ => Ok(vec![signed_up]),
+            }
+        }
+        UserCommand::EmailClaimed { email, .. } => {
+            let email = normalize_email(email);
+            let Some(u) = state else { return Ok(vec![]) };
+            Ok(match u.status {
+                UserStatus::Pending if u.email == email => vec![UserFact::Activated],
+                UserStatus::Active if u.pending_email.as_deref() == Some(email.as_str()) => {
+                    vec![UserFact::EmailChanged {
+                        old: u.email.clone(),
+                        new: email,
+                    }]
+                }
+                UserStatus::Active if u.email == email => vec![],
+                _ => vec![UserFact::StaleEmailReleased { email }],
+            })
+        }
+        UserCommand::EmailTaken { email, .. } => {
+            let email = normalize_email(email);
+            let Some(u) = state else { return Ok(vec![]) };
+            Ok(match u.status {
+                UserStatus::Pending if u.email == email => vec![UserFact::SignUpRejected {
+                    reason: EMAIL_IN_USE.into(),
+                }],
+                UserStatus::Active if u.pending_email.as_deref() == Some(email.as_str()) => {
+                    vec![UserFact::EmailChangeRejected {
+                        email,
+                        reason: EMAIL_IN_USE.into(),
+                    }]
+                }
+                _ => vec![],
+            })
+        }
+        UserCommand::UpdateProfile {
+            nickname,
+            email,
+            password_hash,
+            ..
+        } => {
+            let u = active(state)?;
+            if let Some(n) = nickname {
+                non_empty("nickname", n)?;
+            }
+            if let Some(p) = password_hash {
+                non_empty("password", p)?;
+            }
+            let email = email.as_deref().map(normalize_email);
+            if let Some(e) = &email {
+                validate_email(e)?;
+            }
+            let nickname = nickname
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| *n != u.nickname)
+                .map(String::from);
+            let password_hash = password_hash.clone().filter(|p| *p != u.password_hash);
+            let mut facts = Vec::new();
+            if nickname.is_some() || password_hash.is_some() {
+                facts.push(UserFact::ProfileUpdated {
+                    nickname,
+                    password_hash,
+                });
+            }
+            if let Some(e) = email {
+                if e != u.email && u.pending_email.as_ref() != Some(&e) {
+                    facts.push(UserFact::EmailChangeRequested { email: e });
+                }
+            }
+            Ok(facts)
+        }
+        UserCommand::DeleteUser { .. } => match state.map(|u| u.status) {
+            Some(UserStatus::Deleted) => Ok(vec![]),
+            _ => {
+                active(state)?;
+                Ok(vec![UserFact::Deleted])
+            }
+        },
+        UserCommand::ChangeRole { role, by, .. } => {
+            if actor_role != Some(Role::Master) {
+                return Err(Rejection::forbidden("only a MASTER may change roles"));
+            }
+            let u = active(state)?;
+            if normalize_username(by) == u.username
+                && u.role == Role::Master
+                && *role != Role::Master
+            {
+                // Otherwise the last MASTER could lock everyone out of administration.
+                return Err(Rejection::invalid("a MASTER cannot demote themself"));
+            }
+            Ok(if u.role == *role {
+                vec![]
+            } else {
+                vec![UserFact::RoleChanged { role: *role }]
+            })
+        }
+    }
+}
+
+fn active(state: Option<&UserState>) -> Result<&UserState, Rejection> {
+    match state {
+        Some(u) if u.status == UserStatus::Active => Ok(u),
+        Some(u) if u.status == UserStatus::Pending => Err(Rejection::transition(
+            "the sign-up is still waiting for its e-mail check",
+        )),
+        _ => Err(Rejection::not_found("no such user")),
+    }
+}
+
+/// The facts that create the configured MASTER; no-op if it already exists as such, so the app
+/// may call it on every start.
+pub fn bootstrap_master(
+    state: Option<&UserState>,
+    username: &str,
+    email: &str,
+    password_hash: &str,
+) -> Result<Vec<UserFact>, Rejection> {
+    let username = normalize_username(username);
+    let email = normalize_email(email);
+    validate_username(&username)?;
+    validate_email(&email)?;
+    non_empty("password", password_hash)?;
+    match state {
+        Some(u) if u.status == UserStatus::Active && u.role == Role::Master => Ok(vec![]),
+        Some(u) if matches!(u.status, UserStatus::Pending | UserStatus::Active) => Err(
+            Rejection::conflict(format!("{username} exists and is not a MASTER")),
+        ),
+        _ => Ok(vec![
+            UserFact::SignedUp {
+                nickname: username.clone(),
+                username,
+                email,
+                password_hash: password_hash.to_string(),
+                role: Role::Master,
+            },
+            UserFact::Activated,
+        ]),
+    }
+}
+
+fn signed_up_state(fact: &UserFact) -> UserState {
+    match apply(None, fact) {
+        Some(u) => u,
+        None => unreachable!("SignedUp always creates a user"),
+    }
+}
+
+/// Fold one fact. `SignedUp` (re)creates the user: a rejected or deleted username is free again.
+pub fn apply(state: Option<UserState>, fact: &UserFact) -> Option<UserState> {
+    if let UserFact::SignedUp {
+        username,
+        nickname,
+        email,
+        password_hash,
+        role,
+    } = fact
+    {
+        return Some(UserState {
+            username: username.clone(),
+            nickname: nickname.clone(),
+            email: email.clone(),
+            password_hash: password_hash.clone(),
+            role: *role,
+            status: UserStatus::Pending,
+            pending_email: None,
+            refused: None,
+        });
+    }
+    let mut u = state?;
+    u.apply(fact);
+    Some(u)
+}
+
+impl UserState {
+    pub fn apply(&mut self, fact: &UserFact) {
+        match fact {
+            UserFact::SignedUp { .. } | UserFact::StaleEmailReleased { .. } => {}
+            UserFact::Activated => self.status = UserStatus::Active,
+            UserFact::SignUpRejected { reason } => {
+                self.status = UserStatus::Rejected;
+                self.refused = Some(reason.clone());
+            }
+            UserFact::ProfileUpdated {
+                nickname,
+                password_hash,
+            } => {
+                if let Some(n) = nickname {
+                    self.nickname = n.clone();
+                }
+                if let Some(p) = password_hash {
+                    self.password_hash = p.clone();
+                }
+            }
+            UserFact::EmailChangeRequested { email } => {
+                self.pending_email = Some(email.clone());
+                self.refused = None;
+            }
+            UserFact::EmailChanged { new, .. } => {
+                self.email = new.clone();
+                self.pending_email = None;
+            }
+            UserFact::EmailChangeRejected { reason, .. } => {
+                self.pending_email = None;
+                self.refused = Some(reason.clone());
+            }
+            UserFact::Deleted => {
+                self.status = UserStatus::Deleted;
+                self.pending_email = None;
+            }
+            UserFact::RoleChanged { role } => self.role = *role,
+        }
+    }
+
+    pub fn to_view(&self, meta: &ViewMeta) -> UserView {
+        UserView {
+            username: self.username.clone(),
+            nickname: self.nickname.clone(),
+            email: self.email.clone(),
+            password_hash: self.password_hash.clone(),
+            role: self.role,
+            status: self.status,
+            rejection: meta.rejection.clone().or_else(|| self.refused.clone()),
+            updated_at: meta.updated_at,
+            version: meta.version,
+        }
+    }
+}
+
+/// The e-mail registry records a fact calls for.
+pub fn effects(before: Option<&UserState>, fact: &UserFact, after: &UserState) -> Vec<UserEffect> {
+    match fact {
+        UserFact::SignedUp { email, .. } | UserFact::EmailChangeRequested { email } => {
+            vec![UserEffect::ClaimEmail {
+                email: email.clone(),
+            }]
+        }
+        UserFact::EmailChanged { old, .. } => vec![UserEffect::ReleaseEmail { email: old.clone() }],
+        UserFact::StaleEmailReleased { email } => vec![UserEffect::ReleaseEmail {
+            email: email.clone(),
+        }],
+        UserFact::Deleted => {
+            let b = before.unwrap_or(after);
+            // A pending change's claim may already be granted: give that address back too.
+            std::iter::once(b.email.clone())
+                .chain(b.pending_email.clone())
+                .map(|email| UserEffect::ReleaseEmail { email })
+                .collect()
+        }
+        _ => vec![],
+    }
+}
+
+/// decide, apply and effects in one call (see [`crate::Outcome`]).
+pub fn handle(
+    state: Option<UserState>,
+    cmd: &UserCommand,
+    actor_role: Option<Role>,
+) -> Result<Outcome<Option<UserState>, UserFact, UserEffect>, Rejection> {
+    let facts = decide(state.as_ref(), cmd, actor_role)?;
+    let mut state = state;
+    let mut out = Vec::new();
+    for fact in &facts {
+        let before = state.clone();
+        state = apply(state, fact);
+        if let Some(after) = &state {
+            out.extend(effects(before.as_ref(), fact, after));
+        }
+    }
+    Ok(Outcome {
+        state,
+        facts,
+        effects: out,
+    })
+}
+
+/// Who holds an address in the registry. No entry: the address is free.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailOwner {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EmailFact {
+    Claimed { username: String },
+    Released,
+}
+
+/// Decide a claim or release of one address: the facts for the registry's store and the answer
+/// to send back to the user (key: the username). A repeated claim by the holder is answered
+/// again, so a lost or duplicated answer cannot leave a user pending; a release by anyone but
+/// the holder is ignored, so a late release cannot free an address someone else now holds.
+pub fn decide_claim(
+    state: Option<&EmailOwner>,
+    claim: &EmailClaim,
+) -> (Vec<EmailFact>, Option<UserCommand>) {
+    match claim {
+        EmailClaim::Claim { email, username } => {
+            let email = normalize_email(email);
+            let username = normalize_username(username);
+            match state {
+                None => (
+                    vec![EmailFact::Claimed {
+                        username: username.clone(),
+                    }],
+                    Some(UserCommand::EmailClaimed { username, email }),
+                ),
+                Some(o) if o.username == username => {
+                    (vec![], Some(UserCommand::EmailClaimed { username, email }))
+                }
+                Some(_) => (vec![], Some(UserCommand::EmailTaken { username, email })),
+            }
+        }
+        EmailClaim::Release { username, .. } => match state {
+            Some(o) if o.username == normalize_username(username) => {
+                (vec![EmailFact::Released], None)
+            }
+            _ => (vec![], None),
+        },
+    }
+}
+
+/// `None` after a release: the app deletes the key (a compacted tombstone).
+pub fn apply_claim(_state: Option<EmailOwner>, fact: &EmailFact) -> Option<EmailOwner> {
+    match fact {
+        EmailFact::Claimed { username } => Some(EmailOwner {
+            username: username.clone(),
+        }),
+        EmailFact::Released => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign_up(username: &str, email: &str, role: Role) -> UserCommand {
+        UserCommand::SignUp {
+            username: username.into(),
+            nickname: "Ann".into(),
+            email: email.into(),
+            password_hash: "$argon2id$x".into(),
+            role,
+        }
+    }
+    fn claimed(email: &str) -> UserCommand {
+        UserCommand::EmailClaimed {
+            username: "ann1".into(),
+            email: email.into(),
+        }
+    }
+    fn taken(email: &str) -> UserCommand {
+        UserCommand::EmailTaken {
+            username: "ann1".into(),
+            email: email.into(),
+        }
+    }
+    fn update(nickname: Option<&str>, email: Option<&str>) -> UserCommand {
+        UserCommand::UpdateProfile {
+            username: "ann1".into(),
+            nickname: nickname.map(String::from),
+            email: email.map(String::from),
+            password_hash: None,
+        }
+    }
+    fn change_role(role: Role, by: &str) -> UserCommand {
+        UserCommand::ChangeRole {
+            username: "ann1".into(),
+            role,
+            by: by.into(),
+        }
+    }
+    fn delete() -> UserCommand {
+        UserCommand::DeleteUser {
+            username: "ann1".into(),
+        }
+    }
+    fn claim(email: &str) -> UserEffect {
+        UserEffect::ClaimEmail {
+            email: email.into(),
+        }
+    }
+    fn release(email: &str) -> UserEffect {
+        UserEffect::ReleaseEmail {
+            email: email.into(),
+        }
+    }
+
+    fn step(
+        state: &mut Option<UserState>,
+        cmd: UserCommand,
+        actor: Option<Role>,
+    ) -> Vec<UserEffect> {
+        let out = handle(state.take(), &cmd, actor).unwrap_or_else(|r| panic!("{cmd:?}: {r}"));
+        *state = out.state;
+        out.effects
+    }
+
+    fn code(state: &Option<UserState>, cmd: UserCommand, actor: Option<Role>) -> &'static str {
+        decide(state.as_ref(), &cmd, actor).unwrap_err().code()
+    }
+
+    fn active_ann() -> Option<UserState> {
+        let mut s = None;
+        step(&mut s, sign_up("Ann1", "Ann@Example.com", Role::User), None);
+        step(&mut s, claimed("ann@example.com"), None);
+        s
+    }
+
+    #[test]
+    fn sign_up_waits_for_the_email_registry() {
+        let mut s = None;
+        let out = step(
+            &mut s,
+            sign_up(" Ann1 ", "Ann@Example.com", Role::User),
+            None,
+        );
+        assert_eq!(out, vec![claim("ann@example.com")]);
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.username.as_str(), u.status),
+            ("ann1", UserStatus::Pending)
+        );
+        // Redelivered sign-up: nothing new. Another sign-up for the same name: conflict.
+        assert_eq!(
+            decide(
+                s.as_ref(),
+                &sign_up("ann1", "ann@example.com", Role::User),
+                None
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(
+            code(&s, sign_up("ann1", "z@example.com", Role::User), None),
+            "CONFLICT"
+        );
+        assert_eq!(step(&mut s, claimed("ann@example.com"), None), vec![]);
+        assert_eq!(s.as_ref().unwrap().status, UserStatus::Active);
+        assert_eq!(
+            code(&s, sign_up("ann1", "ann@example.com", Role::User), None),
+            "CONFLICT"
+        );
+        // Duplicate answer.
+        assert_eq!(step(&mut s, claimed("ann@example.com"), None), vec![]);
+    }
+
+    #[test]
+    fn a_taken_email_rejects_the_sign_up_and_frees_the_name() {
+        let mut s = None;
+        step(
+            &mut s,
+            sign_up("ann1", "ann@example.com", Role::VendorManager),
+            None,
+        );
+        step(&mut s, taken("ann@example.com"), None);
+        let u = s.clone().unwrap();
+        assert_eq!(u.status, UserStatus::Rejected);
+        let v = u.to_view(&ViewMeta::default());
+        assert_eq!(v.rejection.as_deref(), Some(EMAIL_IN_USE));
+        let out = step(
+            &mut s,
+            sign_up("ann1", "other@example.com", Role::User),
+            None,
+        );
+        assert_eq!(out, vec![claim("other@example.com")]);
+        assert_eq!(s.unwrap().status, UserStatus::Pending);
+    }
+
+    #[test]
+    fn sign_up_validation() {
+        let none = None;
+        for name in ["abc", "abcdefghijk", "ann_1", "änn1", ""] {
+            assert_eq!(
+                code(&none, sign_up(name, "a@b.co", Role::User), None),
+                "INVALID",
+                "{name}"
+            );
+        }
+        for email in [
+            "ab.co", "a@b", "a@@b.co", "@b.co", "a@.co", "a@b.", "a@b@c.co", "a b@c.co",
+        ] {
+            assert_eq!(
+                code(&none, sign_up("ann1", email, Role::User), None),
+                "INVALID",
+                "{email}"
+            );
+        }
+        assert!(decide(None, &sign_up("ABCD1234", "a@b.co", Role::User), None).is_ok());
+        assert_eq!(
+            code(&none, sign_up("ann1", "a@b.co", Role::Master), None),
+            "FORBIDDEN"
+        );
+        let no_nick = UserCommand::SignUp {
+            username: "ann1".into(),
+            nickname: " ".into(),
+            email: "a@b.co".into(),
+            password_hash: "h".into(),
+            role: Role::User,
+        };
+        assert_eq!(code(&none, no_nick, None), "INVALID");
+        let no_hash = UserCommand::SignUp {
+            username: "ann1".into(),
+            nickname: "n".into(),
+            email: "a@b.co".into(),
+            password_hash: "".into(),
+            role: Role::User,
+        };
+        assert_eq!(code(&none, no_hash, None), "INVALID");
+    }
+
+    #[test]
+    fn profile_updates_and_email_change() {
+        let mut s = active_ann();
+        assert_eq!(step(&mut s, update(Some("Annie"), None), None), vec![]);
+        assert_eq!(s.as_ref().unwrap().nickname, "Annie");
+        assert_eq!(
+            decide(
+                s.as_ref(),
+                &update(Some("Annie"), Some("ANN@example.com")),
+                None
+            ),
+            Ok(vec![])
+        );
+        assert_eq!(code(&s, update(Some(""), None), None), "INVALID");
+        assert_eq!(code(&s, update(None, Some("nope")), None), "INVALID");
+
+        let out = step(&mut s, update(None, Some("new@example.com")), None);
+        assert_eq!(out, vec![claim("new@example.com")]);
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.email.as_str(), u.pending_email.as_deref()),
+            ("ann@example.com", Some("new@example.com"))
+        );
+        let out = step(&mut s, claimed("new@example.com"), None);
+        assert_eq!(out, vec![release("ann@example.com")]);
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.email.as_str(), u.pending_email),
+            ("new@example.com", None)
+        );
+
+        step(&mut s, update(None, Some("x@example.com")), None);
+        assert_eq!(step(&mut s, taken("x@example.com"), None), vec![]);
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.email.as_str(), u.pending_email.as_deref()),
+            ("new@example.com", None)
+        );
+        assert_eq!(
+            u.to_view(&ViewMeta::default()).rejection.as_deref(),
+            Some(EMAIL_IN_USE)
+        );
+        // A late grant of an address no longer wanted goes back to the registry.
+        assert_eq!(
+            step(&mut s, claimed("x@example.com"), None),
+            vec![release("x@example.com")]
+        );
+        assert_eq!(s.unwrap().email, "new@example.com");
+
+        let pass = UserCommand::UpdateProfile {
+            username: "ann1".into(),
+            nickname: None,
+            email: None,
+            password_hash: Some("$new".into()),
+        };
+        let mut s = active_ann();
+        step(&mut s, pass, None);
+        assert_eq!(s.unwrap().password_hash, "$new");
+    }
+
+    #[test]
+    fn only_active_users_change() {
+        let none = None;
+        assert_eq!(code(&none, update(Some("x"), None), None), "NOT_FOUND");
+        assert_eq!(code(&none, delete(), None), "NOT_FOUND");
+        let mut s = None;
+        step(&mut s, sign_up("ann1", "ann@example.com", Role::User), None);
+        assert_eq!(
+            code(&s, update(Some("x"), None), None),
+            "INVALID_TRANSITION"
+        );
+        assert_eq!(code(&s, delete(), None), "INVALID_TRANSITION");
+        assert_eq!(
+            code(
+                &s,
+                change_role(Role::VendorManager, "boss"),
+                Some(Role::Master)
+            ),
+            "INVALID_TRANSITION"
+        );
+    }
+
+    #[test]
+    fn delete_releases_the_addresses() {
+        let mut s = active_ann();
+        step(&mut s, update(None, Some("new@example.com")), None);
+        let out = step(&mut s, delete(), None);
+        assert_eq!(
+            out,
+            vec![release("ann@example.com"), release("new@example.com")]
+        );
+        assert_eq!(s.as_ref().unwrap().status, UserStatus::Deleted);
+        assert_eq!(step(&mut s, delete(), None), vec![]);
+        assert_eq!(code(&s, update(Some("x"), None), None), "NOT_FOUND");
+        // The pending change's grant arrives after the delete.
+        assert_eq!(
+            step(&mut s, claimed("new@example.com"), None),
+            vec![release("new@example.com")]
+        );
+        // The name is free again.
+        assert!(decide(
+            s.as_ref(),
+            &sign_up("ann1", "ann@example.com", Role::User),
+            None
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn only_a_master_changes_roles() {
+        let mut s = active_ann();
+        assert_eq!(
+            code(
+                &s,
+                change_role(Role::VendorManager, "ann1"),
+                Some(Role::User)
+            ),
+            "FORBIDDEN"
+        );
+        assert_eq!(
+            code(&s, change_role(Role::VendorManager, "x"), None),
+            "FORBIDDEN"
+        );
+        step(
+            &mut s,
+            change_role(Role::VendorManager, "boss"),
+            Some(Role::Master),
+        );
+        assert_eq!(s.as_ref().unwrap().role, Role::VendorManager);
+        assert_eq!(
+            decide(
+                s.as_ref(),
+                &change_role(Role::VendorManager, "boss"),
+                Some(Role::Master)
+            ),
+            Ok(vec![])
+        );
+        step(
+            &mut s,
+            change_role(Role::Master, "boss"),
+            Some(Role::Master),
+        );
+        assert_eq!(
+            code(&s, change_role(Role::User, "ann1"), Some(Role::Master)),
+            "INVALID"
+        );
+        assert_eq!(
+            code(&None, change_role(Role::User, "boss"), Some(Role::Master)),
+            "NOT_FOUND"
+        );
+    }
+
+    #[test]
+    fn bootstrap_creates_an_active_master_once() {
+        let facts = bootstrap_master(None, "Root", "root@pickple.io", "$h").unwrap();
+        let mut s = None;
+        let mut out = Vec::new();
+        for f in &facts {
+            let before = s.clone();
+            s = apply(s, f);
+            out.extend(effects(before.as_ref(), f, s.as_ref().unwrap()));
+        }
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.username.as_str(), u.role, u.status),
+            ("root", Role::Master, UserStatus::Active)
+        );
+        assert_eq!(out, vec![claim("root@pickple.io")]);
+        assert_eq!(
+            bootstrap_master(s.as_ref(), "root", "root@pickple.io", "$h"),
+            Ok(vec![])
+        );
+        let ann = active_ann();
+        assert_eq!(
+            bootstrap_master(ann.as_ref(), "ann1", "a@b.co", "$h")
+                .unwrap_err()
+                .code(),
+            "CONFLICT"
+        );
+        assert_eq!(
+            bootstrap_master(None, "r", "a@b.co", "$h")
+                .unwrap_err()
+                .code(),
+            "INVALID"
+        );
+        // The registry's answer to the master's claim changes nothing.
+        let u = s.clone();
+        let claimed = UserCommand::EmailClaimed {
+            username: "root".into(),
+            email: "root@pickple.io".into(),
+        };
+        assert_eq!(step(&mut s, claimed, None), vec![]);
+        assert_eq!(s, u);
+    }
+
+    #[test]
+    fn registry_claims_and_releases() {
+        let claim = |e: &str, u: &str| EmailClaim::Claim {
+            email: e.into(),
+            username: u.into(),
+        };
+        let release = |e: &str, u: &str| EmailClaim::Release {
+            email: e.into(),
+            username: u.into(),
+        };
+        let (facts, reply) = decide_claim(None, &claim("A@b.co", "ann1"));
+        assert_eq!(
+            reply,
+            Some(UserCommand::EmailClaimed {
+                username: "ann1".into(),
+                email: "a@b.co".into()
+            })
+        );
+        let owner = facts.iter().fold(None, apply_claim);
+        assert_eq!(
+            owner,
+            Some(EmailOwner {
+                username: "ann1".into()
+            })
+        );
+        // The holder again: same answer, no change.
+        let (facts, reply) = decide_claim(owner.as_ref(), &claim("a@b.co", "ann1"));
+        assert!(facts.is_empty());
+        assert!(matches!(reply, Some(UserCommand::EmailClaimed { .. })));
+        let (facts, reply) = decide_claim(owner.as_ref(), &claim("a@b.co", "bob1"));
+        assert!(facts.is_empty());
+        assert_eq!(
+            reply,
+            Some(UserCommand::EmailTaken {
+                username: "bob1".into(),
+                email: "a@b.co".into()
+            })
+        );
+        assert_eq!(
+            decide_claim(owner.as_ref(), &release("a@b.co", "bob1")),
+            (vec![], None)
+        );
+        assert_eq!(
+            decide_claim(None, &release("a@b.co", "bob1")),
+            (vec![], None)
+        );
+        let (facts, reply) = decide_claim(owner.as_ref(), &release("a@b.co", "ann1"));
+        assert_eq!((facts.clone(), reply), (vec![EmailFact::Released], None));
+        assert_eq!(facts.iter().fold(owner, apply_claim), None);
+    }
+
+    #[test]
+    fn effects_become_claims_and_state_round_trips() {
+        assert_eq!(
+            claim("a@b.co").to_claim("ann1"),
+            EmailClaim::Claim {
+                email: "a@b.co".into(),
+                username: "ann1".into()
+            }
+        );
+        assert_eq!(release("a@b.co").email(), "a@b.co");
+        let u = active_ann().unwrap();
+        let json = serde_json::to_string(&u).unwrap();
+        assert!(!json.contains("pending_email"));
+        assert_eq!(serde_json::from_str::<UserState>(&json).unwrap(), u);
+        let v = u.to_view(&ViewMeta {
+            version: 2,
+            updated_at: 9,
+            rejection: None,
+        });
+        assert_eq!(
+            (v.version, v.status, v.rejection),
+            (2, UserStatus::Active, None)
+        );
+    }
+}
