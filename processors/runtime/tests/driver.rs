@@ -38,15 +38,31 @@ fn headers() -> pickple_schemas::RecordHeaders {
 #[test]
 fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
     let mut driver = TestDriver::new(LastValue, 1_000_000);
-    driver.pipe_raw("in", Some(b"a"), Some(b"\"one\""), headers()).unwrap();
-    driver.pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers()).unwrap();
-    driver.pipe_raw("in", Some(b"a"), Some(b"\"three\""), headers()).unwrap();
-    driver.pipe_raw("in", Some(b"c"), Some(b"42"), headers()).unwrap();
+    driver
+        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), headers())
+        .unwrap();
+    driver
+        .pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers())
+        .unwrap();
+    driver
+        .pipe_raw("in", Some(b"a"), Some(b"\"three\""), headers())
+        .unwrap();
+    driver
+        .pipe_raw("in", Some(b"c"), Some(b"42"), headers())
+        .unwrap();
 
     assert_eq!(driver.get::<String>("last", "a").as_deref(), Some("three"));
-    assert_eq!(driver.get::<String>("last", "c"), None, "the invalid record wrote nothing");
+    assert_eq!(
+        driver.get::<String>("last", "c"),
+        None,
+        "the invalid record wrote nothing"
+    );
     assert_eq!(driver.dead_letters().len(), 1);
-    assert!(driver.dead_letters()[0].reason.contains("String"), "{:?}", driver.dead_letters());
+    assert!(
+        driver.dead_letters()[0].reason.contains("String"),
+        "{:?}",
+        driver.dead_letters()
+    );
     let echoes: Vec<String> = driver.take("echo");
     assert_eq!(echoes, vec!["one", "two", "three"]);
     let first = driver.take_outputs("echo");
