@@ -31,6 +31,8 @@ cleanup() {
 trap cleanup EXIT
 
 failures=0
+# Debian's Python: docker-compose (apt) brings PyYAML to it, whatever python3 is first on PATH.
+PY=/usr/bin/python3
 # check DESCRIPTION COMMAND...: run, report one line, keep going.
 check() {
   local what="$1"
@@ -57,7 +59,7 @@ compose_config() { tool docker-compose docker-compose && docker-compose -f docke
 
 # YAML files no tool above reads (Grafana provisioning, Redpanda, Console): at least they parse.
 yaml_parses() {
-  python3 - ops/grafana/provisioning/*/*.yml redpanda/*.yaml <<'PY'
+  "$PY" - ops/grafana/provisioning/*/*.yml redpanda/*.yaml <<'PY'
 import sys, yaml
 for path in sys.argv[1:]:
     with open(path) as f:
@@ -104,15 +106,15 @@ bash_syntax() { bash -n ops/alertmanager/test-slack.sh && bash -n scripts/check-
 check "promtool check config ops/prometheus/prometheus.yml" promtool_config
 check "promtool check rules ops/prometheus/alerts.yml" promtool_rules
 check "promtool test rules ops/prometheus/alerts_test.yml" promtool_tests
-check "every alert has a firing and a quiet unit test" python3 ops/check_ops.py alert-tests
+check "every alert has a firing and a quiet unit test" "$PY" ops/check_ops.py alert-tests
 check "amtool check-config ops/alertmanager/alertmanager.yml" amtool_config
 check "docker-compose -f docker-compose.yml config -q" compose_config
-check "compose services scraped by prometheus.yml, unique PICKPLE_INSTANCE_ID" python3 ops/check_ops.py compose
-check "Dockerfile builds and copies only workspace bin targets" python3 ops/check_dockerfile.py
+check "compose services scraped by prometheus.yml, unique PICKPLE_INSTANCE_ID" "$PY" ops/check_ops.py compose
+check "Dockerfile builds and copies only workspace bin targets" "$PY" ops/check_dockerfile.py
 if [[ -n "$metrics_file" ]]; then
-  check "Grafana dashboards valid, metric names in $metrics_file" python3 ops/check_ops.py metrics "$metrics_file"
+  check "Grafana dashboards valid, metric names in $metrics_file" "$PY" ops/check_ops.py metrics "$metrics_file"
 else
-  check "Grafana dashboards valid, metric names are Pickple metrics" python3 ops/check_ops.py metrics
+  check "Grafana dashboards valid, metric names are Pickple metrics" "$PY" ops/check_ops.py metrics
 fi
 check "Grafana/Redpanda YAML files parse" yaml_parses
 check "Redis configs load in redis-server" redis_configs_load

@@ -22,7 +22,7 @@ pub struct RuntimeConfig {
     #[arg(long, env = "PICKPLE_COMMIT_INTERVAL_MS", default_value_t = 100)]
     pub commit_interval_ms: u64,
     /// ...or after this many input records, whichever comes first.
-    #[arg(long, env = "PICKPLE_COMMIT_RECORDS", default_value_t = 2000)]
+    #[arg(long, env = "PICKPLE_COMMIT_RECORDS", default_value_t = 20000)]
     pub commit_records: usize,
     /// How often punctuators run (milliseconds).
     #[arg(long, env = "PICKPLE_PUNCTUATE_INTERVAL_MS", default_value_t = 1000)]
@@ -41,7 +41,7 @@ impl RuntimeConfig {
             instance_id: "0".into(),
             state_dir: state_dir.into(),
             commit_interval_ms: 100,
-            commit_records: 2000,
+            commit_records: 20000,
             punctuate_interval_ms: 1000,
             metrics_addr: None,
         }

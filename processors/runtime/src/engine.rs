@@ -17,7 +17,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::context::{Context, Output, StoreView};
 use crate::metrics::Metrics;
 use crate::processor::{AppSpec, ProcessError, Processor, Record};
-use crate::restore::{restore, RestoreError};
+use crate::restore::{restore, restore_consumer, RestoreError};
 use crate::store::{StateStores, StoreError, Writes};
 use crate::{now_millis, RuntimeConfig};
 
@@ -91,6 +91,8 @@ pub(crate) struct Engine<P> {
     in_txn: bool,
     last_punctuate: Instant,
     metrics: &'static Metrics,
+    /// Per-topic counters, resolved once: a label lookup per record showed in profiles.
+    counters: HashMap<(bool, String), prometheus::IntCounter>,
 }
 
 impl<P: Processor> Engine<P> {
@@ -114,6 +116,7 @@ impl<P: Processor> Engine<P> {
             in_txn: false,
             last_punctuate: Instant::now(),
             metrics: Metrics::global(),
+            counters: HashMap::new(),
         }
     }
 
@@ -193,10 +196,7 @@ impl<P: Processor> Engine<P> {
                 return Ok(());
             }
         }
-        self.metrics
-            .records_in
-            .with_label_values(&[self.app(), &topic])
-            .inc();
+        self.count(true, &topic);
         self.txn
             .offsets
             .insert((msg.topic().to_string(), partition), msg.offset() + 1);
@@ -223,12 +223,25 @@ impl<P: Processor> Engine<P> {
         for out in outputs {
             let topic = self.config.topic(&out.topic);
             self.produce(&topic, None, &out.key, out.value.as_deref(), &out.headers)?;
-            self.metrics
-                .records_out
-                .with_label_values(&[self.app(), &out.topic])
-                .inc();
+            self.count(false, &out.topic);
         }
         Ok(())
+    }
+
+    /// Count a record in (`true`) or out of `topic`.
+    fn count(&mut self, input: bool, topic: &str) {
+        if let Some(c) = self.counters.get(&(input, topic.to_string())) {
+            c.inc();
+            return;
+        }
+        let family = if input {
+            &self.metrics.records_in
+        } else {
+            &self.metrics.records_out
+        };
+        let counter = family.with_label_values(&[self.spec.name.as_str(), topic]);
+        counter.inc();
+        self.counters.insert((input, topic.to_string()), counter);
     }
 
     fn produce(
@@ -448,6 +461,7 @@ impl<P: Processor> Engine<P> {
                 .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
                 .map_err(classify)?;
         }
+        self.drain()?;
         self.producer
             .commit_transaction(TXN_TIMEOUT)
             .map_err(classify)?;
@@ -462,6 +476,23 @@ impl<P: Processor> Engine<P> {
             let topic = self.config.topic(&self.spec.changelog(&store));
             let checkpoint = checkpoints.get(&(topic, partition)).copied();
             self.stores.apply(&store, partition, kv, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every produced record is acknowledged. rdkafka's `commit_transaction` flushes
+    /// first, and its flush polls in 100 ms slices that always run to the end: committing with
+    /// records in flight would cost 100 ms per transaction. The producer's own thread serves the
+    /// acknowledgements; this only waits for the queue to empty.
+    fn drain(&self) -> Result<(), EngineError> {
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(EngineError::Kafka(KafkaError::Flush(
+                    RDKafkaErrorCode::OperationTimedOut,
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(250));
         }
         Ok(())
     }
@@ -499,6 +530,7 @@ impl<P: Processor> Engine<P> {
 
     /// Partitions were assigned: restore their stores, then create their tasks.
     pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
+        let consumer = restore_consumer(&self.config.brokers, &self.spec.name)?;
         for &p in partitions {
             if self.tasks.contains_key(&p) {
                 continue;
@@ -506,7 +538,7 @@ impl<P: Processor> Engine<P> {
             for store in &self.spec.stores {
                 let changelog = self.config.topic(&self.spec.changelog(store));
                 restore(
-                    &self.config.brokers,
+                    &consumer,
                     &self.spec.name,
                     &self.stores,
                     store,

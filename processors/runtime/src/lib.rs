@@ -23,6 +23,7 @@ mod metrics;
 mod partitioner;
 mod processor;
 mod rebalance;
+pub mod reference;
 mod restore;
 mod runner;
 mod store;

@@ -20,7 +20,7 @@ pub enum RestoreError {
 }
 
 /// The restore consumer reads to end-of-partition on purpose: don't log that as an error.
-struct RestoreContext;
+pub struct RestoreContext;
 
 impl ClientContext for RestoreContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -35,24 +35,30 @@ impl ConsumerContext for RestoreContext {}
 const BATCH: usize = 1000;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Restore `store` of `partition` from `changelog` (a physical topic name), starting after the
-/// local checkpoint. Returns the number of records applied.
-pub fn restore(
-    brokers: &str,
-    app: &str,
-    stores: &StateStores,
-    store: &str,
-    changelog: &str,
-    partition: i32,
-) -> Result<u64, RestoreError> {
-    let consumer: BaseConsumer<RestoreContext> = ClientConfig::new()
+/// A consumer for restoring; one serves every store-partition of an assignment.
+pub type RestoreConsumer = BaseConsumer<RestoreContext>;
+
+pub fn restore_consumer(brokers: &str, app: &str) -> Result<RestoreConsumer, RestoreError> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{app}-restore"))
         .set("enable.auto.commit", "false")
         // Only committed changelog records describe state that really happened.
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create_with_context(RestoreContext)?;
+        .create_with_context(RestoreContext)?)
+}
+
+/// Restore `store` of `partition` from `changelog` (a physical topic name), starting after the
+/// local checkpoint. Returns the number of records applied.
+pub fn restore(
+    consumer: &RestoreConsumer,
+    app: &str,
+    stores: &StateStores,
+    store: &str,
+    changelog: &str,
+    partition: i32,
+) -> Result<u64, RestoreError> {
     let (low, high) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(30))?;
     let mut checkpoint = stores.checkpoint(store, partition)?;
     if checkpoint.is_some_and(|c| c >= high || c < low - 1) {
@@ -111,6 +117,7 @@ pub fn restore(
         }
     }
     stores.apply(store, partition, batch.drain(..), last)?;
+    consumer.unassign()?;
     remaining.set(0);
     metrics
         .restore_records

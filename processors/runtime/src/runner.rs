@@ -77,6 +77,9 @@ where
         // Same partitioner as Java clients and Redpanda's tools, so anyone can co-partition.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
+        // The first produce of a transaction waits for the previous commit's markers (the
+        // broker answers CONCURRENT_TRANSACTIONS until then): retry soon, not after 100 ms.
+        .set("retry.backoff.ms", "10")
         .set("compression.type", "lz4")
         .create_with_context(tracker.clone())?;
     // Fences any zombie with our id and aborts what it left open.

@@ -26,12 +26,15 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct StateStores {
     db: sled::Db,
+    /// Open trees by (store, partition): opening by name on every read showed in profiles.
+    trees: std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), sled::Tree>>>,
 }
 
 impl StateStores {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(StateStores {
             db: sled::open(path)?,
+            trees: Default::default(),
         })
     }
 
@@ -39,11 +42,18 @@ impl StateStores {
     pub fn temporary() -> Result<Self, StoreError> {
         Ok(StateStores {
             db: sled::Config::new().temporary(true).open()?,
+            trees: Default::default(),
         })
     }
 
     fn tree(&self, store: &str, partition: i32) -> Result<sled::Tree, StoreError> {
-        Ok(self.db.open_tree(format!("{store}/{partition}"))?)
+        let mut trees = self.trees.lock().expect("tree cache lock");
+        if let Some(tree) = trees.get(&(store.to_string(), partition)) {
+            return Ok(tree.clone());
+        }
+        let tree = self.db.open_tree(format!("{store}/{partition}"))?;
+        trees.insert((store.to_string(), partition), tree.clone());
+        Ok(tree)
     }
 
     pub fn get(
