@@ -29,7 +29,8 @@ start_redis() {
 
 start_smtp() {
   if port_open "$smtp_port"; then log "smtp sink already on 127.0.0.1:$smtp_port"; return; fi
-  mkdir -p "$maildir"
+  # aiosmtpd's Mailbox only lays out a maildir it creates itself; lay it out for an existing one.
+  mkdir -p "$maildir"/tmp "$maildir"/new "$maildir"/cur
   # Debian's aiosmtpd lives in the system Python, whatever python3 is first on PATH.
   nohup /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" \
     -c aiosmtpd.handlers.Mailbox "$maildir" > "$work/smtp.log" 2>&1 &

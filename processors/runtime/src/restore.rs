@@ -49,6 +49,22 @@ pub fn restore_consumer(brokers: &str, app: &str) -> Result<RestoreConsumer, Res
         .create_with_context(RestoreContext)?)
 }
 
+/// Low and high watermarks, retried while the broker is still electing a leader for a topic
+/// created a moment ago (NotLeaderForPartition and friends are transient).
+fn watermarks(consumer: &RestoreConsumer, topic: &str, partition: i32) -> Result<(i64, i64), RestoreError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(topic, partition, error = %e, "watermarks not available yet, retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Restore `store` of `partition` from `changelog` (a physical topic name), starting after the
 /// local checkpoint. Returns the number of records applied.
 pub fn restore(
@@ -59,7 +75,7 @@ pub fn restore(
     changelog: &str,
     partition: i32,
 ) -> Result<u64, RestoreError> {
-    let (low, high) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(30))?;
+    let (low, high) = watermarks(consumer, changelog, partition)?;
     let mut checkpoint = stores.checkpoint(store, partition)?;
     if checkpoint.is_some_and(|c| c >= high || c < low - 1) {
         // The changelog was recreated or truncated past us: the local tree is not trustworthy.

@@ -1,0 +1,182 @@
+//! The delivery app, keyed by order id: `OrderConfirmed` on `order-events` creates the delivery,
+//! `OrderCancelled` cancels a pending one, and `delivery-commands` move it along. It sends
+//! `delivery-events` (for the e-mails) and the saga's `order-replies`, and publishes
+//! `view-deliveries`.
+
+use pickple_domain::delivery::{self, DeliveryEffect, DeliveryInput, DeliveryState};
+use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::{DeliveryCommand, OrderEvent};
+
+use crate::state::{checked_key, load, no_entity, store_changed, store_rejected};
+
+pub const STORE: &str = "deliveries";
+pub const ORDER_EVENTS: &str = "order-events";
+pub const COMMANDS: &str = "delivery-commands";
+pub const EVENTS: &str = "delivery-events";
+pub const REPLIES: &str = "order-replies";
+pub const VIEW: &str = "view-deliveries";
+
+pub fn spec() -> AppSpec {
+    AppSpec::new("delivery", &[ORDER_EVENTS, COMMANDS], &[STORE])
+}
+
+pub struct DeliveryProcessor;
+
+pub fn event_order_id(e: &OrderEvent) -> &str {
+    match e {
+        OrderEvent::OrderConfirmed { order_id, .. }
+        | OrderEvent::OrderCancelled { order_id, .. }
+        | OrderEvent::OrderCompleted { order_id, .. } => order_id,
+    }
+}
+
+fn command_order_id(c: &DeliveryCommand) -> &str {
+    match c {
+        DeliveryCommand::StartDelivery { order_id, .. }
+        | DeliveryCommand::AddDeliveryDetail { order_id, .. }
+        | DeliveryCommand::EndDelivery { order_id, .. } => order_id,
+    }
+}
+
+impl Processor for DeliveryProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        let (key, input) = match record.topic {
+            ORDER_EVENTS => {
+                let e: OrderEvent = record.decode()?;
+                let key = checked_key(record, event_order_id(&e))?.to_string();
+                (key, DeliveryInput::Order(e))
+            }
+            _ => {
+                let c: DeliveryCommand = record.decode()?;
+                let key = checked_key(record, command_order_id(&c))?.to_string();
+                (key, DeliveryInput::Command(c))
+            }
+        };
+        let (state, version) = load::<DeliveryState>(ctx, STORE, &key)?;
+        match delivery::handle(state.clone(), &input, ctx.now()) {
+            Ok(out) if out.facts.is_empty() => Ok(()),
+            Ok(out) => {
+                let after = out
+                    .state
+                    .ok_or_else(|| ProcessError::Invalid("facts without a delivery".into()))?;
+                let meta = store_changed(ctx, STORE, &key, &after, version);
+                for effect in &out.effects {
+                    match effect {
+                        DeliveryEffect::Event(e) => ctx.send(EVENTS, &key, e),
+                        DeliveryEffect::Reply(r) => ctx.send(REPLIES, &key, r),
+                    }
+                }
+                ctx.send_value(VIEW, &key, "DeliveryUpdated", &after.to_view(&meta));
+                Ok(())
+            }
+            Err(rejection) => match state {
+                Some(s) => {
+                    let meta = store_rejected(ctx, STORE, &key, &s, version, &rejection);
+                    ctx.send_value(VIEW, &key, "DeliveryRejected", &s.to_view(&meta));
+                    Ok(())
+                }
+                None => Err(no_entity("delivery", &key, &rejection)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pickple_runtime::TestDriver;
+    use pickple_schemas::{DeliveryEvent, DeliveryStatus, DeliveryView, OrderReply};
+
+    fn confirmed(o: &str) -> OrderEvent {
+        OrderEvent::OrderConfirmed {
+            order_id: o.into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            amount: 700,
+            vendor_ids: vec!["v1".into()],
+        }
+    }
+    fn start(o: &str) -> DeliveryCommand {
+        DeliveryCommand::StartDelivery {
+            order_id: o.into(),
+            carrier: "CJ".into(),
+            delivery_type: "parcel".into(),
+            tracking_number: "T-1".into(),
+            by: "vm01".into(),
+        }
+    }
+
+    #[test]
+    fn confirmed_creates_and_start_end_reply_to_the_saga() {
+        let mut d = TestDriver::new(DeliveryProcessor, 1_000);
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap(); // redelivery: no-op
+        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(
+            COMMANDS,
+            "o1",
+            &DeliveryCommand::EndDelivery {
+                order_id: "o1".into(),
+                by: "vm01".into(),
+            },
+        )
+        .unwrap();
+        let views: Vec<DeliveryView> = d.take(VIEW);
+        let got: Vec<(u64, DeliveryStatus)> = views.iter().map(|v| (v.version, v.status)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, DeliveryStatus::Pending),
+                (2, DeliveryStatus::InTransit),
+                (3, DeliveryStatus::Delivered)
+            ]
+        );
+        let replies = d.take_outputs(REPLIES);
+        assert!(replies.iter().all(|r| r.key_str() == "o1"));
+        let replies: Vec<OrderReply> = replies
+            .iter()
+            .map(|o| serde_json::from_value(o.json()).unwrap())
+            .collect();
+        assert!(matches!(replies[0], OrderReply::DeliveryStarted { .. }));
+        assert!(matches!(replies[1], OrderReply::DeliveryCompleted { .. }));
+        let events: Vec<DeliveryEvent> = d.take(EVENTS);
+        assert!(
+            matches!(&events[0], DeliveryEvent::DeliveryStarted { email, .. } if email == "ann@x.io")
+        );
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn rejections_reach_the_view_and_unknown_deliveries_the_dlq() {
+        let mut d = TestDriver::new(DeliveryProcessor, 1_000);
+        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        assert_eq!(d.dead_letters().len(), 1);
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.pipe(
+            COMMANDS,
+            "o1",
+            &DeliveryCommand::EndDelivery {
+                order_id: "o1".into(),
+                by: "vm01".into(),
+            },
+        )
+        .unwrap();
+        let views: Vec<DeliveryView> = d.take(VIEW);
+        assert_eq!(views[1].version, 2);
+        assert_eq!(views[1].status, DeliveryStatus::Pending);
+        assert!(views[1].rejection.is_some());
+        // A cancel of an order never confirmed is a no-op, not an error.
+        d.pipe(
+            ORDER_EVENTS,
+            "o2",
+            &OrderEvent::OrderCancelled {
+                order_id: "o2".into(),
+                username: "ann1".into(),
+                reason: "x".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(d.dead_letters().len(), 1);
+        assert!(d.take_outputs(VIEW).is_empty());
+    }
+}

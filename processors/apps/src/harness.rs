@@ -1,0 +1,465 @@
+//! An in-process Pickple pipeline on a real broker, for integration tests and benchmarks: every
+//! app on its own thread under a private topic prefix, an idempotent producer for commands, and a
+//! read_committed watcher that keeps the latest value of every view.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pickple_runtime::RuntimeConfig;
+use pickple_schemas::messages::MessageType;
+use pickple_schemas::RecordHeaders;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use crate::{run_app, App, AppConfig};
+
+pub fn brokers() -> String {
+    std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Topics the watcher follows: the views, plus the saga's and the deliveries' events.
+pub const WATCHED: &[&str] = &[
+    "view-orders",
+    "view-products",
+    "view-deliveries",
+    "view-notifications",
+    "view-users",
+    "view-vendors",
+    "order-events",
+    "stock-dlq",
+];
+
+/// Everything the watcher has read.
+#[derive(Default)]
+pub struct Seen {
+    /// Latest value per (topic, key).
+    pub latest: HashMap<(String, String), serde_json::Value>,
+    /// Every record per topic, in the order read (key, value).
+    pub all: HashMap<String, Vec<(String, serde_json::Value)>>,
+}
+
+impl Seen {
+    pub fn get(&self, topic: &str, key: &str) -> Option<&serde_json::Value> {
+        self.latest.get(&(topic.to_string(), key.to_string()))
+    }
+
+    pub fn records(&self, topic: &str) -> &[(String, serde_json::Value)] {
+        self.all.get(topic).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn order_status(&self, order_id: &str) -> Option<&str> {
+        self.get("view-orders", order_id)?["status"].as_str()
+    }
+}
+
+type AppThread = (App, JoinHandle<Result<(), crate::AppError>>);
+
+pub struct Pipeline {
+    pub prefix: String,
+    stop: Arc<AtomicBool>,
+    apps: Mutex<Vec<AppThread>>,
+    watcher: Option<JoinHandle<()>>,
+    pub seen: Arc<Mutex<Seen>>,
+    producer: BaseProducer,
+    _state: tempfile::TempDir,
+}
+
+/// Runtime knobs for a test pipeline: quick commits and punctuations.
+pub fn test_runtime(prefix: &str, state: &std::path::Path, app: App) -> RuntimeConfig {
+    let mut rt = RuntimeConfig::local(state.join(app.name()));
+    rt.brokers = brokers();
+    rt.topic_prefix = prefix.to_string();
+    rt.commit_interval_ms = 50;
+    rt.punctuate_interval_ms = 200;
+    rt
+}
+
+impl Pipeline {
+    /// Create the whole topic catalogue under a fresh prefix and start every app of `apps`.
+    pub fn start(tag: &str, config: &AppConfig, apps: &[App]) -> anyhow::Result<Pipeline> {
+        let prefix = format!("{tag}{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let specs = pickple_topics::catalogue(&prefix);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(pickple_topics::apply(&brokers(), &specs, 1))?;
+        wait_leaders(&specs)?;
+        let state = tempfile::tempdir()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for &app in apps {
+            let rt = test_runtime(&prefix, state.path(), app);
+            let (config, stop) = (config.clone(), stop.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("app-{}", app.name()))
+                .spawn(move || run_app(app, &config, rt, stop))?;
+            handles.push((app, h));
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let watcher = {
+            let (seen, stop, prefix) = (seen.clone(), stop.clone(), prefix.clone());
+            let consumer = watcher_consumer(&prefix)?;
+            std::thread::Builder::new()
+                .name("watcher".into())
+                .spawn(move || watch(consumer, &prefix, seen, stop))?
+        };
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .create()?;
+        Ok(Pipeline {
+            prefix,
+            stop,
+            apps: Mutex::new(handles),
+            watcher: Some(watcher),
+            seen,
+            producer,
+            _state: state,
+        })
+    }
+
+    pub fn topic(&self, t: &str) -> String {
+        format!("{}{}", self.prefix, t)
+    }
+
+    /// Produce a message keyed by `key`, with the standard headers (and a traceparent if given).
+    pub fn send<M: Serialize + MessageType>(
+        &self,
+        topic: &str,
+        key: &str,
+        msg: &M,
+        traceparent: Option<&str>,
+    ) {
+        let mut h = RecordHeaders::new(msg.message_type(), uuid::Uuid::new_v4().to_string());
+        if let Some(t) = traceparent {
+            h.traceparent = t.to_string();
+        }
+        let mut headers = OwnedHeaders::new();
+        for (name, v) in h.to_pairs() {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(&v),
+            });
+        }
+        let topic = self.topic(topic);
+        let payload = pickple_schemas::encode(msg);
+        let mut record = BaseRecord::to(&topic)
+            .key(key)
+            .payload(&payload)
+            .headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Produce raw bytes (garbage for the dead-letter path).
+    pub fn send_raw(&self, topic: &str, key: &str, value: &[u8]) {
+        let topic = self.topic(topic);
+        let mut record = BaseRecord::to(&topic).key(key).payload(value);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    pub fn flush(&self) {
+        self.producer
+            .flush(Duration::from_secs(30))
+            .expect("flush the command producer");
+    }
+
+    /// Wait (bounded) until `cond` holds over what the watcher has read.
+    pub fn wait_for(&self, secs: u64, what: &str, cond: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if cond(&self.seen.lock().unwrap()) {
+                return;
+            }
+            self.check_apps();
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_status(&self, secs: u64, order_id: &str, status: &str) -> serde_json::Value {
+        self.wait_for(secs, &format!("order {order_id} {status}"), |s| {
+            s.order_status(order_id) == Some(status)
+        });
+        self.seen
+            .lock()
+            .unwrap()
+            .get("view-orders", order_id)
+            .cloned()
+            .unwrap()
+    }
+
+    pub fn view(&self, topic: &str, key: &str) -> Option<serde_json::Value> {
+        self.seen.lock().unwrap().get(topic, key).cloned()
+    }
+
+    fn check_apps(&self) {
+        let mut apps = self.apps.lock().unwrap();
+        if let Some(i) = apps.iter().position(|(_, h)| h.is_finished()) {
+            let (app, h) = apps.remove(i);
+            let how = match h.join() {
+                Ok(Ok(())) => "without an error".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "by a panic".to_string(),
+            };
+            panic!("app {} stopped early: {how}", app.name());
+        }
+    }
+
+    /// Stop every app (committing) and the watcher, and join them.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let apps = std::mem::take(&mut *self.apps.lock().unwrap());
+        for (app, h) in apps {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("app {} failed: {e}", app.name()),
+                Err(_) => panic!("app {} panicked", app.name()),
+            }
+        }
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// New topics are visible before their partitions have leaders; the runtime's restore does not
+/// retry a "not leader" answer, so wait until every partition answers a watermark query.
+fn wait_leaders(specs: &[pickple_topics::TopicSpec]) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for spec in specs {
+        for p in 0..spec.partitions {
+            while let Err(e) = consumer.fetch_watermarks(&spec.name, p, Duration::from_secs(5)) {
+                if Instant::now() > deadline {
+                    anyhow::bail!("{}[{p}] has no leader: {e}", spec.name);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{prefix}watcher"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in WATCHED {
+        for p in 0..pickple_topics::PARTITIONS {
+            tpl.add_partition_offset(&format!("{prefix}{t}"), p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+fn watch(consumer: BaseConsumer, prefix: &str, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let topic = m
+            .topic()
+            .strip_prefix(prefix)
+            .unwrap_or(m.topic())
+            .to_string();
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let value: serde_json::Value = m
+            .payload()
+            .and_then(|p| serde_json::from_slice(p).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let mut s = seen.lock().unwrap();
+        s.all
+            .entry(topic.clone())
+            .or_default()
+            .push((key.clone(), value.clone()));
+        // Views carry a version: an older one never replaces a newer one.
+        let slot = s
+            .latest
+            .entry((topic, key))
+            .or_insert(serde_json::Value::Null);
+        let newer = match (slot["version"].as_u64(), value["version"].as_u64()) {
+            (Some(old), Some(new)) => new > old,
+            _ => true,
+        };
+        if newer {
+            *slot = value;
+        }
+    }
+}
+
+/// Flash sale: `orders` PlaceOrder commands from `users` users for a sale of `sale` units with
+/// a per-user limit of `limit` (stock above the sale quantity, so the sale is the limit).
+pub struct FlashSale {
+    pub product_id: String,
+    pub orders: usize,
+    pub users: usize,
+    pub sale: u64,
+    pub limit: u64,
+}
+
+#[derive(Debug)]
+pub struct FlashOutcome {
+    pub settle: Duration,
+    pub reserved_orders: usize,
+    pub reserved_units: u64,
+    pub cancelled: usize,
+}
+
+impl FlashSale {
+    pub fn order_id(&self, i: usize) -> String {
+        format!("{}-o{i}", self.product_id)
+    }
+    pub fn user(&self, i: usize) -> String {
+        format!("u{:04}", i % self.users)
+    }
+    /// 1 or 2 units, deterministically mixed.
+    pub fn quantity(&self, i: usize) -> u64 {
+        if i.is_multiple_of(3) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Create the product with `sale + 50` units and open the sale; wait until it is visible.
+    pub fn prepare(&self, p: &Pipeline) {
+        use pickple_schemas::{SaleTerms, StockCommand};
+        let id = self.product_id.clone();
+        p.send(
+            "stock-commands",
+            &id,
+            &StockCommand::CreateProduct {
+                product_id: id.clone(),
+                vendor_id: "flash-vendor".into(),
+                name: "Limited sneaker".into(),
+                description: "flash sale".into(),
+                price: 1000,
+                image_url: None,
+                public: true,
+            },
+            None,
+        );
+        p.send(
+            "stock-commands",
+            &id,
+            &StockCommand::SetStock {
+                product_id: id.clone(),
+                quantity: self.sale + 50,
+            },
+            None,
+        );
+        let now = pickple_runtime::now_millis();
+        p.send(
+            "stock-commands",
+            &id,
+            &StockCommand::OpenSale {
+                product_id: id.clone(),
+                sale: SaleTerms {
+                    opens_at: now - 60_000,
+                    closes_at: now + 3_600_000,
+                    quantity: self.sale,
+                    per_user_limit: self.limit,
+                },
+            },
+            None,
+        );
+        p.flush();
+        p.wait_for(60, "flash product ready", |s| {
+            s.get("view-products", &id)
+                .is_some_and(|v| !v["sale"].is_null())
+        });
+    }
+
+    /// Send every order and wait until none is PENDING; returns how long that took.
+    pub fn run(&self, p: &Pipeline, timeout_secs: u64) -> FlashOutcome {
+        use pickple_schemas::{OrderCommand, OrderLine};
+        let start = Instant::now();
+        for i in 0..self.orders {
+            let order_id = self.order_id(i);
+            let user = self.user(i);
+            p.send(
+                "order-commands",
+                &order_id,
+                &OrderCommand::PlaceOrder {
+                    order_id: order_id.clone(),
+                    email: format!("{user}@flash.test"),
+                    username: user,
+                    lines: vec![OrderLine {
+                        product_id: self.product_id.clone(),
+                        quantity: self.quantity(i),
+                    }],
+                },
+                None,
+            );
+        }
+        p.flush();
+        p.wait_for(timeout_secs, "every flash order settled", |s| {
+            (0..self.orders).all(|i| {
+                matches!(
+                    s.order_status(&self.order_id(i)),
+                    Some("AWAITING_PAYMENT") | Some("CANCELLED")
+                )
+            })
+        });
+        let settle = start.elapsed();
+        let s = p.seen.lock().unwrap();
+        let mut out = FlashOutcome {
+            settle,
+            reserved_orders: 0,
+            reserved_units: 0,
+            cancelled: 0,
+        };
+        for i in 0..self.orders {
+            match s.order_status(&self.order_id(i)) {
+                Some("AWAITING_PAYMENT") => {
+                    out.reserved_orders += 1;
+                    out.reserved_units += self.quantity(i);
+                }
+                _ => out.cancelled += 1,
+            }
+        }
+        out
+    }
+}

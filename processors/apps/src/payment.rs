@@ -1,0 +1,205 @@
+//! The payment app, keyed by order id: `payment-commands` from the saga are decided by the
+//! domain (which call, with which idempotency key), the provider is called through the
+//! [`provider::Guarded`] adapter (timeout + circuit breaker), and the outcome is stored and
+//! answered on `order-replies`.
+//!
+//! A refused Authorize (e.g. after a refund) is answered as a decline carrying the reason, so the
+//! order's view shows it. A refund whose provider call fails is retried (the transaction aborts
+//! and the command comes again after the runtime's back-off), with the same key.
+
+pub mod provider;
+
+use pickple_domain::payment::{self, PaymentPlan, PaymentState, ProviderOutcome};
+use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::{OrderReply, PaymentCommand};
+
+use crate::state::checked_key;
+use provider::Guarded;
+
+pub const STORE: &str = "payments";
+pub const INPUT: &str = "payment-commands";
+pub const REPLIES: &str = "order-replies";
+
+pub fn spec() -> AppSpec {
+    AppSpec::new("payment", &[INPUT], &[STORE])
+}
+
+pub struct PaymentProcessor {
+    provider: Guarded,
+}
+
+impl PaymentProcessor {
+    pub fn new(provider: Guarded) -> Self {
+        PaymentProcessor { provider }
+    }
+}
+
+fn order_id(cmd: &PaymentCommand) -> &str {
+    match cmd {
+        PaymentCommand::Authorize { order_id, .. } | PaymentCommand::Refund { order_id, .. } => {
+            order_id
+        }
+    }
+}
+
+impl Processor for PaymentProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        let cmd: PaymentCommand = record.decode()?;
+        let key = checked_key(record, order_id(&cmd))?.to_string();
+        let state: Option<PaymentState> = ctx.get(STORE, &key)?;
+        let plan = match payment::decide(state.as_ref(), &cmd) {
+            Ok(plan) => plan,
+            Err(rejection) => {
+                let reply = OrderReply::PaymentDeclined {
+                    order_id: key.clone(),
+                    reason: rejection.to_string(),
+                };
+                ctx.send(REPLIES, &key, &reply);
+                return Ok(());
+            }
+        };
+        let outcome = match &plan {
+            PaymentPlan::Authorize {
+                idempotency_key,
+                amount,
+                payment_token,
+                ..
+            } => self
+                .provider
+                .authorize(idempotency_key, *amount, payment_token),
+            PaymentPlan::Refund {
+                idempotency_key,
+                payment_id,
+                amount,
+                ..
+            } => self.provider.refund(idempotency_key, payment_id, *amount),
+            PaymentPlan::Reply(reply) => {
+                ctx.send(REPLIES, &key, reply);
+                return Ok(());
+            }
+            PaymentPlan::Nothing => return Ok(()),
+        };
+        if let ProviderOutcome::Unavailable { reason } = &outcome {
+            tracing::warn!(order = %key, %reason, "payment provider unavailable");
+        }
+        let (facts, reply) = payment::record(&plan, &outcome);
+        if facts.is_empty() && reply.is_none() {
+            let ProviderOutcome::Unavailable { reason } = outcome else {
+                return Err(ProcessError::Invalid(format!(
+                    "unexpected provider outcome {outcome:?}"
+                )));
+            };
+            return Err(ProcessError::Retry(format!("refund not done: {reason}")));
+        }
+        if !facts.is_empty() {
+            let after = facts
+                .iter()
+                .fold(state, |s, f| Some(payment::apply(s, f)))
+                .unwrap_or_default();
+            ctx.put(STORE, &key, &after);
+        }
+        if let Some(reply) = reply {
+            ctx.send(REPLIES, &key, &reply);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::provider::{FakeProvider, Guarded};
+    use super::*;
+    use pickple_runtime::TestDriver;
+
+    fn driver() -> (TestDriver<PaymentProcessor>, Arc<FakeProvider>) {
+        let fake = Arc::new(FakeProvider::new(Duration::from_millis(200)));
+        let g = Guarded::new(
+            fake.clone(),
+            Duration::from_millis(100),
+            2,
+            Duration::from_secs(60),
+        );
+        (TestDriver::new(PaymentProcessor::new(g), 1_000), fake)
+    }
+    fn authorize(o: &str, token: &str) -> PaymentCommand {
+        PaymentCommand::Authorize {
+            order_id: o.into(),
+            amount: 700,
+            payment_token: token.into(),
+        }
+    }
+    fn refund(o: &str) -> PaymentCommand {
+        PaymentCommand::Refund {
+            order_id: o.into(),
+            reason: "cancelled".into(),
+        }
+    }
+
+    #[test]
+    fn authorize_replies_keyed_by_order_and_a_redelivery_does_not_charge_twice() {
+        let (mut d, fake) = driver();
+        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
+        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
+        let replies = d.take_outputs(REPLIES);
+        assert_eq!(replies.len(), 2);
+        assert!(replies.iter().all(|r| r.key_str() == "o1"));
+        assert_eq!(replies[0].json(), replies[1].json());
+        assert_eq!(replies[0].headers.event_type, "PaymentAuthorized");
+        assert_eq!(fake.charges().len(), 1);
+
+        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
+        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
+        let refunds: Vec<OrderReply> = d.take(REPLIES);
+        assert_eq!(refunds.len(), 2);
+        assert!(matches!(
+            refunds[0],
+            OrderReply::PaymentRefunded { amount: 700, .. }
+        ));
+        assert_eq!(fake.refunds().len(), 1);
+        // Paying again after the refund is refused, visibly.
+        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
+        let r: Vec<OrderReply> = d.take(REPLIES);
+        assert!(
+            matches!(&r[0], OrderReply::PaymentDeclined { reason, .. } if reason.contains("refunded"))
+        );
+    }
+
+    #[test]
+    fn decline_then_timeout_then_open_breaker() {
+        let (mut d, fake) = driver();
+        d.pipe(INPUT, "o1", &authorize("o1", "tok_decline"))
+            .unwrap();
+        d.pipe(INPUT, "o2", &authorize("o2", "tok_timeout"))
+            .unwrap();
+        d.pipe(INPUT, "o3", &authorize("o3", "tok_timeout"))
+            .unwrap();
+        d.pipe(INPUT, "o4", &authorize("o4", "tok_ok")).unwrap();
+        let r: Vec<OrderReply> = d.take(REPLIES);
+        let reasons: Vec<String> = r
+            .iter()
+            .map(|r| match r {
+                OrderReply::PaymentDeclined { reason, .. } => reason.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(reasons[0], "card declined");
+        assert!(reasons[1].contains("timed out"), "{reasons:?}");
+        assert!(reasons[3].contains("breaker"), "{reasons:?}");
+        assert!(fake.charges().is_empty());
+        // The decline is on record (a new key next time); the timeouts are not.
+        assert_eq!(d.get::<PaymentState>(STORE, "o1").unwrap().declines, 1);
+        assert!(d.get::<PaymentState>(STORE, "o2").is_none());
+    }
+
+    #[test]
+    fn refund_of_nothing_is_silent_and_garbage_is_dead_lettered() {
+        let (mut d, _) = driver();
+        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
+        assert!(d.take_outputs(REPLIES).is_empty());
+        d.pipe(INPUT, "o2", &refund("o1")).unwrap();
+        assert_eq!(d.dead_letters().len(), 1);
+    }
+}

@@ -1,0 +1,342 @@
+//! The users app: users keyed by normalized username (`user-commands`, which also carries the
+//! e-mail registry's answers) and the e-mail registry keyed by lower-case address
+//! (`email-claims`). A sign-up claims its address; the registry answers `EmailClaimed` or
+//! `EmailTaken` back on `user-commands`. Publishes `view-users`.
+//!
+//! The MASTER account comes from the configuration: the task owning the MASTER's username
+//! partition (`partition_for(username, 6)`) creates it in its first punctuation.
+//!
+//! `ChangeRole` needs the role of its `by`: the app knows it when `by` is the configured MASTER
+//! or a user held by the same task; otherwise the command is refused (visible in the view). The
+//! gateway only lets a MASTER send it in the first place.
+
+use pickple_domain::user::{self, EmailOwner, UserEffect, UserFact, UserState};
+use pickple_domain::Rejection;
+use pickple_runtime::{partition_for, AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::{EmailClaim, Role, UserCommand};
+
+use crate::state::{load, no_entity, store_changed, store_rejected};
+
+pub const USERS: &str = "users";
+pub const EMAILS: &str = "emails";
+pub const COMMANDS: &str = "user-commands";
+pub const CLAIMS: &str = "email-claims";
+pub const VIEW: &str = "view-users";
+
+pub fn spec() -> AppSpec {
+    AppSpec::new("users", &[COMMANDS, CLAIMS], &[USERS, EMAILS])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+pub struct UsersProcessor {
+    partition: i32,
+    master: Option<Master>,
+    bootstrapped: bool,
+}
+
+impl UsersProcessor {
+    pub fn new(partition: i32, master: Option<Master>) -> Self {
+        UsersProcessor {
+            partition,
+            master,
+            bootstrapped: false,
+        }
+    }
+
+    fn actor_role(&self, ctx: &Context<'_>, by: &str) -> Result<Option<Role>, ProcessError> {
+        let by = user::normalize_username(by);
+        if self
+            .master
+            .as_ref()
+            .is_some_and(|m| user::normalize_username(&m.username) == by)
+        {
+            return Ok(Some(Role::Master));
+        }
+        let (u, _) = load::<UserState>(ctx, USERS, &by)?;
+        Ok(
+            u.filter(|u| u.status == pickple_schemas::UserStatus::Active)
+                .map(|u| u.role),
+        )
+    }
+
+    /// Store the user the facts lead to, send their registry records and publish the view.
+    fn commit_facts(
+        ctx: &mut Context<'_>,
+        key: &str,
+        state: Option<UserState>,
+        version: u64,
+        facts: &[UserFact],
+    ) -> Result<(), ProcessError> {
+        let mut state = state;
+        let mut effects: Vec<UserEffect> = Vec::new();
+        for fact in facts {
+            let before = state.clone();
+            state = user::apply(state, fact);
+            if let Some(after) = &state {
+                effects.extend(user::effects(before.as_ref(), fact, after));
+            }
+        }
+        let after = state.ok_or_else(|| ProcessError::Invalid("facts without a user".into()))?;
+        let meta = store_changed(ctx, USERS, key, &after, version);
+        for e in &effects {
+            ctx.send(CLAIMS, e.email(), &e.to_claim(key));
+        }
+        ctx.send_value(VIEW, key, "UserUpdated", &after.to_view(&meta));
+        Ok(())
+    }
+
+    fn rejected(
+        ctx: &mut Context<'_>,
+        key: &str,
+        state: Option<UserState>,
+        version: u64,
+        rejection: &Rejection,
+    ) -> Result<(), ProcessError> {
+        match state {
+            Some(s) => {
+                let meta = store_rejected(ctx, USERS, key, &s, version, rejection);
+                ctx.send_value(VIEW, key, "UserRejected", &s.to_view(&meta));
+                Ok(())
+            }
+            None => Err(no_entity("user", key, rejection)),
+        }
+    }
+}
+
+fn command_username(c: &UserCommand) -> &str {
+    match c {
+        UserCommand::SignUp { username, .. }
+        | UserCommand::UpdateProfile { username, .. }
+        | UserCommand::DeleteUser { username }
+        | UserCommand::ChangeRole { username, .. }
+        | UserCommand::EmailClaimed { username, .. }
+        | UserCommand::EmailTaken { username, .. } => username,
+    }
+}
+
+impl Processor for UsersProcessor {
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        let key = record.key_str()?.to_string();
+        if record.topic == CLAIMS {
+            let claim: EmailClaim = record.decode()?;
+            let email = match &claim {
+                EmailClaim::Claim { email, .. } | EmailClaim::Release { email, .. } => {
+                    user::normalize_email(email)
+                }
+            };
+            if email != key {
+                return Err(ProcessError::Invalid(format!(
+                    "record key '{key}' is not the claim's address '{email}'"
+                )));
+            }
+            let owner: Option<EmailOwner> = ctx.get(EMAILS, &key)?;
+            let (facts, reply) = user::decide_claim(owner.as_ref(), &claim);
+            let after = facts.iter().fold(owner, user::apply_claim);
+            if !facts.is_empty() {
+                match &after {
+                    Some(o) => ctx.put(EMAILS, &key, o),
+                    None => ctx.delete(EMAILS, &key),
+                }
+            }
+            if let Some(reply) = reply {
+                let to = command_username(&reply).to_string();
+                ctx.send(COMMANDS, &to, &reply);
+            }
+            return Ok(());
+        }
+
+        let cmd: UserCommand = record.decode()?;
+        let username = user::normalize_username(command_username(&cmd));
+        if username != key {
+            return Err(ProcessError::Invalid(format!(
+                "record key '{key}' is not the normalized username '{username}'"
+            )));
+        }
+        let actor_role = match &cmd {
+            UserCommand::ChangeRole { by, .. } => self.actor_role(ctx, by)?,
+            _ => None,
+        };
+        let (state, version) = load::<UserState>(ctx, USERS, &key)?;
+        match user::decide(state.as_ref(), &cmd, actor_role) {
+            Ok(facts) if facts.is_empty() => Ok(()),
+            Ok(facts) => Self::commit_facts(ctx, &key, state, version, &facts),
+            Err(rejection) => Self::rejected(ctx, &key, state, version, &rejection),
+        }
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        if self.bootstrapped {
+            return Ok(());
+        }
+        self.bootstrapped = true;
+        let Some(m) = self.master.clone() else {
+            return Ok(());
+        };
+        let key = user::normalize_username(&m.username);
+        let partitions = pickple_topics::PARTITIONS;
+        if partition_for(key.as_bytes(), partitions) != self.partition {
+            return Ok(());
+        }
+        let (state, version) = load::<UserState>(ctx, USERS, &key)?;
+        match user::bootstrap_master(state.as_ref(), &m.username, &m.email, &m.password_hash) {
+            Ok(facts) if facts.is_empty() => Ok(()),
+            Ok(facts) => {
+                tracing::info!(username = %key, "MASTER account created from the configuration");
+                Self::commit_facts(ctx, &key, state, version, &facts)
+            }
+            Err(rejection) => {
+                tracing::error!(username = %key, %rejection, "MASTER bootstrap refused");
+                Self::rejected(ctx, &key, state, version, &rejection).or(Ok(()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pickple_runtime::TestDriver;
+    use pickple_schemas::{UserStatus, UserView};
+
+    fn sign_up(u: &str, email: &str) -> UserCommand {
+        UserCommand::SignUp {
+            username: u.into(),
+            nickname: "Ann".into(),
+            email: email.into(),
+            password_hash: "$argon2id$x".into(),
+            role: Role::User,
+        }
+    }
+
+    /// Feed every registry record and reply the driver produced back into it (one task holds
+    /// every key in the driver), until nothing more comes.
+    fn settle(d: &mut TestDriver<UsersProcessor>) {
+        loop {
+            let claims = d.take_outputs(CLAIMS);
+            let replies = d.take_outputs(COMMANDS);
+            if claims.is_empty() && replies.is_empty() {
+                return;
+            }
+            for o in claims.into_iter().chain(replies) {
+                d.pipe_raw(
+                    &o.topic,
+                    Some(&o.key),
+                    o.value.as_deref(),
+                    o.headers.clone(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn sign_up_claims_the_address_and_a_second_claim_is_refused() {
+        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        d.pipe(COMMANDS, "ann1", &sign_up("Ann1", "Ann@X.io"))
+            .unwrap();
+        let claims = d.take_outputs(CLAIMS);
+        assert_eq!(claims[0].key_str(), "ann@x.io");
+        for o in claims {
+            d.pipe_raw(
+                &o.topic,
+                Some(&o.key),
+                o.value.as_deref(),
+                o.headers.clone(),
+            )
+            .unwrap();
+        }
+        let replies = d.take_outputs(COMMANDS);
+        assert_eq!(replies[0].key_str(), "ann1");
+        assert_eq!(replies[0].headers.event_type, "EmailClaimed");
+        for o in replies {
+            d.pipe_raw(
+                &o.topic,
+                Some(&o.key),
+                o.value.as_deref(),
+                o.headers.clone(),
+            )
+            .unwrap();
+        }
+        d.pipe(COMMANDS, "bob1", &sign_up("bob1", "ann@x.io"))
+            .unwrap();
+        settle(&mut d);
+        let views: Vec<UserView> = d.take(VIEW);
+        let ann: Vec<&UserView> = views.iter().filter(|v| v.username == "ann1").collect();
+        assert_eq!(ann.last().unwrap().status, UserStatus::Active);
+        assert_eq!(ann.last().unwrap().version, 2);
+        let bob = views.iter().rfind(|v| v.username == "bob1").unwrap();
+        assert_eq!(bob.status, UserStatus::Rejected);
+        assert_eq!(bob.rejection.as_deref(), Some(user::EMAIL_IN_USE));
+    }
+
+    #[test]
+    fn refusals_reach_the_view_and_mis_keyed_commands_the_dlq() {
+        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        d.pipe(COMMANDS, "Ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        assert_eq!(d.dead_letters().len(), 1);
+        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        settle(&mut d);
+        d.pipe(
+            COMMANDS,
+            "ann1",
+            &UserCommand::ChangeRole {
+                username: "ann1".into(),
+                role: Role::VendorManager,
+                by: "ann1".into(),
+            },
+        )
+        .unwrap();
+        let last = d.take::<UserView>(VIEW).pop().unwrap();
+        assert_eq!(last.version, 3);
+        assert!(last.rejection.unwrap().contains("MASTER"));
+    }
+
+    #[test]
+    fn master_bootstrap_runs_once_on_the_owning_partition() {
+        let master = Master {
+            username: "root".into(),
+            email: "root@pickple.local".into(),
+            password_hash: "$argon2id$m".into(),
+        };
+        let owner = partition_for(b"root", pickple_topics::PARTITIONS);
+        let other = (owner + 1) % pickple_topics::PARTITIONS;
+        // The driver always runs as partition 0; pretend to be each task.
+        let mut d = TestDriver::new(UsersProcessor::new(other, Some(master.clone())), 1_000);
+        d.advance(1_000).unwrap();
+        assert!(d.take_outputs(VIEW).is_empty());
+
+        let mut d = TestDriver::new(UsersProcessor::new(owner, Some(master.clone())), 1_000);
+        d.advance(1_000).unwrap();
+        d.advance(1_000).unwrap();
+        let views: Vec<UserView> = d.take(VIEW);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].role, Role::Master);
+        assert_eq!(views[0].status, UserStatus::Active);
+        settle(&mut d);
+        // The MASTER may now change roles of users of its task.
+        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        settle(&mut d);
+        d.pipe(
+            COMMANDS,
+            "ann1",
+            &UserCommand::ChangeRole {
+                username: "ann1".into(),
+                role: Role::VendorManager,
+                by: "root".into(),
+            },
+        )
+        .unwrap();
+        let last = d.take::<UserView>(VIEW).pop().unwrap();
+        assert_eq!(last.role, Role::VendorManager);
+        assert_eq!(last.rejection, None);
+    }
+}

@@ -1,0 +1,63 @@
+//! Helpers for the integration tests: the SMTP sink's maildir and the pipeline configuration.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub use pickple_processors::harness::*;
+use pickple_processors::AppConfig;
+
+pub fn smtp() -> String {
+    std::env::var("PICKPLE_SMTP").unwrap_or_else(|_| "127.0.0.1:12525".into())
+}
+
+/// The sink's maildir (`scripts/services.sh` puts it under the repository's `.work/mail`).
+pub fn maildir() -> PathBuf {
+    std::env::var("PICKPLE_MAILDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.work/mail"))
+}
+
+/// Make sure the maildir has its `tmp`, `new` and `cur` folders: `scripts/services.sh` creates
+/// the folder before aiosmtpd starts, and Python's `Maildir` only creates the sub-folders of a
+/// folder that does not exist yet, so the sink would refuse every mail (451) without them.
+pub fn ensure_maildir() {
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir().join(sub)).expect("create the maildir folders");
+    }
+}
+
+/// The mails in the sink whose `Message-ID` header is `<id>`, as raw text.
+pub fn mails_with_id(id: &str) -> Vec<String> {
+    let wanted = format!("<{id}>");
+    let Ok(dir) = std::fs::read_dir(maildir().join("new")) else {
+        return vec![];
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|text| header(text, "Message-ID").is_some_and(|v| v.trim() == wanted))
+        .collect()
+}
+
+/// The value of a header of a raw mail (first occurrence, unfolded), if present.
+pub fn header(mail: &str, name: &str) -> Option<String> {
+    for line in mail.lines() {
+        if line.is_empty() {
+            return None;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            if n.eq_ignore_ascii_case(name) {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+pub fn config(payment_timeout_ms: i64) -> AppConfig {
+    AppConfig {
+        payment_timeout_ms,
+        smtp: smtp(),
+        provider_timeout_ms: 15_000,
+        ..AppConfig::default()
+    }
+}
