@@ -1,0 +1,282 @@
+//! The views sink against the real local Redis (and Kafka for the end-to-end case), each test
+//! with its own key prefix and topic prefix.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pickple_runtime::RuntimeConfig;
+use pickple_views::{apply_upsert, upsert_for, Keys, Kind, RedisConfig, UPSERT_LUA};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use redis::Commands;
+
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn redis_con() -> redis::Connection {
+    RedisConfig::local("x:")
+        .client()
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn order_json(id: &str, user: &str, vendors: &[&str], status: &str, version: u64) -> String {
+    serde_json::json!({
+        "order_id": id, "username": user, "status": status,
+        "lines": [], "amount": 0, "payment_deadline": null, "payment_status": null,
+        "delivery_status": null, "vendor_ids": vendors,
+        "history": [{"status": "PENDING", "at": 1000, "reason": ""}],
+        "rejection": null, "version": version
+    })
+    .to_string()
+}
+
+fn product_json(id: &str, vendor: &str, public: bool, deleted: bool, version: u64) -> String {
+    serde_json::json!({
+        "product_id": id, "vendor_id": vendor, "name": "Tea", "description": "", "price": 5,
+        "image_url": null, "public": public, "deleted": deleted,
+        "stock": {"initial": 0, "added": 0, "available": 0, "reserved": 0, "sold": 0},
+        "sale": null, "rejection": null, "updated_at": 5, "version": version
+    })
+    .to_string()
+}
+
+fn write(con: &mut redis::Connection, keys: &Keys, kind: Kind, id: &str, json: &str) -> bool {
+    let script = redis::Script::new(UPSERT_LUA);
+    let u = upsert_for(keys, kind, id, json.as_bytes()).unwrap();
+    apply_upsert(con, &script, keys, &u).unwrap()
+}
+
+fn stored_version(con: &mut redis::Connection, keys: &Keys, kind: Kind, id: &str) -> Option<u64> {
+    let v: Option<String> = con.hget(keys.view(kind, id), "version").unwrap();
+    v.map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn an_older_version_never_overwrites_a_newer_one() {
+    let keys = Keys::new(unique("vt:") + ":");
+    let mut con = redis_con();
+    assert!(write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1"], "PAID", 5)
+    ));
+    assert!(!write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1"], "PENDING", 3)
+    ));
+    assert!(!write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1"], "PENDING", 5)
+    ));
+    assert_eq!(stored_version(&mut con, &keys, Kind::Order, "o1"), Some(5));
+    let json: String = con.hget(keys.view(Kind::Order, "o1"), "json").unwrap();
+    assert!(json.contains("PAID"));
+    assert!(write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1"], "SHIPPING", 6)
+    ));
+    assert_eq!(stored_version(&mut con, &keys, Kind::Order, "o1"), Some(6));
+}
+
+#[test]
+fn indexes_follow_the_view() {
+    let keys = Keys::new(unique("vt:") + ":");
+    let mut con = redis_con();
+    write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1", "v2"], "PENDING", 1),
+    );
+    write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o2",
+        &order_json("o2", "bob", &["v2"], "PENDING", 1),
+    );
+    let ann: Vec<String> = con.zrange(keys.orders_of_user("ann"), 0, -1).unwrap();
+    assert_eq!(ann, vec!["o1"]);
+    let v2: Vec<String> = con.zrange(keys.orders_of_vendor("v2"), 0, -1).unwrap();
+    assert_eq!(v2, vec!["o1", "o2"]);
+    let all: usize = con.zcard(keys.orders_all()).unwrap();
+    assert_eq!(all, 2);
+    // A vendor disappears from the order: the order leaves that vendor's index.
+    write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o1",
+        &order_json("o1", "ann", &["v1"], "PENDING", 2),
+    );
+    let v2: Vec<String> = con.zrange(keys.orders_of_vendor("v2"), 0, -1).unwrap();
+    assert_eq!(v2, vec!["o2"]);
+
+    write(
+        &mut con,
+        &keys,
+        Kind::Product,
+        "p1",
+        &product_json("p1", "v1", true, false, 1),
+    );
+    let public: Vec<String> = con.zrange(keys.products_public(), 0, -1).unwrap();
+    assert_eq!(public, vec!["p1"]);
+    write(
+        &mut con,
+        &keys,
+        Kind::Product,
+        "p1",
+        &product_json("p1", "v1", false, false, 2),
+    );
+    let public: Vec<String> = con.zrange(keys.products_public(), 0, -1).unwrap();
+    assert!(
+        public.is_empty(),
+        "a private product leaves the public listing"
+    );
+    let of_vendor: Vec<String> = con.zrange(keys.products_of_vendor("v1"), 0, -1).unwrap();
+    assert_eq!(of_vendor, vec!["p1"]);
+    write(
+        &mut con,
+        &keys,
+        Kind::Product,
+        "p1",
+        &product_json("p1", "v1", true, true, 3),
+    );
+    let of_vendor: Vec<String> = con.zrange(keys.products_of_vendor("v1"), 0, -1).unwrap();
+    assert!(
+        of_vendor.is_empty(),
+        "a deleted product leaves its vendor's listing"
+    );
+    // A stale view does not put it back.
+    write(
+        &mut con,
+        &keys,
+        Kind::Product,
+        "p1",
+        &product_json("p1", "v1", true, false, 2),
+    );
+    let public: Vec<String> = con.zrange(keys.products_public(), 0, -1).unwrap();
+    assert!(public.is_empty());
+}
+
+#[test]
+fn a_change_notice_is_published_only_for_a_write() {
+    let keys = Keys::new(unique("vt:") + ":");
+    let mut sub = redis_con();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(keys.channel(Kind::Order, "o9")).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut con = redis_con();
+    write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o9",
+        &order_json("o9", "ann", &[], "PENDING", 4),
+    );
+    let msg = pubsub.get_message().unwrap();
+    assert_eq!(msg.get_channel_name(), keys.channel(Kind::Order, "o9"));
+    assert_eq!(msg.get_payload::<String>().unwrap(), "4");
+    // An ignored (older) view publishes nothing.
+    write(
+        &mut con,
+        &keys,
+        Kind::Order,
+        "o9",
+        &order_json("o9", "ann", &[], "PENDING", 2),
+    );
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        pubsub.get_message().is_err(),
+        "no notice for an ignored view"
+    );
+}
+
+/// The sink as a runtime application: view records on Kafka end up in Redis, an older record
+/// after a newer one is ignored, and the heartbeat says caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_writes_view_topics_into_redis() {
+    let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let prefix = unique("vs") + ".";
+    let views: Vec<_> = pickple_topics::catalogue(&prefix)
+        .into_iter()
+        .filter(|t| t.name.contains("view-") || t.name.contains("views-"))
+        .collect();
+    pickple_topics::apply(&brokers, &views, 1).await.unwrap();
+    let redis_cfg = RedisConfig::local(unique("vs:") + ":");
+    let keys = redis_cfg.keys();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = RuntimeConfig::local(state.path());
+    config.topic_prefix = prefix.clone();
+    config.punctuate_interval_ms = 200;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = {
+        let stop = stop.clone();
+        let redis_cfg = redis_cfg.clone();
+        std::thread::spawn(move || pickple_views::run_until(config, redis_cfg, stop))
+    };
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let topic = format!("{prefix}view-orders");
+    for (status, version) in [("PENDING", 1), ("PAID", 3), ("AWAITING_PAYMENT", 2)] {
+        let value = order_json("ord-1", "ann", &["v1"], status, version);
+        producer
+            .send(BaseRecord::to(&topic).key("ord-1").payload(&value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut con = redis_con();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = stored_version(&mut con, &keys, Kind::Order, "ord-1");
+        let caught_up = {
+            let fields: Vec<(String, String)> = con.hgetall(keys.sink_status()).unwrap();
+            pickple_views::ready::evaluate(
+                &fields,
+                pickple_runtime::now_millis(),
+                pickple_views::ready::ReadyRule::default(),
+            )
+            .caught_up
+        };
+        if v == Some(3) && caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sink did not write version 3 and report caught up (version {v:?}, caught up {caught_up})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let json: String = con.hget(keys.view(Kind::Order, "ord-1"), "json").unwrap();
+    assert!(json.contains("\"PAID\""), "the newest view wins: {json}");
+    let mine: Vec<String> = con.zrange(keys.orders_of_user("ann"), 0, -1).unwrap();
+    assert_eq!(mine, vec!["ord-1"]);
+    stop.store(true, Ordering::Relaxed);
+    sink.join().unwrap().unwrap();
+}
