@@ -1,0 +1,110 @@
+//! Gateway settings, from flags or `PICKPLE_*` environment variables, with local defaults.
+
+use pickple_views::RedisConfig;
+
+/// The development JWT secret, refused when `PICKPLE_ENV=production`.
+pub const DEV_JWT_SECRET: &str = "pickple-dev-only-insecure-jwt-secret";
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "pickple-gateway", about = "Pickple's HTTP API")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PICKPLE_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
+    pub brokers: String,
+    /// Prefix of every topic name.
+    #[arg(long, env = "PICKPLE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    /// HS256 secret of the access tokens (required in production).
+    #[arg(long, env = "PICKPLE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// `production` makes the JWT secret mandatory.
+    #[arg(long = "env", env = "PICKPLE_ENV", default_value = "development")]
+    pub environment: String,
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "PICKPLE_JWT_TTL_SECS", default_value_t = 3600)]
+    pub jwt_ttl_secs: u64,
+    /// Longest `?wait=` a GET may ask for, in seconds.
+    #[arg(long, env = "PICKPLE_MAX_WAIT_SECS", default_value_t = 30)]
+    pub max_wait_secs: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PICKPLE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// Views count as caught up while the sink's heartbeat is at most this old (ms)...
+    #[arg(long, env = "PICKPLE_VIEWS_MAX_STALENESS_MS", default_value_t = 15_000)]
+    pub views_max_staleness_ms: i64,
+    /// ...and its lag is at most this many records.
+    #[arg(long, env = "PICKPLE_VIEWS_MAX_LAG", default_value_t = 100)]
+    pub views_max_lag: i64,
+    /// Serve views even when the sink is not caught up (development without the sink).
+    #[arg(long, env = "PICKPLE_VIEWS_IGNORE_READINESS", default_value_t = false)]
+    pub views_ignore_readiness: bool,
+}
+
+impl Config {
+    /// Local defaults for tests: given topic prefix and Redis key prefix.
+    pub fn local(topic_prefix: &str, redis_prefix: &str) -> Config {
+        Config {
+            addr: "127.0.0.1:0".into(),
+            brokers: std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+            topic_prefix: topic_prefix.into(),
+            redis: RedisConfig::local(redis_prefix),
+            jwt_secret: Some("test-secret".into()),
+            environment: "test".into(),
+            jwt_ttl_secs: 3600,
+            max_wait_secs: 30,
+            body_limit: 64 * 1024,
+            views_max_staleness_ms: 15_000,
+            views_max_lag: 100,
+            views_ignore_readiness: false,
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment.eq_ignore_ascii_case("production")
+    }
+
+    /// The JWT secret: the configured one, or the development default outside production.
+    pub fn jwt_secret(&self) -> anyhow::Result<String> {
+        match self.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => {
+                if self.is_production() && (s.contains("insecure") || s.len() < 32) {
+                    anyhow::bail!(
+                        "PICKPLE_JWT_SECRET must be at least 32 characters and not a development default in production"
+                    );
+                }
+                Ok(s.to_string())
+            }
+            None if self.is_production() => {
+                anyhow::bail!("PICKPLE_JWT_SECRET is required when PICKPLE_ENV=production")
+            }
+            None => Ok(DEV_JWT_SECRET.to_string()),
+        }
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.topic_prefix, logical)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_requires_a_real_secret() {
+        let mut c = Config::local("", "x:");
+        c.jwt_secret = None;
+        assert_eq!(c.jwt_secret().unwrap(), DEV_JWT_SECRET);
+        c.environment = "production".into();
+        assert!(c.jwt_secret().is_err());
+        c.jwt_secret = Some("short".into());
+        assert!(c.jwt_secret().is_err());
+        c.jwt_secret = Some("a-long-enough-secret-for-production-use".into());
+        assert!(c.jwt_secret().is_ok());
+    }
+}

@@ -1,0 +1,141 @@
+//! Pickple's HTTP gateway.
+//!
+//! It authenticates (argon2 passwords, JWT HS256), validates, publishes one command per write
+//! request to Kafka (keyed by entity id, idempotent producer, acks=all) and answers
+//! `202 Accepted` with the entity id and a `Location`; it serves the views the `views` sink keeps
+//! in Redis, optionally long-polling (`?wait=`) until a view changes. It never calls a processor.
+//!
+//! [`app`] builds the router from an [`AppState`] (tests run it in-process); [`serve`] runs it.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod kafka;
+pub mod longpoll;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod trace;
+pub mod views;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Router;
+use pickple_views::ready::ReadyRule;
+
+pub use config::Config;
+
+use crate::auth::Jwt;
+use crate::error::ApiError;
+use crate::kafka::Publisher;
+use crate::longpoll::Notifier;
+use crate::views::Views;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    pub jwt: Jwt,
+    pub kafka: Publisher,
+    pub views: Arc<Views>,
+    pub notifier: Arc<Notifier>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connect the producer, start the change-notice subscription and the readiness refresher.
+    /// Must run inside a tokio runtime. Nothing here needs Kafka or Redis to be up yet.
+    pub async fn new(config: Config) -> anyhow::Result<AppState> {
+        let secret = config.jwt_secret()?;
+        let jwt = Jwt::new(&secret, config.jwt_ttl_secs);
+        let kafka = Publisher::new(&config.brokers, &config.topic_prefix)?;
+        let rule = ReadyRule {
+            max_staleness_ms: config.views_max_staleness_ms,
+            max_lag: config.views_max_lag,
+        };
+        let views = Arc::new(Views::new(
+            config.redis.clone(),
+            rule,
+            config.views_ignore_readiness,
+        ));
+        views.refresh_readiness().await;
+        views.spawn_readiness(Duration::from_millis(500));
+        let notifier = Notifier::new();
+        notifier.spawn(config.redis.clone());
+        Ok(AppState(Arc::new(Shared {
+            config,
+            jwt,
+            kafka,
+            views,
+            notifier,
+        })))
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    routes::router()
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the route does not accept this method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(trace::layer))
+        .layer(axum::middleware::from_fn(metrics::layer))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| ApiError::internal("internal error").into_response(),
+        ))
+        .with_state(state)
+}
+
+/// Bind `config.addr` and serve until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, brokers = %config.brokers, redis = %config.redis.describe(), "gateway listening");
+    let state = AppState::new(config).await?;
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

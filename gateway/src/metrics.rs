@@ -1,0 +1,87 @@
+//! HTTP metrics: `pickple_http_requests_total{route,method,status}`,
+//! `pickple_http_request_duration_seconds{route,method,status}` and `pickple_http_in_flight`,
+//! labelled by the matched route template (never the raw path: bounded cardinality).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec,
+    IntCounterVec, IntGauge, TextEncoder,
+};
+
+pub struct HttpMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub in_flight: IntGauge,
+}
+
+impl HttpMetrics {
+    /// The process's HTTP metrics (registered once in the default registry).
+    pub fn global() -> &'static HttpMetrics {
+        static METRICS: std::sync::OnceLock<HttpMetrics> = std::sync::OnceLock::new();
+        METRICS.get_or_init(|| HttpMetrics {
+            requests: register_int_counter_vec!(
+                "pickple_http_requests_total",
+                "HTTP requests answered",
+                &["route", "method", "status"]
+            )
+            .expect("register pickple_http_requests_total"),
+            duration: register_histogram_vec!(
+                "pickple_http_request_duration_seconds",
+                "HTTP request latency",
+                &["route", "method", "status"],
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0
+                ]
+            )
+            .expect("register pickple_http_request_duration_seconds"),
+            in_flight: register_int_gauge!("pickple_http_in_flight", "HTTP requests being served")
+                .expect("register pickple_http_in_flight"),
+        })
+    }
+}
+
+struct InFlight(&'static IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware recording every request.
+pub async fn layer(req: Request, next: Next) -> Response {
+    let m = HttpMetrics::global();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    m.in_flight.inc();
+    let _guard = InFlight(&m.in_flight);
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    let labels = [route.as_str(), method.as_str(), status.as_str()];
+    m.requests.with_label_values(&labels).inc();
+    m.duration
+        .with_label_values(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    res
+}
+
+/// `GET /metrics`: the default registry in Prometheus text format.
+pub async fn handler() -> Response {
+    HttpMetrics::global();
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
+        return crate::error::ApiError::internal(format!("metrics: {e}")).into_response();
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
+}

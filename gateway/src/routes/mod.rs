@@ -1,0 +1,435 @@
+//! The `/api/v1` routes, one module per resource, plus health, readiness, metrics and docs.
+
+pub mod auth;
+pub mod deliveries;
+pub mod notifications;
+pub mod orders;
+pub mod products;
+pub mod system;
+pub mod users;
+pub mod vendors;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use pickple_schemas::Role;
+use pickple_views::Kind;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::longpoll::WaitFor;
+use crate::views::Stored;
+use crate::AppState;
+
+pub const API: &str = "/api/v1";
+
+pub fn router() -> Router<AppState> {
+    let api = Router::new()
+        .route("/auth/sign-up", post(auth::sign_up))
+        .route("/auth/sign-up/{username}", get(auth::sign_up_status))
+        .route("/auth/sign-in", post(auth::sign_in))
+        .route("/auth/refresh", post(auth::refresh))
+        .route(
+            "/users/me",
+            get(users::me)
+                .patch(users::update_me)
+                .delete(users::delete_me),
+        )
+        .route("/users", get(users::list))
+        .route("/users/{username}", get(users::get_user))
+        .route("/users/{username}/role", put(users::change_role))
+        .route("/vendors", post(vendors::create).get(vendors::list))
+        .route("/vendors/mine", get(vendors::mine))
+        .route(
+            "/vendors/{vendor_id}",
+            get(vendors::get_vendor)
+                .patch(vendors::update)
+                .delete(vendors::delete),
+        )
+        .route("/vendors/{vendor_id}/products", get(vendors::products))
+        .route("/vendors/{vendor_id}/orders", get(vendors::orders))
+        .route("/vendors/{vendor_id}/deliveries", get(vendors::deliveries))
+        .route("/products", post(products::create).get(products::list))
+        .route(
+            "/products/{product_id}",
+            get(products::get_product)
+                .patch(products::update)
+                .delete(products::delete),
+        )
+        .route(
+            "/products/{product_id}/stock",
+            put(products::set_stock).post(products::add_stock),
+        )
+        .route("/products/{product_id}/sale", post(products::open_sale))
+        .route("/orders", post(orders::place).get(orders::list_all))
+        .route("/orders/mine", get(orders::mine))
+        .route("/orders/{order_id}", get(orders::get_order))
+        .route("/orders/{order_id}/pay", post(orders::pay))
+        .route("/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/deliveries/{order_id}", get(deliveries::get_delivery))
+        .route("/deliveries/{order_id}/start", post(deliveries::start))
+        .route(
+            "/deliveries/{order_id}/details",
+            post(deliveries::add_detail),
+        )
+        .route("/deliveries/{order_id}/end", post(deliveries::end))
+        .route("/notifications/mine", get(notifications::mine));
+    Router::new()
+        .nest(API, api)
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(crate::metrics::handler))
+        .route("/openapi.json", get(system::openapi))
+        .route("/docs", get(system::docs))
+}
+
+/// The body of a `202 Accepted`: the id of the entity the command is about.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Id of the entity (order id, product id, username...).
+    pub id: String,
+    /// Id of the published command (also in the record's `command-id` header).
+    pub command_id: String,
+    /// Where to read (and long-poll) the entity's view.
+    pub location: String,
+    /// True when this answers a repeated `Idempotency-Key` (no new command was published).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+pub fn accepted(id: &str, command_id: &str, location: String, replayed: bool) -> Response {
+    let body = Accepted {
+        id: id.to_string(),
+        command_id: command_id.to_string(),
+        location: location.clone(),
+        replayed,
+    };
+    let mut res = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
+}
+
+/// A view answer, with its version in `X-View-Version`.
+pub fn view_response(json: serde_json::Value, version: u64) -> Response {
+    let mut res = Json(json).into_response();
+    res.headers_mut()
+        .insert("x-view-version", HeaderValue::from(version));
+    res
+}
+
+pub fn new_command_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `?wait=&status=&after_version=` of a view read.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ViewQuery {
+    /// Long-poll: wait up to this many seconds (capped at the server's maximum, 30 by default)
+    /// for the view to change, then 504.
+    pub wait: Option<f64>,
+    /// With `wait`: answer once the view's status is this (or a terminal status).
+    pub status: Option<String>,
+    /// With `wait`: answer once the view's version is greater than this.
+    pub after_version: Option<u64>,
+}
+
+impl ViewQuery {
+    pub fn wait_for(&self, state: &AppState) -> ApiResult<WaitFor> {
+        WaitFor::new(
+            self.wait,
+            self.status.clone(),
+            self.after_version,
+            state.config.max_wait_secs,
+        )
+    }
+}
+
+/// `?offset=&limit=` of a listing.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items to skip (default 0).
+    pub offset: Option<usize>,
+    /// Items to return (default 50, at most 200).
+    pub limit: Option<usize>,
+}
+
+impl PageQuery {
+    pub fn bounds(&self) -> (usize, usize) {
+        (
+            self.offset.unwrap_or(0).min(1_000_000),
+            self.limit.unwrap_or(50).min(200),
+        )
+    }
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Listing {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// One page of the views listed in `index`.
+pub async fn list_index(
+    state: &AppState,
+    kind: Kind,
+    index: &str,
+    page: &PageQuery,
+    map: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> ApiResult<Json<Listing>> {
+    state.views.ensure_ready()?;
+    let (offset, limit) = page.bounds();
+    let (ids, total) = state.views.page(index, offset, limit).await?;
+    let items: Vec<serde_json::Value> = state.views.many(kind, &ids).await?;
+    Ok(Json(Listing {
+        items: items.into_iter().map(map).collect(),
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// Path ids longer than this are not ids of ours: 404 without touching Redis.
+pub fn check_id(id: &str, what: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
+        Err(ApiError::not_found(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Does `user` manage `vendor_id` (MASTER manages all)?
+pub async fn manages_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> ApiResult<bool> {
+    if user.role == Role::Master {
+        return Ok(true);
+    }
+    if user.role != Role::VendorManager {
+        return Ok(false);
+    }
+    let vendor = state.views.get(Kind::Vendor, vendor_id).await?;
+    Ok(vendor.is_some_and(|v| {
+        v.json.get("manager").and_then(|m| m.as_str()) == Some(user.username.as_str())
+            && v.json.get("deleted").and_then(|d| d.as_bool()) != Some(true)
+    }))
+}
+
+/// Does `user` manage any of the vendors in the view's `vendor_ids`?
+pub async fn manages_any_vendor(
+    state: &AppState,
+    user: &AuthUser,
+    view: &Stored,
+) -> ApiResult<bool> {
+    if user.role == Role::Master {
+        return Ok(true);
+    }
+    if user.role != Role::VendorManager {
+        return Ok(false);
+    }
+    let vendors: Vec<String> = view
+        .json
+        .get("vendor_ids")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for vendor in vendors {
+        if manages_vendor(state, user, &vendor).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The `Idempotency-Key` header, if any (1 to 128 visible ASCII characters).
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// How long the gateway remembers an `Idempotency-Key`.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
+
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2d2a_9b1e_4c55_8a3e_5d1b_7c9e_0a42);
+
+/// The id of a new entity, and whether the command must be published.
+///
+/// Without a key: a random id, publish. With a key: the id is UUIDv5 of (scope, user, key), so a
+/// repeat gets the same id; the key is remembered in Redis with `SET NX` (24 h) together with a
+/// fingerprint of the request, so a repeat publishes nothing, and a different request under the
+/// same key is a 422.
+pub async fn claim_id(
+    state: &AppState,
+    scope: &str,
+    user: &str,
+    key: Option<&str>,
+    fingerprint: &str,
+) -> ApiResult<Claimed> {
+    let command_id = new_command_id();
+    let Some(key) = key else {
+        return Ok(Claimed {
+            id: uuid::Uuid::new_v4().to_string(),
+            command_id,
+            fresh: true,
+        });
+    };
+    let id =
+        uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{scope}\n{user}\n{key}").as_bytes()).to_string();
+    let redis_key = state
+        .views
+        .keys
+        .idempotency(user, &format!("{scope}:{key}"));
+    let set: Option<String> = state
+        .views
+        .query(
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(format!("{fingerprint} {command_id}"))
+                .arg("NX")
+                .arg("EX")
+                .arg(IDEMPOTENCY_TTL_SECS),
+        )
+        .await?;
+    if set.is_some() {
+        return Ok(Claimed {
+            id,
+            command_id,
+            fresh: true,
+        });
+    }
+    let stored: Option<String> = state.views.query(redis::cmd("GET").arg(&redis_key)).await?;
+    match stored.as_deref().and_then(|s| s.split_once(' ')) {
+        Some((f, original)) if f == fingerprint => Ok(Claimed {
+            id,
+            command_id: original.to_string(),
+            fresh: false,
+        }),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )),
+        // Expired between the two calls: treat as new.
+        None => Ok(Claimed {
+            id,
+            command_id,
+            fresh: true,
+        }),
+    }
+}
+
+/// The outcome of [`claim_id`].
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    /// The command id to publish with (or, for a repeat, the one first published).
+    pub command_id: String,
+    /// False for a repeated `Idempotency-Key`: publish nothing.
+    pub fresh: bool,
+}
+
+/// Forget an idempotency key whose command could not be published (so a retry publishes).
+pub async fn release_key(state: &AppState, scope: &str, user: &str, key: Option<&str>) {
+    if let Some(key) = key {
+        let redis_key = state
+            .views
+            .keys
+            .idempotency(user, &format!("{scope}:{key}"));
+        let _ = state
+            .views
+            .query::<i64>(redis::cmd("DEL").arg(&redis_key))
+            .await;
+    }
+}
+
+/// A short fingerprint of a request body for the idempotency check.
+pub fn fingerprint<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    uuid::Uuid::new_v5(&ID_NAMESPACE, &bytes)
+        .simple()
+        .to_string()
+}
+
+/// Validation helpers shared by the resources.
+pub mod validate {
+    pub fn text(s: &str, min: usize, max: usize) -> bool {
+        let n = s.trim().chars().count();
+        n >= min && n <= max && !s.chars().any(|c| c.is_control() && c != '\n')
+    }
+
+    pub fn username(s: &str) -> bool {
+        (4..=10).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    }
+
+    pub fn email(s: &str) -> bool {
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return false;
+        }
+        let Some((local, domain)) = s.split_once('@') else {
+            return false;
+        };
+        !local.is_empty()
+            && local.len() <= 64
+            && !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+    }
+
+    pub fn password(s: &str) -> bool {
+        let n = s.chars().count();
+        (8..=128).contains(&n)
+    }
+
+    pub fn url(s: &str) -> bool {
+        s.len() <= 2048
+            && (s.starts_with("https://") || s.starts_with("http://"))
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
+
+    pub fn id(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rules() {
+            assert!(username("abcd") && username("a1b2c3d4e5"));
+            assert!(
+                !username("abc")
+                    && !username("abcdefghijk")
+                    && !username("Abcd")
+                    && !username("ab_d")
+            );
+            assert!(email("a@b.co") && !email("a@b") && !email("@b.co") && !email("a b@c.de"));
+            assert!(password("12345678") && !password("1234567"));
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Orders: place (idempotent with `Idempotency-Key`), read (long-poll), pay, cancel. A user sees
+//! only their own orders (another user's order is a 404); a vendor manager sees the orders with
+//! a line of their vendors; MASTER sees all.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use pickple_schemas::{OrderCommand, OrderLine, UserStatus, UserView};
+use pickple_views::Kind;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
+    new_command_id, release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
+};
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
+use crate::longpoll::read_view;
+use crate::trace::TraceContext;
+use crate::views::Stored;
+use crate::AppState;
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_LINE_QUANTITY: u64 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLineRequest {
+    pub product_id: String,
+    /// 1 to 1000.
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    /// 1 to 50 lines, each product at most once.
+    pub lines: Vec<OrderLineRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    /// Opaque token of the payment method, handed to the payment provider.
+    pub payment_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Up to 500 characters.
+    pub reason: Option<String>,
+}
+
+fn owner_of(view: &Stored) -> &str {
+    view.json
+        .get("username")
+        .and_then(|u| u.as_str())
+        .unwrap_or_default()
+}
+
+/// Place an order. With `Idempotency-Key`, a repeat from the same user returns the same order
+/// id and publishes nothing.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
+    request_body = PlaceOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe placement: same key, same order")),
+    responses(
+        (status = 202, description = "order queued; long-poll its Location with ?wait=&status=AWAITING_PAYMENT", body = super::Accepted),
+        (status = 400, description = "malformed JSON or Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 409, description = "the user is not active", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody)))]
+pub async fn place(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceOrderRequest>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let mut v = Validator::new();
+    v.check(
+        (1..=MAX_LINES).contains(&req.lines.len()),
+        "lines",
+        "1 to 50 lines",
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in req.lines.iter().enumerate() {
+        v.check(
+            validate::id(&line.product_id),
+            &format!("lines[{i}].product_id"),
+            "not a product id",
+        );
+        v.check(
+            (1..=MAX_LINE_QUANTITY).contains(&line.quantity),
+            &format!("lines[{i}].quantity"),
+            "1 to 1000",
+        );
+        v.check(
+            seen.insert(line.product_id.as_str()),
+            &format!("lines[{i}].product_id"),
+            "the product is already on another line",
+        );
+    }
+    v.finish()?;
+    state.views.ensure_ready()?;
+    let profile = state
+        .views
+        .get_typed::<UserView>(Kind::User, &user.username)
+        .await?
+        .filter(|u| u.status == UserStatus::Active)
+        .ok_or_else(|| ApiError::conflict("the user is not active"))?;
+    let claimed = claim_id(
+        &state,
+        "order",
+        &user.username,
+        key.as_deref(),
+        &fingerprint(&req),
+    )
+    .await?;
+    let (order_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
+    if fresh {
+        let command = OrderCommand::PlaceOrder {
+            order_id: order_id.clone(),
+            username: user.username.clone(),
+            email: profile.email,
+            lines: req
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+        };
+        if let Err(e) = state
+            .kafka
+            .publish("order-commands", &order_id, &command, &command_id, &trace)
+            .await
+        {
+            release_key(&state, "order", &user.username, key.as_deref()).await;
+            return Err(e);
+        }
+    }
+    Ok(accepted(
+        &order_id,
+        &command_id,
+        format!("{API}/orders/{order_id}"),
+        !fresh,
+    ))
+}
+
+/// Every order, newest first (MASTER).
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "orders", body = Listing),
+        (status = 403, description = "not MASTER", body = ErrorBody)))]
+pub async fn list_all(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    user.require_master()?;
+    let index = state.views.keys.orders_all();
+    list_index(&state, Kind::Order, &index, &page, |v| v).await
+}
+
+/// The signed-in user's orders, newest first.
+#[utoipa::path(get, path = "/api/v1/orders/mine", tag = "orders", security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "orders", body = Listing),
+        (status = 401, description = "not signed in", body = ErrorBody)))]
+pub async fn mine(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    let index = state.views.keys.orders_of_user(&user.username);
+    list_index(&state, Kind::Order, &index, &page, |v| v).await
+}
+
+/// Can `user` see this order? Its owner, MASTER, or a manager of one of its vendors.
+async fn can_see(state: &AppState, user: &AuthUser, view: &Stored) -> ApiResult<bool> {
+    Ok(owner_of(view) == user.username || manages_any_vendor(state, user, view).await?)
+}
+
+/// One order. `?wait=<s>` long-polls until it changes, `&status=AWAITING_PAYMENT` until it
+/// reaches that status (or a terminal one); 504 when the wait ends first.
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "order id"), ViewQuery),
+    responses(
+        (status = 200, description = "the order", body = crate::openapi::docs::OrderView),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 404, description = "no such order (or not yours)", body = ErrorBody),
+        (status = 503, description = "views not caught up", body = ErrorBody),
+        (status = 504, description = "wait timed out", body = ErrorBody)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(order_id): Path<String>,
+    ApiQuery(q): ApiQuery<ViewQuery>,
+) -> ApiResult<Response> {
+    super::check_id(&order_id, "order")?;
+    let wait = q.wait_for(&state)?;
+    // An order's buyer and vendors never change: decide access on the current view, before a
+    // long wait, so its vendors' managers can wait on it too (the check needs Redis reads).
+    if let Some(current) = state.views.get(Kind::Order, &order_id).await? {
+        if !can_see(&state, &user, &current).await? {
+            return Err(ApiError::not_found("order"));
+        }
+    }
+    let view = read_view(
+        &state.views,
+        &state.notifier,
+        Kind::Order,
+        &order_id,
+        &wait,
+        |_| true,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("order"))?;
+    if !can_see(&state, &user, &view).await? {
+        return Err(ApiError::not_found("order"));
+    }
+    Ok(view_response(view.json, view.version))
+}
+
+/// The caller's own order (MASTER: any order), else 404.
+async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<Stored> {
+    super::check_id(order_id, "order")?;
+    state.views.ensure_ready()?;
+    let view = state
+        .views
+        .get(Kind::Order, order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    if owner_of(&view) != user.username && !user.is_master() {
+        return Err(ApiError::not_found("order"));
+    }
+    Ok(view)
+}
+
+/// Pay an order awaiting payment (its owner).
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/pay", tag = "orders",
+    security(("bearer" = [])), request_body = PayRequest,
+    params(("order_id" = String, Path, description = "order id")),
+    responses(
+        (status = 202, description = "payment queued", body = super::Accepted),
+        (status = 404, description = "no such order (or not yours)", body = ErrorBody),
+        (status = 409, description = "the order is not awaiting payment", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn pay(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(order_id): Path<String>,
+    ApiJson(req): ApiJson<PayRequest>,
+) -> ApiResult<Response> {
+    Validator::new()
+        .check(
+            validate::text(&req.payment_token, 1, 256),
+            "payment_token",
+            "1 to 256 characters",
+        )
+        .finish()?;
+    let view = own_order(&state, &user, &order_id).await?;
+    if owner_of(&view) != user.username {
+        return Err(ApiError::forbidden("only the buyer pays an order"));
+    }
+    if view.status() != Some("AWAITING_PAYMENT") {
+        return Err(ApiError::conflict(format!(
+            "the order is {}, not AWAITING_PAYMENT",
+            view.status().unwrap_or("unknown")
+        )));
+    }
+    let command = OrderCommand::PayOrder {
+        order_id: order_id.clone(),
+        username: user.username.clone(),
+        payment_token: req.payment_token,
+    };
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish("order-commands", &order_id, &command, &command_id, &trace)
+        .await?;
+    Ok(accepted(
+        &order_id,
+        &command_id,
+        format!("{API}/orders/{order_id}"),
+        false,
+    ))
+}
+
+/// Cancel an order before it ships (its owner or MASTER).
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
+    security(("bearer" = [])), request_body = CancelRequest,
+    params(("order_id" = String, Path, description = "order id")),
+    responses(
+        (status = 202, description = "cancellation queued", body = super::Accepted),
+        (status = 404, description = "no such order (or not yours)", body = ErrorBody),
+        (status = 409, description = "the order has shipped or ended", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(order_id): Path<String>,
+    ApiJson(req): ApiJson<CancelRequest>,
+) -> ApiResult<Response> {
+    let reason = req.reason.unwrap_or_default();
+    Validator::new()
+        .check(
+            validate::text(&reason, 0, 500),
+            "reason",
+            "up to 500 characters",
+        )
+        .finish()?;
+    let view = own_order(&state, &user, &order_id).await?;
+    let status = view.status().unwrap_or("");
+    if !matches!(
+        status,
+        "PENDING" | "AWAITING_PAYMENT" | "PAYMENT_PENDING" | "PAID"
+    ) {
+        return Err(ApiError::conflict(format!(
+            "the order is {status} and can no longer be cancelled"
+        )));
+    }
+    let command = OrderCommand::CancelOrder {
+        order_id: order_id.clone(),
+        username: owner_of(&view).to_string(),
+        reason: if reason.trim().is_empty() {
+            format!("cancelled by {}", user.username)
+        } else {
+            reason
+        },
+    };
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish("order-commands", &order_id, &command, &command_id, &trace)
+        .await?;
+    Ok(accepted(
+        &order_id,
+        &command_id,
+        format!("{API}/orders/{order_id}"),
+        false,
+    ))
+}

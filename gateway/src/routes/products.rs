@@ -1,0 +1,480 @@
+//! Products, stock and reservation sales: written by the owning vendor's manager or MASTER;
+//! public products are listed and searched by anyone.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use pickple_schemas::{SaleTerms, StockCommand};
+use pickple_views::Kind;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{
+    accepted, claim_id, fingerprint, idempotency_key, manages_vendor, new_command_id, release_key,
+    validate, view_response, Listing, ViewQuery, API,
+};
+use crate::auth::{AuthUser, MaybeAuth};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
+use crate::longpoll::read_view;
+use crate::trace::TraceContext;
+use crate::views::Stored;
+use crate::AppState;
+
+const MAX_PRICE: i64 = 1_000_000_000_000;
+const MAX_QUANTITY: u64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductRequest {
+    pub vendor_id: String,
+    /// 1 to 200 characters.
+    pub name: String,
+    /// Up to 5000 characters.
+    #[serde(default)]
+    pub description: String,
+    /// In the shop's minor unit, 0 or more.
+    pub price: i64,
+    pub image_url: Option<String>,
+    /// Listed publicly (default true).
+    pub public: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProductRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<i64>,
+    pub image_url: Option<String>,
+    pub public: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockRequest {
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleRequest {
+    /// Opening time, ms since the epoch.
+    pub opens_at: i64,
+    /// Closing time (exclusive), ms since the epoch; after `opens_at`.
+    pub closes_at: i64,
+    /// Units on sale in all, at least 1.
+    pub quantity: u64,
+    /// Units one user may buy, 1 to `quantity`.
+    pub per_user_limit: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchQuery {
+    /// Case-insensitive substring of the product name.
+    pub q: Option<String>,
+    pub offset: Option<usize>,
+    pub limit: Option<usize>,
+}
+
+/// How many public products a search scans at most.
+const SEARCH_SCAN: usize = 10_000;
+
+fn is_public(json: &serde_json::Value) -> bool {
+    json.get("public").and_then(|v| v.as_bool()) == Some(true)
+        && json.get("deleted").and_then(|v| v.as_bool()) != Some(true)
+}
+
+fn vendor_of(view: &Stored) -> String {
+    view.json
+        .get("vendor_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Create a product of a vendor the caller manages. Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/products", tag = "products", security(("bearer" = [])),
+    request_body = CreateProductRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
+    responses(
+        (status = 202, description = "creation queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateProductRequest>,
+) -> ApiResult<Response> {
+    user.require_manager()?;
+    let key = idempotency_key(&headers)?;
+    Validator::new()
+        .check(validate::id(&req.vendor_id), "vendor_id", "not a vendor id")
+        .check(
+            validate::text(&req.name, 1, 200),
+            "name",
+            "1 to 200 characters",
+        )
+        .check(
+            validate::text(&req.description, 0, 5000),
+            "description",
+            "up to 5000 characters",
+        )
+        .check((0..=MAX_PRICE).contains(&req.price), "price", "0 to 10^12")
+        .check(
+            req.image_url.as_deref().is_none_or(validate::url),
+            "image_url",
+            "an http(s) URL",
+        )
+        .finish()?;
+    state.views.ensure_ready()?;
+    if state
+        .views
+        .get(Kind::Vendor, &req.vendor_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("vendor"));
+    }
+    if !manages_vendor(&state, &user, &req.vendor_id).await? {
+        return Err(ApiError::forbidden("you do not manage this vendor"));
+    }
+    let claimed = claim_id(
+        &state,
+        "product",
+        &user.username,
+        key.as_deref(),
+        &fingerprint(&req),
+    )
+    .await?;
+    let (product_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
+    if fresh {
+        let command = StockCommand::CreateProduct {
+            product_id: product_id.clone(),
+            vendor_id: req.vendor_id.clone(),
+            name: req.name.trim().to_string(),
+            description: req.description.clone(),
+            price: req.price,
+            image_url: req.image_url.clone(),
+            public: req.public.unwrap_or(true),
+        };
+        if let Err(e) = state
+            .kafka
+            .publish("stock-commands", &product_id, &command, &command_id, &trace)
+            .await
+        {
+            release_key(&state, "product", &user.username, key.as_deref()).await;
+            return Err(e);
+        }
+    }
+    Ok(accepted(
+        &product_id,
+        &command_id,
+        format!("{API}/products/{product_id}"),
+        !fresh,
+    ))
+}
+
+/// Public products, most recently updated first; `q` searches names.
+#[utoipa::path(get, path = "/api/v1/products", tag = "products", params(SearchQuery),
+    responses(
+        (status = 200, description = "public products", body = Listing),
+        (status = 503, description = "views not caught up", body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<Listing>> {
+    let page = super::PageQuery {
+        offset: q.offset,
+        limit: q.limit,
+    };
+    let index = state.views.keys.products_public();
+    let needle =
+        q.q.as_deref()
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty());
+    let Some(needle) = needle else {
+        return super::list_index(&state, Kind::Product, &index, &page, |v| v).await;
+    };
+    state.views.ensure_ready()?;
+    let (offset, limit) = page.bounds();
+    let ids = state.views.all_ids(&index, SEARCH_SCAN).await?;
+    let mut matches = Vec::new();
+    for chunk in ids.chunks(500) {
+        let views: Vec<serde_json::Value> = state.views.many(Kind::Product, chunk).await?;
+        matches.extend(views.into_iter().filter(|p| {
+            is_public(p)
+                && p.get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| n.to_lowercase().contains(&needle))
+        }));
+    }
+    let total = matches.len();
+    let items = matches.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(Listing {
+        items,
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// One product: public ones for anyone, private or deleted ones for the vendor's manager and
+/// MASTER (404 for others). Long-poll with `?wait=`.
+#[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "products",
+    params(("product_id" = String, Path, description = "product id"), ViewQuery),
+    responses(
+        (status = 200, description = "the product", body = crate::openapi::docs::ProductView),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 504, description = "wait timed out", body = ErrorBody)))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    MaybeAuth(user): MaybeAuth,
+    Path(product_id): Path<String>,
+    ApiQuery(q): ApiQuery<ViewQuery>,
+) -> ApiResult<Response> {
+    super::check_id(&product_id, "product")?;
+    let wait = q.wait_for(&state)?;
+    let view = read_view(
+        &state.views,
+        &state.notifier,
+        Kind::Product,
+        &product_id,
+        &wait,
+        |_| true,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("product"))?;
+    if !is_public(&view.json) {
+        let owner = match &user {
+            Some(u) => manages_vendor(&state, u, &vendor_of(&view)).await?,
+            None => false,
+        };
+        if !owner {
+            return Err(ApiError::not_found("product"));
+        }
+    }
+    Ok(view_response(view.json, view.version))
+}
+
+/// 404 if the product does not exist, 403 unless the caller manages its vendor.
+async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<Stored> {
+    user.require_manager()?;
+    super::check_id(product_id, "product")?;
+    state.views.ensure_ready()?;
+    let view = state
+        .views
+        .get(Kind::Product, product_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("product"))?;
+    if !manages_vendor(state, user, &vendor_of(&view)).await? {
+        return Err(ApiError::forbidden(
+            "you do not manage this product's vendor",
+        ));
+    }
+    Ok(view)
+}
+
+async fn publish(
+    state: &AppState,
+    trace: &TraceContext,
+    product_id: &str,
+    command: StockCommand,
+) -> ApiResult<Response> {
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish("stock-commands", product_id, &command, &command_id, trace)
+        .await?;
+    Ok(accepted(
+        product_id,
+        &command_id,
+        format!("{API}/products/{product_id}"),
+        false,
+    ))
+}
+
+/// Change a product (its vendor's manager or MASTER).
+#[utoipa::path(patch, path = "/api/v1/products/{product_id}", tag = "products",
+    security(("bearer" = [])), request_body = UpdateProductRequest,
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "update queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(product_id): Path<String>,
+    ApiJson(req): ApiJson<UpdateProductRequest>,
+) -> ApiResult<Response> {
+    Validator::new()
+        .check(
+            req.name
+                .as_deref()
+                .is_none_or(|n| validate::text(n, 1, 200)),
+            "name",
+            "1 to 200 characters",
+        )
+        .check(
+            req.description
+                .as_deref()
+                .is_none_or(|d| validate::text(d, 0, 5000)),
+            "description",
+            "up to 5000 characters",
+        )
+        .check(
+            req.price.is_none_or(|p| (0..=MAX_PRICE).contains(&p)),
+            "price",
+            "0 to 10^12",
+        )
+        .check(
+            req.image_url.as_deref().is_none_or(validate::url),
+            "image_url",
+            "an http(s) URL",
+        )
+        .finish()?;
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::UpdateProduct {
+        product_id: product_id.clone(),
+        name: req.name.map(|n| n.trim().to_string()),
+        description: req.description,
+        price: req.price,
+        image_url: req.image_url,
+        public: req.public,
+    };
+    publish(&state, &trace, &product_id, command).await
+}
+
+/// Delete a product (its vendor's manager or MASTER).
+#[utoipa::path(delete, path = "/api/v1/products/{product_id}", tag = "products",
+    security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "deletion queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(product_id): Path<String>,
+) -> ApiResult<Response> {
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::DeleteProduct {
+        product_id: product_id.clone(),
+    };
+    publish(&state, &trace, &product_id, command).await
+}
+
+fn check_quantity(q: u64) -> ApiResult<()> {
+    Validator::new()
+        .check(q <= MAX_QUANTITY, "quantity", "at most 10^9")
+        .finish()
+}
+
+/// Set the available quantity (its vendor's manager or MASTER).
+#[utoipa::path(put, path = "/api/v1/products/{product_id}/stock", tag = "products",
+    security(("bearer" = [])), request_body = StockRequest,
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "stock change queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn set_stock(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(product_id): Path<String>,
+    ApiJson(req): ApiJson<StockRequest>,
+) -> ApiResult<Response> {
+    check_quantity(req.quantity)?;
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::SetStock {
+        product_id: product_id.clone(),
+        quantity: req.quantity,
+    };
+    publish(&state, &trace, &product_id, command).await
+}
+
+/// Add to the available quantity (its vendor's manager or MASTER).
+#[utoipa::path(post, path = "/api/v1/products/{product_id}/stock", tag = "products",
+    security(("bearer" = [])), request_body = StockRequest,
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "stock change queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn add_stock(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(product_id): Path<String>,
+    ApiJson(req): ApiJson<StockRequest>,
+) -> ApiResult<Response> {
+    check_quantity(req.quantity)?;
+    Validator::new()
+        .check(req.quantity >= 1, "quantity", "at least 1")
+        .finish()?;
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::AddStock {
+        product_id: product_id.clone(),
+        quantity: req.quantity,
+    };
+    publish(&state, &trace, &product_id, command).await
+}
+
+/// Open a reservation sale on a product (its vendor's manager or MASTER).
+#[utoipa::path(post, path = "/api/v1/products/{product_id}/sale", tag = "products",
+    security(("bearer" = [])), request_body = SaleRequest,
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "sale queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn open_sale(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(product_id): Path<String>,
+    ApiJson(req): ApiJson<SaleRequest>,
+) -> ApiResult<Response> {
+    Validator::new()
+        .check(
+            req.opens_at >= 0,
+            "opens_at",
+            "a time in ms since the epoch",
+        )
+        .check(req.closes_at > req.opens_at, "closes_at", "after opens_at")
+        .check(
+            (1..=MAX_QUANTITY).contains(&req.quantity),
+            "quantity",
+            "1 to 10^9",
+        )
+        .check(
+            req.per_user_limit >= 1 && req.per_user_limit <= req.quantity,
+            "per_user_limit",
+            "1 to quantity",
+        )
+        .finish()?;
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::OpenSale {
+        product_id: product_id.clone(),
+        sale: SaleTerms {
+            opens_at: req.opens_at,
+            closes_at: req.closes_at,
+            quantity: req.quantity,
+            per_user_limit: req.per_user_limit,
+        },
+    };
+    publish(&state, &trace, &product_id, command).await
+}

@@ -1,0 +1,315 @@
+//! Vendors: a VENDOR_MANAGER creates and owns them; MASTER manages all.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use pickple_schemas::{Role, VendorCommand};
+use pickple_views::Kind;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_vendor, new_command_id,
+    release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
+};
+use crate::auth::{AuthUser, MaybeAuth};
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
+use crate::longpoll::read_view;
+use crate::trace::TraceContext;
+use crate::AppState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVendorRequest {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// MASTER only: the VENDOR_MANAGER who will own it (default: the caller).
+    pub manager: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVendorRequest {
+    pub name: String,
+}
+
+fn is_live(json: &serde_json::Value) -> bool {
+    json.get("deleted").and_then(|d| d.as_bool()) != Some(true)
+}
+
+/// Create a vendor (VENDOR_MANAGER or MASTER). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/vendors", tag = "vendors", security(("bearer" = [])),
+    request_body = CreateVendorRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
+    responses(
+        (status = 202, description = "creation queued", body = super::Accepted),
+        (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateVendorRequest>,
+) -> ApiResult<Response> {
+    user.require_manager()?;
+    let key = idempotency_key(&headers)?;
+    Validator::new()
+        .check(
+            validate::text(&req.name, 1, 100),
+            "name",
+            "1 to 100 characters",
+        )
+        .check(
+            req.manager.is_none() || user.role == Role::Master,
+            "manager",
+            "only MASTER can create a vendor for someone else",
+        )
+        .check(
+            req.manager.as_deref().is_none_or(validate::username),
+            "manager",
+            "not a username",
+        )
+        .finish()?;
+    let manager = req.manager.clone().unwrap_or_else(|| user.username.clone());
+    let claimed = claim_id(
+        &state,
+        "vendor",
+        &user.username,
+        key.as_deref(),
+        &fingerprint(&req),
+    )
+    .await?;
+    let (vendor_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
+    if fresh {
+        let command = VendorCommand::CreateVendor {
+            vendor_id: vendor_id.clone(),
+            name: req.name.trim().to_string(),
+            manager,
+        };
+        if let Err(e) = state
+            .kafka
+            .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+            .await
+        {
+            release_key(&state, "vendor", &user.username, key.as_deref()).await;
+            return Err(e);
+        }
+    }
+    Ok(accepted(
+        &vendor_id,
+        &command_id,
+        format!("{API}/vendors/{vendor_id}"),
+        !fresh,
+    ))
+}
+
+/// Every vendor (public).
+#[utoipa::path(get, path = "/api/v1/vendors", tag = "vendors", params(PageQuery),
+    responses((status = 200, description = "vendors", body = Listing)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    let index = state.views.keys.vendors_all();
+    list_index(&state, Kind::Vendor, &index, &page, |v| v).await
+}
+
+/// The vendors the signed-in manager owns.
+#[utoipa::path(get, path = "/api/v1/vendors/mine", tag = "vendors", security(("bearer" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "the caller's vendors", body = Listing),
+        (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody)))]
+pub async fn mine(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    user.require_manager()?;
+    let index = state.views.keys.vendors_of_manager(&user.username);
+    list_index(&state, Kind::Vendor, &index, &page, |v| v).await
+}
+
+/// One vendor (public; long-poll with `?wait=`).
+#[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}", tag = "vendors",
+    params(("vendor_id" = String, Path, description = "vendor id"), ViewQuery),
+    responses(
+        (status = 200, description = "the vendor", body = crate::openapi::docs::VendorView),
+        (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 504, description = "wait timed out", body = ErrorBody)))]
+pub async fn get_vendor(
+    State(state): State<AppState>,
+    Path(vendor_id): Path<String>,
+    ApiQuery(q): ApiQuery<ViewQuery>,
+) -> ApiResult<Response> {
+    super::check_id(&vendor_id, "vendor")?;
+    let wait = q.wait_for(&state)?;
+    let view = read_view(
+        &state.views,
+        &state.notifier,
+        Kind::Vendor,
+        &vendor_id,
+        &wait,
+        |_| true,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("vendor"))?;
+    Ok(view_response(view.json, view.version))
+}
+
+/// 404 if the vendor does not exist, 403 if the caller does not manage it.
+async fn owned_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> ApiResult<()> {
+    user.require_manager()?;
+    super::check_id(vendor_id, "vendor")?;
+    state.views.ensure_ready()?;
+    let view = state
+        .views
+        .get(Kind::Vendor, vendor_id)
+        .await?
+        .filter(|v| is_live(&v.json))
+        .ok_or_else(|| ApiError::not_found("vendor"))?;
+    let manager = view.json.get("manager").and_then(|m| m.as_str());
+    if user.role == Role::Master || manager == Some(user.username.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("you do not manage this vendor"))
+    }
+}
+
+/// Rename a vendor (its manager or MASTER).
+#[utoipa::path(patch, path = "/api/v1/vendors/{vendor_id}", tag = "vendors",
+    security(("bearer" = [])), request_body = UpdateVendorRequest,
+    params(("vendor_id" = String, Path, description = "vendor id")),
+    responses(
+        (status = 202, description = "update queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(vendor_id): Path<String>,
+    ApiJson(req): ApiJson<UpdateVendorRequest>,
+) -> ApiResult<Response> {
+    owned_vendor(&state, &user, &vendor_id).await?;
+    Validator::new()
+        .check(
+            validate::text(&req.name, 1, 100),
+            "name",
+            "1 to 100 characters",
+        )
+        .finish()?;
+    let command = VendorCommand::UpdateVendor {
+        vendor_id: vendor_id.clone(),
+        name: req.name.trim().to_string(),
+    };
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+        .await?;
+    Ok(accepted(
+        &vendor_id,
+        &command_id,
+        format!("{API}/vendors/{vendor_id}"),
+        false,
+    ))
+}
+
+/// Delete a vendor (its manager or MASTER).
+#[utoipa::path(delete, path = "/api/v1/vendors/{vendor_id}", tag = "vendors",
+    security(("bearer" = [])),
+    params(("vendor_id" = String, Path, description = "vendor id")),
+    responses(
+        (status = 202, description = "deletion queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor", body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceContext>,
+    user: AuthUser,
+    Path(vendor_id): Path<String>,
+) -> ApiResult<Response> {
+    owned_vendor(&state, &user, &vendor_id).await?;
+    let command = VendorCommand::DeleteVendor {
+        vendor_id: vendor_id.clone(),
+    };
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+        .await?;
+    Ok(accepted(
+        &vendor_id,
+        &command_id,
+        format!("{API}/vendors/{vendor_id}"),
+        false,
+    ))
+}
+
+/// A vendor's products: all of them for its manager or MASTER, the public ones for others.
+#[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
+    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
+    responses((status = 200, description = "products", body = Listing)))]
+pub async fn products(
+    State(state): State<AppState>,
+    MaybeAuth(user): MaybeAuth,
+    Path(vendor_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    super::check_id(&vendor_id, "vendor")?;
+    let owner = match &user {
+        Some(u) => manages_vendor(&state, u, &vendor_id).await?,
+        None => false,
+    };
+    let index = state.views.keys.products_of_vendor(&vendor_id);
+    let mut listing = list_index(&state, Kind::Product, &index, &page, |v| v).await?;
+    if !owner {
+        listing
+            .0
+            .items
+            .retain(|p| p.get("public").and_then(|v| v.as_bool()) == Some(true));
+    }
+    Ok(listing)
+}
+
+/// Orders with a line of the vendor (its manager or MASTER).
+#[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/orders", tag = "vendors",
+    security(("bearer" = [])),
+    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
+    responses(
+        (status = 200, description = "orders, newest first", body = Listing),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor", body = ErrorBody)))]
+pub async fn orders(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(vendor_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    owned_vendor(&state, &user, &vendor_id).await?;
+    let index = state.views.keys.orders_of_vendor(&vendor_id);
+    list_index(&state, Kind::Order, &index, &page, |v| v).await
+}
+
+/// Deliveries of the vendor's orders (its manager or MASTER).
+#[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/deliveries", tag = "vendors",
+    security(("bearer" = [])),
+    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
+    responses(
+        (status = 200, description = "deliveries", body = Listing),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor", body = ErrorBody)))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(vendor_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Listing>> {
+    owned_vendor(&state, &user, &vendor_id).await?;
+    let index = state.views.keys.deliveries_of_vendor(&vendor_id);
+    list_index(&state, Kind::Delivery, &index, &page, |v| v).await
+}
