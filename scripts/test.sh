@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: starts the local servers it needs (Kafka, Redis, SMTP sink), applies the
-# topic catalogue, then runs every Rust test. Extra arguments go to `cargo test`.
+# The whole test suite: starts the local servers it needs (Kafka, Redis, SMTP sink), checks the
+# operations files (Prometheus rules with promtool, Alertmanager to a stand-in Slack, Grafana,
+# compose, Dockerfile), applies the topic catalogue, then runs every Rust test. Extra arguments
+# go to `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here/.."
+root=$(cd "$here/.." && pwd)
+cd "$root"
 . "$here/lib.sh"
 
 "$here/services.sh" start
 eval "$("$here/services.sh" env)"
+log "checking the operations files"
+"$here/check-ops.sh"
+"$root/ops/alertmanager/test-slack.sh"
 cargo build --workspace --all-targets --quiet
 cargo run --quiet -p pickple-topics --bin topics -- apply
 log "running tests"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -6,6 +6,36 @@ use std::sync::Arc;
 use clap::Parser;
 use pickple_processors::{run_app, App, AppConfig};
 use pickple_runtime::RuntimeConfig;
+use pickple_views::RedisConfig;
+
+/// Every application this binary runs: the pipeline's processors and the `views` Redis sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AppName {
+    Users,
+    Catalog,
+    Stock,
+    Order,
+    Payment,
+    Delivery,
+    Notification,
+    Views,
+}
+
+impl AppName {
+    /// The pipeline app, or `None` for the views sink.
+    fn pipeline(self) -> Option<App> {
+        Some(match self {
+            AppName::Users => App::Users,
+            AppName::Catalog => App::Catalog,
+            AppName::Stock => App::Stock,
+            AppName::Order => App::Order,
+            AppName::Payment => App::Payment,
+            AppName::Delivery => App::Delivery,
+            AppName::Notification => App::Notification,
+            AppName::Views => return None,
+        })
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -15,11 +45,13 @@ use pickple_runtime::RuntimeConfig;
 struct Cli {
     /// Which application to run (its consumer group, inputs and stores).
     #[arg(long, env = "PICKPLE_APP", value_enum)]
-    app: App,
+    app: AppName,
     #[command(flatten)]
     runtime: RuntimeConfig,
     #[command(flatten)]
     config: AppConfig,
+    #[command(flatten)]
+    redis: RedisConfig,
 }
 
 fn main() {
@@ -39,9 +71,13 @@ fn main() {
             std::process::exit(2);
         }
     }
-    tracing::info!(app = cli.app.name(), "starting");
-    if let Err(e) = run_app(cli.app, &cli.config, cli.runtime, stop) {
-        tracing::error!(app = cli.app.name(), error = %e, "stopped");
+    tracing::info!(app = ?cli.app, "starting");
+    let result = match cli.app.pipeline() {
+        Some(app) => run_app(app, &cli.config, cli.runtime, stop).map_err(|e| e.to_string()),
+        None => pickple_views::run_until(cli.runtime, cli.redis, stop).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::error!(app = ?cli.app, error = %e, "stopped");
         std::process::exit(1);
     }
 }

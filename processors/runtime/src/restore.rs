@@ -51,7 +51,11 @@ pub fn restore_consumer(brokers: &str, app: &str) -> Result<RestoreConsumer, Res
 
 /// Low and high watermarks, retried while the broker is still electing a leader for a topic
 /// created a moment ago (NotLeaderForPartition and friends are transient).
-fn watermarks(consumer: &RestoreConsumer, topic: &str, partition: i32) -> Result<(i64, i64), RestoreError> {
+fn watermarks(
+    consumer: &RestoreConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), RestoreError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {

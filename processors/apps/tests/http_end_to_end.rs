@@ -1,0 +1,354 @@
+//! The whole shop through HTTP: the gateway in-process, every processor and the views sink on
+//! threads, against the real local Kafka, Redis and SMTP sink. A vendor manager and a buyer sign
+//! up and sign in; the vendor creates a vendor, a product and its stock; the buyer places an
+//! order (twice with the same Idempotency-Key), waits for AWAITING_PAYMENT, pays; the vendor
+//! starts and ends the delivery; the order is COMPLETED and the buyer has three notifications.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pickple_processors::harness::{test_runtime, Pipeline};
+use pickple_processors::{App, AppConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}/api/v1{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let value = resp.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body), None)
+            .await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, token, None, None)
+            .await
+    }
+
+    /// The view, long-polling until it exists (and reaches `status`, when given): the gateway
+    /// answers as soon as the views sink writes the change. (A bare `?wait=` waits for the next
+    /// change, so an existing view is read plainly first.)
+    async fn wait_view(&self, path: &str, token: Option<&str>, status: Option<&str>) -> Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (code, view) = match status {
+            Some(s) => {
+                self.get(&format!("{path}{sep}wait=30&status={s}"), token)
+                    .await
+            }
+            None => match self.get(path, token).await {
+                (StatusCode::NOT_FOUND, _) => self.get(&format!("{path}{sep}wait=30"), token).await,
+                found => found,
+            },
+        };
+        assert_eq!(code, StatusCode::OK, "{path}: {view}");
+        if let Some(s) = status {
+            assert_eq!(view["status"], s, "{path}: {view}");
+        }
+        view
+    }
+
+    /// Long-poll until `pred` holds for the view, following its versions.
+    async fn wait_until(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut view = self.wait_view(path, token, None).await;
+        while !pred(&view) {
+            let version = view["version"].as_u64().expect("views carry a version");
+            let (code, next) = self
+                .get(&format!("{path}?wait=30&after_version={version}"), token)
+                .await;
+            assert_eq!(code, StatusCode::OK, "{path} after v{version}: {next}");
+            view = next;
+        }
+        view
+    }
+
+    async fn sign_up_and_in(&self, username: &str, role: &str) -> String {
+        let (code, body) = self
+            .post(
+                "/auth/sign-up",
+                None,
+                json!({"username": username, "nickname": username, "email": format!("{username}@example.com"), "password": "correct-horse-1", "role": role}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        self.wait_view(&format!("/auth/sign-up/{username}"), None, Some("ACTIVE"))
+            .await;
+        let (code, body) = self
+            .post(
+                "/auth/sign-in",
+                None,
+                json!({"username": username, "password": "correct-horse-1"}),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_orders_pays_and_receives_through_http() {
+    let pipeline = tokio::task::spawn_blocking(|| {
+        Pipeline::start("e2e", &AppConfig::default(), &App::ALL).unwrap()
+    })
+    .await
+    .unwrap();
+    let redis_prefix = format!("e2e{}:", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+
+    // The views sink, like `pickple-processor --app views`.
+    let state = tempfile::tempdir().unwrap();
+    let stop_views = Arc::new(AtomicBool::new(false));
+    let mut views_runtime = test_runtime(&pipeline.prefix, state.path(), App::Users);
+    views_runtime.state_dir = state.path().join("views");
+    let views = {
+        let (redis, stop) = (
+            pickple_views::RedisConfig::local(redis_prefix.clone()),
+            stop_views.clone(),
+        );
+        std::thread::spawn(move || pickple_views::run_until(views_runtime, redis, stop))
+    };
+
+    // The gateway on an ephemeral port.
+    let config = pickple_gateway::Config::local(&pipeline.prefix, &redis_prefix);
+    let gateway = pickple_gateway::AppState::new(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = Http {
+        base: format!("http://{}", listener.local_addr().unwrap()),
+        client: reqwest::Client::new(),
+    };
+    let router = pickple_gateway::app(gateway);
+    let server = tokio::spawn(async move { axum_serve(listener, router).await });
+
+    // Ready once Kafka, Redis and the views sink answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let resp = http
+            .client
+            .get(format!("{}/ready", http.base))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never became ready: {:?}",
+            resp.text().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await; // readiness has no event to await
+    }
+
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    let vendor_token = http
+        .sign_up_and_in(&format!("vend{suffix}"), "VENDOR_MANAGER")
+        .await;
+    let buyer = format!("buy{suffix}");
+    let buyer_token = http.sign_up_and_in(&buyer, "USER").await;
+
+    // Vendor, product, stock.
+    let (code, vendor) = http
+        .post(
+            "/vendors",
+            Some(&vendor_token),
+            json!({"name": "Pick Shop"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
+    let vendor_id = vendor["id"].as_str().unwrap().to_string();
+    http.wait_view(&format!("/vendors/{vendor_id}"), Some(&vendor_token), None)
+        .await;
+    let (code, product) = http
+        .post(
+            "/products",
+            Some(&vendor_token),
+            json!({"vendor_id": vendor_id, "name": "Kettle", "description": "boils", "price": 3000, "public": true}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
+    let product_id = product["id"].as_str().unwrap().to_string();
+    http.wait_view(
+        &format!("/products/{product_id}"),
+        Some(&vendor_token),
+        None,
+    )
+    .await;
+    let (code, body) = http
+        .call(
+            reqwest::Method::PUT,
+            &format!("/products/{product_id}/stock"),
+            Some(&vendor_token),
+            Some(json!({"quantity": 10})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_until(
+        &format!("/products/{product_id}"),
+        Some(&vendor_token),
+        |p| p["stock"]["available"] == 10,
+    )
+    .await;
+
+    // Place the order twice with one Idempotency-Key: one order.
+    let order = json!({"lines": [{"product_id": product_id, "quantity": 2}]});
+    let (code, first) = http
+        .call(
+            reqwest::Method::POST,
+            "/orders",
+            Some(&buyer_token),
+            Some(order.clone()),
+            Some("checkout-1"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{first}");
+    let (code, again) = http
+        .call(
+            reqwest::Method::POST,
+            "/orders",
+            Some(&buyer_token),
+            Some(order),
+            Some("checkout-1"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        first["id"], again["id"],
+        "the same key gives the same order"
+    );
+    let order_id = first["id"].as_str().unwrap().to_string();
+
+    let awaiting = http
+        .wait_view(
+            &format!("/orders/{order_id}"),
+            Some(&buyer_token),
+            Some("AWAITING_PAYMENT"),
+        )
+        .await;
+    assert_eq!(awaiting["amount"], 6000);
+    let (code, body) = http
+        .post(
+            &format!("/orders/{order_id}/pay"),
+            Some(&buyer_token),
+            json!({"payment_token": "tok_visa"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_view(
+        &format!("/orders/{order_id}"),
+        Some(&buyer_token),
+        Some("PAID"),
+    )
+    .await;
+
+    // The vendor ships it.
+    let delivery = format!("/deliveries/{order_id}");
+    http.wait_view(&delivery, Some(&vendor_token), Some("PENDING"))
+        .await;
+    let (code, body) = http
+        .post(
+            &format!("{delivery}/start"),
+            Some(&vendor_token),
+            json!({"carrier": "CJ", "delivery_type": "PARCEL", "tracking_number": "T-1"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_view(&delivery, Some(&vendor_token), Some("IN_TRANSIT"))
+        .await;
+    let (code, body) = http
+        .post(&format!("{delivery}/end"), Some(&vendor_token), json!({}))
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let done = http
+        .wait_view(
+            &format!("/orders/{order_id}"),
+            Some(&buyer_token),
+            Some("COMPLETED"),
+        )
+        .await;
+    assert_eq!(done["delivery_status"], "DELIVERED");
+
+    // One order, sold stock, three notifications.
+    let (code, mine) = http.get("/orders/mine", Some(&buyer_token)).await;
+    assert_eq!(code, StatusCode::OK, "{mine}");
+    let ids: Vec<String> = serde_json::to_string(&mine)
+        .map(|t| t.matches(&order_id).map(String::from).collect())
+        .unwrap();
+    assert_eq!(ids.len(), 1, "exactly one order for the buyer: {mine}");
+    let product = http
+        .wait_until(
+            &format!("/products/{product_id}"),
+            Some(&vendor_token),
+            |p| p["stock"]["sold"] == 2,
+        )
+        .await;
+    assert_eq!(product["stock"]["available"], 8);
+    let notified = pipeline_wait_notifications(&http, &buyer_token).await;
+    assert_eq!(
+        notified, 3,
+        "order confirmed, delivery started, delivery completed"
+    );
+
+    server.abort();
+    stop_views.store(true, Ordering::Relaxed);
+    views.join().unwrap().unwrap();
+    tokio::task::spawn_blocking(move || pipeline.stop())
+        .await
+        .unwrap();
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    axum::serve(listener, router).await.unwrap();
+}
+
+/// The buyer's notification history, once the sink has all three (they follow the COMPLETED
+/// view, which the notification app publishes independently).
+async fn pipeline_wait_notifications(http: &Http, token: &str) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, body) = http.get("/notifications/mine", Some(token)).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let items = body
+            .get("items")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .or_else(|| body.as_array().map(Vec::len))
+            .unwrap_or(0);
+        if items >= 3 || std::time::Instant::now() > deadline {
+            return items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the list has no long-poll
+    }
+}
