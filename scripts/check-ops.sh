@@ -101,7 +101,13 @@ redis_configs_load() {
   echo "master, replica and sentinel configs load"
 }
 
-bash_syntax() { bash -n ops/alertmanager/test-slack.sh && bash -n scripts/check-ops.sh; }
+bash_syntax() {
+  local f
+  for f in ops/alertmanager/test-slack.sh ops/test-prometheus-scrape.sh ops/test-sentinel-failover.sh \
+    scripts/check-ops.sh; do
+    bash -n "$f" || return 1
+  done
+}
 
 check "promtool check config ops/prometheus/prometheus.yml" promtool_config
 check "promtool check rules ops/prometheus/alerts.yml" promtool_rules

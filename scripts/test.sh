@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: starts the local servers it needs (Kafka, Redis, SMTP sink), checks the
 # operations files (Prometheus rules with promtool, Alertmanager to a stand-in Slack, Grafana,
-# compose, Dockerfile), applies the topic catalogue, then runs every Rust test. Extra arguments
-# go to `cargo test`.
+# compose, Dockerfile), builds, applies the topic catalogue, runs the two end-to-end operations
+# tests on the built binaries (a real Prometheus scraping every process; a Redis Sentinel
+# failover under the views sink and the gateway), then runs every Rust test. Extra arguments go
+# to `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -16,5 +18,8 @@ log "checking the operations files"
 "$root/ops/alertmanager/test-slack.sh"
 cargo build --workspace --all-targets --quiet
 cargo run --quiet -p pickple-topics --bin topics -- apply
+log "observability: Prometheus scrapes every process; Redis Sentinel failover"
+"$root/ops/test-prometheus-scrape.sh"
+"$root/ops/test-sentinel-failover.sh"
 log "running tests"
 cargo test --workspace --no-fail-fast "$@"
