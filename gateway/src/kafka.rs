@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 
 pub struct Publisher {
     producer: FutureProducer,
@@ -48,10 +48,10 @@ impl Publisher {
         key: &str,
         message: &M,
         command_id: &str,
-        trace: &TraceContext,
+        trace: &TraceParent,
     ) -> ApiResult<()> {
         let mut headers = RecordHeaders::new(message.message_type(), command_id);
-        headers.traceparent = trace.traceparent();
+        headers.traceparent = trace.to_string();
         let mut owned = OwnedHeaders::new();
         for (name, value) in headers.to_pairs() {
             owned = owned.insert(Header {

@@ -3,20 +3,23 @@
 use clap::Parser;
 use pickple_gateway::Config;
 
-#[tokio::main]
-async fn main() {
-    // JSON lines, like the processors': one log pipeline (Loki, jq) reads them all.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() {
+    // Installed before the async runtime starts and dropped after it ends: the trace export
+    // client blocks, which the runtime's threads must not do.
+    let telemetry = pickple_telemetry::init("pickple-gateway", "info");
     let config = Config::parse();
-    if let Err(e) = pickple_gateway::serve(config).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(pickple_gateway::serve(config));
+    drop(runtime);
+    if let Err(e) = result {
         tracing::error!(error = %e, "gateway stopped");
+        drop(telemetry);
         std::process::exit(1);
     }
 }

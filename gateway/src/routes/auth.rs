@@ -12,7 +12,7 @@ use super::{accepted, new_command_id, validate, view_response, ViewQuery, API};
 use crate::auth::{hash_password, verify_password, AuthUser};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -68,7 +68,7 @@ pub struct SignUpStatus {
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn sign_up(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> ApiResult<Response> {
     let username = req.username.trim().to_ascii_lowercase();

@@ -14,7 +14,7 @@ use super::{
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::views::Stored;
 use crate::AppState;
 
@@ -118,7 +118,7 @@ async fn managed_delivery(
 
 async fn publish(
     state: &AppState,
-    trace: &TraceContext,
+    trace: &TraceParent,
     order_id: &str,
     command: DeliveryCommand,
 ) -> ApiResult<Response> {
@@ -147,7 +147,7 @@ async fn publish(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<StartDeliveryRequest>,
@@ -192,7 +192,7 @@ pub async fn start(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn add_detail(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<DeliveryDetailRequest>,
@@ -230,7 +230,7 @@ pub async fn add_detail(
         (status = 409, description = "not IN_TRANSIT", body = ErrorBody)))]
 pub async fn end(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
 ) -> ApiResult<Response> {

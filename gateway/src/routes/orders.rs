@@ -18,7 +18,7 @@ use super::{
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::views::Stored;
 use crate::AppState;
 
@@ -75,7 +75,7 @@ fn owner_of(view: &Stored) -> &str {
         (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceOrderRequest>,
@@ -256,7 +256,7 @@ async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResu
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn pay(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<PayRequest>,
@@ -307,7 +307,7 @@ pub async fn pay(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<CancelRequest>,

@@ -17,7 +17,7 @@ use super::{
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::views::Stored;
 use crate::AppState;
 
@@ -105,7 +105,7 @@ fn vendor_of(view: &Stored) -> String {
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateProductRequest>,
@@ -281,7 +281,7 @@ async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> A
 
 async fn publish(
     state: &AppState,
-    trace: &TraceContext,
+    trace: &TraceParent,
     product_id: &str,
     command: StockCommand,
 ) -> ApiResult<Response> {
@@ -309,7 +309,7 @@ async fn publish(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<UpdateProductRequest>,
@@ -362,7 +362,7 @@ pub async fn update(
         (status = 404, description = "no such product", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(product_id): Path<String>,
 ) -> ApiResult<Response> {
@@ -390,7 +390,7 @@ fn check_quantity(q: u64) -> ApiResult<()> {
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn set_stock(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<StockRequest>,
@@ -415,7 +415,7 @@ pub async fn set_stock(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn add_stock(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<StockRequest>,
@@ -443,7 +443,7 @@ pub async fn add_stock(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn open_sale(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<SaleRequest>,

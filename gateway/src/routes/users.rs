@@ -15,7 +15,7 @@ use super::{
 use crate::auth::{hash_password, AuthUser};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::AppState;
 
 /// A user view without the password hash.
@@ -77,7 +77,7 @@ pub async fn me(
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update_me(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     ApiJson(req): ApiJson<UpdateProfileRequest>,
 ) -> ApiResult<Response> {
@@ -142,7 +142,7 @@ pub async fn update_me(
         (status = 401, description = "not signed in", body = ErrorBody)))]
 pub async fn delete_me(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
 ) -> ApiResult<Response> {
     let command = UserCommand::DeleteUser {
@@ -223,7 +223,7 @@ pub async fn get_user(
         (status = 404, description = "no such user", body = ErrorBody)))]
 pub async fn change_role(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(username): Path<String>,
     ApiJson(req): ApiJson<ChangeRoleRequest>,

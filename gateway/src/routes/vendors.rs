@@ -16,7 +16,7 @@ use super::{
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
-use crate::trace::TraceContext;
+use crate::trace::TraceParent;
 use crate::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -48,7 +48,7 @@ fn is_live(json: &serde_json::Value) -> bool {
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateVendorRequest>,
@@ -189,7 +189,7 @@ async fn owned_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> Api
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(vendor_id): Path<String>,
     ApiJson(req): ApiJson<UpdateVendorRequest>,
@@ -229,7 +229,7 @@ pub async fn update(
         (status = 404, description = "no such vendor", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
-    trace: axum::Extension<TraceContext>,
+    trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(vendor_id): Path<String>,
 ) -> ApiResult<Response> {

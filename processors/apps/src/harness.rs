@@ -33,6 +33,7 @@ pub const WATCHED: &[&str] = &[
     "view-vendors",
     "order-events",
     "stock-dlq",
+    "users-dlq",
 ];
 
 /// Everything the watcher has read.
@@ -143,34 +144,28 @@ impl Pipeline {
         if let Some(t) = traceparent {
             h.traceparent = t.to_string();
         }
+        self.send_bytes(topic, key, &pickple_schemas::encode(msg), Some(&h));
+    }
+
+    /// Produce raw bytes (garbage for the dead-letter path).
+    pub fn send_raw(&self, topic: &str, key: &str, value: &[u8]) {
+        self.send_bytes(topic, key, value, None);
+    }
+
+    /// Produce raw bytes with the given headers, if any.
+    pub fn send_bytes(&self, topic: &str, key: &str, value: &[u8], h: Option<&RecordHeaders>) {
         let mut headers = OwnedHeaders::new();
-        for (name, v) in h.to_pairs() {
+        for (name, v) in h.map(RecordHeaders::to_pairs).unwrap_or_default() {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(&v),
             });
         }
         let topic = self.topic(topic);
-        let payload = pickple_schemas::encode(msg);
         let mut record = BaseRecord::to(&topic)
             .key(key)
-            .payload(&payload)
+            .payload(value)
             .headers(headers);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    /// Produce raw bytes (garbage for the dead-letter path).
-    pub fn send_raw(&self, topic: &str, key: &str, value: &[u8]) {
-        let topic = self.topic(topic);
-        let mut record = BaseRecord::to(&topic).key(key).payload(value);
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,

@@ -22,6 +22,14 @@ enum AppName {
 }
 
 impl AppName {
+    /// The name given on the command line, e.g. `stock`.
+    fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
     /// The pipeline app, or `None` for the views sink.
     fn pipeline(self) -> Option<App> {
         Some(match self {
@@ -55,15 +63,9 @@ struct Cli {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let service = format!("pickple-{}", cli.app.name());
+    let telemetry = pickple_telemetry::init(&service, "info,rdkafka=warn");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -78,6 +80,7 @@ fn main() {
     };
     if let Err(e) = result {
         tracing::error!(app = ?cli.app, error = %e, "stopped");
+        drop(telemetry);
         std::process::exit(1);
     }
 }

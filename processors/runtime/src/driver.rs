@@ -71,13 +71,17 @@ impl<P: Processor> TestDriver<P> {
         headers: RecordHeaders,
     ) -> Result<(), ProcessError> {
         self.offset += 1;
+        // Like the engine: a traced record runs in its span and its outputs continue it.
+        let mut parent = headers.clone();
+        let span = crate::trace::record_span(&mut parent, "driver", topic, 0, self.offset);
+        let _entered = span.as_ref().map(|s| s.enter());
         let record = Record {
             topic,
             partition: 0,
             offset: self.offset,
             key,
             value,
-            headers: headers.clone(),
+            headers,
             timestamp: Some(self.now),
         };
         let empty = Writes::new();
@@ -86,12 +90,7 @@ impl<P: Processor> TestDriver<P> {
             txn: &empty,
             partition: 0,
         };
-        let mut ctx = Context::new(
-            view,
-            self.now,
-            headers,
-            format!("{topic}/0/{}", self.offset),
-        );
+        let mut ctx = Context::new(view, self.now, parent, format!("{topic}/0/{}", self.offset));
         match self.processor.process(&mut ctx, &record) {
             Ok(()) => {
                 let (writes, outputs) = (

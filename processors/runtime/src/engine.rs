@@ -152,19 +152,28 @@ impl<P: Processor> Engine<P> {
         }
         self.begin()?;
         let topic = self.logical(msg.topic()).to_string();
-        let headers = RecordHeaders::from_pairs(
+        let mut headers = RecordHeaders::from_pairs(
             msg.headers()
                 .into_iter()
                 .flat_map(|h| h.iter())
                 .map(|h| (h.key, h.value)),
         );
+        let record_headers = headers.clone();
+        let span = crate::trace::record_span(
+            &mut headers,
+            &self.spec.name,
+            &topic,
+            partition,
+            msg.offset(),
+        );
+        let _entered = span.as_ref().map(|s| s.enter());
         let record = Record {
             topic: &topic,
             partition,
             offset: msg.offset(),
             key: msg.key(),
             value: msg.payload(),
-            headers: headers.clone(),
+            headers: record_headers,
             timestamp: msg.timestamp().to_millis(),
         };
         let parent_id = format!("{}/{}/{}", topic, partition, msg.offset());

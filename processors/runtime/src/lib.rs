@@ -27,6 +27,7 @@ pub mod reference;
 mod restore;
 mod runner;
 mod store;
+mod trace;
 
 pub use config::RuntimeConfig;
 pub use context::{Context, Output, StoreView};

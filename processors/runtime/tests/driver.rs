@@ -76,3 +76,25 @@ fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
     driver.advance(5000).unwrap();
     assert!(driver.take_outputs("report").is_empty(), "fires once");
 }
+
+#[test]
+fn outputs_continue_the_trace_of_their_input() {
+    let mut driver = TestDriver::new(LastValue, 1_000_000);
+    let mut traced = headers();
+    traced.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+    driver
+        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced)
+        .unwrap();
+    driver
+        .pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers())
+        .unwrap();
+    let outputs = driver.take_outputs("echo");
+    let parts: Vec<&str> = outputs[0].headers.traceparent.split('-').collect();
+    assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
+    assert_ne!(parts[2], "b7ad6b7169203331", "a span of its own");
+    assert_eq!(parts[3], "01");
+    assert_eq!(
+        outputs[1].headers.traceparent, "",
+        "an untraced input starts no trace"
+    );
+}

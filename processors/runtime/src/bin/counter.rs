@@ -13,13 +13,11 @@ struct Cli {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = pickple_telemetry::init("pickple-counter", "info,rdkafka=warn");
     let cli = Cli::parse();
     if let Err(e) = run(cli.runtime, counter_spec(), |_| Counter) {
         tracing::error!(error = %e, "counter stopped");
+        drop(telemetry);
         std::process::exit(1);
     }
 }

@@ -17,13 +17,11 @@ struct Cli {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = pickple_telemetry::init("pickple-views", "info,rdkafka=warn");
     let cli = Cli::parse();
     if let Err(e) = pickple_views::run(cli.runtime, cli.redis) {
         tracing::error!(error = %e, "views sink stopped");
+        drop(telemetry);
         std::process::exit(1);
     }
 }
