@@ -7,7 +7,7 @@ use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::context::{Context, Output, StoreView};
+use crate::context::{Cause, Context, Output, StoreView};
 use crate::processor::{ProcessError, Processor, Record};
 use crate::store::{StateStores, Writes};
 use crate::Millis;
@@ -77,7 +77,7 @@ impl<P: Processor> TestDriver<P> {
             offset: self.offset,
             key,
             value,
-            headers: headers.clone(),
+            headers,
             timestamp: Some(self.now),
         };
         let empty = Writes::new();
@@ -86,12 +86,12 @@ impl<P: Processor> TestDriver<P> {
             txn: &empty,
             partition: 0,
         };
-        let mut ctx = Context::new(
-            view,
-            self.now,
-            headers,
-            format!("{topic}/0/{}", self.offset),
-        );
+        let cause = Cause::Record {
+            topic,
+            partition: 0,
+            offset: self.offset,
+        };
+        let mut ctx = Context::new(view, Some(self.now), &record.headers, cause);
         match self.processor.process(&mut ctx, &record) {
             Ok(()) => {
                 let (writes, outputs) = (
@@ -122,12 +122,9 @@ impl<P: Processor> TestDriver<P> {
             txn: &empty,
             partition: 0,
         };
-        let mut ctx = Context::new(
-            view,
-            self.now,
-            RecordHeaders::new("Punctuate", "punctuate"),
-            "punctuate".into(),
-        );
+        let headers = RecordHeaders::new("Punctuate", "punctuate");
+        let cause = Cause::Named("punctuate".into());
+        let mut ctx = Context::new(view, Some(self.now), &headers, cause);
         self.processor.punctuate(&mut ctx)?;
         let (writes, outputs) = (
             std::mem::take(&mut ctx.writes),
