@@ -36,9 +36,11 @@ impl Output {
     }
 }
 
-/// Read access to the stores of one task, through the open transaction's writes.
+/// Read access to the stores of one task, through the open transaction's writes and the
+/// committed writes still on their way to sled.
 pub struct StoreView<'a> {
     pub(crate) stores: &'a StateStores,
+    pub(crate) applying: Option<&'a Writes>,
     pub(crate) txn: &'a Writes,
     pub(crate) partition: i32,
 }
@@ -114,8 +116,14 @@ impl<'a> Context<'a> {
         if let Some(v) = self.writes.get(store).and_then(|w| w.get(key)) {
             return Ok(v.clone());
         }
-        if let Some(v) = layer(self.view.txn, store, self.view.partition).and_then(|w| w.get(key)) {
-            return Ok(v.clone());
+        let partition = self.view.partition;
+        for writes in [Some(self.view.txn), self.view.applying]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(v) = layer(writes, store, partition).and_then(|w| w.get(key)) {
+                return Ok(v.clone());
+            }
         }
         self.view
             .stores
@@ -170,6 +178,13 @@ impl<'a> Context<'a> {
             .range(store, self.view.partition, from, to)
             .map_err(|e| ProcessError::Retry(e.to_string()))?;
         let mut layers = Vec::new();
+        if let Some(applying) = self
+            .view
+            .applying
+            .and_then(|w| layer(w, store, self.view.partition))
+        {
+            layers.push(applying);
+        }
         if let Some(txn) = layer(self.view.txn, store, self.view.partition) {
             layers.push(txn);
         }

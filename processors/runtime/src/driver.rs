@@ -83,6 +83,7 @@ impl<P: Processor> TestDriver<P> {
         let empty = Writes::new();
         let view = StoreView {
             stores: &self.stores,
+            applying: None,
             txn: &empty,
             partition: 0,
         };
@@ -119,6 +120,7 @@ impl<P: Processor> TestDriver<P> {
         let empty = Writes::new();
         let view = StoreView {
             stores: &self.stores,
+            applying: None,
             txn: &empty,
             partition: 0,
         };

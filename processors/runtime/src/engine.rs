@@ -76,6 +76,14 @@ struct Task<P> {
     processor: P,
 }
 
+/// Committed writes being applied to sled on a background thread: applying ~10,000 keys took
+/// a tenth of the poll loop's time, which another core can do while the loop goes on. Reads
+/// see these writes until they are in sled.
+struct Applying {
+    writes: Arc<Writes>,
+    done: std::thread::JoinHandle<Result<(), StoreError>>,
+}
+
 #[derive(Default)]
 struct Txn {
     writes: Writes,
@@ -96,6 +104,7 @@ pub(crate) struct Engine<P> {
     tasks: BTreeMap<i32, Task<P>>,
     txn: Txn,
     in_txn: bool,
+    applying: Option<Applying>,
     next_punctuate: Instant,
     metrics: &'static Metrics,
     /// Per-topic counters of records in and out, resolved once: a label lookup per record
@@ -124,6 +133,7 @@ impl<P: Processor> Engine<P> {
             tasks: BTreeMap::new(),
             txn: Txn::default(),
             in_txn: false,
+            applying: None,
             next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
             counted_in: HashMap::new(),
@@ -191,6 +201,7 @@ impl<P: Processor> Engine<P> {
         };
         let view = StoreView {
             stores: &self.stores,
+            applying: self.applying.as_ref().map(|a| &*a.writes),
             txn: &self.txn.writes,
             partition,
         };
@@ -372,6 +383,7 @@ impl<P: Processor> Engine<P> {
         for partition in partitions {
             let view = StoreView {
                 stores: &self.stores,
+                applying: self.applying.as_ref().map(|a| &*a.writes),
                 txn: &self.txn.writes,
                 partition,
             };
@@ -405,6 +417,9 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
         now: Instant,
     ) -> Result<(), EngineError> {
+        if self.applying.as_ref().is_some_and(|a| a.done.is_finished()) {
+            self.settle()?;
+        }
         match self.txn.commit_due {
             Some(due) if now >= due => self.commit(consumer),
             _ => Ok(()),
@@ -444,6 +459,8 @@ impl<P: Processor> Engine<P> {
             }
             Err(EngineError::Fenced) => Err(EngineError::Fenced),
             Err(EngineError::Fatal(e)) => Err(EngineError::Fatal(e)),
+            // Kafka has committed but sled is behind: stop, and restore from the changelog.
+            Err(EngineError::Store(e)) => Err(EngineError::Store(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed, aborting the transaction");
                 self.abort(consumer)
@@ -489,15 +506,51 @@ impl<P: Processor> Engine<P> {
         self.in_txn = false;
         let txn = std::mem::take(&mut self.txn);
         let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
-        for (store, partitions) in txn.writes {
-            let topic = self.config.topic(&self.spec.changelog(&store));
-            for (partition, kv) in partitions {
-                let checkpoint = checkpoints
-                    .get(&topic)
-                    .and_then(|c| c.get(&partition))
-                    .copied();
-                self.stores.apply(&store, partition, kv, checkpoint)?;
-            }
+        // One transaction's writes in flight at a time, so trees move in commit order.
+        self.settle()?;
+        let changelogs: HashMap<String, String> = txn
+            .writes
+            .keys()
+            .map(|store| {
+                (
+                    store.clone(),
+                    self.config.topic(&self.spec.changelog(store)),
+                )
+            })
+            .collect();
+        let writes = Arc::new(txn.writes);
+        let stores = self.stores.clone();
+        let done = {
+            let writes = writes.clone();
+            std::thread::Builder::new()
+                .name("store-apply".into())
+                .spawn(move || {
+                    for (store, partitions) in writes.iter() {
+                        let topic = &changelogs[store];
+                        for (partition, kv) in partitions {
+                            let checkpoint = checkpoints
+                                .get(topic)
+                                .and_then(|c| c.get(partition))
+                                .copied();
+                            let kv = kv.iter().map(|(k, v)| (k, v.as_ref()));
+                            stores.apply(store, *partition, kv, checkpoint)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| StoreError::Apply(e.to_string()))?
+        };
+        self.applying = Some(Applying { writes, done });
+        Ok(())
+    }
+
+    /// Wait until the committed writes in flight are in sled.
+    pub fn settle(&mut self) -> Result<(), EngineError> {
+        if let Some(applying) = self.applying.take() {
+            applying
+                .done
+                .join()
+                .map_err(|_| StoreError::Apply("the store-apply thread panicked".into()))??;
         }
         Ok(())
     }
@@ -552,6 +605,8 @@ impl<P: Processor> Engine<P> {
 
     /// Partitions were assigned: restore their stores, then create their tasks.
     pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
+        // Restore starts from each tree's checkpoint: let the last commit reach it first.
+        self.settle()?;
         let consumer = restore_consumer(&self.config.brokers, &self.spec.name)?;
         for &p in partitions {
             if self.tasks.contains_key(&p) {
@@ -599,6 +654,7 @@ impl<P: Processor> Engine<P> {
         for p in partitions {
             self.tasks.remove(p);
         }
+        self.settle()?;
         self.stores.flush()?;
         self.metrics
             .assigned

@@ -146,7 +146,11 @@ where
         timeout = engine.next_deadline(now).min(Duration::from_millis(100));
     }
     tracing::info!(app = %spec.name, "stopping: committing and leaving the group");
-    engine.lock().unwrap().commit(&consumer)?;
+    {
+        let mut engine = engine.lock().unwrap();
+        engine.commit(&consumer)?;
+        engine.settle()?;
+    }
     consumer.unsubscribe();
     // Serve the revocation callback so the group rebalances now, not after a session timeout.
     let _ = consumer.poll(Duration::from_millis(100));

@@ -29,6 +29,8 @@ pub(crate) fn layer<'w>(writes: &'w Writes, store: &str, partition: i32) -> Opti
 pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("applying committed writes: {0}")]
+    Apply(String),
 }
 
 /// All state stores of one runtime instance.
@@ -106,18 +108,18 @@ impl StateStores {
     }
 
     /// Apply writes and move the checkpoint, atomically for the tree.
-    pub fn apply(
+    pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         store: &str,
         partition: i32,
-        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        writes: impl IntoIterator<Item = (K, Option<V>)>,
         checkpoint: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             match v {
-                Some(v) => batch.insert(data_key(&k), v),
-                None => batch.remove(data_key(&k)),
+                Some(v) => batch.insert(data_key(k.as_ref()), v.as_ref()),
+                None => batch.remove(data_key(k.as_ref())),
             }
         }
         if let Some(offset) = checkpoint {
@@ -152,12 +154,7 @@ fn data_key(key: &[u8]) -> Vec<u8> {
 }
 
 /// Merge layered overlays onto a base listing (later layers win), restricted to `[from, to)`.
-pub(crate) fn merge_range(
-    base: Entries,
-    layers: &[&Layer],
-    from: &[u8],
-    to: &[u8],
-) -> Entries {
+pub(crate) fn merge_range(base: Entries, layers: &[&Layer], from: &[u8], to: &[u8]) -> Entries {
     let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
     for layer in layers {
         let bounds = (Bound::Included(from.to_vec()), Bound::Excluded(to.to_vec()));
