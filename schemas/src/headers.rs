@@ -45,13 +45,25 @@ impl RecordHeaders {
     }
 
     pub fn to_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
-        vec![
-            (EVENT_TYPE, self.event_type.as_bytes().to_vec()),
-            (SCHEMA_VERSION, self.schema_version.to_string().into_bytes()),
-            (COMMAND_ID, self.command_id.as_bytes().to_vec()),
-            (CAUSATION_ID, self.causation_id.as_bytes().to_vec()),
-            (TRACEPARENT, self.traceparent.as_bytes().to_vec()),
-        ]
+        self.fold_pairs(Vec::with_capacity(5), |mut pairs, name, value| {
+            pairs.push((name, value.to_vec()));
+            pairs
+        })
+    }
+
+    /// Fold over the (name, value) pairs of [`Self::to_pairs`] without allocating them:
+    /// producers call this once per record.
+    pub fn fold_pairs<B>(&self, init: B, mut f: impl FnMut(B, &'static str, &[u8]) -> B) -> B {
+        use std::io::Write;
+        let mut version = [0u8; 10];
+        let mut cursor = std::io::Cursor::new(&mut version[..]);
+        write!(cursor, "{}", self.schema_version).expect("a u32 has at most 10 digits");
+        let len = cursor.position() as usize;
+        let acc = f(init, EVENT_TYPE, self.event_type.as_bytes());
+        let acc = f(acc, SCHEMA_VERSION, &version[..len]);
+        let acc = f(acc, COMMAND_ID, self.command_id.as_bytes());
+        let acc = f(acc, CAUSATION_ID, self.causation_id.as_bytes());
+        f(acc, TRACEPARENT, self.traceparent.as_bytes())
     }
 
     /// Read the standard headers from (name, value) pairs; unknown names are ignored, missing

@@ -2,15 +2,17 @@
 //! clock, and a way to send records. Writes and outputs are held here until the record succeeds,
 //! so a record that fails leaves nothing behind.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::fmt;
 
 use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::processor::ProcessError;
-use crate::store::{merge_range, StateStores, Writes};
-use crate::Millis;
+use crate::store::{layer, merge_range, Layer, StateStores, Writes};
+use crate::{now_millis, Millis};
 
 /// A record to produce. `topic` is logical (the runtime adds the deployment prefix).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,35 +36,63 @@ impl Output {
     }
 }
 
-/// Read access to the stores of one task, through the open transaction's writes.
+/// Read access to the stores of one task, through the open transaction's writes and the
+/// committed writes still on their way to sled.
 pub struct StoreView<'a> {
     pub(crate) stores: &'a StateStores,
+    pub(crate) applying: Option<&'a Writes>,
     pub(crate) txn: &'a Writes,
     pub(crate) partition: i32,
 }
 
+/// What caused the records sent from a context: their causation id. Formatted only when a
+/// record is sent, as most inputs of most processors send nothing.
+pub(crate) enum Cause<'a> {
+    Record {
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+    },
+    Named(String),
+}
+
+impl fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Record {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}/{offset}"),
+            Cause::Named(name) => f.write_str(name),
+        }
+    }
+}
+
 pub struct Context<'a> {
     view: StoreView<'a>,
-    now: Millis,
+    /// Read from the wall clock on first use: most records never ask.
+    now: OnceCell<Millis>,
     /// Headers of the input record (or of a punctuation), parent of everything sent.
-    parent: RecordHeaders,
-    parent_id: String,
-    pub(crate) writes: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    parent: &'a RecordHeaders,
+    cause: Cause<'a>,
+    pub(crate) writes: BTreeMap<String, Layer>,
     pub(crate) outputs: Vec<Output>,
 }
 
 impl<'a> Context<'a> {
+    /// `now: None` reads the wall clock when the processor first asks.
     pub(crate) fn new(
         view: StoreView<'a>,
-        now: Millis,
-        parent: RecordHeaders,
-        parent_id: String,
+        now: Option<Millis>,
+        parent: &'a RecordHeaders,
+        cause: Cause<'a>,
     ) -> Self {
         Context {
             view,
-            now,
+            now: now.map(OnceCell::from).unwrap_or_default(),
             parent,
-            parent_id,
+            cause,
             writes: BTreeMap::new(),
             outputs: Vec::new(),
         }
@@ -70,7 +100,7 @@ impl<'a> Context<'a> {
 
     /// Wall-clock time of this processing step (the test driver's clock in tests).
     pub fn now(&self) -> Millis {
-        self.now
+        *self.now.get_or_init(now_millis)
     }
 
     pub fn partition(&self) -> i32 {
@@ -79,20 +109,21 @@ impl<'a> Context<'a> {
 
     /// Headers of the record being processed.
     pub fn headers(&self) -> &RecordHeaders {
-        &self.parent
+        self.parent
     }
 
     fn raw_get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
         if let Some(v) = self.writes.get(store).and_then(|w| w.get(key)) {
             return Ok(v.clone());
         }
-        if let Some(v) = self
-            .view
-            .txn
-            .get(&(store.to_string(), self.view.partition))
-            .and_then(|w| w.get(key))
+        let partition = self.view.partition;
+        for writes in [Some(self.view.txn), self.view.applying]
+            .into_iter()
+            .flatten()
         {
-            return Ok(v.clone());
+            if let Some(v) = layer(writes, store, partition).and_then(|w| w.get(key)) {
+                return Ok(v.clone());
+            }
         }
         self.view
             .stores
@@ -117,17 +148,20 @@ impl<'a> Context<'a> {
     /// Write a value; it reaches the changelog and sled only when the transaction commits.
     pub fn put<T: Serialize>(&mut self, store: &str, key: impl AsRef<[u8]>, value: &T) {
         let bytes = serde_json::to_vec(value).expect("state serializes");
-        self.writes
-            .entry(store.to_string())
-            .or_default()
+        self.own_layer(store)
             .insert(key.as_ref().to_vec(), Some(bytes));
     }
 
     pub fn delete(&mut self, store: &str, key: impl AsRef<[u8]>) {
-        self.writes
-            .entry(store.to_string())
-            .or_default()
-            .insert(key.as_ref().to_vec(), None);
+        self.own_layer(store).insert(key.as_ref().to_vec(), None);
+    }
+
+    /// This step's writes to `store`; the name is copied only by the first write to it.
+    fn own_layer(&mut self, store: &str) -> &mut Layer {
+        if !self.writes.contains_key(store) {
+            self.writes.insert(store.to_string(), Layer::new());
+        }
+        self.writes.get_mut(store).expect("inserted above")
     }
 
     /// Entries with `from <= key < to` in key order (e.g. a timer index keyed by due time).
@@ -143,9 +177,15 @@ impl<'a> Context<'a> {
             .stores
             .range(store, self.view.partition, from, to)
             .map_err(|e| ProcessError::Retry(e.to_string()))?;
-        let key = (store.to_string(), self.view.partition);
         let mut layers = Vec::new();
-        if let Some(txn) = self.view.txn.get(&key) {
+        if let Some(applying) = self
+            .view
+            .applying
+            .and_then(|w| layer(w, store, self.view.partition))
+        {
+            layers.push(applying);
+        }
+        if let Some(txn) = layer(self.view.txn, store, self.view.partition) {
             layers.push(txn);
         }
         if let Some(own) = self.writes.get(store) {
@@ -165,7 +205,7 @@ impl<'a> Context<'a> {
     pub fn send<M: Serialize + MessageType>(&mut self, topic: &str, key: &str, message: &M) {
         let headers = self
             .parent
-            .caused(message.message_type(), self.parent_id.clone());
+            .caused(message.message_type(), self.cause.to_string());
         self.send_raw(
             topic,
             key.as_bytes(),
@@ -182,7 +222,7 @@ impl<'a> Context<'a> {
         event_type: &str,
         value: &T,
     ) {
-        let headers = self.parent.caused(event_type, self.parent_id.clone());
+        let headers = self.parent.caused(event_type, self.cause.to_string());
         self.send_raw(
             topic,
             key.as_bytes(),

@@ -7,7 +7,7 @@ use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::context::{Context, Output, StoreView};
+use crate::context::{Cause, Context, Output, StoreView};
 use crate::processor::{ProcessError, Processor, Record};
 use crate::store::{StateStores, Writes};
 use crate::Millis;
@@ -71,10 +71,6 @@ impl<P: Processor> TestDriver<P> {
         headers: RecordHeaders,
     ) -> Result<(), ProcessError> {
         self.offset += 1;
-        // Like the engine: a traced record runs in its span and its outputs continue it.
-        let mut parent = headers.clone();
-        let span = crate::trace::record_span(&mut parent, "driver", topic, 0, self.offset);
-        let _entered = span.as_ref().map(|s| s.enter());
         let record = Record {
             topic,
             partition: 0,
@@ -87,10 +83,22 @@ impl<P: Processor> TestDriver<P> {
         let empty = Writes::new();
         let view = StoreView {
             stores: &self.stores,
+            applying: None,
             txn: &empty,
             partition: 0,
         };
-        let mut ctx = Context::new(view, self.now, parent, format!("{topic}/0/{}", self.offset));
+        let cause = Cause::Record {
+            topic,
+            partition: 0,
+            offset: self.offset,
+        };
+        // Like the engine: a traced record runs in its span and its outputs continue it.
+        let traced = crate::trace::record_span(&record.headers, "driver", topic, 0, self.offset);
+        let _entered = traced.as_ref().map(|(span, _)| span.enter());
+        let parent = traced
+            .as_ref()
+            .map_or(&record.headers, |(_, onward)| onward);
+        let mut ctx = Context::new(view, Some(self.now), parent, cause);
         match self.processor.process(&mut ctx, &record) {
             Ok(()) => {
                 let (writes, outputs) = (
@@ -118,15 +126,13 @@ impl<P: Processor> TestDriver<P> {
         let empty = Writes::new();
         let view = StoreView {
             stores: &self.stores,
+            applying: None,
             txn: &empty,
             partition: 0,
         };
-        let mut ctx = Context::new(
-            view,
-            self.now,
-            RecordHeaders::new("Punctuate", "punctuate"),
-            "punctuate".into(),
-        );
+        let headers = RecordHeaders::new("Punctuate", "punctuate");
+        let cause = Cause::Named("punctuate".into());
+        let mut ctx = Context::new(view, Some(self.now), &headers, cause);
         self.processor.punctuate(&mut ctx)?;
         let (writes, outputs) = (
             std::mem::take(&mut ctx.writes),

@@ -14,12 +14,12 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::context::{Context, Output, StoreView};
+use crate::context::{Cause, Context, Output, StoreView};
 use crate::metrics::Metrics;
 use crate::processor::{AppSpec, ProcessError, Processor, Record};
 use crate::restore::{restore, restore_consumer, RestoreError};
-use crate::store::{StateStores, StoreError, Writes};
-use crate::{now_millis, RuntimeConfig};
+use crate::store::{Layer, StateStores, StoreError, Writes};
+use crate::RuntimeConfig;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,11 +38,15 @@ pub enum EngineError {
     Restore(#[from] RestoreError),
 }
 
+/// Per (physical topic, partition) values, nested so that updating an existing entry by `&str`
+/// allocates nothing: these maps are touched once per record.
+type PerPartition<T> = HashMap<String, HashMap<i32, T>>;
+
 /// Records the offset of the last delivered record per changelog partition: the checkpoint the
 /// store may move to once the transaction commits.
 #[derive(Default, Clone)]
 pub(crate) struct DeliveryTracker {
-    last: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    last: Arc<Mutex<PerPartition<i64>>>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -55,9 +59,11 @@ impl ProducerContext for DeliveryTracker {
         match result {
             Ok(msg) if msg.topic().ends_with("-changelog") => {
                 let mut last = self.last.lock().unwrap();
-                let entry = last
-                    .entry((msg.topic().to_string(), msg.partition()))
-                    .or_insert(-1);
+                let partitions = match last.get_mut(msg.topic()) {
+                    Some(partitions) => partitions,
+                    None => last.entry(msg.topic().to_string()).or_default(),
+                };
+                let entry = partitions.entry(msg.partition()).or_insert(-1);
                 *entry = (*entry).max(msg.offset());
             }
             Ok(_) => {}
@@ -70,13 +76,22 @@ struct Task<P> {
     processor: P,
 }
 
+/// Committed writes being applied to sled on a background thread: applying ~10,000 keys took
+/// a tenth of the poll loop's time, which another core can do while the loop goes on. Reads
+/// see these writes until they are in sled.
+struct Applying {
+    writes: Arc<Writes>,
+    done: std::thread::JoinHandle<Result<(), StoreError>>,
+}
+
 #[derive(Default)]
 struct Txn {
     writes: Writes,
     /// Next offset to consume per input (physical topic, partition).
-    offsets: HashMap<(String, i32), i64>,
+    offsets: PerPartition<i64>,
     records: usize,
-    opened: Option<Instant>,
+    /// When the open transaction must be committed.
+    commit_due: Option<Instant>,
 }
 
 pub(crate) struct Engine<P> {
@@ -89,10 +104,15 @@ pub(crate) struct Engine<P> {
     tasks: BTreeMap<i32, Task<P>>,
     txn: Txn,
     in_txn: bool,
-    last_punctuate: Instant,
+    applying: Option<Applying>,
+    next_punctuate: Instant,
     metrics: &'static Metrics,
-    /// Per-topic counters, resolved once: a label lookup per record showed in profiles.
-    counters: HashMap<(bool, String), prometheus::IntCounter>,
+    /// Per-topic counters of records in and out, resolved once: a label lookup per record
+    /// showed in profiles.
+    counted_in: HashMap<String, prometheus::IntCounter>,
+    counted_out: HashMap<String, prometheus::IntCounter>,
+    /// Physical names of logical output topics, built once rather than per record.
+    physical: HashMap<String, Arc<str>>,
 }
 
 impl<P: Processor> Engine<P> {
@@ -106,7 +126,6 @@ impl<P: Processor> Engine<P> {
     ) -> Self {
         Engine {
             spec,
-            config,
             stores,
             producer,
             tracker,
@@ -114,9 +133,13 @@ impl<P: Processor> Engine<P> {
             tasks: BTreeMap::new(),
             txn: Txn::default(),
             in_txn: false,
-            last_punctuate: Instant::now(),
+            applying: None,
+            next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
-            counters: HashMap::new(),
+            counted_in: HashMap::new(),
+            counted_out: HashMap::new(),
+            physical: HashMap::new(),
+            config,
         }
     }
 
@@ -130,11 +153,21 @@ impl<P: Processor> Engine<P> {
             .unwrap_or(physical)
     }
 
+    /// The physical name of a logical topic.
+    fn physical(&mut self, logical: &str) -> Arc<str> {
+        if let Some(topic) = self.physical.get(logical) {
+            return topic.clone();
+        }
+        let topic: Arc<str> = self.config.topic(logical).into();
+        self.physical.insert(logical.to_string(), topic.clone());
+        topic
+    }
+
     fn begin(&mut self) -> Result<(), EngineError> {
         if !self.in_txn {
             self.producer.begin_transaction().map_err(classify)?;
             self.in_txn = true;
-            self.txn.opened = Some(Instant::now());
+            self.txn.commit_due = Some(Instant::now() + self.config.commit_interval());
         }
         Ok(())
     }
@@ -151,38 +184,44 @@ impl<P: Processor> Engine<P> {
             return Ok(());
         }
         self.begin()?;
-        let topic = self.logical(msg.topic()).to_string();
-        let mut headers = RecordHeaders::from_pairs(
-            msg.headers()
-                .into_iter()
-                .flat_map(|h| h.iter())
-                .map(|h| (h.key, h.value)),
-        );
-        let record_headers = headers.clone();
-        let span = crate::trace::record_span(
-            &mut headers,
-            &self.spec.name,
-            &topic,
-            partition,
-            msg.offset(),
-        );
-        let _entered = span.as_ref().map(|s| s.enter());
+        let topic = self.logical(msg.topic());
         let record = Record {
-            topic: &topic,
+            topic,
             partition,
             offset: msg.offset(),
             key: msg.key(),
             value: msg.payload(),
-            headers: record_headers,
+            headers: RecordHeaders::from_pairs(
+                msg.headers()
+                    .into_iter()
+                    .flat_map(|h| h.iter())
+                    .map(|h| (h.key, h.value)),
+            ),
             timestamp: msg.timestamp().to_millis(),
         };
-        let parent_id = format!("{}/{}/{}", topic, partition, msg.offset());
         let view = StoreView {
             stores: &self.stores,
+            applying: self.applying.as_ref().map(|a| &*a.writes),
             txn: &self.txn.writes,
             partition,
         };
-        let mut ctx = Context::new(view, now_millis(), headers, parent_id);
+        let cause = Cause::Record {
+            topic,
+            partition,
+            offset: msg.offset(),
+        };
+        let traced = crate::trace::record_span(
+            &record.headers,
+            &self.spec.name,
+            topic,
+            partition,
+            msg.offset(),
+        );
+        let _entered = traced.as_ref().map(|(span, _)| span.enter());
+        let parent = traced
+            .as_ref()
+            .map_or(&record.headers, |(_, onward)| onward);
+        let mut ctx = Context::new(view, None, parent, cause);
         let task = self.tasks.get_mut(&partition).expect("task exists");
         match task.processor.process(&mut ctx, &record) {
             Ok(()) => {
@@ -195,7 +234,7 @@ impl<P: Processor> Engine<P> {
             }
             Err(ProcessError::Invalid(reason)) => {
                 drop(ctx);
-                self.dead_letter(msg, &topic, &reason)?;
+                self.dead_letter(msg, topic, &reason)?;
             }
             Err(ProcessError::Retry(reason)) => {
                 drop(ctx);
@@ -205,10 +244,18 @@ impl<P: Processor> Engine<P> {
                 return Ok(());
             }
         }
-        self.count(true, &topic);
-        self.txn
-            .offsets
-            .insert((msg.topic().to_string(), partition), msg.offset() + 1);
+        self.count_in(topic);
+        let next = msg.offset() + 1;
+        match self.txn.offsets.get_mut(msg.topic()) {
+            Some(partitions) => {
+                partitions.insert(partition, next);
+            }
+            None => {
+                self.txn
+                    .offsets
+                    .insert(msg.topic().to_string(), HashMap::from([(partition, next)]));
+            }
+        }
         self.txn.records += 1;
         if self.txn.records >= self.config.commit_records {
             self.commit(consumer)?;
@@ -219,56 +266,44 @@ impl<P: Processor> Engine<P> {
     fn keep(
         &mut self,
         partition: i32,
-        writes: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+        writes: BTreeMap<String, Layer>,
         outputs: Vec<Output>,
     ) -> Result<(), EngineError> {
         for (store, kv) in writes {
             self.txn
                 .writes
-                .entry((store, partition))
+                .entry(store)
+                .or_default()
+                .entry(partition)
                 .or_default()
                 .extend(kv);
         }
         for out in outputs {
-            let topic = self.config.topic(&out.topic);
-            self.produce(&topic, None, &out.key, out.value.as_deref(), &out.headers)?;
-            self.count(false, &out.topic);
+            let topic = self.physical(&out.topic);
+            self.send(
+                &topic,
+                None,
+                &out.key,
+                out.value.as_deref(),
+                Some(kafka_headers(&out.headers)),
+            )?;
+            count(
+                &mut self.counted_out,
+                &self.metrics.records_out,
+                &self.spec.name,
+                &out.topic,
+            );
         }
         Ok(())
     }
 
-    /// Count a record in (`true`) or out of `topic`.
-    fn count(&mut self, input: bool, topic: &str) {
-        if let Some(c) = self.counters.get(&(input, topic.to_string())) {
-            c.inc();
-            return;
-        }
-        let family = if input {
-            &self.metrics.records_in
-        } else {
-            &self.metrics.records_out
-        };
-        let counter = family.with_label_values(&[self.spec.name.as_str(), topic]);
-        counter.inc();
-        self.counters.insert((input, topic.to_string()), counter);
-    }
-
-    fn produce(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: &RecordHeaders,
-    ) -> Result<(), EngineError> {
-        let mut owned = OwnedHeaders::new();
-        for (name, v) in headers.to_pairs() {
-            owned = owned.insert(Header {
-                key: name,
-                value: Some(&v),
-            });
-        }
-        self.send(topic, partition, key, value, owned)
+    fn count_in(&mut self, topic: &str) {
+        count(
+            &mut self.counted_in,
+            &self.metrics.records_in,
+            &self.spec.name,
+            topic,
+        );
     }
 
     fn send(
@@ -277,9 +312,12 @@ impl<P: Processor> Engine<P> {
         partition: Option<i32>,
         key: &[u8],
         value: Option<&[u8]>,
-        headers: OwnedHeaders,
+        headers: Option<OwnedHeaders>,
     ) -> Result<(), EngineError> {
-        let mut record = BaseRecord::to(topic).key(key).headers(headers);
+        let mut record = BaseRecord::to(topic).key(key);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -333,7 +371,7 @@ impl<P: Processor> Engine<P> {
             None,
             msg.key().unwrap_or_default(),
             msg.payload(),
-            headers,
+            Some(headers),
         )?;
         self.metrics
             .dlq
@@ -346,27 +384,24 @@ impl<P: Processor> Engine<P> {
     pub fn punctuate_if_due<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        now: Instant,
     ) -> Result<(), EngineError> {
-        if self.last_punctuate.elapsed() < self.config.punctuate_interval() || self.tasks.is_empty()
-        {
+        if now < self.next_punctuate || self.tasks.is_empty() {
             return Ok(());
         }
-        self.last_punctuate = Instant::now();
+        self.next_punctuate = now + self.config.punctuate_interval();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             let view = StoreView {
                 stores: &self.stores,
+                applying: self.applying.as_ref().map(|a| &*a.writes),
                 txn: &self.txn.writes,
                 partition,
             };
             let headers =
                 RecordHeaders::new("Punctuate", format!("punctuate-{}-{partition}", self.app()));
-            let mut ctx = Context::new(
-                view,
-                now_millis(),
-                headers,
-                format!("punctuate/{partition}"),
-            );
+            let cause = Cause::Named(format!("punctuate/{partition}"));
+            let mut ctx = Context::new(view, None, &headers, cause);
             let task = self.tasks.get_mut(&partition).expect("task exists");
             match task.processor.punctuate(&mut ctx) {
                 Ok(()) => {
@@ -391,24 +426,25 @@ impl<P: Processor> Engine<P> {
     pub fn commit_if_due<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        now: Instant,
     ) -> Result<(), EngineError> {
-        match self.txn.opened {
-            Some(t) if t.elapsed() >= self.config.commit_interval() => self.commit(consumer),
+        if self.applying.as_ref().is_some_and(|a| a.done.is_finished()) {
+            self.settle()?;
+        }
+        match self.txn.commit_due {
+            Some(due) if now >= due => self.commit(consumer),
             _ => Ok(()),
         }
     }
 
-    /// Time until the next commit or punctuation is due.
-    pub fn next_deadline(&self) -> Duration {
-        let punct = self
-            .config
-            .punctuate_interval()
-            .saturating_sub(self.last_punctuate.elapsed());
-        let commit = match self.txn.opened {
-            Some(t) => self.config.commit_interval().saturating_sub(t.elapsed()),
-            None => punct,
+    /// Time from `now` until the next commit or punctuation is due.
+    pub fn next_deadline(&self, now: Instant) -> Duration {
+        let due = match self.txn.commit_due {
+            Some(commit) => commit.min(self.next_punctuate),
+            None => self.next_punctuate,
         };
-        commit.min(punct).max(Duration::from_millis(1))
+        due.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
     }
 
     /// Commit the open transaction: changelog records, input offsets, then (only once Kafka has
@@ -434,6 +470,8 @@ impl<P: Processor> Engine<P> {
             }
             Err(EngineError::Fenced) => Err(EngineError::Fenced),
             Err(EngineError::Fatal(e)) => Err(EngineError::Fatal(e)),
+            // Kafka has committed but sled is behind: stop, and restore from the changelog.
+            Err(EngineError::Store(e)) => Err(EngineError::Store(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed, aborting the transaction");
                 self.abort(consumer)
@@ -446,22 +484,20 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
         // Changelog: one record per key written in this transaction (the last value wins).
-        for ((store, partition), kv) in &self.txn.writes {
+        for (store, partitions) in &self.txn.writes {
             let topic = self.config.topic(&self.spec.changelog(store));
-            for (k, v) in kv {
-                self.send(
-                    &topic,
-                    Some(*partition),
-                    k,
-                    v.as_deref(),
-                    OwnedHeaders::new(),
-                )?;
+            for (partition, kv) in partitions {
+                for (k, v) in kv {
+                    self.send(&topic, Some(*partition), k, v.as_deref(), None)?;
+                }
             }
         }
         if !self.txn.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in &self.txn.offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            for (topic, partitions) in &self.txn.offsets {
+                for (partition, offset) in partitions {
+                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+                }
             }
             let group = consumer
                 .group_metadata()
@@ -481,10 +517,51 @@ impl<P: Processor> Engine<P> {
         self.in_txn = false;
         let txn = std::mem::take(&mut self.txn);
         let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
-        for ((store, partition), kv) in txn.writes {
-            let topic = self.config.topic(&self.spec.changelog(&store));
-            let checkpoint = checkpoints.get(&(topic, partition)).copied();
-            self.stores.apply(&store, partition, kv, checkpoint)?;
+        // One transaction's writes in flight at a time, so trees move in commit order.
+        self.settle()?;
+        let changelogs: HashMap<String, String> = txn
+            .writes
+            .keys()
+            .map(|store| {
+                (
+                    store.clone(),
+                    self.config.topic(&self.spec.changelog(store)),
+                )
+            })
+            .collect();
+        let writes = Arc::new(txn.writes);
+        let stores = self.stores.clone();
+        let done = {
+            let writes = writes.clone();
+            std::thread::Builder::new()
+                .name("store-apply".into())
+                .spawn(move || {
+                    for (store, partitions) in writes.iter() {
+                        let topic = &changelogs[store];
+                        for (partition, kv) in partitions {
+                            let checkpoint = checkpoints
+                                .get(topic)
+                                .and_then(|c| c.get(partition))
+                                .copied();
+                            let kv = kv.iter().map(|(k, v)| (k, v.as_ref()));
+                            stores.apply(store, *partition, kv, checkpoint)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| StoreError::Apply(e.to_string()))?
+        };
+        self.applying = Some(Applying { writes, done });
+        Ok(())
+    }
+
+    /// Wait until the committed writes in flight are in sled.
+    pub fn settle(&mut self) -> Result<(), EngineError> {
+        if let Some(applying) = self.applying.take() {
+            applying
+                .done
+                .join()
+                .map_err(|_| StoreError::Apply("the store-apply thread panicked".into()))??;
         }
         Ok(())
     }
@@ -539,6 +616,8 @@ impl<P: Processor> Engine<P> {
 
     /// Partitions were assigned: restore their stores, then create their tasks.
     pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
+        // Restore starts from each tree's checkpoint: let the last commit reach it first.
+        self.settle()?;
         let consumer = restore_consumer(&self.config.brokers, &self.spec.name)?;
         for &p in partitions {
             if self.tasks.contains_key(&p) {
@@ -586,6 +665,7 @@ impl<P: Processor> Engine<P> {
         for p in partitions {
             self.tasks.remove(p);
         }
+        self.settle()?;
         self.stores.flush()?;
         self.metrics
             .assigned
@@ -613,4 +693,31 @@ fn classify(e: KafkaError) -> EngineError {
         KafkaError::Transaction(t) if t.is_fatal() => EngineError::Fatal(e),
         _ => EngineError::Kafka(e),
     }
+}
+
+/// Count a record in or out of `topic` on a counter resolved once per topic.
+fn count(
+    resolved: &mut HashMap<String, prometheus::IntCounter>,
+    family: &prometheus::IntCounterVec,
+    app: &str,
+    topic: &str,
+) {
+    match resolved.get(topic) {
+        Some(counter) => counter.inc(),
+        None => {
+            let counter = family.with_label_values(&[app, topic]);
+            counter.inc();
+            resolved.insert(topic.to_string(), counter);
+        }
+    }
+}
+
+/// The standard headers as Kafka headers.
+fn kafka_headers(headers: &RecordHeaders) -> OwnedHeaders {
+    headers.fold_pairs(OwnedHeaders::new(), |owned, key, value| {
+        owned.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
 }

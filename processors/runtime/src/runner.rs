@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -127,12 +127,8 @@ where
     consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(app = %spec.name, instance = %config.instance_id, ?inputs, "running");
 
+    let mut timeout = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
-        let timeout = engine
-            .lock()
-            .unwrap()
-            .next_deadline()
-            .min(Duration::from_millis(100));
         let polled = consumer.poll(timeout);
         if let Some(e) = failure.lock().unwrap().take() {
             return Err(e.into());
@@ -143,11 +139,18 @@ where
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
-        engine.commit_if_due(&consumer)?;
-        engine.punctuate_if_due(&consumer)?;
+        // One clock read per record serves both deadlines and the next poll's timeout.
+        let now = Instant::now();
+        engine.commit_if_due(&consumer, now)?;
+        engine.punctuate_if_due(&consumer, now)?;
+        timeout = engine.next_deadline(now).min(Duration::from_millis(100));
     }
     tracing::info!(app = %spec.name, "stopping: committing and leaving the group");
-    engine.lock().unwrap().commit(&consumer)?;
+    {
+        let mut engine = engine.lock().unwrap();
+        engine.commit(&consumer)?;
+        engine.settle()?;
+    }
     consumer.unsubscribe();
     // Serve the revocation callback so the group rebalances now, not after a session timeout.
     let _ = consumer.poll(Duration::from_millis(100));

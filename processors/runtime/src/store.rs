@@ -10,24 +10,35 @@ use std::path::Path;
 const DATA: u8 = b'd';
 const CHECKPOINT: &[u8] = b"c";
 
-/// Writes of one transaction: per (store, partition), key -> new value (`None` deletes).
 /// Key-value pairs read from a store, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-pub(crate) type Writes = HashMap<(String, i32), BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+/// Pending writes to one tree: key -> new value (`None` deletes).
+pub(crate) type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Writes of one transaction, by store then partition. Nested rather than keyed by
+/// `(String, i32)` so a lookup by `&str` needs no allocation (one per read showed in profiles).
+pub(crate) type Writes = HashMap<String, HashMap<i32, Layer>>;
+
+/// The layer of `(store, partition)` in `writes`, if any.
+pub(crate) fn layer<'w>(writes: &'w Writes, store: &str, partition: i32) -> Option<&'w Layer> {
+    writes.get(store).and_then(|p| p.get(&partition))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    #[error("applying committed writes: {0}")]
+    Apply(String),
 }
 
 /// All state stores of one runtime instance.
 #[derive(Clone)]
 pub struct StateStores {
     db: sled::Db,
-    /// Open trees by (store, partition): opening by name on every read showed in profiles.
-    trees: std::sync::Arc<std::sync::Mutex<HashMap<(String, i32), sled::Tree>>>,
+    /// Open trees by store, then partition: opening by name on every read showed in profiles.
+    trees: std::sync::Arc<std::sync::Mutex<HashMap<String, HashMap<i32, sled::Tree>>>>,
 }
 
 impl StateStores {
@@ -48,11 +59,14 @@ impl StateStores {
 
     fn tree(&self, store: &str, partition: i32) -> Result<sled::Tree, StoreError> {
         let mut trees = self.trees.lock().expect("tree cache lock");
-        if let Some(tree) = trees.get(&(store.to_string(), partition)) {
+        if let Some(tree) = trees.get(store).and_then(|p| p.get(&partition)) {
             return Ok(tree.clone());
         }
         let tree = self.db.open_tree(format!("{store}/{partition}"))?;
-        trees.insert((store.to_string(), partition), tree.clone());
+        trees
+            .entry(store.to_string())
+            .or_default()
+            .insert(partition, tree.clone());
         Ok(tree)
     }
 
@@ -94,18 +108,18 @@ impl StateStores {
     }
 
     /// Apply writes and move the checkpoint, atomically for the tree.
-    pub fn apply(
+    pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         store: &str,
         partition: i32,
-        writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+        writes: impl IntoIterator<Item = (K, Option<V>)>,
         checkpoint: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in writes {
             match v {
-                Some(v) => batch.insert(data_key(&k), v),
-                None => batch.remove(data_key(&k)),
+                Some(v) => batch.insert(data_key(k.as_ref()), v.as_ref()),
+                None => batch.remove(data_key(k.as_ref())),
             }
         }
         if let Some(offset) = checkpoint {
@@ -140,12 +154,7 @@ fn data_key(key: &[u8]) -> Vec<u8> {
 }
 
 /// Merge layered overlays onto a base listing (later layers win), restricted to `[from, to)`.
-pub(crate) fn merge_range(
-    base: Entries,
-    layers: &[&BTreeMap<Vec<u8>, Option<Vec<u8>>>],
-    from: &[u8],
-    to: &[u8],
-) -> Entries {
+pub(crate) fn merge_range(base: Entries, layers: &[&Layer], from: &[u8], to: &[u8]) -> Entries {
     let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
     for layer in layers {
         let bounds = (Bound::Included(from.to_vec()), Bound::Excluded(to.to_vec()));

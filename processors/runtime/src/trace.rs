@@ -6,15 +6,15 @@ use pickple_schemas::RecordHeaders;
 use pickple_telemetry::{continue_trace, TraceParent};
 use tracing::Span;
 
-/// The span to process a record in, or `None` for an untraced record (no cost on that path).
-/// Rewrites `headers.traceparent` to the span's own, which the outputs inherit.
+/// The span to process a record in, and the headers its outputs derive from (the record's, with
+/// the span's own `traceparent`); `None` for an untraced record, which costs nothing here.
 pub(crate) fn record_span(
-    headers: &mut RecordHeaders,
+    headers: &RecordHeaders,
     app: &str,
     topic: &str,
     partition: i32,
     offset: i64,
-) -> Option<Span> {
+) -> Option<(Span, RecordHeaders)> {
     if headers.traceparent.is_empty() {
         return None;
     }
@@ -27,6 +27,7 @@ pub(crate) fn record_span(
         partition,
         offset
     );
-    headers.traceparent = continue_trace(&span, Some(&parent)).to_string();
-    Some(span)
+    let mut onward = headers.clone();
+    onward.traceparent = continue_trace(&span, Some(&parent)).to_string();
+    Some((span, onward))
 }
