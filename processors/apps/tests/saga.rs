@@ -172,7 +172,13 @@ fn happy_path(p: &Pipeline, run: &str) {
         let mails = mails_with_id(id);
         assert_eq!(mails.len(), 1, "exactly one mail {id}");
         assert_eq!(header(&mails[0], "To").as_deref(), Some("hana1@saga.test"));
-        assert_eq!(header(&mails[0], "Traceparent").as_deref(), Some(TRACE));
+        // The e-mail continues the command's trace, under a span of the pipeline's own.
+        let mail_trace = header(&mails[0], "Traceparent")
+            .and_then(|t| pickple_telemetry::TraceParent::parse(&t))
+            .expect("the e-mail carries a traceparent");
+        let command_trace = pickple_telemetry::TraceParent::parse(TRACE).unwrap();
+        assert_eq!(mail_trace.trace_id, command_trace.trace_id);
+        assert_ne!(mail_trace.span_id, command_trace.span_id);
     }
     let sent = p
         .seen
