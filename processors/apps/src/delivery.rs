@@ -1,5 +1,6 @@
 //! The delivery app, keyed by order id: `OrderConfirmed` on `order-events` creates the delivery,
-//! `OrderCancelled` cancels a pending one, and `delivery-commands` move it along. It sends
+//! `OrderCancelled` cancels a pending one, `OrderCancelRequested` cancels a pending one or is
+//! refused (answered on `order-replies` either way), and `delivery-commands` move it along. It sends
 //! `delivery-events` (for the e-mails) and the saga's `order-replies`, and publishes
 //! `view-deliveries`.
 
@@ -26,7 +27,8 @@ pub fn event_order_id(e: &OrderEvent) -> &str {
     match e {
         OrderEvent::OrderConfirmed { order_id, .. }
         | OrderEvent::OrderCancelled { order_id, .. }
-        | OrderEvent::OrderCompleted { order_id, .. } => order_id,
+        | OrderEvent::OrderCompleted { order_id, .. }
+        | OrderEvent::OrderCancelRequested { order_id, .. } => order_id,
     }
 }
 
@@ -144,6 +146,62 @@ mod tests {
             matches!(&events[0], DeliveryEvent::DeliveryStarted { email, .. } if email == "ann@x.io")
         );
         assert_eq!(events.len(), 2);
+    }
+
+    fn cancel_requested(o: &str) -> OrderEvent {
+        OrderEvent::OrderCancelRequested {
+            order_id: o.into(),
+            username: "ann1".into(),
+            reason: "changed my mind".into(),
+        }
+    }
+
+    fn replies(d: &mut TestDriver<DeliveryProcessor>) -> Vec<OrderReply> {
+        let out = d.take_outputs(REPLIES);
+        assert!(out.iter().all(|r| r.key_str() == "o1"));
+        out.iter()
+            .map(|o| serde_json::from_value(o.json()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_cancel_request_cancels_a_pending_delivery_or_is_refused_after_the_start() {
+        let mut d = TestDriver::new(DeliveryProcessor, 1_000);
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.pipe(ORDER_EVENTS, "o1", &cancel_requested("o1")).unwrap();
+        assert_eq!(
+            replies(&mut d),
+            vec![OrderReply::DeliveryCancelled {
+                order_id: "o1".into()
+            }]
+        );
+        // The vendor's start comes too late: rejected, visibly.
+        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        let views: Vec<DeliveryView> = d.take(VIEW);
+        let last = views.last().unwrap();
+        assert_eq!(last.status, DeliveryStatus::Cancelled);
+        assert!(last.rejection.is_some());
+        assert!(replies(&mut d).is_empty());
+
+        // The race the other way: the start first, then the request.
+        let mut d = TestDriver::new(DeliveryProcessor, 1_000);
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(ORDER_EVENTS, "o1", &cancel_requested("o1")).unwrap();
+        assert_eq!(
+            replies(&mut d),
+            vec![
+                OrderReply::DeliveryStarted {
+                    order_id: "o1".into()
+                },
+                OrderReply::DeliveryCancelRefused {
+                    order_id: "o1".into(),
+                    reason: delivery::ALREADY_STARTED.into()
+                }
+            ]
+        );
+        let views: Vec<DeliveryView> = d.take(VIEW);
+        assert_eq!(views.last().unwrap().status, DeliveryStatus::InTransit);
     }
 
     #[test]

@@ -189,7 +189,9 @@ fn from_order(e: OrderEvent) -> Option<Notice> {
             email,
             kind: NotificationKind::OrderConfirmed,
         }),
-        OrderEvent::OrderCancelled { .. } | OrderEvent::OrderCompleted { .. } => None,
+        OrderEvent::OrderCancelled { .. }
+        | OrderEvent::OrderCompleted { .. }
+        | OrderEvent::OrderCancelRequested { .. } => None,
     }
 }
 

@@ -388,6 +388,112 @@ mod tests {
         assert_eq!(views.last().unwrap().version, 4);
     }
 
+    /// Place, reserve and pay o1 (one line p1 at 500), then drain the outputs.
+    fn paid(d: &mut TestDriver<OrderProcessor>) {
+        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
+        d.pipe(REPLIES, "o1", &reserved("o1", "p1")).unwrap();
+        d.pipe(
+            COMMANDS,
+            "o1",
+            &OrderCommand::PayOrder {
+                order_id: "o1".into(),
+                username: "ann1".into(),
+                payment_token: "tok_ok".into(),
+            },
+        )
+        .unwrap();
+        d.pipe(
+            REPLIES,
+            "o1",
+            &OrderReply::PaymentAuthorized {
+                order_id: "o1".into(),
+                payment_id: "pay-1".into(),
+                amount: 500,
+            },
+        )
+        .unwrap();
+        for topic in [STOCK, PAYMENT, EVENTS, VIEW] {
+            d.take_outputs(topic);
+        }
+    }
+
+    fn cancel(o: &str) -> OrderCommand {
+        OrderCommand::CancelOrder {
+            order_id: o.into(),
+            username: "ann1".into(),
+            reason: "changed my mind".into(),
+        }
+    }
+
+    #[test]
+    fn a_paid_cancel_asks_the_delivery_and_refunds_on_its_answer() {
+        let mut d = driver();
+        paid(&mut d);
+        d.pipe(COMMANDS, "o1", &cancel("o1")).unwrap();
+        let events = d.take_outputs(EVENTS);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].key_str(), "o1");
+        assert_eq!(events[0].headers.event_type, "OrderCancelRequested");
+        assert!(d.take_outputs(PAYMENT).is_empty(), "no refund yet");
+        assert!(d.take_outputs(STOCK).is_empty(), "no restock yet");
+        assert_eq!(
+            d.take::<OrderView>(VIEW).pop().unwrap().status,
+            OrderStatus::Paid
+        );
+        d.pipe(
+            REPLIES,
+            "o1",
+            &OrderReply::DeliveryCancelled {
+                order_id: "o1".into(),
+            },
+        )
+        .unwrap();
+        let refund: Vec<PaymentCommand> = d.take(PAYMENT);
+        assert!(matches!(&refund[..], [PaymentCommand::Refund { .. }]));
+        let restock = d.take_outputs(STOCK);
+        assert_eq!(restock[0].headers.event_type, "Restock");
+        let events: Vec<OrderEvent> = d.take(EVENTS);
+        assert!(matches!(&events[..], [OrderEvent::OrderCancelled { .. }]));
+        assert_eq!(
+            d.take::<OrderView>(VIEW).pop().unwrap().status,
+            OrderStatus::Cancelled
+        );
+    }
+
+    #[test]
+    fn a_refused_cancel_keeps_the_order_and_says_why() {
+        let mut d = driver();
+        paid(&mut d);
+        d.pipe(COMMANDS, "o1", &cancel("o1")).unwrap();
+        d.take_outputs(EVENTS);
+        d.pipe(
+            REPLIES,
+            "o1",
+            &OrderReply::DeliveryStarted {
+                order_id: "o1".into(),
+            },
+        )
+        .unwrap();
+        d.pipe(
+            REPLIES,
+            "o1",
+            &OrderReply::DeliveryCancelRefused {
+                order_id: "o1".into(),
+                reason: "the delivery has already started".into(),
+            },
+        )
+        .unwrap();
+        assert!(d.take_outputs(PAYMENT).is_empty());
+        assert!(d.take_outputs(STOCK).is_empty());
+        assert!(d.take_outputs(EVENTS).is_empty());
+        let view = d.take::<OrderView>(VIEW).pop().unwrap();
+        assert_eq!(view.status, OrderStatus::Shipping);
+        assert_eq!(
+            view.history.last().unwrap().reason,
+            "cancellation refused: the delivery has already started"
+        );
+    }
+
     #[test]
     fn the_deadline_timer_fires_and_releases_the_stock() {
         let mut d = driver();

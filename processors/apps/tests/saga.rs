@@ -277,6 +277,61 @@ fn cancel_after_payment(p: &Pipeline, run: &str) {
     });
 }
 
+/// The race the delivery processor decides: the vendor starts the delivery and the customer
+/// cancels right after, without waiting for the order to hear of the start. Whichever way the
+/// replies interleave, the order goes on shipping and is never refunded.
+fn cancel_racing_the_start(p: &Pipeline, run: &str) {
+    let (o, prod) = (format!("{run}-race"), format!("{run}-box"));
+    place(p, &o, "rita1", &[(&prod, 1)]);
+    p.wait_status(30, &o, "AWAITING_PAYMENT");
+    pay(p, &o, "rita1", "tok_ok");
+    p.wait_status(30, &o, "PAID");
+    p.wait_for(30, "delivery created", |s| {
+        s.get("view-deliveries", &o)
+            .is_some_and(|d| d["status"] == "PENDING")
+    });
+    p.send(
+        "delivery-commands",
+        &o,
+        &DeliveryCommand::StartDelivery {
+            order_id: o.clone(),
+            carrier: "CJ".into(),
+            delivery_type: "parcel".into(),
+            tracking_number: "TRK-RACE".into(),
+            by: "vm01".into(),
+        },
+        None,
+    );
+    p.flush();
+    p.send(
+        "order-commands",
+        &o,
+        &OrderCommand::CancelOrder {
+            order_id: o.clone(),
+            username: "rita1".into(),
+            reason: "changed my mind".into(),
+        },
+        None,
+    );
+    p.flush();
+    // Refused either by the delivery processor (the cancel came before the order heard of the
+    // start) or by the order itself (it had heard).
+    p.wait_for(30, "cancel refused", |s| {
+        s.get("view-orders", &o).is_some_and(|v| {
+            v["status"] == "SHIPPING"
+                && (last_reason(v) == "cancellation refused: the delivery has already started"
+                    || v["rejection"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("shipped")))
+        })
+    });
+    let v = p.view("view-orders", &o).unwrap();
+    assert_eq!(v["payment_status"], "AUTHORIZED");
+    assert_eq!(stock_of(p, &prod), (0, 0, 1), "not restocked");
+    let d = p.view("view-deliveries", &o).unwrap();
+    assert_eq!(d["status"], "IN_TRANSIT");
+}
+
 /// The provider approves after the order's deadline: the deadline cancels the order (stock
 /// released), and the approval that comes after is refunded by the saga.
 fn late_approval(p: &Pipeline, run: &str) {
@@ -314,12 +369,13 @@ fn order_saga_scenarios() {
         ("hat", 2),
         ("bag", 2),
         ("pot", 1),
+        ("box", 1),
     ] {
         product(&p, &format!("{run}-{id}"), 500, stock);
     }
     p.flush();
     p.wait_for(60, "products ready", |s| {
-        ["mug", "pen", "rare", "cup", "hat", "bag", "pot"]
+        ["mug", "pen", "rare", "cup", "hat", "bag", "pot", "box"]
             .iter()
             .all(|id| {
                 s.get("view-products", &format!("{run}-{id}"))
@@ -338,6 +394,7 @@ fn order_saga_scenarios() {
             ("expiry", expiry),
             ("declined", declined),
             ("cancel after payment", cancel_after_payment),
+            ("cancel racing the start", cancel_racing_the_start),
         ];
         let handles: Vec<_> = scenarios
             .into_iter()
@@ -363,13 +420,14 @@ fn order_saga_scenarios() {
     late_approval(&p, run);
     eprintln!("late approval: ok in {:?}", t.elapsed());
 
-    // Every order of the run ended COMPLETED or CANCELLED, or is PAID (the declined one).
+    // Every order of the run ended COMPLETED or CANCELLED, or is PAID (the declined one) or
+    // SHIPPING (the one whose cancel lost the race).
     {
         let s = p.seen.lock().unwrap();
         for (key, v) in s.latest.iter().filter(|((t, _), _)| t == "view-orders") {
             let status = v["status"].as_str().unwrap();
             assert!(
-                matches!(status, "COMPLETED" | "CANCELLED" | "PAID"),
+                matches!(status, "COMPLETED" | "CANCELLED" | "PAID" | "SHIPPING"),
                 "order {} ended {status}",
                 key.1
             );

@@ -13,7 +13,8 @@ use crate::{Outcome, Rejection, ViewMeta};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeliveryInput {
     Command(DeliveryCommand),
-    /// From topic `order-events`: OrderConfirmed creates, OrderCancelled cancels.
+    /// From topic `order-events`: OrderConfirmed creates, OrderCancelled cancels, and
+    /// OrderCancelRequested asks this processor to decide a paid order's cancel.
     Order(OrderEvent),
 }
 
@@ -72,7 +73,15 @@ pub enum DeliveryFact {
         reason: String,
         at: Millis,
     },
+    /// A cancel request came after the start: refused, the goods stay on their way. Stored
+    /// (though it changes nothing) because the refusal is what the saga is told.
+    CancelRefused {
+        reason: String,
+        at: Millis,
+    },
 }
+
+pub const ALREADY_STARTED: &str = "the delivery has already started";
 
 /// Records a fact calls for: a `delivery-events` record (for notifications) and the saga's reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +119,24 @@ pub fn decide(
                 reason: reason.clone(),
                 at: now,
             }],
+            _ => vec![],
+        }),
+        // This processor is the single writer of "has the delivery started", so it, not the
+        // saga, decides a paid order's cancel: whichever of StartDelivery and this request it
+        // processes first wins, and the saga refunds only on its DeliveryCancelled.
+        DeliveryInput::Order(OrderEvent::OrderCancelRequested { reason, .. }) => Ok(match state {
+            Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
+                reason: reason.clone(),
+                at: now,
+            }],
+            Some(d) if matches!(d.status, InTransit | Delivered) => {
+                vec![DeliveryFact::CancelRefused {
+                    reason: ALREADY_STARTED.into(),
+                    at: now,
+                }]
+            }
+            // Already cancelled: the reply went out with the fact. No delivery cannot happen,
+            // the request follows the OrderConfirmed that creates it on the same partition.
             _ => vec![],
         }),
         DeliveryInput::Order(OrderEvent::OrderCompleted { .. }) => Ok(vec![]),
@@ -230,6 +257,7 @@ pub fn apply(state: Option<DeliveryState>, fact: &DeliveryFact) -> Option<Delive
             d.delivered = Some(step.clone());
         }
         DeliveryFact::Cancelled { .. } => d.status = DeliveryStatus::Cancelled,
+        DeliveryFact::CancelRefused { .. } => {}
     }
     Some(d)
 }
@@ -255,6 +283,19 @@ pub fn effects(fact: &DeliveryFact, after: &DeliveryState) -> Vec<DeliveryEffect
             }),
             DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }),
         ],
+        // Told after either kind of cancel: the saga waits for it after a cancel request, and
+        // ignores it on an order it has already cancelled.
+        DeliveryFact::Cancelled { .. } => {
+            vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelled {
+                order_id,
+            })]
+        }
+        DeliveryFact::CancelRefused { reason, .. } => {
+            vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelRefused {
+                order_id,
+                reason: reason.clone(),
+            })]
+        }
         _ => vec![],
     }
 }
@@ -328,6 +369,13 @@ mod tests {
     }
     fn cancelled() -> DeliveryInput {
         DeliveryInput::Order(OrderEvent::OrderCancelled {
+            order_id: O.into(),
+            username: "ann1".into(),
+            reason: "changed my mind".into(),
+        })
+    }
+    fn cancel_requested() -> DeliveryInput {
+        DeliveryInput::Order(OrderEvent::OrderCancelRequested {
             order_id: O.into(),
             username: "ann1".into(),
             reason: "changed my mind".into(),
@@ -437,6 +485,46 @@ mod tests {
         assert_eq!(s.as_ref().unwrap().status, Cancelled);
         assert_eq!(code(&s, start("T1")), "INVALID_TRANSITION");
         assert_eq!(code(&s, end()), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn a_cancel_request_on_a_pending_delivery_cancels_it() {
+        let mut s = None;
+        step(&mut s, confirmed(), 1);
+        assert_eq!(
+            step(&mut s, cancel_requested(), 2),
+            vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelled {
+                order_id: O.into()
+            })]
+        );
+        assert_eq!(s.as_ref().unwrap().status, Cancelled);
+        // A redelivered request, and the saga's OrderCancelled that follows: nothing new.
+        assert_eq!(step(&mut s, cancel_requested(), 3), vec![]);
+        assert_eq!(step(&mut s, cancelled(), 3), vec![]);
+        // The vendor's start lost the race: refused.
+        assert_eq!(code(&s, start("T1")), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn a_cancel_request_after_the_start_is_refused() {
+        // The race: StartDelivery is processed before the cancel request.
+        for delivered in [false, true] {
+            let mut s = None;
+            step(&mut s, confirmed(), 1);
+            step(&mut s, start("T1"), 2);
+            if delivered {
+                step(&mut s, end(), 3);
+            }
+            let before = s.clone();
+            let refusal = vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelRefused {
+                order_id: O.into(),
+                reason: ALREADY_STARTED.into(),
+            })];
+            assert_eq!(step(&mut s, cancel_requested(), 4), refusal);
+            assert_eq!(s, before, "a refusal changes nothing");
+            // Redelivered: refused again, the same way.
+            assert_eq!(step(&mut s, cancel_requested(), 5), refusal);
+        }
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct OrderState {
     pub payment: PaymentState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_cause: Option<CancelCause>,
+    /// The customer's reason, while the delivery processor decides a cancel of the paid order
+    /// (see [`OrderFact::CancelRequested`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<String>,
     pub history: Vec<Transition>,
 }
 
@@ -148,6 +152,18 @@ pub enum OrderFact {
     },
     Refunded {
         amount: Amount,
+    },
+    /// The customer cancels a paid order. Only the delivery processor knows whether the
+    /// delivery has started (the DeliveryStarted reply may still be on its way here), so the
+    /// order asks it and stays PAID; the refund waits for its DeliveryCancelled.
+    CancelRequested {
+        reason: String,
+        at: Millis,
+    },
+    /// The delivery had started before the cancel request reached it: the order goes on.
+    CancelRefused {
+        reason: String,
+        at: Millis,
     },
 }
 
@@ -309,18 +325,21 @@ pub fn decide(
             username, reason, ..
         }) => {
             let o = owned(state, username)?;
+            let reason = if reason.trim().is_empty() {
+                "cancelled by the customer".to_string()
+            } else {
+                reason.clone()
+            };
             match o.status {
-                Pending | AwaitingPayment | PaymentPending | Paid => {
-                    Ok(vec![OrderFact::Cancelled {
-                        cause: CancelCause::Customer,
-                        reason: if reason.trim().is_empty() {
-                            "cancelled by the customer".into()
-                        } else {
-                            reason.clone()
-                        },
-                        at: now,
-                    }])
-                }
+                Pending | AwaitingPayment | PaymentPending => Ok(vec![OrderFact::Cancelled {
+                    cause: CancelCause::Customer,
+                    reason,
+                    at: now,
+                }]),
+                // A paid order has a delivery (made from its OrderConfirmed): the delivery
+                // processor decides. A second cancel while it does is a double click.
+                Paid if o.cancel_requested.is_some() => Ok(vec![]),
+                Paid => Ok(vec![OrderFact::CancelRequested { reason, at: now }]),
                 Cancelled => Ok(vec![]),
                 Shipping | Completed => Err(Rejection::transition(
                     "the order has shipped and can no longer be cancelled",
@@ -436,9 +455,30 @@ fn decide_reply(
                 vec![]
             }
         }
+        // Also while a cancel is requested: the start won, the refusal follows.
         OrderReply::DeliveryStarted { .. } => match o.status {
             Paid => vec![OrderFact::ShippingStarted { at: now }],
             _ => vec![],
+        },
+        // The delivery processor cancelled the pending delivery: refund and restock, as a
+        // cancel of a paid order always did. Without a request (a duplicate, or the reply to
+        // the delivery's cancel on our own OrderCancelled) there is nothing to do.
+        OrderReply::DeliveryCancelled { .. } => match (&o.status, &o.cancel_requested) {
+            (Paid, Some(reason)) => vec![OrderFact::Cancelled {
+                cause: CancelCause::Customer,
+                reason: reason.clone(),
+                at: now,
+            }],
+            _ => vec![],
+        },
+        // Whatever the status by now (the DeliveryStarted reply may have come first), record
+        // why the cancel did not happen, once.
+        OrderReply::DeliveryCancelRefused { reason, .. } => match o.cancel_requested {
+            Some(_) => vec![OrderFact::CancelRefused {
+                reason: reason.clone(),
+                at: now,
+            }],
+            None => vec![],
         },
         // From Paid too: if the delivery skipped its start, the goods still arrived.
         OrderReply::DeliveryCompleted { .. } => match o.status {
@@ -514,6 +554,7 @@ pub fn apply(state: Option<OrderState>, fact: &OrderFact) -> Option<OrderState> 
             deadline: None,
             payment: PaymentState::default(),
             cancel_cause: None,
+            cancel_requested: None,
             history: vec![Transition {
                 status: OrderStatus::Pending,
                 at: *at,
@@ -582,8 +623,21 @@ impl OrderState {
                     self.payment.refund_requested = true;
                 }
                 self.cancel_cause = Some(*cause);
+                self.cancel_requested = None;
                 self.deadline = None;
                 self.go(OrderStatus::Cancelled, *at, reason.clone());
+            }
+            OrderFact::CancelRequested { reason, at } => {
+                self.cancel_requested = Some(reason.clone());
+                self.go(
+                    self.status,
+                    *at,
+                    format!("cancellation requested: {reason}"),
+                );
+            }
+            OrderFact::CancelRefused { reason, at } => {
+                self.cancel_requested = None;
+                self.go(self.status, *at, format!("cancellation refused: {reason}"));
             }
             OrderFact::LateApprovalRefunded { payment_id, amount } => {
                 self.payment.payment_id = Some(payment_id.clone());
@@ -739,6 +793,13 @@ pub fn effects(before: Option<&OrderState>, fact: &OrderFact, after: &OrderState
             }));
             out
         }
+        OrderFact::CancelRequested { reason, .. } => {
+            vec![Effect::Publish(OrderEvent::OrderCancelRequested {
+                order_id: after.order_id.clone(),
+                username: after.username.clone(),
+                reason: reason.clone(),
+            })]
+        }
         OrderFact::LateReservationReleased { product_id, .. } => vec![Effect::ReleaseStock {
             product_id: product_id.clone(),
         }],
@@ -752,6 +813,7 @@ pub fn effects(before: Option<&OrderState>, fact: &OrderFact, after: &OrderState
         OrderFact::LineReserved { .. }
         | OrderFact::PaymentDeclined { .. }
         | OrderFact::ShippingStarted { .. }
+        | OrderFact::CancelRefused { .. }
         | OrderFact::Refunded { .. } => vec![],
     }
 }
@@ -857,6 +919,15 @@ mod tests {
     }
     fn delivery_completed() -> OrderInput {
         OrderInput::Reply(OrderReply::DeliveryCompleted { order_id: O.into() })
+    }
+    fn delivery_cancelled() -> OrderInput {
+        OrderInput::Reply(OrderReply::DeliveryCancelled { order_id: O.into() })
+    }
+    fn cancel_refused() -> OrderInput {
+        OrderInput::Reply(OrderReply::DeliveryCancelRefused {
+            order_id: O.into(),
+            reason: "the delivery has already started".into(),
+        })
     }
 
     struct Saga {
@@ -1196,9 +1267,36 @@ mod tests {
     }
 
     #[test]
-    fn cancel_after_payment_refunds_and_restocks() {
+    fn cancel_after_payment_asks_the_delivery_first() {
         let mut s = Saga::paid();
         let out = s.send(cancel("ann"));
+        assert_eq!(
+            out,
+            vec![Effect::Publish(OrderEvent::OrderCancelRequested {
+                order_id: O.into(),
+                username: "ann".into(),
+                reason: "changed my mind".into()
+            })]
+        );
+        // No refund, no restock yet: the order stays paid until the delivery answers.
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.status, Paid);
+        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        assert_eq!(
+            o.history.last().unwrap().reason,
+            "cancellation requested: changed my mind"
+        );
+        // A double click, and a stray refund or authorization, change nothing.
+        s.noop(cancel("ann"));
+        s.noop(authorized());
+        s.noop(refunded());
+    }
+
+    #[test]
+    fn cancel_after_payment_refunds_and_restocks() {
+        let mut s = Saga::paid();
+        s.send(cancel("ann"));
+        let out = s.send(delivery_cancelled());
         assert_eq!(
             out[..3],
             [
@@ -1218,15 +1316,118 @@ mod tests {
             Effect::Publish(OrderEvent::OrderCancelled { .. })
         ));
         assert_eq!(out.len(), 4);
-        assert_eq!(
-            s.state.as_ref().unwrap().payment_status().as_deref(),
-            Some("REFUND_REQUESTED")
-        );
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.status, Cancelled);
+        assert_eq!(o.cancel_cause, Some(CancelCause::Customer));
+        assert_eq!(o.history.last().unwrap().reason, "changed my mind");
+        assert_eq!(o.payment_status().as_deref(), Some("REFUND_REQUESTED"));
+        s.noop(delivery_cancelled());
+        s.noop(cancel_refused());
         s.noop(cancel("ann"));
         s.noop(authorized());
         s.noop(delivery_started());
         s.send(refunded());
         s.noop(refunded());
+    }
+
+    #[test]
+    fn a_refused_cancel_leaves_the_order_on_its_way() {
+        // Either order of the delivery's two replies (the start, then the refusal, is how the
+        // delivery processor sends them; a refusal alone stands for both).
+        for started_first in [true, false] {
+            let mut s = Saga::paid();
+            s.send(cancel("ann"));
+            if started_first {
+                assert_eq!(s.send(delivery_started()), vec![]);
+                assert_eq!(s.status(), Shipping);
+            }
+            assert_eq!(s.send(cancel_refused()), vec![]);
+            let o = s.state.as_ref().unwrap();
+            assert_eq!(o.status, if started_first { Shipping } else { Paid });
+            assert_eq!(o.cancel_requested, None);
+            assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+            assert_eq!(
+                o.history.last().unwrap().reason,
+                "cancellation refused: the delivery has already started"
+            );
+            s.noop(cancel_refused());
+            // A stray DeliveryCancelled (none can follow a refusal) does not refund either.
+            s.noop(delivery_cancelled());
+            s.send(delivery_started());
+            assert_eq!(s.reject(cancel("ann")), "INVALID_TRANSITION");
+            s.send(delivery_completed());
+            assert_eq!(s.status(), Completed);
+        }
+    }
+
+    /// The race: the vendor starts the delivery, and the customer's cancel reaches the order
+    /// before the DeliveryStarted reply does. The delivery processor, which saw the start
+    /// first, refuses; the order is never refunded.
+    #[test]
+    fn a_cancel_racing_the_start_of_the_delivery_is_never_refunded() {
+        use crate::delivery::{self, DeliveryInput};
+        use pickple_schemas::DeliveryCommand;
+
+        let mut s = Saga::paid();
+        let mut order_events = Vec::new();
+        let mut replies = Vec::new();
+        // The order was confirmed: the delivery processor creates the delivery.
+        let confirmed = OrderEvent::OrderConfirmed {
+            order_id: O.into(),
+            username: "ann".into(),
+            email: "ann@x.io".into(),
+            amount: 700,
+            vendor_ids: vec!["v-p1".into()],
+        };
+        let mut d = delivery::handle(None, &DeliveryInput::Order(confirmed), s.now)
+            .unwrap()
+            .state;
+        // The vendor starts it; the DeliveryStarted reply is still on its way to the order.
+        let start = DeliveryInput::Command(DeliveryCommand::StartDelivery {
+            order_id: O.into(),
+            carrier: "CJ".into(),
+            delivery_type: "parcel".into(),
+            tracking_number: "T1".into(),
+            by: "v-p1".into(),
+        });
+        let out = delivery::handle(d, &start, s.now).unwrap();
+        d = out.state;
+        replies.extend(out.effects);
+        // The customer's cancel reaches the order first.
+        for e in s.send(cancel("ann")) {
+            assert!(!matches!(
+                e,
+                Effect::Refund { .. } | Effect::RestockStock { .. }
+            ));
+            if let Effect::Publish(e) = e {
+                order_events.push(e);
+            }
+        }
+        assert_eq!(s.status(), Paid);
+        // The delivery processor decides the request.
+        for e in order_events {
+            let out = delivery::handle(d, &DeliveryInput::Order(e), s.now).unwrap();
+            d = out.state;
+            replies.extend(out.effects);
+        }
+        assert_eq!(
+            d.as_ref().unwrap().status,
+            pickple_schemas::DeliveryStatus::InTransit
+        );
+        // The order hears the replies, in the order they were sent.
+        for r in replies {
+            if let delivery::DeliveryEffect::Reply(r) = r {
+                let out = s.send(OrderInput::Reply(r));
+                assert!(!out.iter().any(|e| matches!(e, Effect::Refund { .. })));
+            }
+        }
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.status, Shipping);
+        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        assert_eq!(
+            o.history.last().unwrap().reason,
+            "cancellation refused: the delivery has already started"
+        );
     }
 
     #[test]
@@ -1393,6 +1594,8 @@ mod tests {
                 1 => Just(refunded()),
                 2 => Just(delivery_started()),
                 2 => Just(delivery_completed()),
+                2 => Just(delivery_cancelled()),
+                1 => Just(cancel_refused()),
                 2 => Just(OrderInput::DeadlinePassed),
             ]
         }
@@ -1474,6 +1677,14 @@ mod tests {
                             }
                             Effect::Refund { .. } => {
                                 prop_assert!(authorized_seen, "refund without authorization");
+                                // Money for a paid order goes back only once the delivery
+                                // processor has cancelled the delivery.
+                                if before == Paid {
+                                    prop_assert!(
+                                        matches!(input, OrderInput::Reply(OrderReply::DeliveryCancelled { .. })),
+                                        "paid order refunded on {:?}", input
+                                    );
+                                }
                                 refunds += 1;
                                 prop_assert!(refunds <= 1, "refunded twice");
                             }

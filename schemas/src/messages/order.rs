@@ -73,6 +73,17 @@ pub enum OrderReply {
     DeliveryCompleted {
         order_id: String,
     },
+    /// The delivery processor cancelled the still pending delivery of an order whose cancel
+    /// was requested: the saga may now refund and restock.
+    DeliveryCancelled {
+        order_id: String,
+    },
+    /// The delivery had already started when the cancel request reached the delivery
+    /// processor: the goods stay on their way and the order is not cancelled.
+    DeliveryCancelRefused {
+        order_id: String,
+        reason: String,
+    },
 }
 message_type!(OrderReply {
     StockReserved,
@@ -81,7 +92,9 @@ message_type!(OrderReply {
     PaymentDeclined,
     PaymentRefunded,
     DeliveryStarted,
-    DeliveryCompleted
+    DeliveryCompleted,
+    DeliveryCancelled,
+    DeliveryCancelRefused
 });
 
 impl OrderReply {
@@ -93,7 +106,9 @@ impl OrderReply {
             | OrderReply::PaymentDeclined { order_id, .. }
             | OrderReply::PaymentRefunded { order_id, .. }
             | OrderReply::DeliveryStarted { order_id }
-            | OrderReply::DeliveryCompleted { order_id } => order_id,
+            | OrderReply::DeliveryCompleted { order_id }
+            | OrderReply::DeliveryCancelled { order_id }
+            | OrderReply::DeliveryCancelRefused { order_id, .. } => order_id,
         }
     }
 }
@@ -140,11 +155,22 @@ pub enum OrderEvent {
         username: String,
         email: String,
     },
+    /// The customer asked to cancel a paid order. The delivery processor alone knows whether
+    /// the delivery has started, so it decides and answers with `DeliveryCancelled` or
+    /// `DeliveryCancelRefused`; the order is not cancelled (nor refunded) until then. On this
+    /// topic rather than `delivery-commands` so that it follows the order's `OrderConfirmed`
+    /// on the same partition: the delivery always exists when the request arrives.
+    OrderCancelRequested {
+        order_id: String,
+        username: String,
+        reason: String,
+    },
 }
 message_type!(OrderEvent {
     OrderConfirmed,
     OrderCancelled,
-    OrderCompleted
+    OrderCompleted,
+    OrderCancelRequested
 });
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
