@@ -351,32 +351,14 @@ mod tests {
             d.take::<OrderView>(VIEW).last().unwrap().status,
             OrderStatus::AwaitingPayment
         );
-        d.pipe(
-            COMMANDS,
-            "o1",
-            &OrderCommand::PayOrder {
-                order_id: "o1".into(),
-                username: "ann1".into(),
-                payment_token: "tok_ok".into(),
-            },
-        )
-        .unwrap();
+        d.pipe(COMMANDS, "o1", &pay_o1()).unwrap();
         let pay = d.take_outputs(PAYMENT);
         assert_eq!(pay[0].key_str(), "o1");
         assert!(matches!(
             serde_json::from_value::<PaymentCommand>(pay[0].json()).unwrap(),
             PaymentCommand::Authorize { amount: 500, .. }
         ));
-        d.pipe(
-            REPLIES,
-            "o1",
-            &OrderReply::PaymentAuthorized {
-                order_id: "o1".into(),
-                payment_id: "pay-1".into(),
-                amount: 500,
-            },
-        )
-        .unwrap();
+        d.pipe(REPLIES, "o1", &authorized_o1()).unwrap();
         let events: Vec<OrderEvent> = d.take(EVENTS);
         assert!(matches!(events[0], OrderEvent::OrderConfirmed { .. }));
         let commits = d.take_outputs(STOCK);
@@ -388,30 +370,28 @@ mod tests {
         assert_eq!(views.last().unwrap().version, 4);
     }
 
+    fn pay_o1() -> OrderCommand {
+        OrderCommand::PayOrder {
+            order_id: "o1".into(),
+            username: "ann1".into(),
+            payment_token: "tok_ok".into(),
+        }
+    }
+
+    fn authorized_o1() -> OrderReply {
+        OrderReply::PaymentAuthorized {
+            order_id: "o1".into(),
+            payment_id: "pay-1".into(),
+            amount: 500,
+        }
+    }
+
     /// Place, reserve and pay o1 (one line p1 at 500), then drain the outputs.
     fn paid(d: &mut TestDriver<OrderProcessor>) {
         d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
         d.pipe(REPLIES, "o1", &reserved("o1", "p1")).unwrap();
-        d.pipe(
-            COMMANDS,
-            "o1",
-            &OrderCommand::PayOrder {
-                order_id: "o1".into(),
-                username: "ann1".into(),
-                payment_token: "tok_ok".into(),
-            },
-        )
-        .unwrap();
-        d.pipe(
-            REPLIES,
-            "o1",
-            &OrderReply::PaymentAuthorized {
-                order_id: "o1".into(),
-                payment_id: "pay-1".into(),
-                amount: 500,
-            },
-        )
-        .unwrap();
+        d.pipe(COMMANDS, "o1", &pay_o1()).unwrap();
+        d.pipe(REPLIES, "o1", &authorized_o1()).unwrap();
         for topic in [STOCK, PAYMENT, EVENTS, VIEW] {
             d.take_outputs(topic);
         }

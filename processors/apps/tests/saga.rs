@@ -111,6 +111,22 @@ fn last_reason(order: &Value) -> String {
         .to_string()
 }
 
+/// The vendor starts the delivery of order `o` (not flushed).
+fn start_delivery(p: &Pipeline, o: &str, tracking: &str, trace: Option<&str>) {
+    p.send(
+        "delivery-commands",
+        o,
+        &DeliveryCommand::StartDelivery {
+            order_id: o.into(),
+            carrier: "CJ".into(),
+            delivery_type: "parcel".into(),
+            tracking_number: tracking.into(),
+            by: "vm01".into(),
+        },
+        trace,
+    );
+}
+
 fn happy_path(p: &Pipeline, run: &str) {
     let (o, user, prod) = (format!("{run}-happy"), "hana1", format!("{run}-mug"));
     place(p, &o, user, &[(&prod, 2)]);
@@ -123,18 +139,7 @@ fn happy_path(p: &Pipeline, run: &str) {
         s.get("view-deliveries", &o)
             .is_some_and(|d| d["status"] == "PENDING")
     });
-    p.send(
-        "delivery-commands",
-        &o,
-        &DeliveryCommand::StartDelivery {
-            order_id: o.clone(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
-            tracking_number: "TRK-1".into(),
-            by: "vm01".into(),
-        },
-        Some(TRACE),
-    );
+    start_delivery(p, &o, "TRK-1", Some(TRACE));
     p.flush();
     p.wait_status(30, &o, "SHIPPING");
     p.send(
@@ -291,18 +296,7 @@ fn cancel_racing_the_start(p: &Pipeline, run: &str) {
         s.get("view-deliveries", &o)
             .is_some_and(|d| d["status"] == "PENDING")
     });
-    p.send(
-        "delivery-commands",
-        &o,
-        &DeliveryCommand::StartDelivery {
-            order_id: o.clone(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
-            tracking_number: "TRK-RACE".into(),
-            by: "vm01".into(),
-        },
-        None,
-    );
+    start_delivery(p, &o, "TRK-RACE", None);
     p.send(
         "order-commands",
         &o,
