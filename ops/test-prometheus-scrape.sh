@@ -39,43 +39,20 @@ gateway_port=$((base + 10))
 prom_port=$((base + 20))
 dead_smtp_port=$((base + 99))
 apps=(users catalog stock order payment delivery notification views)
-processor="$root/target/debug/pickple-processor"
-gateway="$root/target/debug/pickple-gateway"
-topics="$root/target/debug/topics"
-PY=/usr/bin/python3
 started_at=$SECONDS
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-for bin in "$processor" "$gateway" "$topics"; do
-  [[ -x "$bin" ]] || fail "$bin not built (cargo build --workspace)"
-done
-for tool in kcat curl prometheus; do
-  command -v "$tool" >/dev/null || fail "$tool not found (scripts/services.sh start installs it)"
-done
+. "$here/test-lib.sh"
+require kcat curl prometheus
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 metrics_port() { # metrics_port APP
   local i
   for i in "${!apps[@]}"; do [[ "${apps[$i]}" == "$1" ]] && { echo $((base + 1 + i)); return; }; done
   return 1
 }
-for port in $(seq $((base + 1)) $((base + ${#apps[@]}))) "$gateway_port" "$prom_port" "$dead_smtp_port"; do
-  port_open "$port" && fail "port $port on 127.0.0.1 is already in use (set PROM_SCRAPE_PORT_BASE)"
-done
+ports_free PROM_SCRAPE_PORT_BASE $(seq $((base + 1)) $((base + ${#apps[@]}))) "$gateway_port" "$prom_port" "$dead_smtp_port"
 
 tmp="$(mktemp -d)"
 mkdir -p "$tmp/logs" "$tmp/state" "$tmp/state-restarted" "$tmp/prometheus-data"
-declare -A pid_of=() # name -> PID, only processes this script started
-
-# stop_pids PID...: SIGTERM (the processors commit and leave cleanly), SIGKILL after 15 s.
-stop_pids() {
-  local pid deadline=$((SECONDS + 15))
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
-  done
-}
 cleanup() {
   local rc=$?
   if ((rc != 0)); then
@@ -112,22 +89,6 @@ for t in active:
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# wait_until SECONDS WHAT COMMAND...: poll COMMAND every 0.25 s until it succeeds, bounded.
-wait_until() {
-  local limit="$1" what="$2"
-  shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || fail "$what within ${limit}s"
-    # A started process that died will never make the condition true: fail now, with its log.
-    local name
-    for name in "${!pid_of[@]}"; do
-      kill -0 "${pid_of[$name]}" 2>/dev/null || fail "$name (pid ${pid_of[$name]}) exited while waiting: $what"
-    done
-    sleep 0.25
-  done
-}
 
 run_id="obs$$-$(date +%s)"
 prefix="$run_id."

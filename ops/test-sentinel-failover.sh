@@ -37,37 +37,14 @@ replica_port=$((base + 2))
 sentinel_ports=($((base + 11)) $((base + 12)) $((base + 13)))
 gateway_port=$((base + 20))
 dead_redis_port=$((base + 99))
-processor="$root/target/debug/pickple-processor"
-gateway="$root/target/debug/pickple-gateway"
-topics="$root/target/debug/topics"
-PY=/usr/bin/python3
 t0=$SECONDS
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-for bin in "$processor" "$gateway" "$topics"; do
-  [[ -x "$bin" ]] || fail "$bin not built (cargo build --workspace)"
-done
-for tool in kcat curl redis-server redis-cli; do
-  command -v "$tool" >/dev/null || fail "$tool not found (scripts/services.sh start installs it)"
-done
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$master_port" "$replica_port" "${sentinel_ports[@]}" "$gateway_port" "$dead_redis_port"; do
-  port_open "$port" && fail "port $port on 127.0.0.1 is already in use (set SENTINEL_TEST_PORT_BASE)"
-done
+. "$here/test-lib.sh"
+require kcat curl redis-server redis-cli
+ports_free SENTINEL_TEST_PORT_BASE "$master_port" "$replica_port" "${sentinel_ports[@]}" "$gateway_port" "$dead_redis_port"
 
 tmp="$(mktemp -d)"
 mkdir -p "$tmp/logs"
-declare -A pid_of=() # name -> PID, only processes this script started
-
-stop_pids() { # SIGTERM, SIGKILL after 15 s
-  local pid deadline=$((SECONDS + 15))
-  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-    { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null || true
-  done
-}
 cleanup() {
   local rc=$? f
   if ((rc != 0)); then
@@ -85,21 +62,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# wait_until SECONDS WHAT COMMAND...: poll COMMAND every 0.2 s until it succeeds, bounded; fails
-# early if a process this script started (other than the killed master) has died.
-wait_until() {
-  local limit="$1" what="$2" name
-  shift 2
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    ((SECONDS < deadline)) || fail "$what within ${limit}s"
-    for name in "${!pid_of[@]}"; do
-      kill -0 "${pid_of[$name]}" 2>/dev/null || fail "$name (pid ${pid_of[$name]}) exited while waiting: $what"
-    done
-    sleep 0.2
-  done
-}
 
 # --- Redis: the shipped configs, with the compose host names and ports replaced.
 start_redis() { # start_redis NAME CONF PORT [ARGS...]
