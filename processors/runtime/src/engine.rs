@@ -483,12 +483,25 @@ impl<P: Processor> Engine<P> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
+        // The changelog topic of every store written: named once, used for the records here and
+        // for the checkpoints after the commit.
+        let changelogs: HashMap<String, String> = self
+            .txn
+            .writes
+            .keys()
+            .map(|store| {
+                (
+                    store.clone(),
+                    self.config.topic(&self.spec.changelog(store)),
+                )
+            })
+            .collect();
         // Changelog: one record per key written in this transaction (the last value wins).
         for (store, partitions) in &self.txn.writes {
-            let topic = self.config.topic(&self.spec.changelog(store));
+            let topic = &changelogs[store];
             for (partition, kv) in partitions {
                 for (k, v) in kv {
-                    self.send(&topic, Some(*partition), k, v.as_deref(), None)?;
+                    self.send(topic, Some(*partition), k, v.as_deref(), None)?;
                 }
             }
         }
@@ -519,16 +532,6 @@ impl<P: Processor> Engine<P> {
         let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
         // One transaction's writes in flight at a time, so trees move in commit order.
         self.settle()?;
-        let changelogs: HashMap<String, String> = txn
-            .writes
-            .keys()
-            .map(|store| {
-                (
-                    store.clone(),
-                    self.config.topic(&self.spec.changelog(store)),
-                )
-            })
-            .collect();
         let writes = Arc::new(txn.writes);
         let stores = self.stores.clone();
         let done = {
