@@ -21,7 +21,10 @@ install() {
 start_redis() {
   if port_open "$redis_port"; then log "redis already on 127.0.0.1:$redis_port"; return; fi
   mkdir -p "$work/redis"
-  redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes --save "" --appendonly no \
+  # Append-only, like ops/redis/master.conf: the views sink's offsets live in Kafka, which keeps
+  # its data across down.sh/up.sh, so the views in Redis must survive the restart too (an empty
+  # Redis behind committed offsets would never be refilled).
+  redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes --save "" --appendonly yes \
     --dir "$work/redis" --pidfile "$work/redis/redis.pid" --logfile "$work/redis/redis.log"
   wait_for redis 30 "port_open $redis_port"
   log "redis on 127.0.0.1:$redis_port"
