@@ -3,6 +3,10 @@
 use clap::Parser;
 use pickple_gateway::Config;
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     // Installed before the async runtime starts and dropped after it ends: the trace export
     // client blocks, which the runtime's threads must not do.

@@ -15,6 +15,10 @@ use pickple_schemas::Role;
 use pickple_views::{apply_upsert, upsert_for, Kind, RedisConfig, UPSERT_LUA};
 use serde_json::{json, Value};
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Load generator for the Pickple gateway")]
 struct Cli {

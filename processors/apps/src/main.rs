@@ -8,6 +8,10 @@ use pickple_processors::{run_app, App, AppConfig};
 use pickple_runtime::RuntimeConfig;
 use pickple_views::RedisConfig;
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Every application this binary runs: the pipeline's processors and the `views` Redis sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum AppName {

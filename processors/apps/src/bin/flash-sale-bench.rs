@@ -11,6 +11,10 @@ use clap::Parser;
 use pickple_processors::harness::{FlashSale, Pipeline};
 use pickple_processors::{App, AppConfig};
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[arg(long, default_value_t = 2_000)]

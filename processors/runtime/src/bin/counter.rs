@@ -6,6 +6,10 @@ use clap::Parser;
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{run, RuntimeConfig};
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

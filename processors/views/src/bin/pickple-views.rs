@@ -5,6 +5,10 @@ use clap::Parser;
 use pickple_runtime::RuntimeConfig;
 use pickple_views::RedisConfig;
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     about = "Writes the view topics into Redis (version-guarded, indexed, with change notices)"
