@@ -569,19 +569,31 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Wait until every produced record is acknowledged. rdkafka's `commit_transaction` flushes
-    /// first, and its flush polls in 100 ms slices that always run to the end: committing with
-    /// records in flight would cost 100 ms per transaction. The producer's own thread serves the
-    /// acknowledgements; this only waits for the queue to empty.
+    /// Wait until every produced record is acknowledged, sending what lingers at once.
+    ///
+    /// rdkafka's `flush` (which `commit_transaction` calls first) waits in 100 ms `poll` slices
+    /// that run to the end, as our producer's own thread takes the acknowledgements: committing
+    /// with records in flight would cost 100 ms per transaction. librdkafka's `rd_kafka_flush`
+    /// itself, with delivery reports as events (as rdkafka sets them up), only waits for the
+    /// queue to empty and makes every broker thread send without `linger.ms`, so call it
+    /// directly.
     fn drain(&self) -> Result<(), EngineError> {
         let deadline = Instant::now() + TXN_TIMEOUT;
         while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
                 return Err(EngineError::Kafka(KafkaError::Flush(
                     RDKafkaErrorCode::OperationTimedOut,
                 )));
             }
-            std::thread::sleep(Duration::from_micros(250));
+            // SAFETY: the pointer is the live producer's handle, which `self` owns for the
+            // whole call; rd_kafka_flush is thread-safe.
+            unsafe {
+                rdkafka::bindings::rd_kafka_flush(
+                    self.producer.client().native_ptr(),
+                    remaining.as_millis().min(1_000) as i32,
+                );
+            }
         }
         Ok(())
     }
