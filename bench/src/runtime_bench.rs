@@ -20,6 +20,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
+/// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
@@ -42,6 +46,64 @@ struct Args {
 }
 
 const PARTITIONS: i32 = 6;
+
+/// CPU used so far: by this process (the client side: poll loop, librdkafka's threads, sled)
+/// and, on Linux, by the whole machine (broker included). Taken at both ends of a measured
+/// window, it tells what a record costs and whether the cores were saturated.
+struct Cpu {
+    process: Duration,
+    machine_busy: Option<Duration>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        // SAFETY: getrusage writes into the zeroed struct we own.
+        let process = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            let tv = |t: libc::timeval| {
+                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+            };
+            tv(usage.ru_utime) + tv(usage.ru_stime)
+        };
+        Cpu {
+            process,
+            machine_busy: machine_busy(),
+        }
+    }
+
+    /// Client CPU µs per record over the window since `start`, and "client CPU x µs/record,
+    /// machine busy y of z cores".
+    fn report(&self, start: &Cpu, records: usize, elapsed: Duration) -> (f64, String) {
+        let client = (self.process - start.process).as_secs_f64() * 1e6 / records as f64;
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let machine = match (self.machine_busy, start.machine_busy) {
+            (Some(end), Some(begin)) => format!(
+                ", machine busy {:.2} of {cores} cores",
+                (end - begin).as_secs_f64() / elapsed.as_secs_f64()
+            ),
+            _ => String::new(),
+        };
+        (client, format!("client CPU {client:.1} µs/record{machine}"))
+    }
+}
+
+/// Busy time of all CPUs since boot, from the first line of /proc/stat (Linux only).
+fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
+    let busy: u64 = ticks.iter().sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(busy as f64 / hz as f64))
+}
 
 async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -104,9 +166,9 @@ fn produce_input(brokers: &str, topic: &str, records: usize, keys: usize) -> any
 }
 
 /// Plain loop: consume every input record and produce one output per record, no state.
-fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<(Duration, Duration)> {
+fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let mut first: Option<Instant> = None;
+    let mut first: Option<(Instant, Cpu)> = None;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{prefix}plain"))
@@ -125,7 +187,7 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<(Duratio
     while seen < records {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                first.get_or_insert_with(Instant::now);
+                first.get_or_insert_with(|| (Instant::now(), Cpu::now()));
                 let mut record = BaseRecord::to(&out)
                     .key(m.key().unwrap_or_default())
                     .payload(m.payload().unwrap_or_default());
@@ -146,8 +208,21 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<(Duratio
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-    let first = first.unwrap_or(started);
-    Ok((first - started, first.elapsed()))
+    let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
+    let elapsed = first.elapsed();
+    Ok(Measured {
+        startup: first - started,
+        elapsed,
+        cpu: Cpu::now().report(&cpu, records, elapsed),
+    })
+}
+
+/// One run's figures: start-up, the measured window, and its CPU use.
+struct Measured {
+    startup: Duration,
+    elapsed: Duration,
+    /// Client CPU per record (µs), and the CPU figures as printed.
+    cpu: (f64, String),
 }
 
 /// The runtime's exactly-once path with the counting processor, in-process.
@@ -155,7 +230,7 @@ fn stateful(
     mut config: RuntimeConfig,
     prefix: &str,
     records: usize,
-) -> anyhow::Result<(Duration, Duration, u64)> {
+) -> anyhow::Result<(Measured, u64)> {
     let state = config.state_dir.clone();
     config.topic_prefix = prefix.to_string();
     let counter = Metrics::global()
@@ -172,14 +247,14 @@ fn stateful(
     // The record count is bumped before the commit; wait for one more commit after reaching it
     // so the figure includes committing the last records.
     let mut reached = None;
-    let mut first: Option<Instant> = None;
+    let mut first: Option<(Instant, Cpu)> = None;
     let latency = Metrics::global()
         .commit_latency
         .with_label_values(&["counter"]);
     let (c0, s0) = (latency.get_sample_count(), latency.get_sample_sum());
     loop {
         if first.is_none() && counter.get() > base {
-            first = Some(Instant::now());
+            first = Some((Instant::now(), Cpu::now()));
         }
         if handle.is_finished() {
             anyhow::bail!("runtime stopped early: {:?}", handle.join());
@@ -192,8 +267,9 @@ fn stateful(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let first = first.unwrap_or(started);
+    let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
     let elapsed = first.elapsed();
+    let cpu = Cpu::now().report(&cpu, records, elapsed);
     println!(
         "      {} commits, {:.2} s committing",
         latency.get_sample_count() - c0,
@@ -204,7 +280,12 @@ fn stateful(
         .join()
         .map_err(|_| anyhow::anyhow!("runtime panicked"))??;
     let disk = dir_size(&state);
-    Ok((first - started, elapsed, disk))
+    let measured = Measured {
+        startup: first - started,
+        elapsed,
+        cpu,
+    };
+    Ok((measured, disk))
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
@@ -230,6 +311,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (mut plain_rates, mut eos_rates) = (Vec::new(), Vec::new());
+    let (mut plain_cpu, mut eos_cpu) = (Vec::new(), Vec::new());
     println!(
         "{} records, {} keys, {} partitions, broker {}",
         args.records, args.keys, PARTITIONS, args.brokers
@@ -247,35 +329,38 @@ async fn main() -> anyhow::Result<()> {
             let brokers = args.brokers.clone();
             let records = args.records;
             if mode == "plain" {
-                let (startup, t) =
-                    tokio::task::spawn_blocking(move || plain(&brokers, &prefix, records))
-                        .await??;
-                let rate = records as f64 / t.as_secs_f64();
+                let m = tokio::task::spawn_blocking(move || plain(&brokers, &prefix, records))
+                    .await??;
+                let rate = records as f64 / m.elapsed.as_secs_f64();
                 println!(
-                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up)",
+                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), {}",
                     rate,
-                    t.as_secs_f64(),
-                    startup.as_secs_f64()
+                    m.elapsed.as_secs_f64(),
+                    m.startup.as_secs_f64(),
+                    m.cpu.1
                 );
                 plain_rates.push(rate);
+                plain_cpu.push(m.cpu.0);
             } else {
                 let dir = tempfile::tempdir()?;
                 let mut config = RuntimeConfig::local(dir.path());
                 config.brokers = brokers;
                 config.commit_records = args.commit_records;
                 config.commit_interval_ms = args.commit_interval_ms;
-                let (startup, t, disk) =
+                let (m, disk) =
                     tokio::task::spawn_blocking(move || stateful(config, &prefix, records))
                         .await??;
-                let rate = records as f64 / t.as_secs_f64();
+                let rate = records as f64 / m.elapsed.as_secs_f64();
                 println!(
-                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), sled on disk {:.1} MiB",
+                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), {}, sled on disk {:.1} MiB",
                     rate,
-                    t.as_secs_f64(),
-                    startup.as_secs_f64(),
+                    m.elapsed.as_secs_f64(),
+                    m.startup.as_secs_f64(),
+                    m.cpu.1,
                     disk as f64 / (1024.0 * 1024.0)
                 );
                 eos_rates.push(rate);
+                eos_cpu.push(m.cpu.0);
             }
         }
     }
@@ -283,5 +368,10 @@ async fn main() -> anyhow::Result<()> {
     println!("median plain loop:          {p:>8.0} records/s");
     println!("median stateful EOS path:   {e:>8.0} records/s");
     println!("ratio stateful EOS / plain: {:.2}", e / p);
+    let (pc, ec) = (median(plain_cpu), median(eos_cpu));
+    println!(
+        "median client CPU per record: plain {pc:.1} µs, stateful EOS {ec:.1} µs (x{:.1})",
+        ec / pc
+    );
     Ok(())
 }
