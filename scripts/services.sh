@@ -2,7 +2,7 @@
 # Local servers on 127.0.0.1 for development and tests, installed from apt when missing:
 #   Kafka (scripts/kafka.sh), Redis, an SMTP sink writing a maildir, and the CLI tools
 #   (kcat, prometheus/promtool, alertmanager, docker-compose for `docker-compose config`).
-#   scripts/services.sh start | stop | env
+#   scripts/services.sh start | stop | env | reset (wipes all local data: Kafka, Redis, state, mail)
 # Idempotent: a server already answering on its port is left alone.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +56,17 @@ case "${1:-start}" in
     stop_pidfile "$work/redis/redis.pid"
     "$here/kafka.sh" stop
     ;;
+  reset)
+    # Every local datum goes together: Kafka's topics and offsets, the Redis views built from
+    # them, the processors' sled state (whose checkpoints are changelog offsets) and the mail.
+    # Wiping one alone leaves the others pointing at data that no longer exists.
+    [ -z "$(ls "$work"/pids/*.pid 2>/dev/null)" ] || die "processors are running: ./scripts/down.sh first"
+    stop_pidfile "$work/smtp.pid"
+    stop_pidfile "$work/redis/redis.pid"
+    "$here/kafka.sh" reset
+    rm -rf "$work/redis" "$work/state" "$maildir"
+    log "local data wiped (Kafka, Redis, processor state, mail)"
+    ;;
   env)
     # Settings that tests and processors read; `eval "$(scripts/services.sh env)"`.
     echo "export PICKPLE_BROKERS=127.0.0.1:${PICKPLE_KAFKA_PORT:-19092}"
@@ -63,5 +74,5 @@ case "${1:-start}" in
     echo "export PICKPLE_SMTP=127.0.0.1:$smtp_port"
     echo "export PICKPLE_MAILDIR=$maildir"
     ;;
-  *) die "usage: $0 start|stop|env" ;;
+  *) die "usage: $0 start|stop|reset|env" ;;
 esac
