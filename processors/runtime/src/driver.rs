@@ -134,10 +134,12 @@ impl<P: Processor> TestDriver<P> {
         let cause = Cause::Named("punctuate".into());
         let mut ctx = Context::new(view, Some(self.now), &headers, cause);
         self.processor.punctuate(&mut ctx)?;
-        let (writes, outputs) = (
+        let (writes, mut outputs) = (
             std::mem::take(&mut ctx.writes),
             std::mem::take(&mut ctx.outputs),
         );
+        drop(ctx);
+        let _traced = crate::trace::punctuation_span("driver", 0, &mut outputs);
         self.commit(writes, outputs);
         Ok(())
     }

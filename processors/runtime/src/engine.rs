@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tracing::Span;
 
 use crate::context::{Cause, Context, Output, StoreView};
 use crate::metrics::Metrics;
@@ -405,11 +406,17 @@ impl<P: Processor> Engine<P> {
             let task = self.tasks.get_mut(&partition).expect("task exists");
             match task.processor.punctuate(&mut ctx) {
                 Ok(()) => {
-                    let (writes, outputs) = (
+                    let (writes, mut outputs) = (
                         std::mem::take(&mut ctx.writes),
                         std::mem::take(&mut ctx.outputs),
                     );
                     drop(ctx);
+                    let traced =
+                        crate::trace::punctuation_span(&self.spec.name, partition, &mut outputs);
+                    let _entered = traced.as_ref().map(Span::enter);
+                    if !outputs.is_empty() {
+                        tracing::debug!(records = outputs.len(), partition, "punctuation sent");
+                    }
                     if !writes.is_empty() || !outputs.is_empty() {
                         self.begin()?;
                         self.keep(partition, writes, outputs)?;

@@ -98,3 +98,33 @@ fn outputs_continue_the_trace_of_their_input() {
         "an untraced input starts no trace"
     );
 }
+
+#[test]
+fn a_punctuation_that_sends_starts_a_trace_of_its_own() {
+    let mut driver = TestDriver::new(LastValue, 1_000_000);
+    let mut traced = headers();
+    traced.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+    driver
+        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced)
+        .unwrap();
+    driver.advance(1000).unwrap();
+    let first = driver.take_outputs("report");
+    driver
+        .pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers())
+        .unwrap();
+    driver.advance(1000).unwrap();
+    let second = driver.take_outputs("report");
+
+    let trace_of = |outputs: &[pickple_runtime::Output]| {
+        assert_eq!(outputs.len(), 1);
+        let parent = pickple_telemetry::TraceParent::parse(&outputs[0].headers.traceparent)
+            .unwrap_or_else(|| panic!("not a traceparent: {:?}", outputs[0].headers));
+        parent.trace_id
+    };
+    let (first, second) = (trace_of(&first), trace_of(&second));
+    assert_ne!(
+        first, "0af7651916cd43dd8448eb211c80319c",
+        "not the trace of the record that armed the timer: the punctuation caused it"
+    );
+    assert_ne!(first, second, "each punctuation is a trace of its own");
+}
