@@ -204,4 +204,15 @@ async fn a_punctuator_fires_after_wall_clock_time_even_across_a_restart() {
     assert_eq!(all[0].key, "late");
     assert_eq!(all[0].value["count"], 1);
     assert!(started.elapsed() < Duration::from_secs(60));
+    // The input was untraced; the punctuation that sent the reminder started a trace.
+    let traceparent = all[0]
+        .headers
+        .get("traceparent")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        pickple_telemetry::TraceParent::parse(&traceparent).is_some(),
+        "a reminder carries the punctuation's traceparent: {:?}",
+        all[0].headers
+    );
 }
