@@ -280,6 +280,25 @@ fn cancel_after_payment(p: &Pipeline, run: &str) {
         s.get("view-deliveries", &o)
             .is_some_and(|d| d["status"] == "CANCELLED")
     });
+    // In between, the order's view showed the cancel waiting for the delivery's answer.
+    let views: Vec<Value> = p
+        .seen
+        .lock()
+        .unwrap()
+        .records("view-orders")
+        .iter()
+        .filter(|(k, _)| *k == o)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let waiting = views
+        .iter()
+        .position(|v| v["cancel_requested"] == "changed my mind")
+        .expect("a view with the cancel waiting");
+    assert_eq!(views[waiting]["status"], "PAID");
+    assert!(
+        views.last().unwrap()["cancel_requested"].is_null(),
+        "the last view no longer waits"
+    );
 }
 
 /// The race the delivery processor decides: the vendor starts the delivery and the customer

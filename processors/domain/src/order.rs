@@ -723,6 +723,7 @@ impl OrderState {
             delivery_status: self.delivery_status(),
             vendor_ids: self.vendor_ids(),
             history: self.history.clone(),
+            cancel_requested: self.cancel_requested.clone(),
             rejection: meta.rejection.clone(),
             version: meta.version,
         }
@@ -920,6 +921,14 @@ mod tests {
     fn delivery_completed() -> OrderInput {
         OrderInput::Reply(OrderReply::DeliveryCompleted { order_id: O.into() })
     }
+    fn view(o: &OrderState) -> OrderView {
+        o.to_view(&ViewMeta {
+            version: 1,
+            updated_at: 0,
+            rejection: None,
+        })
+    }
+
     fn delivery_cancelled() -> OrderInput {
         OrderInput::Reply(OrderReply::DeliveryCancelled { order_id: O.into() })
     }
@@ -1286,6 +1295,11 @@ mod tests {
             o.history.last().unwrap().reason,
             "cancellation requested: changed my mind"
         );
+        assert_eq!(
+            view(o).cancel_requested.as_deref(),
+            Some("changed my mind"),
+            "the customer sees the cancel waiting"
+        );
         // A double click, and a stray refund or authorization, change nothing.
         s.noop(cancel("ann"));
         s.noop(authorized());
@@ -1321,6 +1335,7 @@ mod tests {
         assert_eq!(o.cancel_cause, Some(CancelCause::Customer));
         assert_eq!(o.history.last().unwrap().reason, "changed my mind");
         assert_eq!(o.payment_status().as_deref(), Some("REFUND_REQUESTED"));
+        assert_eq!(view(o).cancel_requested, None, "no longer waiting");
         s.noop(delivery_cancelled());
         s.noop(cancel_refused());
         s.noop(cancel("ann"));
@@ -1345,6 +1360,7 @@ mod tests {
             let o = s.state.as_ref().unwrap();
             assert_eq!(o.status, if started_first { Shipping } else { Paid });
             assert_eq!(o.cancel_requested, None);
+            assert_eq!(view(o).cancel_requested, None, "no longer waiting");
             assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
             assert_eq!(
                 o.history.last().unwrap().reason,

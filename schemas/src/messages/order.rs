@@ -203,6 +203,10 @@ pub struct OrderView {
     pub delivery_status: Option<String>,
     pub vendor_ids: Vec<String>,
     pub history: Vec<Transition>,
+    /// The customer's reason while a cancel of the paid order waits for the delivery's answer
+    /// (granted: the order becomes CANCELLED; refused, as the delivery started: it goes on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<String>,
     /// Why the last command on this order was refused, if it was (the order itself is unchanged).
     pub rejection: Option<String>,
     pub version: u64,
