@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tracing::Span;
 
+use crate::applier::{Applier, Committed};
 use crate::context::{Cause, Context, Output, StoreView};
 use crate::metrics::Metrics;
 use crate::processor::{AppSpec, ProcessError, Processor, Record};
@@ -77,14 +78,6 @@ struct Task<P> {
     processor: P,
 }
 
-/// Committed writes being applied to sled on a background thread: applying ~10,000 keys took
-/// a tenth of the poll loop's time, which another core can do while the loop goes on. Reads
-/// see these writes until they are in sled.
-struct Applying {
-    writes: Arc<Writes>,
-    done: std::thread::JoinHandle<Result<(), StoreError>>,
-}
-
 #[derive(Default)]
 struct Txn {
     writes: Writes,
@@ -105,7 +98,7 @@ pub(crate) struct Engine<P> {
     tasks: BTreeMap<i32, Task<P>>,
     txn: Txn,
     in_txn: bool,
-    applying: Option<Applying>,
+    applier: Applier,
     next_punctuate: Instant,
     metrics: &'static Metrics,
     /// Per-topic counters of records in and out, resolved once: a label lookup per record
@@ -124,8 +117,9 @@ impl<P: Processor> Engine<P> {
         producer: ThreadedProducer<DeliveryTracker>,
         tracker: DeliveryTracker,
         factory: Box<dyn Fn(i32) -> P + Send>,
-    ) -> Self {
-        Engine {
+    ) -> Result<Self, StoreError> {
+        let applier = Applier::start(stores.clone())?;
+        Ok(Engine {
             spec,
             stores,
             producer,
@@ -134,14 +128,14 @@ impl<P: Processor> Engine<P> {
             tasks: BTreeMap::new(),
             txn: Txn::default(),
             in_txn: false,
-            applying: None,
+            applier,
             next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
             counted_in: HashMap::new(),
             counted_out: HashMap::new(),
             physical: HashMap::new(),
             config,
-        }
+        })
     }
 
     fn app(&self) -> &str {
@@ -202,7 +196,7 @@ impl<P: Processor> Engine<P> {
         };
         let view = StoreView {
             stores: &self.stores,
-            applying: self.applying.as_ref().map(|a| &*a.writes),
+            applying: self.applier.pending(),
             txn: &self.txn.writes,
             partition,
         };
@@ -395,7 +389,7 @@ impl<P: Processor> Engine<P> {
         for partition in partitions {
             let view = StoreView {
                 stores: &self.stores,
-                applying: self.applying.as_ref().map(|a| &*a.writes),
+                applying: self.applier.pending(),
                 txn: &self.txn.writes,
                 partition,
             };
@@ -435,9 +429,7 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
         now: Instant,
     ) -> Result<(), EngineError> {
-        if self.applying.as_ref().is_some_and(|a| a.done.is_finished()) {
-            self.settle()?;
-        }
+        self.applier.poll()?;
         match self.txn.commit_due {
             Some(due) if now >= due => self.commit(consumer),
             _ => Ok(()),
@@ -537,43 +529,17 @@ impl<P: Processor> Engine<P> {
         self.in_txn = false;
         let txn = std::mem::take(&mut self.txn);
         let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
-        // One transaction's writes in flight at a time, so trees move in commit order.
-        self.settle()?;
-        let writes = Arc::new(txn.writes);
-        let stores = self.stores.clone();
-        let done = {
-            let writes = writes.clone();
-            std::thread::Builder::new()
-                .name("store-apply".into())
-                .spawn(move || {
-                    for (store, partitions) in writes.iter() {
-                        let topic = &changelogs[store];
-                        for (partition, kv) in partitions {
-                            let checkpoint = checkpoints
-                                .get(topic)
-                                .and_then(|c| c.get(partition))
-                                .copied();
-                            let kv = kv.iter().map(|(k, v)| (k, v.as_ref()));
-                            stores.apply(store, *partition, kv, checkpoint)?;
-                        }
-                    }
-                    Ok(())
-                })
-                .map_err(|e| StoreError::Apply(e.to_string()))?
-        };
-        self.applying = Some(Applying { writes, done });
+        self.applier.submit(Committed {
+            writes: Arc::new(txn.writes),
+            changelogs,
+            checkpoints,
+        })?;
         Ok(())
     }
 
     /// Wait until the committed writes in flight are in sled.
     pub fn settle(&mut self) -> Result<(), EngineError> {
-        if let Some(applying) = self.applying.take() {
-            applying
-                .done
-                .join()
-                .map_err(|_| StoreError::Apply("the store-apply thread panicked".into()))??;
-        }
-        Ok(())
+        Ok(self.applier.settle()?)
     }
 
     /// Wait until every produced record is acknowledged, sending what lingers at once.

@@ -15,6 +15,7 @@
 //!
 //! [`TestDriver`] runs the same processor in-process without a broker.
 
+mod applier;
 mod config;
 mod context;
 mod driver;

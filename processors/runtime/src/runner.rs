@@ -92,7 +92,7 @@ where
         producer,
         tracker,
         Box::new(factory),
-    )));
+    )?));
     let failure = Arc::new(Mutex::new(None));
     let context = RebalanceContext {
         engine: engine.clone(),
