@@ -35,6 +35,16 @@ fn headers() -> pickple_schemas::RecordHeaders {
     pickple_schemas::RecordHeaders::new("Test", "cmd")
 }
 
+/// The trace id in [`traced`].
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// Headers of a record sent within a caller's trace.
+fn traced() -> pickple_schemas::RecordHeaders {
+    let mut headers = headers();
+    headers.traceparent = format!("00-{CALLER_TRACE}-b7ad6b7169203331-01");
+    headers
+}
+
 #[test]
 fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
     let mut driver = TestDriver::new(LastValue, 1_000_000);
@@ -80,17 +90,15 @@ fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
 #[test]
 fn outputs_continue_the_trace_of_their_input() {
     let mut driver = TestDriver::new(LastValue, 1_000_000);
-    let mut traced = headers();
-    traced.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
     driver
-        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced)
+        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced())
         .unwrap();
     driver
         .pipe_raw("in", Some(b"b"), Some(b"\"two\""), headers())
         .unwrap();
     let outputs = driver.take_outputs("echo");
     let parts: Vec<&str> = outputs[0].headers.traceparent.split('-').collect();
-    assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
+    assert_eq!(parts[1], CALLER_TRACE, "same trace");
     assert_ne!(parts[2], "b7ad6b7169203331", "a span of its own");
     assert_eq!(parts[3], "01");
     assert_eq!(
@@ -102,10 +110,8 @@ fn outputs_continue_the_trace_of_their_input() {
 #[test]
 fn a_punctuation_that_sends_starts_a_trace_of_its_own() {
     let mut driver = TestDriver::new(LastValue, 1_000_000);
-    let mut traced = headers();
-    traced.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
     driver
-        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced)
+        .pipe_raw("in", Some(b"a"), Some(b"\"one\""), traced())
         .unwrap();
     driver.advance(1000).unwrap();
     let first = driver.take_outputs("report");
@@ -123,7 +129,7 @@ fn a_punctuation_that_sends_starts_a_trace_of_its_own() {
     };
     let (first, second) = (trace_of(&first), trace_of(&second));
     assert_ne!(
-        first, "0af7651916cd43dd8448eb211c80319c",
+        first, CALLER_TRACE,
         "not the trace of the record that armed the timer: the punctuation caused it"
     );
     assert_ne!(first, second, "each punctuation is a trace of its own");
