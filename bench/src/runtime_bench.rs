@@ -5,7 +5,10 @@
 //! from the first record processed to the last one committed (start-up: group join, producer
 //! init, restore, is printed apart). Prints every run, the medians and their ratio.
 //!
-//!   cargo run --release -p pickple-bench --bin runtime-bench -- --records 100000 --runs 3
+//!   cargo run --release -p pickple-bench --bin runtime-bench -- --records 200000 --runs 5
+//!
+//! `--traced` gives every input the standard headers and a trace of its own, as records from the
+//! gateway have.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +17,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{run_until, Metrics, RuntimeConfig};
+use pickple_schemas::RecordHeaders;
+use pickple_telemetry::TraceParent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
@@ -43,6 +49,11 @@ struct Args {
     /// Runs of each mode (alternating).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Give every input the standard headers with a trace of its own, as the gateway does for
+    /// each command: the runtime then processes each record in a span; the plain loop forwards
+    /// the headers.
+    #[arg(long)]
+    traced: bool,
 }
 
 const PARTITIONS: i32 = 6;
@@ -141,7 +152,13 @@ async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn produce_input(brokers: &str, topic: &str, records: usize, keys: usize) -> anyhow::Result<()> {
+fn produce_input(
+    brokers: &str,
+    topic: &str,
+    records: usize,
+    keys: usize,
+    traced: bool,
+) -> anyhow::Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -151,6 +168,17 @@ fn produce_input(brokers: &str, topic: &str, records: usize, keys: usize) -> any
     for i in 0..records {
         let key = format!("key-{}", i % keys);
         let mut record = BaseRecord::to(topic).key(&key).payload("{}");
+        if traced {
+            let mut headers = RecordHeaders::new("Count", uuid::Uuid::new_v4().to_string());
+            headers.traceparent = TraceParent::root().to_string();
+            let owned = headers.fold_pairs(OwnedHeaders::new(), |owned, key, value| {
+                owned.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+            record = record.headers(owned);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -191,6 +219,9 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
                 let mut record = BaseRecord::to(&out)
                     .key(m.key().unwrap_or_default())
                     .payload(m.payload().unwrap_or_default());
+                if let Some(headers) = m.headers() {
+                    record = record.headers(headers.detach());
+                }
                 loop {
                     match producer.send(record) {
                         Ok(()) => break,
@@ -310,11 +341,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // As in the processors' binaries, so that traced records cost here what they cost there
+    // (their spans are enabled at info). Logs go to stderr.
+    let _telemetry = pickple_telemetry::init("runtime-bench", "info,rdkafka=warn");
     let (mut plain_rates, mut eos_rates) = (Vec::new(), Vec::new());
     let (mut plain_cpu, mut eos_cpu) = (Vec::new(), Vec::new());
     println!(
-        "{} records, {} keys, {} partitions, broker {}",
-        args.records, args.keys, PARTITIONS, args.brokers
+        "{} records{}, {} keys, {} partitions, broker {}",
+        args.records,
+        if args.traced { " (traced)" } else { "" },
+        args.keys,
+        PARTITIONS,
+        args.brokers
     );
     for run in 1..=args.runs {
         for mode in ["plain", "stateful-eos"] {
@@ -325,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
                 &format!("{prefix}count-input"),
                 args.records,
                 args.keys,
+                args.traced,
             )?;
             let brokers = args.brokers.clone();
             let records = args.records;
