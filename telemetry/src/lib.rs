@@ -21,7 +21,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use span::continue_trace;
+pub use span::{continue_from, continue_trace};
 pub use traceparent::TraceParent;
 
 /// The JSON log layer every process uses, writing to `writer`: one object per line, with the

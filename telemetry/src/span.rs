@@ -16,17 +16,24 @@ use crate::TraceParent;
 /// export on, the span is exported as a child of `parent` and the returned value names its
 /// exported span id, so the next process's span hangs under it. Call before entering `span`.
 pub fn continue_trace(span: &Span, parent: Option<&TraceParent>) -> TraceParent {
-    let exported = match parent.and_then(remote_context) {
-        Some(cx) => span.set_parent(cx).ok().and_then(|()| own_context(span)),
+    let current = match parent {
+        Some(parent) => continue_from(span, parent),
         // A root: the exporter picks the trace id when it builds the span.
-        None => own_context(span),
+        None => own_context(span).unwrap_or_else(TraceParent::root),
     };
-    let current = exported.unwrap_or_else(|| match parent {
-        Some(p) => p.child(),
-        None => TraceParent::root(),
-    });
     span.record("trace_id", current.trace_id.as_str());
     current
+}
+
+/// [`continue_trace`] for a span that already declares `trace_id = %parent.trace_id`: the
+/// trace id of a continued span is always its parent's, and giving it at creation spares the
+/// JSON log layer re-encoding the span's fields on `record` (a third of the cost of a traced
+/// Kafka record in the stream runtime). Records nothing; call before entering `span`.
+pub fn continue_from(span: &Span, parent: &TraceParent) -> TraceParent {
+    remote_context(parent)
+        .and_then(|cx| span.set_parent(cx).ok())
+        .and_then(|()| own_context(span))
+        .unwrap_or_else(|| parent.child())
 }
 
 fn remote_context(parent: &TraceParent) -> Option<Context> {

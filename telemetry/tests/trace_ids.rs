@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use pickple_telemetry::{continue_trace, json_logs, TraceParent};
+use pickple_telemetry::{continue_from, continue_trace, json_logs, TraceParent};
 use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -103,4 +103,45 @@ fn exported_spans_chain_under_the_incoming_traceparent() {
     let lines = logs.lines();
     assert_eq!(lines[0]["span"]["trace_id"], parent.trace_id.as_str());
     assert_eq!(lines[1]["span"]["trace_id"], root.trace_id.as_str());
+}
+
+/// The stream runtime's way: the span declares its parent's trace id at creation.
+fn declared_work(parent: &TraceParent) -> TraceParent {
+    let span = tracing::info_span!("record", trace_id = %parent.trace_id);
+    let next = continue_from(&span, parent);
+    let _entered = span.enter();
+    tracing::info!("processing");
+    next
+}
+
+#[test]
+fn a_span_declaring_its_parents_trace_id_continues_it_in_logs_and_exports() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let (logs, exported_logs) = (Captured::default(), Captured::default());
+    let parent = TraceParent::parse(PARENT).unwrap();
+    let plain = tracing_subscriber::registry().with(json_logs(logs.clone()));
+    let without = tracing::subscriber::with_default(plain, || declared_work(&parent));
+    let exporting = tracing_subscriber::registry()
+        .with(json_logs(exported_logs.clone()))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let with = tracing::subscriber::with_default(exporting, || declared_work(&parent));
+    provider.force_flush().unwrap();
+
+    for (next, logs) in [(&without, &logs), (&with, &exported_logs)] {
+        assert_eq!(next.trace_id, parent.trace_id);
+        assert_ne!(next.span_id, parent.span_id);
+        let lines = logs.lines();
+        assert_eq!(lines[0]["span"]["trace_id"], parent.trace_id.as_str());
+    }
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        spans[0].span_context.trace_id().to_string(),
+        parent.trace_id
+    );
+    assert_eq!(spans[0].parent_span_id.to_string(), parent.span_id);
+    assert_eq!(spans[0].span_context.span_id().to_string(), with.span_id);
 }

@@ -5,7 +5,7 @@
 //! own, as nothing upstream caused it.
 
 use pickple_schemas::RecordHeaders;
-use pickple_telemetry::{continue_trace, TraceParent};
+use pickple_telemetry::{continue_from, continue_trace, TraceParent};
 use tracing::Span;
 
 /// The span to process a record in, and the headers its outputs derive from (the record's, with
@@ -23,14 +23,14 @@ pub(crate) fn record_span(
     let parent = TraceParent::parse(&headers.traceparent)?;
     let span = tracing::info_span!(
         "record",
-        trace_id = tracing::field::Empty,
+        trace_id = %parent.trace_id,
         app,
         topic,
         partition,
         offset
     );
     let mut onward = headers.clone();
-    onward.traceparent = continue_trace(&span, Some(&parent)).to_string();
+    onward.traceparent = continue_from(&span, &parent).to_string();
     Some((span, onward))
 }
 
