@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pickple_runtime::reference::{counter_spec, Counter};
-use pickple_runtime::{run_until, Metrics, RuntimeConfig};
+use pickple_runtime::{kafka_headers, run_until, Metrics, RuntimeConfig};
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
@@ -171,13 +170,7 @@ fn produce_input(
         if traced {
             let mut headers = RecordHeaders::new("Count", uuid::Uuid::new_v4().to_string());
             headers.traceparent = TraceParent::root().to_string();
-            let owned = headers.fold_pairs(OwnedHeaders::new(), |owned, key, value| {
-                owned.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-            record = record.headers(owned);
+            record = record.headers(kafka_headers(&headers));
         }
         loop {
             match producer.send(record) {

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pickple_runtime::RuntimeConfig;
+use pickple_runtime::{kafka_headers, RuntimeConfig};
 use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -154,13 +153,7 @@ impl Pipeline {
 
     /// Produce raw bytes with the given headers, if any.
     pub fn send_bytes(&self, topic: &str, key: &str, value: &[u8], h: Option<&RecordHeaders>) {
-        let mut headers = OwnedHeaders::new();
-        for (name, v) in h.map(RecordHeaders::to_pairs).unwrap_or_default() {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(&v),
-            });
-        }
+        let headers = h.map(kafka_headers).unwrap_or_default();
         let topic = self.topic(topic);
         let mut record = BaseRecord::to(&topic)
             .key(key)

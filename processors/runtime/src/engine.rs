@@ -700,8 +700,8 @@ fn count(
     }
 }
 
-/// The standard headers as Kafka headers.
-fn kafka_headers(headers: &RecordHeaders) -> OwnedHeaders {
+/// The standard headers as Kafka headers, in the order of [`RecordHeaders::fold_pairs`].
+pub fn kafka_headers(headers: &RecordHeaders) -> OwnedHeaders {
     headers.fold_pairs(OwnedHeaders::new(), |owned, key, value| {
         owned.insert(Header {
             key,
