@@ -232,13 +232,7 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-    let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
-    let elapsed = first.elapsed();
-    Ok(Measured {
-        startup: first - started,
-        elapsed,
-        cpu: Cpu::now().report(&cpu, records, elapsed),
-    })
+    Ok(Measured::until_now(started, first, records))
 }
 
 /// One run's figures: start-up, the measured window, and its CPU use.
@@ -247,6 +241,20 @@ struct Measured {
     elapsed: Duration,
     /// Client CPU per record (µs), and the CPU figures as printed.
     cpu: (f64, String),
+}
+
+impl Measured {
+    /// The window from the first record (`first`: when, and the CPU then) to now, for a run
+    /// started at `started`.
+    fn until_now(started: Instant, first: Option<(Instant, Cpu)>, records: usize) -> Measured {
+        let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
+        let elapsed = first.elapsed();
+        Measured {
+            startup: first - started,
+            elapsed,
+            cpu: Cpu::now().report(&cpu, records, elapsed),
+        }
+    }
 }
 
 /// The runtime's exactly-once path with the counting processor, in-process.
@@ -291,9 +299,7 @@ fn stateful(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
-    let elapsed = first.elapsed();
-    let cpu = Cpu::now().report(&cpu, records, elapsed);
+    let measured = Measured::until_now(started, first, records);
     println!(
         "      {} commits, {:.2} s committing",
         latency.get_sample_count() - c0,
@@ -304,11 +310,6 @@ fn stateful(
         .join()
         .map_err(|_| anyhow::anyhow!("runtime panicked"))??;
     let disk = dir_size(&state);
-    let measured = Measured {
-        startup: first - started,
-        elapsed,
-        cpu,
-    };
     Ok((measured, disk))
 }
 
