@@ -195,6 +195,9 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
         .set("group.id", format!("{prefix}plain"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
+        // As the runtime's consumer: librdkafka's default (1 s) stalls a consumer that empties
+        // its queue faster than that.
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     consumer.subscribe(&[&format!("{prefix}count-input")])?;
     let producer: BaseProducer = ClientConfig::new()

@@ -59,3 +59,10 @@ impl RuntimeConfig {
         format!("{}{}", self.topic_prefix, logical)
     }
 }
+
+/// librdkafka's `fetch.queue.backoff.ms` for the runtime's consumers. librdkafka stops fetching
+/// while its local queue is over its limits and by default looks again only a second later: a
+/// consumer catching up on a backlog empties the queue within that second and then sits idle
+/// (in runtime-bench, a plain loop stalled for half a second every ~140,000 records with
+/// headers). Looking again soon keeps the queue fed.
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
