@@ -11,6 +11,7 @@
 //!   `http/json`. `OTEL_SERVICE_NAME` overrides the service name.
 
 mod span;
+mod span_fields;
 mod traceparent;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -22,10 +23,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use span::{continue_from, continue_trace};
+pub use span_fields::JsonSpanFields;
 pub use traceparent::TraceParent;
 
 /// The JSON log layer every process uses, writing to `writer`: one object per line, with the
-/// fields of the current span (and so its `trace_id`) under `span`.
+/// fields of the current span (and so its `trace_id`) under `span`, written by
+/// [`JsonSpanFields`].
 pub fn json_logs<S, W>(writer: W) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
@@ -35,6 +38,7 @@ where
         .json()
         .with_current_span(true)
         .with_span_list(false)
+        .fmt_fields(JsonSpanFields)
         .with_writer(writer)
 }
 

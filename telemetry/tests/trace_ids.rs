@@ -1,5 +1,6 @@
 //! Log lines inside a traced span carry its trace id, and with an exporter installed the span is
-//! exported as the child of the incoming `traceparent` and hands its own id on.
+//! exported as the child of the incoming `traceparent` and hands its own id on. Span fields of
+//! every kind reach the log lines as JSON.
 
 use std::sync::{Arc, Mutex};
 
@@ -144,4 +145,75 @@ fn a_span_declaring_its_parents_trace_id_continues_it_in_logs_and_exports() {
     );
     assert_eq!(spans[0].parent_span_id.to_string(), parent.span_id);
     assert_eq!(spans[0].span_context.span_id().to_string(), with.span_id);
+}
+
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug
+struct Order {
+    id: u32,
+}
+
+#[test]
+fn span_fields_of_every_kind_reach_log_lines_as_json() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry().with(json_logs(logs.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        let outer = tracing::info_span!("outer", app = "orders");
+        let _outer = outer.enter();
+        let span = tracing::info_span!(
+            "record",
+            topic = "order-commands",
+            note = "a \"quoted\"\nline\twith \\ and \u{1}",
+            partition = 3u32,
+            offset = -1i64,
+            ok = true,
+            ratio = 0.5f64,
+            nan = f64::NAN,
+            shown = %"display",
+            debugged = ?Order { id: 7 },
+            later = tracing::field::Empty,
+            again = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        tracing::info!("before recording");
+        span.record("later", "recorded");
+        span.record("again", 2u64);
+        span.record("partition", 4u32);
+        tracing::info!("after recording");
+        // A span whose fields are all recorded after it was created.
+        let empty = tracing::info_span!("empty", trace_id = tracing::field::Empty);
+        empty.record("trace_id", "abc");
+        let _empty = empty.enter();
+        tracing::info!("in an emptily created span");
+    });
+    let lines = logs.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let before = &lines[0]["span"];
+    assert_eq!(before["name"], "record");
+    assert_eq!(before["topic"], "order-commands");
+    assert_eq!(before["note"], "a \"quoted\"\nline\twith \\ and \u{1}");
+    assert_eq!(before["partition"], 3);
+    assert_eq!(before["offset"], -1);
+    assert_eq!(before["ok"], true);
+    assert_eq!(before["ratio"], 0.5);
+    assert!(before["nan"].is_null(), "{before}");
+    assert_eq!(before["shown"], "display");
+    assert_eq!(before["debugged"], "Order { id: 7 }");
+    assert!(before.get("later").is_none(), "{before}");
+    assert!(
+        before.get("app").is_none(),
+        "only the current span: {before}"
+    );
+
+    let after = &lines[1]["span"];
+    assert_eq!(after["later"], "recorded");
+    assert_eq!(after["again"], 2);
+    assert_eq!(
+        after["partition"], 4,
+        "a field recorded again keeps its last value"
+    );
+    assert_eq!(after["topic"], "order-commands");
+
+    assert_eq!(lines[2]["span"]["trace_id"], "abc");
+    assert_eq!(lines[2]["span"]["name"], "empty");
 }
