@@ -54,13 +54,13 @@ impl RecordHeaders {
     /// Fold over the (name, value) pairs of [`Self::to_pairs`] without allocating them:
     /// producers call this once per record.
     pub fn fold_pairs<B>(&self, init: B, mut f: impl FnMut(B, &'static str, &[u8]) -> B) -> B {
-        use std::io::Write;
-        let mut version = [0u8; 10];
-        let mut cursor = std::io::Cursor::new(&mut version[..]);
-        write!(cursor, "{}", self.schema_version).expect("a u32 has at most 10 digits");
-        let len = cursor.position() as usize;
+        let mut version = itoa::Buffer::new();
         let acc = f(init, EVENT_TYPE, self.event_type.as_bytes());
-        let acc = f(acc, SCHEMA_VERSION, &version[..len]);
+        let acc = f(
+            acc,
+            SCHEMA_VERSION,
+            version.format(self.schema_version).as_bytes(),
+        );
         let acc = f(acc, COMMAND_ID, self.command_id.as_bytes());
         let acc = f(acc, CAUSATION_ID, self.causation_id.as_bytes());
         f(acc, TRACEPARENT, self.traceparent.as_bytes())

@@ -4,7 +4,6 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
@@ -56,15 +55,25 @@ pub(crate) enum Cause<'a> {
     Named(String),
 }
 
-impl fmt::Display for Cause<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Cause<'_> {
+    /// The causation id: `topic/partition/offset` for a record, else the name. Built without
+    /// `fmt`, as it is built for every record sent.
+    fn id(&self) -> String {
         match self {
             Cause::Record {
                 topic,
                 partition,
                 offset,
-            } => write!(f, "{topic}/{partition}/{offset}"),
-            Cause::Named(name) => f.write_str(name),
+            } => {
+                let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+                let (p, o) = (p.format(*partition), o.format(*offset));
+                let mut id = String::with_capacity(topic.len() + p.len() + o.len() + 2);
+                for part in [*topic, "/", p, "/", o] {
+                    id.push_str(part);
+                }
+                id
+            }
+            Cause::Named(name) => name.clone(),
         }
     }
 }
@@ -203,9 +212,7 @@ impl<'a> Context<'a> {
 
     /// Send a message keyed by `key`, with headers derived from the input record's.
     pub fn send<M: Serialize + MessageType>(&mut self, topic: &str, key: &str, message: &M) {
-        let headers = self
-            .parent
-            .caused(message.message_type(), self.cause.to_string());
+        let headers = self.parent.caused(message.message_type(), self.cause.id());
         self.send_raw(
             topic,
             key.as_bytes(),
@@ -222,7 +229,7 @@ impl<'a> Context<'a> {
         event_type: &str,
         value: &T,
     ) {
-        let headers = self.parent.caused(event_type, self.cause.to_string());
+        let headers = self.parent.caused(event_type, self.cause.id());
         self.send_raw(
             topic,
             key.as_bytes(),

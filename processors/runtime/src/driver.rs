@@ -70,11 +70,13 @@ impl<P: Processor> TestDriver<P> {
         value: Option<&[u8]>,
         headers: RecordHeaders,
     ) -> Result<(), ProcessError> {
+        // Offsets count from 0, as in a fresh Kafka partition.
+        let offset = self.offset;
         self.offset += 1;
         let record = Record {
             topic,
             partition: 0,
-            offset: self.offset,
+            offset,
             key,
             value,
             headers,
@@ -90,10 +92,10 @@ impl<P: Processor> TestDriver<P> {
         let cause = Cause::Record {
             topic,
             partition: 0,
-            offset: self.offset,
+            offset,
         };
         // Like the engine: a traced record runs in its span and its outputs continue it.
-        let traced = crate::trace::record_span(&record.headers, "driver", topic, 0, self.offset);
+        let traced = crate::trace::record_span(&record.headers, "driver", topic, 0, offset);
         let _entered = traced.as_ref().map(|(span, _)| span.enter());
         let parent = traced
             .as_ref()

@@ -88,6 +88,26 @@ fn the_driver_pipes_records_reads_stores_and_advances_the_clock() {
 }
 
 #[test]
+fn outputs_name_their_input_record_as_their_cause() {
+    let mut driver = TestDriver::new(LastValue, 1_000_000);
+    for value in [&b"\"one\""[..], b"\"two\""] {
+        driver
+            .pipe_raw("order-commands", Some(b"a"), Some(value), headers())
+            .unwrap();
+    }
+    let echoes = driver.take_outputs("echo");
+    let causes: Vec<&str> = echoes
+        .iter()
+        .map(|o| o.headers.causation_id.as_str())
+        .collect();
+    assert_eq!(causes, ["order-commands/0/0", "order-commands/0/1"]);
+    for echo in &echoes {
+        assert_eq!(echo.headers.command_id, "cmd");
+        assert_eq!(echo.headers.event_type, "Echo");
+    }
+}
+
+#[test]
 fn outputs_continue_the_trace_of_their_input() {
     let mut driver = TestDriver::new(LastValue, 1_000_000);
     driver
