@@ -1,9 +1,10 @@
 //! `runtime-bench`: records/s through the stateful exactly-once path (the reference counter:
 //! a sled store changelogged, outputs and offsets in Kafka transactions) against a plain
 //! consume+produce loop (no state, no transactions, auto-committed offsets), on the same local
-//! broker, alternating runs, each on fresh topics with the same input. Throughput is measured
-//! from the first record processed to the last one committed (start-up: group join, producer
-//! init, restore, is printed apart). Prints every run, the medians and their ratio.
+//! broker, alternating runs, each on fresh topics (deleted after it) with the same input.
+//! Throughput is measured from the first record processed to the last one committed (start-up:
+//! group join, producer init, restore, is printed apart). Prints every run, the medians and
+//! their ratio.
 //!
 //!   cargo run --release -p pickple-bench --bin runtime-bench -- --records 200000 --runs 5
 //!
@@ -115,19 +116,33 @@ fn machine_busy() -> Option<Duration> {
     (hz > 0).then(|| Duration::from_secs_f64(busy as f64 / hz as f64))
 }
 
-async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let names = [
+/// The topics of one run, all under `prefix`.
+fn topic_names(prefix: &str) -> Vec<String> {
+    [
         "count-input",
         "count-output",
         "count-reminders",
         "counter-dlq",
         "counter-counts-changelog",
         "counter-timers-changelog",
-    ];
-    let full: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
+    ]
+    .iter()
+    .map(|n| format!("{prefix}{n}"))
+    .collect()
+}
+
+fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?)
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
+    let full = topic_names(prefix);
     let topics: Vec<NewTopic> = full
         .iter()
         .map(|n| {
@@ -139,14 +154,25 @@ async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
             }
         })
         .collect();
-    for r in admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
+    for r in admin(brokers)?
+        .create_topics(&topics, &admin_options())
         .await?
     {
         r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Delete a run's topics: a broker left holding every earlier run's partitions (thousands after
+/// a day of runs) spends ever more of the shared cores on them, and the figures drift.
+async fn delete_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
+    let full = topic_names(prefix);
+    let names: Vec<&str> = full.iter().map(String::as_str).collect();
+    for r in admin(brokers)?
+        .delete_topics(&names, &admin_options())
+        .await?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("delete {t}: {e}"))?;
     }
     Ok(())
 }
@@ -362,10 +388,10 @@ async fn main() -> anyhow::Result<()> {
                 args.keys,
                 args.traced,
             )?;
-            let brokers = args.brokers.clone();
+            let (brokers, run_prefix) = (args.brokers.clone(), prefix.clone());
             let records = args.records;
             if mode == "plain" {
-                let m = tokio::task::spawn_blocking(move || plain(&brokers, &prefix, records))
+                let m = tokio::task::spawn_blocking(move || plain(&brokers, &run_prefix, records))
                     .await??;
                 let rate = records as f64 / m.elapsed.as_secs_f64();
                 println!(
@@ -384,7 +410,7 @@ async fn main() -> anyhow::Result<()> {
                 config.commit_records = args.commit_records;
                 config.commit_interval_ms = args.commit_interval_ms;
                 let (m, disk) =
-                    tokio::task::spawn_blocking(move || stateful(config, &prefix, records))
+                    tokio::task::spawn_blocking(move || stateful(config, &run_prefix, records))
                         .await??;
                 let rate = records as f64 / m.elapsed.as_secs_f64();
                 println!(
@@ -398,6 +424,7 @@ async fn main() -> anyhow::Result<()> {
                 eos_rates.push(rate);
                 eos_cpu.push(m.cpu.0);
             }
+            delete_topics(&args.brokers, &prefix).await?;
         }
     }
     let (p, e) = (median(plain_rates), median(eos_rates));
