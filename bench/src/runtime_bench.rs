@@ -83,20 +83,42 @@ impl Cpu {
         }
     }
 
-    /// Client CPU µs per record over the window since `start`, and "client CPU x µs/record,
-    /// machine busy y of z cores".
-    fn report(&self, start: &Cpu, records: usize, elapsed: Duration) -> (f64, String) {
-        let client = (self.process - start.process).as_secs_f64() * 1e6 / records as f64;
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    /// What the window since `start` cost per record.
+    fn report(&self, start: &Cpu, records: usize, elapsed: Duration) -> CpuUse {
+        let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+        let client = per_record(self.process - start.process);
         let machine = match (self.machine_busy, start.machine_busy) {
-            (Some(end), Some(begin)) => format!(
-                ", machine busy {:.2} of {cores} cores",
-                (end - begin).as_secs_f64() / elapsed.as_secs_f64()
-            ),
-            _ => String::new(),
+            (Some(end), Some(begin)) => Some((end - begin, elapsed)),
+            _ => None,
         };
-        (client, format!("client CPU {client:.1} µs/record{machine}"))
+        let text = match machine {
+            Some((busy, elapsed)) => format!(
+                "client CPU {client:.1} µs/record, machine CPU {:.1} µs/record, machine busy {:.2} of {} cores",
+                per_record(busy),
+                busy.as_secs_f64() / elapsed.as_secs_f64(),
+                cores()
+            ),
+            None => format!("client CPU {client:.1} µs/record"),
+        };
+        CpuUse {
+            client,
+            machine: machine.map(|(busy, _)| per_record(busy)),
+            text,
+        }
     }
+}
+
+/// CPU per record (µs) over a measured window: this process's, and the whole machine's (broker
+/// included) where known.
+struct CpuUse {
+    client: f64,
+    machine: Option<f64>,
+    /// As printed.
+    text: String,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Busy time of all CPUs since boot, from the first line of /proc/stat (Linux only).
@@ -268,8 +290,7 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
 struct Measured {
     startup: Duration,
     elapsed: Duration,
-    /// Client CPU per record (µs), and the CPU figures as printed.
-    cpu: (f64, String),
+    cpu: CpuUse,
 }
 
 impl Measured {
@@ -369,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = pickple_telemetry::init("runtime-bench", "info,rdkafka=warn");
     let (mut plain_rates, mut eos_rates) = (Vec::new(), Vec::new());
     let (mut plain_cpu, mut eos_cpu) = (Vec::new(), Vec::new());
+    let (mut plain_machine, mut eos_machine) = (Vec::new(), Vec::new());
     println!(
         "{} records{}, {} keys, {} partitions, broker {}",
         args.records,
@@ -399,10 +421,11 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     m.elapsed.as_secs_f64(),
                     m.startup.as_secs_f64(),
-                    m.cpu.1
+                    m.cpu.text
                 );
                 plain_rates.push(rate);
-                plain_cpu.push(m.cpu.0);
+                plain_cpu.push(m.cpu.client);
+                plain_machine.extend(m.cpu.machine);
             } else {
                 let dir = tempfile::tempdir()?;
                 let mut config = RuntimeConfig::local(dir.path());
@@ -418,11 +441,12 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     m.elapsed.as_secs_f64(),
                     m.startup.as_secs_f64(),
-                    m.cpu.1,
+                    m.cpu.text,
                     disk as f64 / (1024.0 * 1024.0)
                 );
                 eos_rates.push(rate);
-                eos_cpu.push(m.cpu.0);
+                eos_cpu.push(m.cpu.client);
+                eos_machine.extend(m.cpu.machine);
             }
             delete_topics(&args.brokers, &prefix).await?;
         }
@@ -436,5 +460,17 @@ async fn main() -> anyhow::Result<()> {
         "median client CPU per record: plain {pc:.1} µs, stateful EOS {ec:.1} µs (x{:.1})",
         ec / pc
     );
+    if !plain_machine.is_empty() && !eos_machine.is_empty() {
+        let (pm, em) = (median(plain_machine), median(eos_machine));
+        // What the EOS path could reach here if it kept every core busy, as nothing else may
+        // use them: the ceiling of the ratio on this machine.
+        let ceiling = cores() as f64 * 1e6 / em;
+        println!(
+            "median machine CPU per record (broker included): plain {pm:.1} µs, stateful EOS {em:.1} µs; \
+             with all {} cores busy the EOS path would reach {ceiling:.0} records/s, {:.2} of the plain loop's median",
+            cores(),
+            ceiling / p
+        );
+    }
     Ok(())
 }
