@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pickple_runtime::reference::{counter_spec, Counter};
-use pickple_runtime::{kafka_headers, run_until, Metrics, RuntimeConfig};
+use pickple_runtime::{run_until, Metrics, RuntimeConfig};
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -218,7 +218,7 @@ fn produce_input(
         if traced {
             let mut headers = RecordHeaders::new("Count", uuid::Uuid::new_v4().to_string());
             headers.traceparent = TraceParent::root().to_string();
-            record = record.headers(kafka_headers(&headers));
+            record = record.headers(headers.to_kafka());
         }
         loop {
             match producer.send(record) {

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -52,19 +51,12 @@ impl Publisher {
     ) -> ApiResult<()> {
         let mut headers = RecordHeaders::new(message.message_type(), command_id);
         headers.traceparent = trace.to_string();
-        let mut owned = OwnedHeaders::new();
-        for (name, value) in headers.to_pairs() {
-            owned = owned.insert(Header {
-                key: name,
-                value: Some(&value),
-            });
-        }
         let payload = pickple_schemas::encode(message);
         let topic = self.topic(topic);
         let record = FutureRecord::to(&topic)
             .key(key)
             .payload(&payload)
-            .headers(owned);
+            .headers(headers.to_kafka());
         self.producer
             .send(record, Duration::from_secs(10))
             .await

@@ -66,6 +66,20 @@ impl RecordHeaders {
         f(acc, TRACEPARENT, self.traceparent.as_bytes())
     }
 
+    /// The headers as rdkafka headers, in the order of [`Self::fold_pairs`].
+    #[cfg(feature = "kafka")]
+    pub fn to_kafka(&self) -> rdkafka::message::OwnedHeaders {
+        self.fold_pairs(
+            rdkafka::message::OwnedHeaders::new(),
+            |owned, key, value| {
+                owned.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
+    }
+
     /// Read the standard headers from (name, value) pairs; unknown names are ignored, missing
     /// ones stay empty so a record from a foreign producer still decodes.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Self {
@@ -103,5 +117,28 @@ mod tests {
         assert_eq!(child.causation_id, "evt-9");
         assert_eq!(child.traceparent, h.traceparent);
         assert_eq!(child.event_type, "OrderPlaced");
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn kafka_headers_read_back_as_the_same_headers() {
+        use rdkafka::message::Headers;
+        let mut h = RecordHeaders::new("PlaceOrder", "cmd-1");
+        h.causation_id = "order-commands/2/17".into();
+        h.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
+        let kafka = h.to_kafka();
+        let names: Vec<&str> = kafka.iter().map(|header| header.key).collect();
+        assert_eq!(
+            names,
+            [
+                EVENT_TYPE,
+                SCHEMA_VERSION,
+                COMMAND_ID,
+                CAUSATION_ID,
+                TRACEPARENT
+            ]
+        );
+        let back = RecordHeaders::from_pairs(kafka.iter().map(|header| (header.key, header.value)));
+        assert_eq!(back, h);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pickple_runtime::{kafka_headers, RuntimeConfig};
+use pickple_runtime::RuntimeConfig;
 use pickple_schemas::messages::MessageType;
 use pickple_schemas::RecordHeaders;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -153,7 +153,7 @@ impl Pipeline {
 
     /// Produce raw bytes with the given headers, if any.
     pub fn send_bytes(&self, topic: &str, key: &str, value: &[u8], h: Option<&RecordHeaders>) {
-        let headers = h.map(kafka_headers).unwrap_or_default();
+        let headers = h.map(RecordHeaders::to_kafka).unwrap_or_default();
         let topic = self.topic(topic);
         let mut record = BaseRecord::to(&topic)
             .key(key)

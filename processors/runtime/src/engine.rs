@@ -280,7 +280,7 @@ impl<P: Processor> Engine<P> {
                 None,
                 &out.key,
                 out.value.as_deref(),
-                Some(kafka_headers(&out.headers)),
+                Some(out.headers.to_kafka()),
             )?;
             count(
                 &mut self.counted_out,
@@ -698,14 +698,4 @@ fn count(
             resolved.insert(topic.to_string(), counter);
         }
     }
-}
-
-/// The standard headers as Kafka headers, in the order of [`RecordHeaders::fold_pairs`].
-pub fn kafka_headers(headers: &RecordHeaders) -> OwnedHeaders {
-    headers.fold_pairs(OwnedHeaders::new(), |owned, key, value| {
-        owned.insert(Header {
-            key,
-            value: Some(value),
-        })
-    })
 }

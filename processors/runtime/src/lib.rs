@@ -33,7 +33,6 @@ mod trace;
 pub use config::RuntimeConfig;
 pub use context::{Context, Output, StoreView};
 pub use driver::TestDriver;
-pub use engine::kafka_headers;
 pub use metrics::{serve_metrics, Metrics};
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{AppSpec, ProcessError, Processor, Record};
