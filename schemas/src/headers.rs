@@ -44,15 +44,8 @@ impl RecordHeaders {
         }
     }
 
-    pub fn to_pairs(&self) -> Vec<(&'static str, Vec<u8>)> {
-        self.fold_pairs(Vec::with_capacity(5), |mut pairs, name, value| {
-            pairs.push((name, value.to_vec()));
-            pairs
-        })
-    }
-
-    /// Fold over the (name, value) pairs of [`Self::to_pairs`] without allocating them:
-    /// producers call this once per record.
+    /// Fold over the standard headers as (name, value) pairs, in a fixed order, without
+    /// allocating them: producers call this once per record.
     pub fn fold_pairs<B>(&self, init: B, mut f: impl FnMut(B, &'static str, &[u8]) -> B) -> B {
         let mut version = itoa::Buffer::new();
         let acc = f(init, EVENT_TYPE, self.event_type.as_bytes());
@@ -109,7 +102,10 @@ mod tests {
     fn pairs_round_trip_and_caused_keeps_the_chain() {
         let mut h = RecordHeaders::new("PlaceOrder", "cmd-1");
         h.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
-        let pairs = h.to_pairs();
+        let pairs = h.fold_pairs(Vec::new(), |mut pairs, name, value| {
+            pairs.push((name, value.to_vec()));
+            pairs
+        });
         let back = RecordHeaders::from_pairs(pairs.iter().map(|(k, v)| (*k, Some(v.as_slice()))));
         assert_eq!(back, h);
         let child = h.caused("OrderPlaced", "evt-9");
