@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pickple_runtime::reference::{counter_spec, Counter};
-use pickple_runtime::{run_until, Metrics, RuntimeConfig};
+use pickple_runtime::{run_until, Metrics, RuntimeConfig, FETCH_QUEUE_BACKOFF_MS};
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -243,9 +243,9 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
         .set("group.id", format!("{prefix}plain"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
-        // As the runtime's consumer: librdkafka's default (1 s) stalls a consumer that empties
-        // its queue faster than that.
-        .set("fetch.queue.backoff.ms", "10")
+        // As the runtime's consumers: librdkafka's default (1 s) stalls a consumer that
+        // empties its queue faster than that.
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .create()?;
     consumer.subscribe(&[&format!("{prefix}count-input")])?;
     let producer: BaseProducer = ClientConfig::new()

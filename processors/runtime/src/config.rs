@@ -65,4 +65,4 @@ impl RuntimeConfig {
 /// consumer catching up on a backlog empties the queue within that second and then sits idle
 /// (in runtime-bench, a plain loop stalled for half a second every ~140,000 records with
 /// headers). Looking again soon keeps the queue fed.
-pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";

@@ -30,7 +30,7 @@ mod runner;
 mod store;
 mod trace;
 
-pub use config::RuntimeConfig;
+pub use config::{RuntimeConfig, FETCH_QUEUE_BACKOFF_MS};
 pub use context::{Context, Output, StoreView};
 pub use driver::TestDriver;
 pub use metrics::{serve_metrics, Metrics};

@@ -46,10 +46,7 @@ pub fn restore_consumer(brokers: &str, app: &str) -> Result<RestoreConsumer, Res
         // Only committed changelog records describe state that really happened.
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .set(
-            "fetch.queue.backoff.ms",
-            crate::config::FETCH_QUEUE_BACKOFF_MS,
-        )
+        .set("fetch.queue.backoff.ms", crate::FETCH_QUEUE_BACKOFF_MS)
         .create_with_context(RestoreContext)?)
 }
 
