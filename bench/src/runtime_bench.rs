@@ -87,12 +87,12 @@ impl Cpu {
     fn report(&self, start: &Cpu, records: usize, elapsed: Duration) -> CpuUse {
         let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
         let client = per_record(self.process - start.process);
-        let machine = match (self.machine_busy, start.machine_busy) {
-            (Some(end), Some(begin)) => Some((end - begin, elapsed)),
+        let busy = match (self.machine_busy, start.machine_busy) {
+            (Some(end), Some(begin)) => Some(end - begin),
             _ => None,
         };
-        let text = match machine {
-            Some((busy, elapsed)) => format!(
+        let text = match busy {
+            Some(busy) => format!(
                 "client CPU {client:.1} µs/record, machine CPU {:.1} µs/record, machine busy {:.2} of {} cores",
                 per_record(busy),
                 busy.as_secs_f64() / elapsed.as_secs_f64(),
@@ -102,7 +102,7 @@ impl Cpu {
         };
         CpuUse {
             client,
-            machine: machine.map(|(busy, _)| per_record(busy)),
+            machine: busy.map(per_record),
             text,
         }
     }
