@@ -1,14 +1,19 @@
-//! Local state on sled: one tree per (store, partition), each holding its data and the offset of
-//! the last changelog record it reflects (its checkpoint), so data and checkpoint move together
-//! in one atomic batch.
+//! Local state on sled: one tree per (store, partition), each holding its data and its
+//! checkpoint, the changelog position it reflects (the offset of the next record to read), so
+//! data and checkpoint move together in one atomic batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 
-/// Data keys are prefixed so they never collide with the checkpoint key.
+/// Data keys are prefixed so they never collide with the checkpoint keys.
 const DATA: u8 = b'd';
-const CHECKPOINT: &[u8] = b"c";
+/// The checkpoint as a consumer position: the offset of the next changelog record to read.
+const POSITION: &[u8] = b"p";
+/// The checkpoint as earlier versions wrote it: the offset of the last record applied. Read as
+/// `offset + 1` and replaced by [`POSITION`] on the next write, so existing stores upgrade in
+/// place.
+const LAST_APPLIED: &[u8] = b"c";
 
 /// Key-value pairs read from a store, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -99,15 +104,17 @@ impl StateStores {
             .collect()
     }
 
-    /// Offset of the last changelog record reflected in this tree.
+    /// The changelog position this tree reflects: the offset of the next record to read.
     pub fn checkpoint(&self, store: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .tree(store, partition)?
-            .get(CHECKPOINT)?
-            .map(|v| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))))
+        let tree = self.tree(store, partition)?;
+        let offset = |v: sled::IVec| i64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+        if let Some(position) = tree.get(POSITION)? {
+            return Ok(Some(offset(position)));
+        }
+        Ok(tree.get(LAST_APPLIED)?.map(|v| offset(v) + 1))
     }
 
-    /// Apply writes and move the checkpoint, atomically for the tree.
+    /// Apply writes and move the checkpoint (a position), atomically for the tree.
     pub fn apply<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         store: &str,
@@ -122,8 +129,9 @@ impl StateStores {
                 None => batch.remove(data_key(k.as_ref())),
             }
         }
-        if let Some(offset) = checkpoint {
-            batch.insert(CHECKPOINT, &offset.to_be_bytes());
+        if let Some(position) = checkpoint {
+            batch.insert(POSITION, &position.to_be_bytes());
+            batch.remove(LAST_APPLIED);
         }
         self.tree(store, partition)?.apply_batch(batch)?;
         Ok(())
@@ -190,6 +198,11 @@ mod tests {
         assert_eq!(stores.checkpoint("s", 0).unwrap(), Some(7));
         assert_eq!(stores.get("s", 0, b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(
+            stores.range("s", 0, b"", b"\xff").unwrap().len(),
+            2,
+            "the checkpoint is not data"
+        );
+        assert_eq!(
             stores.get("s", 1, b"a").unwrap(),
             None,
             "partitions are separate trees"
@@ -211,5 +224,25 @@ mod tests {
         stores.wipe("s", 0).unwrap();
         assert_eq!(stores.checkpoint("s", 0).unwrap(), None);
         assert_eq!(stores.get("s", 0, b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn a_checkpoint_written_as_last_applied_offset_reads_as_the_next_position() {
+        let stores = StateStores::temporary().unwrap();
+        // What earlier versions left on disk: the offset of the last record applied.
+        stores
+            .tree("s", 0)
+            .unwrap()
+            .insert(LAST_APPLIED, &41i64.to_be_bytes())
+            .unwrap();
+        assert_eq!(stores.checkpoint("s", 0).unwrap(), Some(42));
+        stores
+            .apply("s", 0, vec![(b"k".to_vec(), Some(b"v".to_vec()))], Some(50))
+            .unwrap();
+        assert_eq!(stores.checkpoint("s", 0).unwrap(), Some(50));
+        assert_eq!(
+            stores.tree("s", 0).unwrap().get(LAST_APPLIED).unwrap(),
+            None
+        );
     }
 }
