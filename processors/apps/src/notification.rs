@@ -6,8 +6,10 @@
 //! written in the same processing step as the send) stops a redelivered event from sending
 //! again. The SMTP send itself cannot join the Kafka transaction: if the transaction aborts after
 //! a send, the marker is lost with it, so the task also remembers what it sent in memory (which
-//! survives an abort and retry); only a crash between a send and its commit can send twice, and
-//! then with the same Message-ID. An SMTP failure is a `Retry`. The record's `traceparent` is
+//! survives an abort and retry). The step that sends asks the runtime to commit at once
+//! (`Context::commit_soon`), so only a crash between a send and that commit, a few milliseconds,
+//! can send again: at least once, at most one repeat per crash, always with the same
+//! Message-ID for receivers to deduplicate. An SMTP failure is a `Retry`. The record's `traceparent` is
 //! carried into a `Traceparent` header of the mail. Each sent mail publishes
 //! `view-notifications` keyed by the message id (without angle brackets).
 
@@ -269,6 +271,9 @@ impl Processor for NotificationProcessor {
         }
         let now = ctx.now();
         ctx.put(STORE, &id, &Sent { sent_at: now });
+        // The mail is out: make its marker durable now, not at the next commit interval, so a
+        // crash can send again only the mail in flight.
+        ctx.commit_soon();
         let view = NotificationView {
             message_id: id.clone(),
             username: n.username,
@@ -349,6 +354,11 @@ mod tests {
         .unwrap();
         let sent = rec.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 2);
+        assert_eq!(
+            d.commits_requested(),
+            &[0, 2],
+            "each step that sent a mail, and only those, commits at once"
+        );
         assert_eq!(sent[0].message_id, "o1.order-confirmed@pickple.local");
         assert_eq!(sent[0].to, "ann@x.io");
         assert!(sent[0].traceparent.starts_with("00-0af7"));

@@ -27,7 +27,12 @@ pub struct RuntimeConfig {
     /// How often punctuators run (milliseconds).
     #[arg(long, env = "PICKPLE_PUNCTUATE_INTERVAL_MS", default_value_t = 1000)]
     pub punctuate_interval_ms: u64,
-    /// Where to serve Prometheus `/metrics` (e.g. 127.0.0.1:9101); none when unset.
+    /// How long broker trouble (an outage, a coordinator moving) is ridden through before the
+    /// instance gives up and exits: calls are retried, the open transaction aborted, and
+    /// processing resumes from the committed offsets (Kafka Streams' `task.timeout.ms`).
+    #[arg(long, env = "PICKPLE_TASK_TIMEOUT_MS", default_value_t = 300_000)]
+    pub task_timeout_ms: u64,
+    /// Where to serve Prometheus `/metrics` and `/health` (e.g. 127.0.0.1:9101); none when unset.
     #[arg(long, env = "PICKPLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -43,12 +48,17 @@ impl RuntimeConfig {
             commit_interval_ms: 100,
             commit_records: 20000,
             punctuate_interval_ms: 1000,
+            task_timeout_ms: 300_000,
             metrics_addr: None,
         }
     }
 
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms)
+    }
+
+    pub fn task_timeout(&self) -> Duration {
+        Duration::from_millis(self.task_timeout_ms)
     }
 
     pub fn punctuate_interval(&self) -> Duration {

@@ -87,6 +87,7 @@ pub struct Context<'a> {
     cause: Cause<'a>,
     pub(crate) writes: BTreeMap<String, Layer>,
     pub(crate) outputs: Vec<Output>,
+    pub(crate) commit_requested: bool,
 }
 
 impl<'a> Context<'a> {
@@ -104,6 +105,7 @@ impl<'a> Context<'a> {
             cause,
             writes: BTreeMap::new(),
             outputs: Vec::new(),
+            commit_requested: false,
         }
     }
 
@@ -114,6 +116,18 @@ impl<'a> Context<'a> {
 
     pub fn partition(&self) -> i32 {
         self.view.partition
+    }
+
+    /// Commit the transaction right after this step instead of at the next interval. For a step
+    /// with a side effect outside Kafka (an e-mail sent): its marker in the store becomes
+    /// durable at once, so a crash can repeat at most the effect still in flight.
+    pub fn commit_soon(&mut self) {
+        self.commit_requested = true;
+    }
+
+    /// Whether this step asked for [`commit_soon`](Self::commit_soon).
+    pub fn commit_requested(&self) -> bool {
+        self.commit_requested
     }
 
     /// Headers of the record being processed.

@@ -29,6 +29,8 @@ pub struct TestDriver<P> {
     offset: i64,
     outputs: Vec<Output>,
     dead_letters: Vec<DeadLetter>,
+    /// Offsets of the records whose step asked to be committed at once.
+    commits_requested: Vec<i64>,
 }
 
 impl<P: Processor> TestDriver<P> {
@@ -40,6 +42,7 @@ impl<P: Processor> TestDriver<P> {
             offset: 0,
             outputs: Vec::new(),
             dead_letters: Vec::new(),
+            commits_requested: Vec::new(),
         }
     }
 
@@ -107,6 +110,10 @@ impl<P: Processor> TestDriver<P> {
                     std::mem::take(&mut ctx.writes),
                     std::mem::take(&mut ctx.outputs),
                 );
+                if ctx.commit_requested {
+                    self.commits_requested.push(offset);
+                }
+                drop(ctx);
                 self.commit(writes, outputs);
                 Ok(())
             }
@@ -174,6 +181,12 @@ impl<P: Processor> TestDriver<P> {
             .into_iter()
             .map(|o| pickple_schemas::decode(o.value.as_deref()).expect("output decodes"))
             .collect()
+    }
+
+    /// Offsets (from 0, one per piped record) of the records whose step asked the runtime to
+    /// commit at once ([`Context::commit_soon`]).
+    pub fn commits_requested(&self) -> &[i64] {
+        &self.commits_requested
     }
 
     pub fn dead_letters(&self) -> &[DeadLetter] {

@@ -4,6 +4,7 @@
 //! inside `poll`, when the loop does not hold the lock).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use crate::applier::{Applier, Committed};
 use crate::context::{Cause, Context, Output, StoreView};
 use crate::metrics::Metrics;
 use crate::processor::{AppSpec, ProcessError, Processor, Record};
-use crate::restore::{restore, restore_consumer, RestoreError};
+use crate::restore::{restore_all, RestoreError, Restoring};
 use crate::store::{Layer, StateStores, StoreError, Writes};
 use crate::RuntimeConfig;
 
@@ -38,35 +39,74 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("restore: {0}")]
     Restore(#[from] RestoreError),
+    #[error("{what} failed: {reason}")]
+    Retriable { what: &'static str, reason: String },
+}
+
+impl EngineError {
+    /// Broker trouble that may pass (a restart, a timeout, a leader election): the runner
+    /// aborts, rewinds and tries again for up to the task timeout, instead of stopping.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Kafka(_) | EngineError::Retriable { .. } => true,
+            EngineError::Restore(RestoreError::Kafka(_)) => true,
+            EngineError::Fenced
+            | EngineError::Fatal(_)
+            | EngineError::Store(_)
+            | EngineError::Restore(_) => false,
+        }
+    }
 }
 
 /// Per (physical topic, partition) values, nested so that updating an existing entry by `&str`
 /// allocates nothing: these maps are touched once per record.
 type PerPartition<T> = HashMap<String, HashMap<i32, T>>;
 
-/// Records the offset of the last delivered record per changelog partition: the checkpoint the
-/// store may move to once the transaction commits.
+/// Records, per changelog partition, the position after the last delivered record: the
+/// checkpoint the store may move to once the transaction commits.
+///
+/// Every record is sent tagged with the transaction's generation. Delivery reports arrive on
+/// librdkafka's thread, those of an aborted transaction (purged records) possibly after the
+/// abort has returned: counting them would blame the next transaction for a failure that was
+/// not its own.
 #[derive(Default, Clone)]
 pub(crate) struct DeliveryTracker {
-    last: Arc<Mutex<PerPartition<i64>>>,
+    generation: Arc<AtomicUsize>,
+    positions: Arc<Mutex<PerPartition<i64>>>,
     failed: Arc<Mutex<Option<String>>>,
+}
+
+impl DeliveryTracker {
+    fn generation(&self) -> usize {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Forget the transaction that ended; reports of its records are ignored from now on.
+    fn next_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.positions.lock().unwrap().clear();
+        self.failed.lock().unwrap().take();
+    }
 }
 
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
+        if generation != self.generation() {
+            return;
+        }
         match result {
             Ok(msg) if msg.topic().ends_with("-changelog") => {
-                let mut last = self.last.lock().unwrap();
-                let partitions = match last.get_mut(msg.topic()) {
+                let mut positions = self.positions.lock().unwrap();
+                let partitions = match positions.get_mut(msg.topic()) {
                     Some(partitions) => partitions,
-                    None => last.entry(msg.topic().to_string()).or_default(),
+                    None => positions.entry(msg.topic().to_string()).or_default(),
                 };
-                let entry = partitions.entry(msg.partition()).or_insert(-1);
-                *entry = (*entry).max(msg.offset());
+                let entry = partitions.entry(msg.partition()).or_insert(0);
+                *entry = (*entry).max(msg.offset() + 1);
             }
             Ok(_) => {}
             Err((e, _)) => *self.failed.lock().unwrap() = Some(e.to_string()),
@@ -98,6 +138,11 @@ pub(crate) struct Engine<P> {
     tasks: BTreeMap<i32, Task<P>>,
     txn: Txn,
     in_txn: bool,
+    /// A transient failure left the open transaction and the inputs' positions in doubt: abort
+    /// and rewind before anything else is processed.
+    recovering: bool,
+    /// A processor asked for its step to be committed at once (see [`Context::commit_soon`]).
+    commit_requested: bool,
     applier: Applier,
     next_punctuate: Instant,
     metrics: &'static Metrics,
@@ -128,6 +173,8 @@ impl<P: Processor> Engine<P> {
             tasks: BTreeMap::new(),
             txn: Txn::default(),
             in_txn: false,
+            recovering: false,
+            commit_requested: false,
             applier,
             next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
@@ -174,8 +221,9 @@ impl<P: Processor> Engine<P> {
         msg: &BorrowedMessage<'_>,
     ) -> Result<(), EngineError> {
         let partition = msg.partition();
-        if !self.tasks.contains_key(&partition) {
-            // A record of a partition we no longer own (revoked between fetch and poll).
+        if self.recovering || !self.tasks.contains_key(&partition) {
+            // A record of a partition we no longer own (revoked between fetch and poll), or
+            // fetched before a rewind that has yet to happen: it will be fetched again.
             return Ok(());
         }
         self.begin()?;
@@ -224,6 +272,7 @@ impl<P: Processor> Engine<P> {
                     std::mem::take(&mut ctx.writes),
                     std::mem::take(&mut ctx.outputs),
                 );
+                self.commit_requested |= ctx.commit_requested;
                 drop(ctx);
                 self.keep(partition, writes, outputs)?;
             }
@@ -252,7 +301,7 @@ impl<P: Processor> Engine<P> {
             }
         }
         self.txn.records += 1;
-        if self.txn.records >= self.config.commit_records {
+        if self.txn.records >= self.config.commit_records || self.commit_requested {
             self.commit(consumer)?;
         }
         Ok(())
@@ -309,7 +358,7 @@ impl<P: Processor> Engine<P> {
         value: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), EngineError> {
-        let mut record = BaseRecord::to(topic).key(key);
+        let mut record = BaseRecord::with_opaque_to(topic, self.tracker.generation()).key(key);
         if let Some(h) = headers {
             record = record.headers(h);
         }
@@ -381,7 +430,7 @@ impl<P: Processor> Engine<P> {
         consumer: &BaseConsumer<C>,
         now: Instant,
     ) -> Result<(), EngineError> {
-        if now < self.next_punctuate || self.tasks.is_empty() {
+        if now < self.next_punctuate || self.tasks.is_empty() || self.recovering {
             return Ok(());
         }
         self.next_punctuate = now + self.config.punctuate_interval();
@@ -430,6 +479,9 @@ impl<P: Processor> Engine<P> {
         now: Instant,
     ) -> Result<(), EngineError> {
         self.applier.poll()?;
+        if self.recovering {
+            return Ok(());
+        }
         match self.txn.commit_due {
             Some(due) if now >= due => self.commit(consumer),
             _ => Ok(()),
@@ -453,7 +505,8 @@ impl<P: Processor> Engine<P> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
-        if !self.in_txn {
+        self.commit_requested = false;
+        if !self.in_txn || self.recovering {
             return Ok(());
         }
         let started = Instant::now();
@@ -511,24 +564,30 @@ impl<P: Processor> Engine<P> {
                     tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
                 }
             }
+            // No group metadata means the consumer has no group generation right now (it is
+            // rejoining after a coordinator restart): abort and try again.
             let group = consumer
                 .group_metadata()
-                .ok_or(EngineError::Fatal(KafkaError::NoMessageReceived))?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
-                .map_err(classify)?;
+                .ok_or_else(|| EngineError::Retriable {
+                    what: "reading the consumer group's metadata",
+                    reason: "the consumer is not in a group generation".into(),
+                })?;
+            retrying(|| {
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
+            })?;
         }
         self.drain()?;
-        self.producer
-            .commit_transaction(TXN_TIMEOUT)
-            .map_err(classify)?;
+        retrying(|| self.producer.commit_transaction(TXN_TIMEOUT))?;
         if let Some(reason) = self.tracker.failed.lock().unwrap().take() {
-            // commit_transaction fails when a record failed, so this is only a guard.
+            // commit_transaction fails when a record of the transaction failed, and reports of
+            // aborted transactions are ignored, so this is only a guard.
             tracing::error!(%reason, "a record failed after commit");
         }
         self.in_txn = false;
         let txn = std::mem::take(&mut self.txn);
-        let checkpoints = std::mem::take(&mut *self.tracker.last.lock().unwrap());
+        let checkpoints = std::mem::take(&mut *self.tracker.positions.lock().unwrap());
+        self.tracker.next_generation();
         self.applier.submit(Committed {
             writes: Arc::new(txn.writes),
             changelogs,
@@ -571,20 +630,48 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Abort the open transaction and rewind every input to its last committed offset.
+    /// Abort the open transaction and rewind every input to its last committed offset. When
+    /// that fails too (the broker is away), the engine stays [`recovering`](Self::recover):
+    /// it processes nothing until a later `recover` succeeds.
     pub fn abort<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
-        if self.in_txn {
-            self.producer
-                .abort_transaction(TXN_TIMEOUT)
-                .map_err(classify)?;
-            self.metrics.aborts.with_label_values(&[self.app()]).inc();
+        self.recovering = true;
+        self.recover(consumer)
+    }
+
+    /// Whether a failed abort or rewind still has to be done again.
+    pub fn is_recovering(&self) -> bool {
+        self.recovering
+    }
+
+    /// Finish an abort that failed: abort the transaction if it is still open, then rewind.
+    pub fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        if !self.recovering {
+            return Ok(());
         }
-        self.in_txn = false;
+        if self.in_txn {
+            retrying(|| self.producer.abort_transaction(TXN_TIMEOUT))?;
+            self.metrics.aborts.with_label_values(&[self.app()]).inc();
+            self.in_txn = false;
+        }
         self.txn = Txn::default();
-        self.tracker.last.lock().unwrap().clear();
+        self.commit_requested = false;
+        self.tracker.next_generation();
+        self.rewind(consumer)?;
+        self.recovering = false;
+        Ok(())
+    }
+
+    /// Seek every assigned input back to the group's committed offset.
+    fn rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
         let assignment = consumer.assignment()?;
         if assignment.count() == 0 {
             return Ok(());
@@ -602,26 +689,35 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Partitions were assigned: restore their stores, then create their tasks.
+    /// Partitions were assigned: restore their stores (all store-partitions at once), then
+    /// create their tasks. Broker trouble during the restore is waited out up to the task
+    /// timeout: a partition assigned without its task would have its records skipped.
     pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
         // Restore starts from each tree's checkpoint: let the last commit reach it first.
         self.settle()?;
-        let consumer = restore_consumer(&self.config.brokers, &self.spec.name)?;
-        for &p in partitions {
-            if self.tasks.contains_key(&p) {
-                continue;
-            }
-            for store in &self.spec.stores {
-                let changelog = self.config.topic(&self.spec.changelog(store));
-                restore(
-                    &consumer,
-                    &self.spec.name,
-                    &self.stores,
-                    store,
-                    &changelog,
-                    p,
-                )?;
-            }
+        let new: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        let wanted: Vec<Restoring> = new
+            .iter()
+            .flat_map(|&partition| self.spec.stores.iter().map(move |store| (store, partition)))
+            .map(|(store, partition)| Restoring {
+                store: store.clone(),
+                changelog: self.config.topic(&self.spec.changelog(store)),
+                partition,
+            })
+            .collect();
+        let deadline = Instant::now() + self.config.task_timeout();
+        restore_all(
+            &self.config.brokers,
+            &self.spec.name,
+            &self.stores,
+            &wanted,
+            deadline,
+        )?;
+        for p in new {
             self.tasks.insert(
                 p,
                 Task {
@@ -633,6 +729,7 @@ impl<P: Processor> Engine<P> {
             .assigned
             .with_label_values(&[self.app()])
             .set(self.tasks.len() as i64);
+        crate::health::Health::global().set_tasks(self.tasks.len());
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "assigned");
         Ok(())
     }
@@ -649,6 +746,9 @@ impl<P: Processor> Engine<P> {
             self.abort(consumer)?;
         } else {
             self.commit(consumer)?;
+            // A commit that failed and could not even abort leaves the transaction open: it
+            // holds records of the partitions leaving, so it has to end before they go.
+            self.recover(consumer)?;
         }
         for p in partitions {
             self.tasks.remove(p);
@@ -659,8 +759,25 @@ impl<P: Processor> Engine<P> {
             .assigned
             .with_label_values(&[self.app()])
             .set(self.tasks.len() as i64);
+        crate::health::Health::global().set_tasks(self.tasks.len());
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "revoked {partitions:?}");
         Ok(())
+    }
+}
+
+/// Run a transactional call again while librdkafka says it may be retried as it is (a timeout
+/// while the broker is away), up to the transaction timeout; then sort its error.
+fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), EngineError> {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    loop {
+        match call() {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(t)) if t.is_retriable() && Instant::now() < deadline => {
+                tracing::debug!(error = %t, "retrying a transactional call");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(classify(e)),
+        }
     }
 }
 

@@ -20,6 +20,8 @@ mod config;
 mod context;
 mod driver;
 mod engine;
+mod health;
+pub mod lag;
 mod metrics;
 mod partitioner;
 mod processor;

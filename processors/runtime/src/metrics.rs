@@ -78,7 +78,7 @@ impl Metrics {
             .unwrap(),
             lag: register_int_gauge_vec!(
                 "pickple_consumer_lag",
-                "Records behind the end of an input partition",
+                "Records between the consumer's position and the last stable offset of an input partition (a trailing commit marker counts as one)",
                 &["app", "topic", "partition"]
             )
             .unwrap(),
@@ -101,7 +101,21 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Serve `GET /metrics` on `addr` from a background thread with its own small tokio runtime.
+/// `/health`: 200 when the instance is doing its job, 503 with the problems otherwise (see
+/// [`crate::health`]).
+fn health() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let report = crate::health::Health::global().report();
+    let status = if report.healthy {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+/// Serve `GET /metrics` and `GET /health` on `addr` from a background thread with its own small
+/// tokio runtime.
 pub fn serve_metrics(addr: SocketAddr) -> std::io::Result<()> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
@@ -115,7 +129,8 @@ pub fn serve_metrics(addr: SocketAddr) -> std::io::Result<()> {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let app = axum::Router::new()
-                    .route("/metrics", axum::routing::get(|| async { render() }));
+                    .route("/metrics", axum::routing::get(|| async { render() }))
+                    .route("/health", axum::routing::get(|| async { health() }));
                 if let Err(e) = axum::serve(listener, app).await {
                     tracing::error!(error = %e, "metrics server stopped");
                 }

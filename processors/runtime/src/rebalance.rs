@@ -1,5 +1,6 @@
 //! Consumer callbacks: assignment changes reach the engine while the poll loop is inside `poll`.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -15,6 +16,9 @@ pub(crate) struct RebalanceContext<P> {
     pub prefix: String,
     /// The first engine failure inside a callback; the poll loop stops on it.
     pub failure: Arc<Mutex<Option<EngineError>>>,
+    /// The (topic, partition) lag series set by the last statistics, to drop those of
+    /// partitions that have left.
+    pub lag_series: Mutex<HashSet<(String, i32)>>,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
@@ -34,17 +38,33 @@ impl<P: Processor> RebalanceContext<P> {
 }
 
 impl<P: Processor> ClientContext for RebalanceContext<P> {
+    /// Lag per assigned input partition from positions (see [`crate::lag`]), never from
+    /// librdkafka's `consumer_lag`.
     fn stats(&self, stats: Statistics) {
-        let lag = &Metrics::global().lag;
+        let gauge = &Metrics::global().lag;
+        let mut set = HashSet::new();
         for (topic, t) in &stats.topics {
             let logical = topic.strip_prefix(self.prefix.as_str()).unwrap_or(topic);
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
-                    lag.with_label_values(&[&self.app, logical, &p.to_string()])
-                        .set(part.consumer_lag);
+                if *p < 0 || part.fetch_state != "active" {
+                    continue;
                 }
+                let Some(lag) =
+                    crate::lag::lag(part.ls_offset, part.app_offset, part.committed_offset)
+                else {
+                    continue;
+                };
+                gauge
+                    .with_label_values(&[&self.app, logical, &p.to_string()])
+                    .set(lag);
+                set.insert((logical.to_string(), *p));
             }
         }
+        let mut previous = self.lag_series.lock().unwrap();
+        for (topic, p) in previous.difference(&set) {
+            let _ = gauge.remove_label_values(&[&self.app, topic, &p.to_string()]);
+        }
+        *previous = set;
     }
 }
 

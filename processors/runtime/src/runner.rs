@@ -10,6 +10,7 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
 use crate::engine::{DeliveryTracker, Engine, EngineError};
+use crate::health::Health;
 use crate::processor::{AppSpec, Processor};
 use crate::rebalance::RebalanceContext;
 use crate::store::{StateStores, StoreError};
@@ -25,10 +26,23 @@ pub enum RuntimeError {
     Engine(#[from] EngineError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// librdkafka declared a client unusable (e.g. a static member fenced after a coordinator
+    /// restart). The process ends so that its supervisor starts a fresh one: a live process
+    /// whose consumer does nothing would hold its partitions until someone notices.
+    #[error("fatal {client} error: {reason}")]
+    FatalClient {
+        client: &'static str,
+        reason: String,
+    },
+    #[error("broker trouble for longer than the task timeout ({secs} s): {last}")]
+    TaskTimeout { secs: u64, last: String },
 }
 
 /// Run an application until SIGTERM/SIGINT (clean: the transaction is committed and the group
-/// left) or a fatal error (fenced by a newer instance with the same id, broker fatal error).
+/// left) or a fatal error (fenced by a newer instance with the same id, a client declared
+/// unusable, broker trouble for longer than the task timeout). Shorter broker trouble is ridden
+/// through: the open transaction is aborted, the inputs rewound to their committed offsets, and
+/// processing resumes once the broker answers.
 pub fn run<P, F>(config: RuntimeConfig, spec: AppSpec, factory: F) -> Result<(), RuntimeError>
 where
     P: Processor,
@@ -99,6 +113,7 @@ where
         app: spec.name.clone(),
         prefix: config.topic_prefix.clone(),
         failure: failure.clone(),
+        lag_series: Default::default(),
     };
     let consumer: BaseConsumer<RebalanceContext<P>> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
@@ -111,7 +126,8 @@ where
         // Range gives partition p of every co-partitioned input to the same member (one task per
         // partition number). Cooperative-sticky would not: it places topic-partitions alone.
         .set("partition.assignment.strategy", "range")
-        .set("statistics.interval.ms", "5000")
+        // Statistics carry the end offsets the lag is computed from (see crate::lag).
+        .set("statistics.interval.ms", "1000")
         // Static membership: a restarted instance takes its partitions back at once instead of
         // waiting for its dead predecessor's session to time out.
         .set(
@@ -128,23 +144,72 @@ where
     consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(app = %spec.name, instance = %config.instance_id, ?inputs, "running");
 
+    let health = Health::global();
+    // A session timeout, and a rebalance, without a task is normal; longer is not.
+    health.set_unassigned_grace(Duration::from_secs(16));
+    let task_timeout = config.task_timeout();
+    let mut trouble: Option<(Instant, String)> = None;
     let mut timeout = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         let polled = consumer.poll(timeout);
+        let now = Instant::now();
+        health.update(|f| f.loop_turned = now);
         if let Some(e) = failure.lock().unwrap().take() {
             return Err(e.into());
         }
-        let mut engine = engine.lock().unwrap();
-        match polled {
-            Some(Ok(msg)) => engine.process(&consumer, &msg)?,
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            None => {}
+        if let Some(Err(e)) = &polled {
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                let reason = format!("{code:?}: {reason}");
+                health.update(|f| f.fatal = Some(reason.clone()));
+                return Err(RuntimeError::FatalClient {
+                    client: "consumer",
+                    reason,
+                });
+            }
+            tracing::warn!(error = %e, "consumer error");
         }
-        // One clock read per record serves both deadlines and the next poll's timeout.
-        let now = Instant::now();
-        engine.commit_if_due(&consumer, now)?;
-        engine.punctuate_if_due(&consumer, now)?;
-        timeout = engine.next_deadline(now).min(Duration::from_millis(100));
+        let mut engine = engine.lock().unwrap();
+        let step = (|| {
+            engine.recover(&consumer)?;
+            if let Some(Ok(msg)) = &polled {
+                engine.process(&consumer, msg)?;
+            }
+            engine.commit_if_due(&consumer, now)?;
+            engine.punctuate_if_due(&consumer, now)
+        })();
+        match step {
+            Ok(()) => {
+                if let Some((since, _)) = trouble.take() {
+                    tracing::info!(
+                        ms = since.elapsed().as_millis() as u64,
+                        "broker trouble over, processing again"
+                    );
+                    health.update(|f| f.trouble = None);
+                }
+                timeout = engine.next_deadline(now).min(Duration::from_millis(100));
+            }
+            Err(e) if e.is_transient() => {
+                let since = trouble.get_or_insert_with(|| (now, e.to_string())).0;
+                if now.duration_since(since) > task_timeout {
+                    return Err(RuntimeError::TaskTimeout {
+                        secs: task_timeout.as_secs(),
+                        last: e.to_string(),
+                    });
+                }
+                tracing::warn!(error = %e, "broker trouble: aborted, will retry from the committed offsets");
+                health.update(|f| f.trouble = Some((since, e.to_string())));
+                // The open transaction, if it could not be aborted yet, is aborted on the next
+                // turn; meanwhile polled records are dropped and fetched again after the rewind.
+                if !engine.is_recovering() {
+                    let _ = engine.abort(&consumer);
+                }
+                // Back off in proportion to how long the trouble has lasted, at most a second.
+                timeout = now
+                    .duration_since(since)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     tracing::info!(app = %spec.name, "stopping: committing and leaving the group");
     {

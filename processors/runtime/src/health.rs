@@ -1,0 +1,170 @@
+//! Whether an instance is doing its job, for `/health` (the compose healthcheck, a supervisor).
+//!
+//! Serving `/metrics` proves only that a thread is alive. An instance is unhealthy when its
+//! poll loop has stopped turning, when a client reported a fatal error, or when it has owned no
+//! task for longer than a consumer session (its group would have given it partitions by then).
+//! An instance started beyond the input's partition count owns nothing by design and reports
+//! itself unhealthy too: it is idle, and the operator should know. Broker trouble being ridden
+//! through is reported, but is not unhealthy until the task timeout ends the process.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How long the poll loop may go without turning (a transactional call blocks for up to 30 s).
+const STALLED_AFTER: Duration = Duration::from_secs(60);
+
+/// What the runtime reports as it runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    pub loop_turned: Instant,
+    pub tasks: usize,
+    /// Since when the instance has owned no task (`None` while it owns some).
+    pub idle_since: Option<Instant>,
+    pub fatal: Option<String>,
+    /// Since when a transient failure has been ridden through, and what it is.
+    pub trouble: Option<(Instant, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub healthy: bool,
+    pub tasks: usize,
+    pub problems: Vec<String>,
+    /// Broker trouble being ridden through, if any.
+    pub trouble: Option<String>,
+}
+
+/// The rule, pure: `unassigned_grace` is how long owning nothing is normal (a session timeout
+/// and a rebalance).
+pub(crate) fn evaluate(f: &Facts, now: Instant, unassigned_grace: Duration) -> Report {
+    let mut problems = Vec::new();
+    if let Some(fatal) = &f.fatal {
+        problems.push(format!("fatal client error: {fatal}"));
+    }
+    let stalled = now.saturating_duration_since(f.loop_turned);
+    if stalled > STALLED_AFTER {
+        problems.push(format!(
+            "the poll loop has not turned for {} s",
+            stalled.as_secs()
+        ));
+    }
+    if let Some(idle) = f.idle_since {
+        let idle = now.saturating_duration_since(idle);
+        if idle > unassigned_grace {
+            problems.push(format!("no task assigned for {} s", idle.as_secs()));
+        }
+    }
+    Report {
+        healthy: problems.is_empty(),
+        tasks: f.tasks,
+        problems,
+        trouble: f.trouble.as_ref().map(|(since, what)| {
+            format!(
+                "{what} (for {} s)",
+                now.saturating_duration_since(*since).as_secs()
+            )
+        }),
+    }
+}
+
+/// The process's facts, shared by the poll loop and the `/health` handler.
+pub(crate) struct Health {
+    facts: Mutex<Facts>,
+    unassigned_grace: Mutex<Duration>,
+}
+
+impl Health {
+    pub fn global() -> &'static Health {
+        static HEALTH: std::sync::OnceLock<Health> = std::sync::OnceLock::new();
+        HEALTH.get_or_init(|| {
+            let now = Instant::now();
+            Health {
+                facts: Mutex::new(Facts {
+                    loop_turned: now,
+                    tasks: 0,
+                    idle_since: Some(now),
+                    fatal: None,
+                    trouble: None,
+                }),
+                unassigned_grace: Mutex::new(Duration::from_secs(20)),
+            }
+        })
+    }
+
+    pub fn set_unassigned_grace(&self, grace: Duration) {
+        *self.unassigned_grace.lock().unwrap() = grace;
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut Facts)) {
+        change(&mut self.facts.lock().unwrap());
+    }
+
+    pub fn set_tasks(&self, tasks: usize) {
+        self.update(|f| {
+            f.tasks = tasks;
+            match (tasks, f.idle_since) {
+                (0, None) => f.idle_since = Some(Instant::now()),
+                (0, Some(_)) => {}
+                (_, _) => f.idle_since = None,
+            }
+        });
+    }
+
+    pub fn report(&self) -> Report {
+        let facts = self.facts.lock().unwrap().clone();
+        evaluate(
+            &facts,
+            Instant::now(),
+            *self.unassigned_grace.lock().unwrap(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(now: Instant) -> Facts {
+        Facts {
+            loop_turned: now,
+            tasks: 3,
+            idle_since: None,
+            fatal: None,
+            trouble: None,
+        }
+    }
+
+    const GRACE: Duration = Duration::from_secs(16);
+
+    #[test]
+    fn a_turning_loop_with_tasks_is_healthy_even_while_riding_through_trouble() {
+        let t0 = Instant::now();
+        let mut f = facts(t0);
+        f.trouble = Some((t0, "commit failed".into()));
+        let r = evaluate(&f, t0 + Duration::from_secs(5), GRACE);
+        assert!(r.healthy, "{r:?}");
+        assert_eq!(r.trouble.as_deref(), Some("commit failed (for 5 s)"));
+    }
+
+    #[test]
+    fn fatal_errors_stalls_and_long_idleness_are_unhealthy() {
+        let t0 = Instant::now();
+        let mut f = facts(t0);
+        f.fatal = Some("FencedInstanceId".into());
+        assert!(!evaluate(&f, t0, GRACE).healthy);
+
+        let f = facts(t0);
+        assert!(!evaluate(&f, t0 + Duration::from_secs(61), GRACE).healthy);
+
+        let mut f = facts(t0);
+        f.tasks = 0;
+        f.idle_since = Some(t0);
+        assert!(evaluate(&f, t0 + Duration::from_secs(10), GRACE).healthy);
+        f.loop_turned = t0 + Duration::from_secs(20);
+        let r = evaluate(&f, t0 + Duration::from_secs(20), GRACE);
+        assert!(!r.healthy);
+        assert_eq!(r.problems, vec!["no task assigned for 20 s".to_string()]);
+    }
+}
