@@ -280,3 +280,138 @@ async fn the_sink_writes_view_topics_into_redis() {
     stop.store(true, Ordering::Relaxed);
     sink.join().unwrap().unwrap();
 }
+
+/// Start the sink as its binary would, on the given prefixes, until `stop`.
+fn start_sink(
+    state: &std::path::Path,
+    prefix: &str,
+    redis_cfg: &RedisConfig,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<(), pickple_views::ViewsError>> {
+    let mut config = RuntimeConfig::local(state);
+    config.topic_prefix = prefix.to_string();
+    config.punctuate_interval_ms = 200;
+    let (stop, redis_cfg) = (stop.clone(), redis_cfg.clone());
+    std::thread::spawn(move || pickple_views::run_until(config, redis_cfg, stop))
+}
+
+/// Write `ids` as order views in transactions of 100, as the order processor would.
+fn write_views_transactionally(brokers: &str, topic: &str, ids: std::ops::Range<usize>) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", unique("vl-writer"))
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    let ids: Vec<usize> = ids.collect();
+    for batch in ids.chunks(100) {
+        producer.begin_transaction().unwrap();
+        for i in batch {
+            let id = format!("ord-{i}");
+            let value = order_json(&id, "ann", &["v1"], "PENDING", 1);
+            while producer
+                .send(BaseRecord::to(topic).key(&id).payload(&value))
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
+    }
+}
+
+/// The lag the sink reports comes from positions. A sink that restarts on committed offsets
+/// and then processes thousands of records written in transactions (each ending in a commit
+/// marker never handed to the consumer), committing them in transactions of its own (whose
+/// offsets librdkafka's `consumer_lag` never sees), reports a lag of a few records once idle,
+/// as the broker's own view (committed offsets against end offsets) says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reported_lag_comes_back_to_a_few_records_when_idle() {
+    const BEFORE: usize = 300;
+    const AFTER: usize = 3_000;
+    let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
+    let prefix = unique("vl") + ".";
+    let views: Vec<_> = pickple_topics::catalogue(&prefix)
+        .into_iter()
+        .filter(|t| t.name.contains("view-") || t.name.contains("views-"))
+        .collect();
+    pickple_topics::apply(&brokers, &views, 1).await.unwrap();
+    let redis_cfg = RedisConfig::local(unique("vl:") + ":");
+    let keys = redis_cfg.keys();
+    let state = tempfile::tempdir().unwrap();
+    let topic = format!("{prefix}view-orders");
+    let mut con = redis_con();
+    let written =
+        |con: &mut redis::Connection| -> usize { con.zcard(keys.orders_of_user("ann")).unwrap() };
+    let wait_until = |what: &str, check: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // A first run commits offsets, so the second one starts from committed offsets.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = start_sink(state.path(), &prefix, &redis_cfg, &stop);
+    write_views_transactionally(&brokers, &topic, 0..BEFORE);
+    wait_until("the first views are written", &mut || {
+        written(&mut con) == BEFORE
+    });
+    stop.store(true, Ordering::Relaxed);
+    sink.join().unwrap().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = start_sink(state.path(), &prefix, &redis_cfg, &stop);
+    write_views_transactionally(&brokers, &topic, BEFORE..BEFORE + AFTER);
+    let mut reported = Vec::new();
+    wait_until(
+        "every view is written and each partition's fresh lag is at most 6 (one marker per topic)",
+        &mut || {
+            let fields: Vec<(String, String)> = con.hgetall(keys.sink_status()).unwrap();
+            let now = pickple_runtime::now_millis();
+            reported = fields
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_str::<serde_json::Value>(v).ok())
+                .filter(|s| s["at"].as_i64().is_some_and(|at| now - at < 1_000))
+                .filter_map(|s| s["lag"].as_i64())
+                .collect();
+            eprintln!("fresh lags reported: {reported:?}");
+            written(&mut con) == BEFORE + AFTER
+                && reported.len() == 6
+                && reported.iter().all(|&l| l <= 6)
+        },
+    );
+
+    // The broker's view: the group's committed offsets against the end offsets.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let admin: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("{prefix}views"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition(&topic, p);
+    }
+    let committed = admin
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    for e in committed.elements() {
+        let (_, high) = admin
+            .fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))
+            .unwrap();
+        let committed = e.offset().to_raw().unwrap();
+        assert!(
+            high - committed <= 1,
+            "partition {}: committed {committed} of {high}: all but the trailing marker is processed",
+            e.partition()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    sink.join().unwrap().unwrap();
+}
