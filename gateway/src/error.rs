@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use pickple_domain::Rejection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -134,14 +135,36 @@ impl Validator {
         Self::default()
     }
 
+    /// A gateway bound (size, syntax of an id...): `ok` or `field` gets `message`.
     pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
         if !ok {
-            self.fields.push(FieldError {
-                field: field.into(),
-                message: message.into(),
-            });
+            self.push(field, message.to_string());
         }
         self
+    }
+
+    /// A shape rule of the domain (`pickple_domain`), the one the processor applies to the
+    /// command: its refusal is `field`'s error. The gateway calls the same functions, so a
+    /// request it accepts is never refused (or dead-lettered) for its shape afterwards.
+    pub fn rule(&mut self, field: &str, result: Result<(), Rejection>) -> &mut Self {
+        if let Err(r) = result {
+            let message = match r {
+                Rejection::Invalid(m) | Rejection::Forbidden(m) => m,
+                other => other.to_string(),
+            };
+            self.push(field, message);
+        }
+        self
+    }
+
+    /// One error per field: the first one found.
+    fn push(&mut self, field: &str, message: String) {
+        if self.fields.iter().all(|f| f.field != field) {
+            self.fields.push(FieldError {
+                field: field.into(),
+                message,
+            });
+        }
     }
 
     pub fn finish(&mut self) -> ApiResult<()> {

@@ -5,6 +5,12 @@
 //! `202 Accepted` with the entity id and a `Location`; it serves the views the `views` sink keeps
 //! in Redis, optionally long-polling (`?wait=`) until a view changes. It never calls a processor.
 //!
+//! It checks who is asking (identity, ownership) and the request's shape (with the domain's own
+//! shape rules, `pickple_domain`); whether a command fits the entity's current state is decided
+//! by the processor, which records a refusal in the view's `rejection`. Views are served even
+//! while the sink lags (headers `Pickple-Views-Lag`, `Pickple-Views-Stale`), and are a 503 only
+//! while the sink is dead ([`views`]).
+//!
 //! [`app`] builds the router from an [`AppState`] (tests run it in-process); [`serve`] runs it.
 
 pub mod auth;
@@ -98,6 +104,10 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            views::freshness_layer,
+        ))
         .layer(axum::middleware::from_fn(trace::layer))
         .layer(axum::middleware::from_fn(metrics::layer))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -171,20 +171,21 @@ impl WaitFor {
         })
     }
 
-    /// Is `current` an answer, given the version seen when the request arrived?
+    /// Is `current` an answer, given the version seen when the request arrived (`None`: there
+    /// was no view yet)?
     fn satisfied(&self, current: &Option<Stored>, initial: Option<u64>) -> bool {
         let Some(view) = current else { return false };
+        let newer = initial.is_none_or(|v| view.version > v);
         if let Some(status) = &self.status {
             let now = view.status().unwrap_or("");
-            return now == status || TERMINAL.contains(&now);
+            // A command refused since the wait began: the status it aimed at will not come.
+            let refused = newer && view.rejection().is_some();
+            return now == status || TERMINAL.contains(&now) || refused;
         }
         if let Some(v) = self.after_version {
             return view.version > v;
         }
-        match initial {
-            Some(v) => view.version > v,
-            None => true,
-        }
+        newer
     }
 }
 
@@ -199,7 +200,7 @@ pub async fn read_view(
     wait_for: &WaitFor,
     visible: impl Fn(&Stored) -> bool,
 ) -> ApiResult<Option<Stored>> {
-    views.ensure_ready()?;
+    views.ensure_live()?;
     let Some(wait) = wait_for.wait.filter(|w| !w.is_zero()) else {
         return views.get(kind, id).await;
     };
@@ -207,12 +208,7 @@ pub async fn read_view(
     // Subscribe before the first read: a change between the read and the wait is not missed.
     let mut sub = notifier.subscribe(views.keys.channel(kind, id));
     let first = views.get(kind, id).await?;
-    // With a status or version to reach, the current view may already answer.
-    let initial = if wait_for.status.is_some() || wait_for.after_version.is_some() {
-        None
-    } else {
-        first.as_ref().map(|s| s.version)
-    };
+    let initial = first.as_ref().map(|s| s.version);
     let mut current = first;
     loop {
         if let Some(view) = &current {
@@ -232,6 +228,8 @@ pub async fn read_view(
             ));
         }
         sub.changed(RECHECK.min(deadline - now)).await;
+        // A sink that died during the wait: what Redis holds can no longer be trusted.
+        views.ensure_live()?;
         current = views.get(kind, id).await?;
     }
 }

@@ -61,12 +61,51 @@ impl Modify for Security {
     }
 }
 
+/// The freshness headers on the success of every view read (`GET /api/v1/...`), as
+/// [`crate::views::freshness_layer`] sets them.
+struct ViewHeaders;
+
+impl Modify for ViewHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ObjectBuilder, RefOr, Type};
+        let lag = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some(
+                "Records the views are behind the commands (the largest lag over the views \
+                 sink's partitions), as the sink last reported.",
+            ))
+            .build();
+        let stale = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Boolean))
+            .description(Some(
+                "`true` when that lag is over the configured maximum (absent otherwise): the \
+                 view served is the latest there is and may not show commands already accepted.",
+            ))
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with(crate::routes::API) {
+                continue;
+            }
+            let Some(get) = item.get.as_mut() else {
+                continue;
+            };
+            if let Some(RefOr::T(ok)) = get.responses.responses.get_mut("200") {
+                ok.headers
+                    .insert(crate::views::LAG_HEADER_NAME.into(), lag.clone());
+                ok.headers
+                    .insert(crate::views::STALE_HEADER_NAME.into(), stale.clone());
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Pickple API",
         version = "1",
-        description = "Commands are accepted (202) and processed asynchronously; views are read from Redis and may be long-polled with ?wait=."
+        description = "Commands are accepted (202) once the gateway has checked who asks (identity, ownership) and the request's shape (422 with the field); the processors decide whether the command fits the entity's current state, and a refusal shows in the view's `rejection` (with a new version, so a long-poll wakes). Views are read from Redis and may be long-polled with ?wait=. Every view read (GET under /api/v1) answers with the header `Pickple-Views-Lag: <records>` (how far the views are behind the commands, the largest over the sink's partitions) and, when that is over the configured maximum, `Pickple-Views-Stale: true`: the view served is the latest there is, possibly behind commands already accepted. A view read is a 503 `views_unavailable` only while the views sink has never reported or has stopped reporting (its heartbeat is older than the staleness bound); a lagging sink never makes a command fail."
     ),
     paths(
         routes::auth::sign_up,
@@ -118,7 +157,7 @@ impl Modify for Security {
         routes::Listing,
         docs::NotificationView,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &ViewHeaders),
     tags(
         (name = "auth", description = "sign-up, sign-in, tokens"),
         (name = "users", description = "profiles and roles"),

@@ -1,16 +1,26 @@
-//! Reading the views the sink keeps in Redis (layout in `pickple_views::keys`), and whether they
-//! are caught up.
+//! Reading the views the sink keeps in Redis (layout in `pickple_views::keys`), whether the sink
+//! is alive, and how far behind it is.
+//!
+//! The rule (`pickple_views::ready`): a view read answers 503 `views_unavailable` only while the
+//! sink has never reported or its last heartbeat is older than `views_max_staleness_ms` (a dead
+//! sink). A live but lagging sink's views are served as they are, with the [`LAG_HEADER`] and
+//! [`STALE_HEADER`] headers; commands never look at the lag.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
 use pickple_views::ready::{evaluate, Readiness, ReadyRule};
 use pickple_views::{Keys, Kind, RedisConfig};
 use redis::aio::ConnectionManager;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult};
+use crate::AppState;
 
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -47,10 +57,63 @@ impl Stored {
         self.json.get("status").and_then(|s| s.as_str())
     }
 
+    /// Why the last command on this entity was refused by its processor, if it was.
+    pub fn rejection(&self) -> Option<&str> {
+        self.json.get("rejection").and_then(|s| s.as_str())
+    }
+
     pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
         serde_json::from_value(self.json.clone())
             .map_err(|e| ApiError::internal(format!("unreadable view: {e}")))
     }
+}
+
+/// Response header of every view read (`GET /api/v1/...`): the views sink's lag, in records
+/// (the largest over its partitions). Absent only while the sink is not reporting (then the
+/// read is a 503, unless `PICKPLE_VIEWS_IGNORE_READINESS` is set).
+pub const LAG_HEADER: &str = "pickple-views-lag";
+/// Response header of a view read while the lag is over the configured maximum
+/// (`PICKPLE_VIEWS_MAX_LAG`): `true`. The view served is the latest Redis has, possibly behind
+/// the commands already accepted. Absent when the views are caught up.
+pub const STALE_HEADER: &str = "pickple-views-stale";
+/// [`LAG_HEADER`] as documented.
+pub const LAG_HEADER_NAME: &str = "Pickple-Views-Lag";
+/// [`STALE_HEADER`] as documented.
+pub const STALE_HEADER_NAME: &str = "Pickple-Views-Stale";
+
+/// How far behind the views are, as the sink last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Records behind the end of the view topics (the largest partition's lag).
+    pub lag: i64,
+    /// The lag is over the configured maximum.
+    pub stale: bool,
+}
+
+impl Freshness {
+    /// Set [`LAG_HEADER`] and, when stale, [`STALE_HEADER`].
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(LAG_HEADER, HeaderValue::from(self.lag.max(0)));
+        if self.stale {
+            headers.insert(STALE_HEADER, HeaderValue::from_static("true"));
+        } else {
+            headers.remove(STALE_HEADER);
+        }
+    }
+}
+
+/// Middleware: every view read (`GET`/`HEAD` under `/api/v1`) answers with the freshness
+/// headers, taken when the answer is sent (so a long-poll reports the lag at its end).
+pub async fn freshness_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let view_read = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.uri().path().starts_with(crate::routes::API);
+    let mut res = next.run(req).await;
+    if view_read {
+        if let Some(f) = state.views.freshness() {
+            f.apply(res.headers_mut());
+        }
+    }
+    res
 }
 
 pub struct Views {
@@ -219,38 +282,50 @@ impl Views {
             .await;
         let readiness = match result {
             Ok(fields) => evaluate(&fields, now, self.rule),
-            Err(e) => Readiness {
-                caught_up: false,
-                partitions: 0,
-                max_lag: None,
-                reason: Some(e.message),
-            },
+            Err(e) => Readiness::dead(e.message),
         };
         *self.readiness.write().expect("readiness lock") = readiness.clone();
         readiness
     }
 
+    /// The last readiness evaluated (refreshed in the background).
     pub fn readiness(&self) -> Readiness {
         self.readiness.read().expect("readiness lock").clone()
     }
 
-    /// 503 unless the views are caught up (or readiness is ignored by configuration).
-    pub fn ensure_ready(&self) -> ApiResult<()> {
+    pub fn ignores_readiness(&self) -> bool {
+        self.ignore_readiness
+    }
+
+    /// 503 `views_unavailable` unless the views sink is alive: it has reported and its last
+    /// report is recent (or readiness is ignored by configuration). How far behind it is does
+    /// not matter here: a lagging sink's views are served, with [`Freshness`] headers, and
+    /// commands never wait for it.
+    pub fn ensure_live(&self) -> ApiResult<()> {
         if self.ignore_readiness {
             return Ok(());
         }
         let r = self.readiness();
-        if r.caught_up {
+        if r.live {
             Ok(())
         } else {
             Err(ApiError::unavailable(
-                "views_not_ready",
+                "views_unavailable",
                 format!(
-                    "the views are not caught up: {}",
+                    "the views sink is not reporting, the views cannot be trusted: {}",
                     r.reason.unwrap_or_default()
                 ),
             ))
         }
+    }
+
+    /// How far behind the views are, when a live sink says so.
+    pub fn freshness(&self) -> Option<Freshness> {
+        let r = self.readiness();
+        r.live.then(|| Freshness {
+            lag: r.max_lag.unwrap_or(0),
+            stale: r.lagging,
+        })
     }
 
     /// Refresh the readiness every `every` in the background.

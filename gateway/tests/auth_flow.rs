@@ -131,6 +131,35 @@ async fn openapi_metrics_and_trace() {
         assert!(paths.contains_key(p), "{p} missing from the document");
     }
     assert!(doc["components"]["schemas"]["OrderView"]["properties"]["status"].is_object());
+    // Every view read documents the freshness headers; no command documents a 409 for a status
+    // the processors decide.
+    for p in [
+        "/api/v1/orders/{order_id}",
+        "/api/v1/orders/mine",
+        "/api/v1/products",
+        "/api/v1/deliveries/{order_id}",
+    ] {
+        let ok = &doc["paths"][p]["get"]["responses"]["200"];
+        assert!(ok["headers"]["Pickple-Views-Lag"].is_object(), "{p}: {ok}");
+        assert!(
+            ok["headers"]["Pickple-Views-Stale"].is_object(),
+            "{p}: {ok}"
+        );
+    }
+    for p in [
+        "/api/v1/orders/{order_id}/pay",
+        "/api/v1/orders/{order_id}/cancel",
+        "/api/v1/deliveries/{order_id}/start",
+        "/api/v1/deliveries/{order_id}/details",
+        "/api/v1/deliveries/{order_id}/end",
+    ] {
+        let responses = &doc["paths"][p]["post"]["responses"];
+        assert!(
+            responses["202"].is_object() && responses["409"].is_null(),
+            "{p}"
+        );
+    }
+    assert!(doc["paths"]["/ready"]["get"]["responses"]["200"].is_object());
     let res = gw.http.get(gw.url("/docs")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
 

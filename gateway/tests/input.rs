@@ -134,8 +134,9 @@ const POST_ROUTES: &[&str] = &[
     "/api/v1/deliveries/o1/details",
 ];
 
-/// Documented answers to a bad request (409: state conflicts, e.g. pay on an order not awaiting
-/// payment; 401: sign-in with wrong credentials).
+/// Documented answers to a bad request (409: a taken username at sign-up or an inactive user
+/// placing an order, never an entity's status, which the processors decide; 401: sign-in with
+/// wrong credentials).
 const DOCUMENTED: &[u16] = &[400, 401, 403, 404, 409, 413, 415, 422];
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -277,4 +278,110 @@ fn generated_invalid_bodies_get_documented_errors_on_every_post_route() {
         let (s, _) = gw.get("/health", None).await;
         assert_eq!(s, 200);
     });
+}
+
+/// The shape rules are the domain's: what the processor would refuse (and, for a create,
+/// dead-letter) is a 422 here, with the field, and nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shape_rules_come_from_the_domain() {
+    let gw = Gw::start().await;
+    let mia = gw.token("mia1", Role::VendorManager);
+    let root = gw.token("root", Role::Master);
+    gw.put_view(Kind::Vendor, "v1", &vendor_view("v1", "mia1", 1));
+    gw.put_view(Kind::Product, "p1", &product_view("p1", "v1", true, 1));
+    let field = |body: &Value| {
+        body["error"]["fields"][0]["field"]
+            .as_str()
+            .map(String::from)
+    };
+    let message = |body: &Value| {
+        body["error"]["fields"][0]["message"]
+            .as_str()
+            .map(String::from)
+    };
+
+    // Price 0: the stock processor refuses it ("price must be positive").
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &json!({"vendor_id": "v1", "name": "Tea", "price": 0}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("price")), "{body}");
+    assert_eq!(
+        message(&body),
+        pickple_domain::stock::check_price(0)
+            .err()
+            .map(|r| match r {
+                pickple_domain::Rejection::Invalid(m) => m,
+                other => other.to_string(),
+            })
+    );
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &json!({"vendor_id": "v1", "name": "Tea", "price": -5}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("price")));
+    let res = gw
+        .http
+        .patch(gw.url("/api/v1/products/p1"))
+        .bearer_auth(&mia)
+        .json(&json!({"price": 0}))
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = into_parts(res).await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("price")));
+    // A blank name, a sale that closes before it opens, no units to add.
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &json!({"vendor_id": "v1", "name": "   ", "price": 3}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("name")));
+    let (s, body) = gw
+        .post(
+            "/api/v1/products/p1/sale",
+            Some(&mia),
+            &json!({"opens_at": 10, "closes_at": 10, "quantity": 5, "per_user_limit": 1}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("closes_at")));
+    let (s, body) = gw
+        .post(
+            "/api/v1/products/p1/stock",
+            Some(&mia),
+            &json!({"quantity": 0}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("quantity")));
+    // A vendor for a manager whose name is not a username.
+    let (s, body) = gw
+        .post(
+            "/api/v1/vendors",
+            Some(&root),
+            &json!({"name": "Shop", "manager": "x"}),
+        )
+        .await;
+    assert_eq!((s, field(&body).as_deref()), (422, Some("manager")));
+    // Nothing above was published; a valid product is.
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &json!({"vendor_id": "v1", "name": "Tea", "price": 1}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let records = read_topic(&gw.topic("stock-commands"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].value["type"], "CreateProduct");
+    assert_eq!(records[0].value["price"], 1);
+    assert!(read_topic(&gw.topic("vendor-commands")).is_empty());
 }

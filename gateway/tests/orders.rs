@@ -101,7 +101,7 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
             (start.elapsed(), into_parts(res).await)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.until_watched(1).await;
     gw.put_view(
         Kind::Order,
         "o-lp",
@@ -174,77 +174,246 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
     assert_eq!(s, 404);
 }
 
+/// The order's status in a view is not the gateway's business: whatever it shows (and a view
+/// may lag behind commands already accepted), pay and cancel are accepted and published, and
+/// the order processor accepts or refuses them (a refusal shows in the view's `rejection`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pay_and_cancel_check_the_order_state() {
+async fn pay_and_cancel_are_published_whatever_the_order_view_says() {
     let gw = Gw::start().await;
     let alice = gw.token("alice", Role::User);
-    gw.put_view(
-        Kind::Order,
-        "o-2",
-        &order_view("o-2", "alice", &[], "PENDING", 1),
-    );
+    let bob = gw.token("bob1", Role::User);
+    let pay = json!({"payment_token": "tok"});
+    let mut expected = Vec::new();
+    for (status, version) in [
+        ("PENDING", 1),
+        ("PAID", 2),
+        ("SHIPPING", 3),
+        ("COMPLETED", 4),
+        ("CANCELLED", 5),
+    ] {
+        gw.put_view(
+            Kind::Order,
+            "o-2",
+            &order_view("o-2", "alice", &[], status, version),
+        );
+        let (s, body) = gw.post("/api/v1/orders/o-2/pay", Some(&alice), &pay).await;
+        assert_eq!(s, 202, "pay on {status}: {body}");
+        assert_eq!(body["id"], "o-2");
+        let (s, body) = gw
+            .post(
+                "/api/v1/orders/o-2/cancel",
+                Some(&alice),
+                &json!({"reason": "changed my mind"}),
+            )
+            .await;
+        assert_eq!(s, 202, "cancel on {status}: {body}");
+        expected.extend(["PayOrder", "CancelOrder"]);
+    }
+    // Identity and ownership are still the gateway's: a stranger gets 404, bad input 422.
+    let (s, _) = gw.post("/api/v1/orders/o-2/pay", Some(&bob), &pay).await;
+    assert_eq!(s, 404);
+    let (s, _) = gw
+        .post("/api/v1/orders/o-2/cancel", Some(&bob), &json!({}))
+        .await;
+    assert_eq!(s, 404);
     let (s, body) = gw
         .post(
             "/api/v1/orders/o-2/pay",
             Some(&alice),
-            &json!({"payment_token": "tok"}),
+            &json!({"payment_token": "  "}),
         )
         .await;
-    assert_eq!((s, body["error"]["code"].as_str()), (409, Some("conflict")));
-    gw.put_view(
-        Kind::Order,
-        "o-2",
-        &order_view("o-2", "alice", &[], "AWAITING_PAYMENT", 2),
+    assert_eq!(
+        (s, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("payment_token"))
     );
-    let (s, _) = gw
-        .post(
-            "/api/v1/orders/o-2/pay",
-            Some(&alice),
-            &json!({"payment_token": "tok"}),
-        )
-        .await;
-    assert_eq!(s, 202);
-    let (s, _) = gw
-        .post(
-            "/api/v1/orders/o-2/cancel",
-            Some(&alice),
-            &json!({"reason": "changed my mind"}),
-        )
-        .await;
-    assert_eq!(s, 202);
-    gw.put_view(
-        Kind::Order,
-        "o-2",
-        &order_view("o-2", "alice", &[], "CANCELLED", 3),
-    );
-    let (s, _) = gw
-        .post("/api/v1/orders/o-2/cancel", Some(&alice), &json!({}))
-        .await;
-    assert_eq!(s, 409);
-    let kinds: Vec<String> = read_topic(&gw.topic("order-commands"))
-        .into_iter()
-        .map(|r| r.value["type"].as_str().unwrap().to_string())
+    let records = read_topic(&gw.topic("order-commands"));
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r.value["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, vec!["PayOrder", "CancelOrder"]);
+    assert_eq!(kinds, expected);
+    assert!(records.iter().all(|r| r.key == "o-2"));
+    assert!(records
+        .iter()
+        .all(|r| r.value["username"] == "alice" && r.value["order_id"] == "o-2"));
 }
 
+/// A long-poll for a status answers when the command is refused instead: a newer view that
+/// carries a `rejection` (as the order processor publishes it) ends the wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn views_not_caught_up_answer_503() {
+async fn a_status_long_poll_answers_when_the_command_is_refused() {
+    let gw = Gw::start().await;
+    let alice = gw.token("alice", Role::User);
+    gw.put_view(
+        Kind::Order,
+        "o-r",
+        &order_view("o-r", "alice", &[], "PENDING", 1),
+    );
+    let waiter = {
+        let http = gw.http.clone();
+        let url = gw.url("/api/v1/orders/o-r?wait=20&status=PAID");
+        let token = alice.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let res = http.get(url).bearer_auth(token).send().await.unwrap();
+            (start.elapsed(), into_parts(res).await)
+        })
+    };
+    gw.until_watched(1).await;
+    let mut refused = order_view("o-r", "alice", &[], "PENDING", 2);
+    refused["rejection"] = json!("not allowed now: the stock is not reserved yet");
+    gw.put_view(Kind::Order, "o-r", &refused);
+    let (elapsed, (s, body)) = waiter.await.unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["status"], "PENDING");
+    assert_eq!(body["version"], 2);
+    assert!(body["rejection"].as_str().unwrap().contains("not reserved"));
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+
+    // A rejection that was there before the wait began does not answer it.
+    let start = Instant::now();
+    let (s, _) = gw
+        .get("/api/v1/orders/o-r?wait=1&status=PAID", Some(&alice))
+        .await;
+    assert_eq!(s, 504);
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
+/// Reads and commands while the views sink is silent or dead, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_dead_sink_answers_503() {
     let gw = Gw::start_with(false, |_| {}).await;
     let alice = gw.token("alice", Role::User);
-    let (s, body) = gw.get("/api/v1/orders/mine", Some(&alice)).await;
+    // Never reported.
+    let (s, headers, body) = gw
+        .get_with_headers("/api/v1/orders/mine", Some(&alice))
+        .await;
     assert_eq!(
         (s, body["error"]["code"].as_str()),
-        (503, Some("views_not_ready"))
+        (503, Some("views_unavailable")),
+        "{body}"
     );
+    assert!(header(&headers, "pickple-views-lag").is_none());
+    let (s, _) = gw.get("/api/v1/orders/o-1", Some(&alice)).await;
+    assert_eq!(s, 503);
     let (s, body) = gw.get("/ready", None).await;
     assert_eq!(s, 503);
     assert_eq!(body["kafka"]["ok"], true);
     assert_eq!(body["redis"]["ok"], true);
     assert_eq!(body["views"]["ok"], false);
-    mark_ready(&gw.config);
+    // An ownership check needs a live sink: 503, nothing published.
+    let (s, body) = gw
+        .post(
+            "/api/v1/orders/o-1/pay",
+            Some(&alice),
+            &json!({"payment_token": "tok"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("views_unavailable"))
+    );
+
+    // Reported, then died: the last heartbeat is older than the staleness bound (15 s).
+    gw.heartbeat(&[0; 6], 60_000).await;
+    let (s, body) = gw.get("/api/v1/orders/mine", Some(&alice)).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("views_unavailable"))
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no heartbeat"));
+    let (s, body) = gw.get("/ready", None).await;
+    assert_eq!((s, body["views"]["ok"].as_bool()), (503, Some(false)));
+
+    // Alive again.
+    gw.heartbeat(&[0; 6], 0).await;
     let (s, body) = gw.get("/ready", None).await;
     assert_eq!(s, 200, "{body}");
-    let (s, _) = gw.get("/api/v1/orders/mine", Some(&alice)).await;
+    assert_eq!(body["degraded"], false);
+    let (s, headers, _) = gw
+        .get_with_headers("/api/v1/orders/mine", Some(&alice))
+        .await;
     assert_eq!(s, 200);
+    assert_eq!(header(&headers, "pickple-views-lag"), Some("0"));
+    assert!(header(&headers, "pickple-views-stale").is_none());
+    assert!(read_topic(&gw.topic("order-commands")).is_empty());
+}
+
+/// A vendor who starts a delivery and ends it at once (the view still says PENDING) gets two
+/// 202s, and both commands are published in order: the delivery processor takes them in that
+/// order (one partition per order), so the order completes. Out-of-order steps are published
+/// too, and refused there (visibly, in the delivery view's `rejection`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_steps_are_published_whatever_the_delivery_view_says() {
+    let gw = Gw::start().await;
+    let mia = gw.token("mia1", Role::VendorManager);
+    let max = gw.token("max1", Role::VendorManager);
+    gw.put_view(Kind::Vendor, "v-mia", &vendor_view("v-mia", "mia1", 1));
+    gw.put_view(
+        Kind::Delivery,
+        "o-d",
+        &delivery_view("o-d", "alice", &["v-mia"], "PENDING", 1),
+    );
+    let start = json!({"carrier": "DHL", "delivery_type": "STANDARD", "tracking_number": "T1"});
+    let detail = json!({"location": "Seoul hub", "description": "sorted"});
+    let (s, body) = gw
+        .post("/api/v1/deliveries/o-d/start", Some(&mia), &start)
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (s, body) = gw
+        .post("/api/v1/deliveries/o-d/end", Some(&mia), &json!({}))
+        .await;
+    assert_eq!(s, 202, "end right after start, view still PENDING: {body}");
+    // Out of order for the view (PENDING, then DELIVERED): still the processor's decision.
+    let (s, body) = gw
+        .post("/api/v1/deliveries/o-d/details", Some(&mia), &detail)
+        .await;
+    assert_eq!(s, 202, "{body}");
+    gw.put_view(
+        Kind::Delivery,
+        "o-d",
+        &delivery_view("o-d", "alice", &["v-mia"], "DELIVERED", 3),
+    );
+    let (s, body) = gw
+        .post("/api/v1/deliveries/o-d/start", Some(&mia), &start)
+        .await;
+    assert_eq!(s, 202, "{body}");
+    // Ownership and shape are still checked here.
+    let (s, _) = gw
+        .post("/api/v1/deliveries/o-d/end", Some(&max), &json!({}))
+        .await;
+    assert_eq!(s, 403);
+    let (s, body) = gw
+        .post(
+            "/api/v1/deliveries/o-d/details",
+            Some(&mia),
+            &json!({"location": "Seoul hub"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("description")),
+        "the delivery processor refuses an empty description: so does the gateway"
+    );
+    let records = read_topic(&gw.topic("delivery-commands"));
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r.value["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "StartDelivery",
+            "EndDelivery",
+            "AddDeliveryDetail",
+            "StartDelivery"
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.key == "o-d" && r.value["by"] == "mia1"));
 }

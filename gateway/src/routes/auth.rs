@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
+use pickple_domain::user as user_rules;
 use pickple_schemas::{Role, UserCommand, UserStatus, UserView};
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -71,35 +72,32 @@ pub async fn sign_up(
     trace: axum::Extension<TraceParent>,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> ApiResult<Response> {
-    let username = req.username.trim().to_ascii_lowercase();
+    let username = user_rules::normalize_username(&req.username);
     let email = req.email.trim().to_string();
     let role = req.role.unwrap_or(Role::User);
     Validator::new()
-        .check(
-            validate::username(&username),
-            "username",
-            "4 to 10 characters, a-z and 0-9",
-        )
+        .rule("username", user_rules::validate_username(&username))
+        .rule("nickname", user_rules::non_empty("nickname", &req.nickname))
         .check(
             validate::text(&req.nickname, 1, 30),
             "nickname",
             "1 to 30 characters",
         )
-        .check(
-            validate::email(&email),
+        .rule(
             "email",
-            "not a valid e-mail address",
+            user_rules::validate_email(&user_rules::normalize_email(&email)),
+        )
+        .check(
+            validate::email_size(&email),
+            "email",
+            "at most 254 characters",
         )
         .check(
             validate::password(&req.password),
             "password",
             "8 to 128 characters",
         )
-        .check(
-            role != Role::Master,
-            "role",
-            "only USER or VENDOR_MANAGER can sign up",
-        )
+        .rule("role", user_rules::check_sign_up_role(role))
         .finish()?;
     // Fast path only: the users processor is the single writer of a username and rejects a
     // duplicate even when two sign-ups race past this check.
@@ -139,7 +137,7 @@ pub async fn sign_up(
     responses(
         (status = 200, description = "sign-up status", body = SignUpStatus),
         (status = 404, description = "no such sign-up", body = ErrorBody),
-        (status = 503, description = "views not caught up", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody)))]
 pub async fn sign_up_status(
     State(state): State<AppState>,
@@ -147,7 +145,7 @@ pub async fn sign_up_status(
     ApiQuery(q): ApiQuery<ViewQuery>,
 ) -> ApiResult<Response> {
     super::check_id(&username, "user")?;
-    let username = username.to_ascii_lowercase();
+    let username = user_rules::normalize_username(&username);
     let wait = q.wait_for(&state)?;
     let view = read_view(
         &state.views,
@@ -182,16 +180,18 @@ pub async fn sign_up_status(
         (status = 200, description = "signed in", body = TokenResponse),
         (status = 401, description = "wrong credentials", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "views not caught up", body = ErrorBody)))]
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SignInRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let username = req.username.trim().to_ascii_lowercase();
-    if !validate::username(&username) || req.password.len() > 1024 {
+    let username = user_rules::normalize_username(&req.username);
+    if user_rules::validate_username(&username).is_err() || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    state.views.ensure_ready()?;
+    // Identity: read the user's view even while the sink lags (the password and role of an
+    // account change rarely); only a dead sink makes it a 503.
+    state.views.ensure_live()?;
     let user = state
         .views
         .get_typed::<UserView>(Kind::User, &username)
@@ -221,12 +221,13 @@ const DUMMY_HASH: &str =
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "new token", body = TokenResponse),
-        (status = 401, description = "no, expired or invalid token; user gone", body = ErrorBody)))]
+        (status = 401, description = "no, expired or invalid token; user gone", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let view = state
         .views
         .get_typed::<UserView>(Kind::User, &user.username)

@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use pickple_domain::delivery;
 use pickple_schemas::DeliveryCommand;
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,9 @@ pub struct StartDeliveryRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryDetailRequest {
+    /// 1 to 200 characters.
     pub location: String,
+    /// 1 to 1000 characters (required by the delivery processor).
     #[serde(default)]
     pub description: String,
 }
@@ -49,7 +52,8 @@ fn owner_of(view: &Stored) -> &str {
     responses(
         (status = 200, description = "the delivery", body = crate::openapi::docs::DeliveryView),
         (status = 404, description = "no such delivery (or not yours)", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 504, description = "wait timed out", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn get_delivery(
     State(state): State<AppState>,
     user: AuthUser,
@@ -89,16 +93,13 @@ async fn may_read(state: &AppState, user: &AuthUser, view: &Stored) -> ApiResult
 }
 
 /// 403 unless VENDOR_MANAGER/MASTER, 404 without a delivery, 403 unless the caller manages one
-/// of the order's vendors; 409 unless the delivery is in one of `statuses`.
-async fn managed_delivery(
-    state: &AppState,
-    user: &AuthUser,
-    order_id: &str,
-    statuses: &[&str],
-) -> ApiResult<Stored> {
+/// of the order's vendors. Only who the delivery belongs to is read from the view (it never
+/// changes); whether the command fits its status is the delivery processor's business, which
+/// refuses an out-of-order one visibly (`rejection` on the delivery's view).
+async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<Stored> {
     user.require_manager()?;
     super::check_id(order_id, "delivery")?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let view = state
         .views
         .get(Kind::Delivery, order_id)
@@ -108,10 +109,6 @@ async fn managed_delivery(
         return Err(ApiError::forbidden(
             "you do not manage a vendor of this order",
         ));
-    }
-    let status = view.status().unwrap_or("");
-    if !statuses.contains(&status) {
-        return Err(ApiError::conflict(format!("the delivery is {status}")));
     }
     Ok(view)
 }
@@ -135,16 +132,18 @@ async fn publish(
     ))
 }
 
-/// Start a delivery (PENDING -> IN_TRANSIT).
+/// Start a delivery (PENDING -> IN_TRANSIT). Queued whatever the delivery's status: the
+/// delivery processor refuses a start of a delivery that is not PENDING (a repeat of the same
+/// start is ignored), visibly (`rejection` on the delivery's view).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/start", tag = "deliveries",
     security(("bearer" = [])), request_body = StartDeliveryRequest,
     params(("order_id" = String, Path, description = "order id")),
     responses(
-        (status = 202, description = "start queued", body = super::Accepted),
+        (status = 202, description = "start queued; long-poll the delivery with ?wait=&status=IN_TRANSIT (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "not PENDING", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -153,15 +152,24 @@ pub async fn start(
     ApiJson(req): ApiJson<StartDeliveryRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
+        .rule("carrier", delivery::non_empty("carrier", &req.carrier))
         .check(
             validate::text(&req.carrier, 1, 100),
             "carrier",
             "1 to 100 characters",
         )
+        .rule(
+            "delivery_type",
+            delivery::non_empty("delivery type", &req.delivery_type),
+        )
         .check(
             validate::text(&req.delivery_type, 1, 50),
             "delivery_type",
             "1 to 50 characters",
+        )
+        .rule(
+            "tracking_number",
+            delivery::non_empty("tracking number", &req.tracking_number),
         )
         .check(
             validate::text(&req.tracking_number, 1, 100),
@@ -169,7 +177,7 @@ pub async fn start(
             "1 to 100 characters",
         )
         .finish()?;
-    managed_delivery(&state, &user, &order_id, &["PENDING"]).await?;
+    managed_delivery(&state, &user, &order_id).await?;
     let command = DeliveryCommand::StartDelivery {
         order_id: order_id.clone(),
         carrier: req.carrier.trim().to_string(),
@@ -180,7 +188,8 @@ pub async fn start(
     publish(&state, &trace, &order_id, command).await
 }
 
-/// Add a tracking entry to a delivery in transit.
+/// Add a tracking entry to a delivery in transit. Queued whatever the delivery's status: the
+/// delivery processor refuses it unless IN_TRANSIT, visibly (`rejection` on the view).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/details", tag = "deliveries",
     security(("bearer" = [])), request_body = DeliveryDetailRequest,
     params(("order_id" = String, Path, description = "order id")),
@@ -188,8 +197,8 @@ pub async fn start(
         (status = 202, description = "detail queued", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "not IN_TRANSIT", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn add_detail(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -198,18 +207,23 @@ pub async fn add_detail(
     ApiJson(req): ApiJson<DeliveryDetailRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
+        .rule("location", delivery::non_empty("location", &req.location))
         .check(
             validate::text(&req.location, 1, 200),
             "location",
             "1 to 200 characters",
         )
-        .check(
-            validate::text(&req.description, 0, 1000),
+        .rule(
             "description",
-            "up to 1000 characters",
+            delivery::non_empty("description", &req.description),
+        )
+        .check(
+            validate::text(&req.description, 1, 1000),
+            "description",
+            "1 to 1000 characters",
         )
         .finish()?;
-    managed_delivery(&state, &user, &order_id, &["IN_TRANSIT"]).await?;
+    managed_delivery(&state, &user, &order_id).await?;
     let command = DeliveryCommand::AddDeliveryDetail {
         order_id: order_id.clone(),
         location: req.location.trim().to_string(),
@@ -219,22 +233,25 @@ pub async fn add_detail(
     publish(&state, &trace, &order_id, command).await
 }
 
-/// End a delivery (IN_TRANSIT -> DELIVERED; the order completes).
+/// End a delivery (IN_TRANSIT -> DELIVERED; the order completes). Queued whatever the
+/// delivery's status, so a start followed at once by an end is two accepted commands, processed
+/// in order; the delivery processor refuses an end of a delivery that is not IN_TRANSIT,
+/// visibly (`rejection` on the view; ending a delivered one changes nothing).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/end", tag = "deliveries",
     security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
     responses(
-        (status = 202, description = "end queued", body = super::Accepted),
+        (status = 202, description = "end queued; long-poll the delivery with ?wait=&status=DELIVERED (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "not IN_TRANSIT", body = ErrorBody)))]
+        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn end(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
     Path(order_id): Path<String>,
 ) -> ApiResult<Response> {
-    managed_delivery(&state, &user, &order_id, &["IN_TRANSIT"]).await?;
+    managed_delivery(&state, &user, &order_id).await?;
     let command = DeliveryCommand::EndDelivery {
         order_id: order_id.clone(),
         by: user.username.clone(),

@@ -14,7 +14,8 @@ use crate::AppState;
     security(("bearer" = [])), params(PageQuery),
     responses(
         (status = 200, description = "notifications (NotificationView items)", body = Listing),
-        (status = 401, description = "not signed in", body = ErrorBody)))]
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,

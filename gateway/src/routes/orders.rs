@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
+use pickple_domain::order;
 use pickple_schemas::{OrderCommand, OrderLine, UserStatus, UserView};
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -72,7 +73,8 @@ fn owner_of(view: &Stored) -> &str {
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 409, description = "the user is not active", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
-        (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody)))]
+        (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting (the user cannot be checked)", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -81,32 +83,39 @@ pub async fn place(
     ApiJson(req): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
+    let lines: Vec<OrderLine> = req
+        .lines
+        .iter()
+        .map(|l| OrderLine {
+            product_id: l.product_id.clone(),
+            quantity: l.quantity,
+        })
+        .collect();
     let mut v = Validator::new();
-    v.check(
-        (1..=MAX_LINES).contains(&req.lines.len()),
+    v.rule("lines", order::check_has_lines(&lines)).check(
+        lines.len() <= MAX_LINES,
         "lines",
-        "1 to 50 lines",
+        "at most 50 lines",
     );
-    let mut seen = std::collections::HashSet::new();
-    for (i, line) in req.lines.iter().enumerate() {
-        v.check(
-            validate::id(&line.product_id),
-            &format!("lines[{i}].product_id"),
-            "not a product id",
-        );
-        v.check(
-            (1..=MAX_LINE_QUANTITY).contains(&line.quantity),
-            &format!("lines[{i}].quantity"),
-            "1 to 1000",
-        );
-        v.check(
-            seen.insert(line.product_id.as_str()),
-            &format!("lines[{i}].product_id"),
-            "the product is already on another line",
-        );
+    for (i, line) in lines.iter().enumerate() {
+        let product = format!("lines[{i}].product_id");
+        let quantity = format!("lines[{i}].quantity");
+        v.rule(&product, order::check_line_product(&line.product_id))
+            .check(validate::id(&line.product_id), &product, "not a product id")
+            .rule(
+                &quantity,
+                order::check_line_quantity(&line.product_id, line.quantity),
+            )
+            .check(
+                line.quantity <= MAX_LINE_QUANTITY,
+                &quantity,
+                "at most 1000",
+            )
+            .rule(&product, order::check_line_unique(&lines, i));
     }
     v.finish()?;
-    state.views.ensure_ready()?;
+    // Identity: the buyer is an active user (and the order needs their e-mail).
+    state.views.ensure_live()?;
     let profile = state
         .views
         .get_typed::<UserView>(Kind::User, &user.username)
@@ -127,14 +136,7 @@ pub async fn place(
             order_id: order_id.clone(),
             username: user.username.clone(),
             email: profile.email,
-            lines: req
-                .lines
-                .iter()
-                .map(|l| OrderLine {
-                    product_id: l.product_id.clone(),
-                    quantity: l.quantity,
-                })
-                .collect(),
+            lines,
         };
         if let Err(e) = state
             .kafka
@@ -158,7 +160,8 @@ pub async fn place(
     params(PageQuery),
     responses(
         (status = 200, description = "orders", body = Listing),
-        (status = 403, description = "not MASTER", body = ErrorBody)))]
+        (status = 403, description = "not MASTER", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list_all(
     State(state): State<AppState>,
     user: AuthUser,
@@ -174,7 +177,8 @@ pub async fn list_all(
     params(PageQuery),
     responses(
         (status = 200, description = "orders", body = Listing),
-        (status = 401, description = "not signed in", body = ErrorBody)))]
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
@@ -197,7 +201,7 @@ async fn can_see(state: &AppState, user: &AuthUser, view: &Stored) -> ApiResult<
         (status = 200, description = "the order", body = crate::openapi::docs::OrderView),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
-        (status = 503, description = "views not caught up", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody)))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -230,10 +234,11 @@ pub async fn get_order(
     Ok(view_response(view.json, view.version))
 }
 
-/// The caller's own order (MASTER: any order), else 404.
+/// The caller's own order (MASTER: any order), else 404. Only who the order belongs to is read
+/// from the view (it never changes); its status is the order processor's business.
 async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<Stored> {
     super::check_id(order_id, "order")?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let view = state
         .views
         .get(Kind::Order, order_id)
@@ -245,15 +250,18 @@ async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResu
     Ok(view)
 }
 
-/// Pay an order awaiting payment (its owner).
+/// Pay an order (its owner). Whatever the order's status, the command is queued: the order
+/// processor pays an order AWAITING_PAYMENT and refuses any other, visibly (the order's view
+/// gets a new version with `rejection` set; a repeat while PAYMENT_PENDING is ignored).
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/pay", tag = "orders",
     security(("bearer" = [])), request_body = PayRequest,
     params(("order_id" = String, Path, description = "order id")),
     responses(
-        (status = 202, description = "payment queued", body = super::Accepted),
+        (status = 202, description = "payment queued; long-poll the order with ?wait=&status=PAID (answers on a refusal too: see `rejection`)", body = super::Accepted),
+        (status = 403, description = "not the buyer (MASTER cannot pay for a user)", body = ErrorBody),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
-        (status = 409, description = "the order is not awaiting payment", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn pay(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -262,6 +270,10 @@ pub async fn pay(
     ApiJson(req): ApiJson<PayRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
+        .rule(
+            "payment_token",
+            order::check_payment_token(&req.payment_token),
+        )
         .check(
             validate::text(&req.payment_token, 1, 256),
             "payment_token",
@@ -271,12 +283,6 @@ pub async fn pay(
     let view = own_order(&state, &user, &order_id).await?;
     if owner_of(&view) != user.username {
         return Err(ApiError::forbidden("only the buyer pays an order"));
-    }
-    if view.status() != Some("AWAITING_PAYMENT") {
-        return Err(ApiError::conflict(format!(
-            "the order is {}, not AWAITING_PAYMENT",
-            view.status().unwrap_or("unknown")
-        )));
     }
     let command = OrderCommand::PayOrder {
         order_id: order_id.clone(),
@@ -296,15 +302,18 @@ pub async fn pay(
     ))
 }
 
-/// Cancel an order before it ships (its owner or MASTER).
+/// Cancel an order before it ships (its owner or MASTER). Whatever the order's status, the
+/// command is queued: the order processor cancels an order not yet shipped (a paid one once its
+/// delivery has not started) and refuses a shipped or completed one, visibly (`rejection` on
+/// the order's view); cancelling a cancelled order changes nothing.
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
     security(("bearer" = [])), request_body = CancelRequest,
     params(("order_id" = String, Path, description = "order id")),
     responses(
-        (status = 202, description = "cancellation queued", body = super::Accepted),
+        (status = 202, description = "cancellation queued; long-poll the order with ?wait=&status=CANCELLED (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
-        (status = 409, description = "the order has shipped or ended", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -321,15 +330,6 @@ pub async fn cancel(
         )
         .finish()?;
     let view = own_order(&state, &user, &order_id).await?;
-    let status = view.status().unwrap_or("");
-    if !matches!(
-        status,
-        "PENDING" | "AWAITING_PAYMENT" | "PAYMENT_PENDING" | "PAID"
-    ) {
-        return Err(ApiError::conflict(format!(
-            "the order is {status} and can no longer be cancelled"
-        )));
-    }
     let command = OrderCommand::CancelOrder {
         order_id: order_id.clone(),
         username: owner_of(&view).to_string(),

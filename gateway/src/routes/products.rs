@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
+use pickple_domain::stock;
 use pickple_schemas::{SaleTerms, StockCommand};
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub struct CreateProductRequest {
     /// Up to 5000 characters.
     #[serde(default)]
     pub description: String,
-    /// In the shop's minor unit, 0 or more.
+    /// In the shop's minor unit: 1 to 10^12.
     pub price: i64,
     pub image_url: Option<String>,
     /// Listed publicly (default true).
@@ -43,8 +44,11 @@ pub struct CreateProductRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
+    /// 1 to 200 characters.
     pub name: Option<String>,
+    /// Up to 5000 characters.
     pub description: Option<String>,
+    /// 1 to 10^12.
     pub price: Option<i64>,
     pub image_url: Option<String>,
     pub public: Option<bool>,
@@ -53,6 +57,7 @@ pub struct UpdateProductRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockRequest {
+    /// At most 10^9 (at least 1 to add).
     pub quantity: u64,
 }
 
@@ -114,6 +119,7 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     Validator::new()
         .check(validate::id(&req.vendor_id), "vendor_id", "not a vendor id")
+        .rule("name", stock::check_name(&req.name))
         .check(
             validate::text(&req.name, 1, 200),
             "name",
@@ -124,14 +130,15 @@ pub async fn create(
             "description",
             "up to 5000 characters",
         )
-        .check((0..=MAX_PRICE).contains(&req.price), "price", "0 to 10^12")
+        .rule("price", stock::check_price(req.price))
+        .check(req.price <= MAX_PRICE, "price", "at most 10^12")
         .check(
             req.image_url.as_deref().is_none_or(validate::url),
             "image_url",
             "an http(s) URL",
         )
         .finish()?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     if state
         .views
         .get(Kind::Vendor, &req.vendor_id)
@@ -200,7 +207,7 @@ pub async fn list(
     let Some(needle) = needle else {
         return super::list_index(&state, Kind::Product, &index, &page, |v| v).await;
     };
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let (offset, limit) = page.bounds();
     let ids = state.views.all_ids(&index, SEARCH_SCAN).await?;
     let mut matches = Vec::new();
@@ -230,7 +237,8 @@ pub async fn list(
     responses(
         (status = 200, description = "the product", body = crate::openapi::docs::ProductView),
         (status = 404, description = "no such product", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 504, description = "wait timed out", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn get_product(
     State(state): State<AppState>,
     MaybeAuth(user): MaybeAuth,
@@ -265,7 +273,7 @@ pub async fn get_product(
 async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<Stored> {
     user.require_manager()?;
     super::check_id(product_id, "product")?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let view = state
         .views
         .get(Kind::Product, product_id)
@@ -315,6 +323,10 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateProductRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
+        .rule(
+            "name",
+            req.name.as_deref().map_or(Ok(()), stock::check_name),
+        )
         .check(
             req.name
                 .as_deref()
@@ -329,10 +341,11 @@ pub async fn update(
             "description",
             "up to 5000 characters",
         )
+        .rule("price", req.price.map_or(Ok(()), stock::check_price))
         .check(
-            req.price.is_none_or(|p| (0..=MAX_PRICE).contains(&p)),
+            req.price.is_none_or(|p| p <= MAX_PRICE),
             "price",
-            "0 to 10^12",
+            "at most 10^12",
         )
         .check(
             req.image_url.as_deref().is_none_or(validate::url),
@@ -420,9 +433,9 @@ pub async fn add_stock(
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<StockRequest>,
 ) -> ApiResult<Response> {
-    check_quantity(req.quantity)?;
     Validator::new()
-        .check(req.quantity >= 1, "quantity", "at least 1")
+        .rule("quantity", stock::check_quantity(req.quantity))
+        .check(req.quantity <= MAX_QUANTITY, "quantity", "at most 10^9")
         .finish()?;
     owned_product(&state, &user, &product_id).await?;
     let command = StockCommand::AddStock {
@@ -454,16 +467,20 @@ pub async fn open_sale(
             "opens_at",
             "a time in ms since the epoch",
         )
-        .check(req.closes_at > req.opens_at, "closes_at", "after opens_at")
-        .check(
-            (1..=MAX_QUANTITY).contains(&req.quantity),
-            "quantity",
-            "1 to 10^9",
+        .rule(
+            "closes_at",
+            stock::check_sale_window(req.opens_at, req.closes_at),
+        )
+        .rule("quantity", stock::check_sale_quantity(req.quantity))
+        .check(req.quantity <= MAX_QUANTITY, "quantity", "at most 10^9")
+        .rule(
+            "per_user_limit",
+            stock::check_sale_limit(req.per_user_limit),
         )
         .check(
-            req.per_user_limit >= 1 && req.per_user_limit <= req.quantity,
+            req.per_user_limit <= req.quantity,
             "per_user_limit",
-            "1 to quantity",
+            "at most quantity",
         )
         .finish()?;
     owned_product(&state, &user, &product_id).await?;

@@ -32,15 +32,38 @@ pub struct Check {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyReport {
+    /// Kafka, Redis, a live views sink and the change notices are all OK.
     pub ready: bool,
+    /// Ready, but the views lag behind (`views.stale`): reads are served and marked stale.
+    pub degraded: bool,
     /// Kafka answers a metadata request for the command topics.
     pub kafka: Check,
     /// Redis answers PING.
     pub redis: Check,
-    /// The views sink is caught up (heartbeat fresh, lag small).
-    pub views: Check,
+    /// The views sink is alive (a recent heartbeat); its lag is reported, not judged.
+    pub views: ViewsCheck,
     /// The change-notice subscription is connected.
     pub notices: Check,
+}
+
+/// The views sink as the gateway last saw it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ViewsCheck {
+    /// The sink has reported and its last heartbeat is at most `views_max_staleness_ms` old
+    /// (always true with `PICKPLE_VIEWS_IGNORE_READINESS`).
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Records the views are behind (the largest partition's lag), when the sink reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// The lag is over `views_max_lag`: reads are served with `Pickple-Views-Stale: true`.
+    pub stale: bool,
+    /// Sink partitions that reported.
+    pub partitions: usize,
+    /// Why the views are stale or not live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn check(r: Result<(), String>) -> Check {
@@ -56,33 +79,37 @@ fn check(r: Result<(), String>) -> Check {
     }
 }
 
-/// Readiness: Kafka metadata, Redis PING, views caught up. 503 with the failing checks.
+/// Readiness: Kafka metadata, Redis PING, a live views sink (fresh heartbeat) and the change
+/// notices. A lagging sink does not fail it: the gateway serves (degraded), the body says how
+/// far behind the views are. 503 with the failing checks.
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses(
-        (status = 200, description = "ready", body = ReadyReport),
-        (status = 503, description = "not ready", body = ReadyReport)))]
+        (status = 200, description = "ready; `degraded` (and `views.stale`) when the views lag over the maximum", body = ReadyReport),
+        (status = 503, description = "not ready: Kafka, Redis or the notices fail, or the views sink never reported or stopped reporting", body = ReadyReport)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (kafka, redis) = tokio::join!(state.kafka.check("order-commands"), state.views.ping());
-    let views = if state.config.views_ignore_readiness {
-        Ok(())
-    } else {
-        let r = state.views.refresh_readiness().await;
-        if r.caught_up {
-            Ok(())
-        } else {
-            Err(r.reason.unwrap_or_else(|| "not caught up".into()))
-        }
+    let r = state.views.refresh_readiness().await;
+    let views_ok = r.live || state.views.ignores_readiness();
+    let views = ViewsCheck {
+        ok: views_ok,
+        error: (!views_ok).then(|| r.reason.clone().unwrap_or_else(|| "not live".into())),
+        lag: r.max_lag,
+        stale: r.lagging,
+        partitions: r.partitions,
+        reason: r.reason.clone(),
     };
     let notices = if state.notifier.is_connected() {
         Ok(())
     } else {
         Err("not subscribed to change notices".to_string())
     };
+    let ready = kafka.is_ok() && redis.is_ok() && views.ok && notices.is_ok();
     let report = ReadyReport {
-        ready: kafka.is_ok() && redis.is_ok() && views.is_ok() && notices.is_ok(),
+        ready,
+        degraded: ready && views.stale,
         kafka: check(kafka),
         redis: check(redis),
-        views: check(views),
+        views,
         notices: check(notices),
     };
     let status = if report.ready {
@@ -119,7 +146,10 @@ code{background:#f4f4f4;padding:0 .3rem}details pre{background:#f8f8f8;padding:.
 <h1>Pickple API</h1>
 <p>The machine-readable document is <a href="/openapi.json"><code>/openapi.json</code></a>.
 Writes answer <code>202 Accepted</code> with the entity id and a <code>Location</code>;
-reads accept <code>?wait=&lt;seconds&gt;</code> (long-poll) and <code>&amp;status=</code>.
+reads accept <code>?wait=&lt;seconds&gt;</code> (long-poll) and <code>&amp;status=</code>
+and answer with <code>Pickple-Views-Lag</code> (records the views are behind) and, when that is
+over the maximum, <code>Pickple-Views-Stale: true</code>; a refused command shows in the view's
+<code>rejection</code>.
 Errors: <code>{"error":{"code","message","fields"?}}</code>.</p>
 <div id="ops">loading…</div>
 <script>

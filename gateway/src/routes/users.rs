@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
+use pickple_domain::user as user_rules;
 use pickple_schemas::{Role, UserCommand};
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,8 @@ pub struct ChangeRoleRequest {
         (status = 200, description = "the user view without the password hash", body = crate::openapi::docs::UserView),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no view yet", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 504, description = "wait timed out", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn me(
     State(state): State<AppState>,
     user: AuthUser,
@@ -88,6 +90,12 @@ pub async fn update_me(
             "",
             "nothing to change",
         )
+        .rule(
+            "nickname",
+            req.nickname
+                .as_deref()
+                .map_or(Ok(()), |n| user_rules::non_empty("nickname", n)),
+        )
         .check(
             req.nickname
                 .as_deref()
@@ -95,10 +103,16 @@ pub async fn update_me(
             "nickname",
             "1 to 30 characters",
         )
-        .check(
-            email.as_deref().is_none_or(validate::email),
+        .rule(
             "email",
-            "not a valid e-mail address",
+            email.as_deref().map_or(Ok(()), |e| {
+                user_rules::validate_email(&user_rules::normalize_email(e))
+            }),
+        )
+        .check(
+            email.as_deref().is_none_or(validate::email_size),
+            "email",
+            "at most 254 characters",
         )
         .check(
             req.password.as_deref().is_none_or(validate::password),
@@ -173,7 +187,8 @@ pub async fn delete_me(
     responses(
         (status = 200, description = "users, most recently updated first", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
-        (status = 403, description = "not MASTER", body = ErrorBody)))]
+        (status = 403, description = "not MASTER", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -190,7 +205,8 @@ pub async fn list(
     responses(
         (status = 200, description = "the user view without the password hash", body = crate::openapi::docs::UserView),
         (status = 403, description = "not MASTER", body = ErrorBody),
-        (status = 404, description = "no such user", body = ErrorBody)))]
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn get_user(
     State(state): State<AppState>,
     user: AuthUser,
@@ -230,7 +246,7 @@ pub async fn change_role(
 ) -> ApiResult<Response> {
     user.require_master()?;
     super::check_id(&username, "user")?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     if state.views.get(Kind::User, &username).await?.is_none() {
         return Err(ApiError::not_found("user"));
     }

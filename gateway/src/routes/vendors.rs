@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
+use pickple_domain::{user as user_rules, vendor};
 use pickple_schemas::{Role, VendorCommand};
 use pickple_views::Kind;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,9 @@ pub async fn create(
 ) -> ApiResult<Response> {
     user.require_manager()?;
     let key = idempotency_key(&headers)?;
+    let manager = req.manager.as_deref().map(user_rules::normalize_username);
     Validator::new()
+        .rule("name", vendor::check_name(req.name.trim()))
         .check(
             validate::text(&req.name, 1, 100),
             "name",
@@ -66,13 +69,14 @@ pub async fn create(
             "manager",
             "only MASTER can create a vendor for someone else",
         )
-        .check(
-            req.manager.as_deref().is_none_or(validate::username),
+        .rule(
             "manager",
-            "not a username",
+            manager
+                .as_deref()
+                .map_or(Ok(()), user_rules::validate_username),
         )
         .finish()?;
-    let manager = req.manager.clone().unwrap_or_else(|| user.username.clone());
+    let manager = manager.unwrap_or_else(|| user.username.clone());
     let claimed = claim_id(
         &state,
         "vendor",
@@ -107,7 +111,8 @@ pub async fn create(
 
 /// Every vendor (public).
 #[utoipa::path(get, path = "/api/v1/vendors", tag = "vendors", params(PageQuery),
-    responses((status = 200, description = "vendors", body = Listing)))]
+    responses((status = 200, description = "vendors", body = Listing),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,
@@ -121,7 +126,8 @@ pub async fn list(
     params(PageQuery),
     responses(
         (status = 200, description = "the caller's vendors", body = Listing),
-        (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody)))]
+        (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
@@ -138,7 +144,8 @@ pub async fn mine(
     responses(
         (status = 200, description = "the vendor", body = crate::openapi::docs::VendorView),
         (status = 404, description = "no such vendor", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 504, description = "wait timed out", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn get_vendor(
     State(state): State<AppState>,
     Path(vendor_id): Path<String>,
@@ -163,7 +170,7 @@ pub async fn get_vendor(
 async fn owned_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(vendor_id, "vendor")?;
-    state.views.ensure_ready()?;
+    state.views.ensure_live()?;
     let view = state
         .views
         .get(Kind::Vendor, vendor_id)
@@ -194,14 +201,15 @@ pub async fn update(
     Path(vendor_id): Path<String>,
     ApiJson(req): ApiJson<UpdateVendorRequest>,
 ) -> ApiResult<Response> {
-    owned_vendor(&state, &user, &vendor_id).await?;
     Validator::new()
+        .rule("name", vendor::check_name(req.name.trim()))
         .check(
             validate::text(&req.name, 1, 100),
             "name",
             "1 to 100 characters",
         )
         .finish()?;
+    owned_vendor(&state, &user, &vendor_id).await?;
     let command = VendorCommand::UpdateVendor {
         vendor_id: vendor_id.clone(),
         name: req.name.trim().to_string(),
@@ -253,7 +261,8 @@ pub async fn delete(
 /// A vendor's products: all of them for its manager or MASTER, the public ones for others.
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
-    responses((status = 200, description = "products", body = Listing)))]
+    responses((status = 200, description = "products", body = Listing),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn products(
     State(state): State<AppState>,
     MaybeAuth(user): MaybeAuth,
@@ -283,7 +292,8 @@ pub async fn products(
     responses(
         (status = 200, description = "orders, newest first", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
-        (status = 404, description = "no such vendor", body = ErrorBody)))]
+        (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn orders(
     State(state): State<AppState>,
     user: AuthUser,
@@ -302,7 +312,8 @@ pub async fn orders(
     responses(
         (status = 200, description = "deliveries", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
-        (status = 404, description = "no such vendor", body = ErrorBody)))]
+        (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     user: AuthUser,

@@ -152,17 +152,30 @@ pub fn redis_con(config: &Config) -> redis::Connection {
 
 /// Pretend a caught-up sink reported (6 partitions, fresh, no lag).
 pub fn mark_ready(config: &Config) {
-    let keys = config.redis.keys();
-    let mut con = redis_con(config);
-    let now = std::time::SystemTime::now()
+    // Far enough ahead that a slow test never sees it go stale.
+    set_heartbeat(config, &[0; 6], -600_000);
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as i64;
-    for p in 0..6 {
+        .as_millis() as i64
+}
+
+/// Write the views sink's heartbeat as its tasks do: field `p<i>` with lag `lags[i]`, written
+/// `age_ms` ago (negative: in the future, so it never goes stale during a test).
+pub fn set_heartbeat(config: &Config, lags: &[i64], age_ms: i64) {
+    let keys = config.redis.keys();
+    let mut con = redis_con(config);
+    let _: () = redis::cmd("DEL")
+        .arg(keys.sink_status())
+        .query(&mut con)
+        .unwrap();
+    for (p, lag) in lags.iter().enumerate() {
         let status = PartitionStatus {
-            // Far enough ahead that a slow test never sees it go stale.
-            at: now + 600_000,
-            lag: 0,
+            at: now_ms() - age_ms,
+            lag: *lag,
             last_write_at: None,
         };
         let _: () = redis::cmd("HSET")
@@ -172,6 +185,46 @@ pub fn mark_ready(config: &Config) {
             .query(&mut con)
             .unwrap();
     }
+}
+
+impl Gw {
+    /// Set the sink's heartbeat (see [`set_heartbeat`]; no lags: the hash is deleted, as if
+    /// the sink never reported) and make the gateway re-read it now.
+    pub async fn heartbeat(&self, lags: &[i64], age_ms: i64) {
+        set_heartbeat(&self.config, lags, age_ms);
+        self.state.views.refresh_readiness().await;
+    }
+
+    /// A GET with the answer's headers.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let headers = res.headers().clone();
+        let (status, body) = into_parts(res).await;
+        (status, headers, body)
+    }
+
+    /// Wait (up to 10 s) until `n` view keys have long-poll waiters.
+    pub async fn until_watched(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state.notifier.watched_keys() != n {
+            assert!(Instant::now() < deadline, "no {n} watched keys in time");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A header's value as text.
+pub fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap())
 }
 
 pub fn user_view(username: &str, hash: &str, role: Role, status: &str, version: u64) -> Value {
@@ -244,9 +297,18 @@ pub fn read_topic(topic: &str) -> Vec<Read> {
     let mut ends = Vec::new();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
+        // A topic nothing was written to may not have a leader yet: ask until it has one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (_, high) = loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("watermarks of {topic}[{p}]: {e}; asking again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("watermarks of {topic}[{p}]: {e}"),
+            }
+        };
         ends.push(high);
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();

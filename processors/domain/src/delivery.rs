@@ -218,7 +218,9 @@ pub fn decide(
     }
 }
 
-fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
+/// A field of a delivery command is not blank (the gateway checks its requests with this same
+/// rule, so a command it accepts is never refused here for its shape).
+pub fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
     if value.trim().is_empty() {
         return Err(Rejection::invalid(format!("{what} must not be empty")));
     }
@@ -535,6 +537,9 @@ mod tests {
         let mut s = None;
         step(&mut s, confirmed(), 1);
         assert_eq!(code(&s, start(" ")), "INVALID");
+        // Out of order: the gateway accepts these, this is where they are refused.
+        assert_eq!(code(&s, end()), "INVALID_TRANSITION", "end while PENDING");
+        assert_eq!(code(&s, detail("Seoul")), "INVALID_TRANSITION");
         step(&mut s, start("T1"), 2);
         assert_eq!(code(&s, detail("")), "INVALID");
         let no_by = DeliveryInput::Command(DeliveryCommand::EndDelivery {

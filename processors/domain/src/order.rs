@@ -306,9 +306,7 @@ pub fn decide(
                     if o.deadline.is_some_and(|d| now >= d) {
                         return Err(Rejection::transition(DEADLINE_REASON));
                     }
-                    if payment_token.trim().is_empty() {
-                        return Err(Rejection::invalid("a payment token is required"));
-                    }
+                    check_payment_token(payment_token)?;
                     Ok(vec![OrderFact::PaymentRequested {
                         payment_token: payment_token.clone(),
                         at: now,
@@ -497,31 +495,71 @@ fn owned<'a>(state: Option<&'a OrderState>, username: &str) -> Result<&'a OrderS
     Ok(o)
 }
 
-fn validate_lines(order_id: &str, username: &str, lines: &[OrderLine]) -> Result<(), Rejection> {
+/// The shape of a new order's lines (the gateway checks the same rules, field by field, with
+/// the functions below, so a request it accepts is never refused here for its shape).
+pub fn validate_lines(
+    order_id: &str,
+    username: &str,
+    lines: &[OrderLine],
+) -> Result<(), Rejection> {
     if order_id.trim().is_empty() || username.trim().is_empty() {
         return Err(Rejection::invalid("order id and username are required"));
     }
+    check_has_lines(lines)?;
+    for (i, line) in lines.iter().enumerate() {
+        check_line_product(&line.product_id)?;
+        check_line_quantity(&line.product_id, line.quantity)?;
+        check_line_unique(lines, i)?;
+    }
+    Ok(())
+}
+
+/// An order has at least one line.
+pub fn check_has_lines(lines: &[OrderLine]) -> Result<(), Rejection> {
     if lines.is_empty() {
         return Err(Rejection::invalid("an order needs at least one line"));
     }
-    for (i, line) in lines.iter().enumerate() {
-        if line.product_id.trim().is_empty() {
-            return Err(Rejection::invalid("every line needs a product"));
-        }
-        if line.quantity == 0 {
-            return Err(Rejection::invalid(format!(
-                "quantity of {} must be positive",
-                line.product_id
-            )));
-        }
-        // One line per product: stock reservations are idempotent by (order, product), so a
-        // second line for the same product would silently never be reserved.
-        if lines[..i].iter().any(|l| l.product_id == line.product_id) {
-            return Err(Rejection::invalid(format!(
-                "product {} appears on two lines",
-                line.product_id
-            )));
-        }
+    Ok(())
+}
+
+/// Every line names a product.
+pub fn check_line_product(product_id: &str) -> Result<(), Rejection> {
+    if product_id.trim().is_empty() {
+        return Err(Rejection::invalid("every line needs a product"));
+    }
+    Ok(())
+}
+
+/// Every line orders at least one unit.
+pub fn check_line_quantity(product_id: &str, quantity: u64) -> Result<(), Rejection> {
+    if quantity == 0 {
+        return Err(Rejection::invalid(format!(
+            "quantity of {product_id} must be positive"
+        )));
+    }
+    Ok(())
+}
+
+/// One line per product: stock reservations are idempotent by (order, product), so a second
+/// line for the same product would silently never be reserved. Checks line `i` against the
+/// lines before it.
+pub fn check_line_unique(lines: &[OrderLine], i: usize) -> Result<(), Rejection> {
+    let Some(line) = lines.get(i) else {
+        return Ok(());
+    };
+    if lines[..i].iter().any(|l| l.product_id == line.product_id) {
+        return Err(Rejection::invalid(format!(
+            "product {} appears on two lines",
+            line.product_id
+        )));
+    }
+    Ok(())
+}
+
+/// A payment needs a token for the provider.
+pub fn check_payment_token(payment_token: &str) -> Result<(), Rejection> {
+    if payment_token.trim().is_empty() {
+        return Err(Rejection::invalid("a payment token is required"));
     }
     Ok(())
 }
@@ -1444,6 +1482,60 @@ mod tests {
             o.history.last().unwrap().reason,
             "cancellation refused: the delivery has already started"
         );
+    }
+
+    /// The gateway no longer refuses these on a (possibly stale) view: this is where they are
+    /// refused, as rejections the app layer records on the order's view.
+    #[test]
+    fn out_of_order_pay_and_cancel_are_rejections_not_drops() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 1)]));
+        assert_eq!(
+            s.reject(pay("ann")),
+            "INVALID_TRANSITION",
+            "pay while PENDING"
+        );
+        let mut s = Saga::paid();
+        assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION", "pay when PAID");
+        s.send(delivery_started());
+        assert_eq!(
+            s.reject(pay("ann")),
+            "INVALID_TRANSITION",
+            "pay when SHIPPING"
+        );
+        assert_eq!(
+            s.reject(cancel("ann")),
+            "INVALID_TRANSITION",
+            "cancel when SHIPPING"
+        );
+        let mut s = Saga::awaiting();
+        s.send(cancel("ann"));
+        assert_eq!(
+            s.reject(pay("ann")),
+            "INVALID_TRANSITION",
+            "pay when CANCELLED"
+        );
+        // Repeats of what already happened stay no-ops (a double click is not an error).
+        s.noop(cancel("ann"));
+    }
+
+    #[test]
+    fn shape_checks_match_validate_lines() {
+        let line = |p: &str, q: u64| OrderLine {
+            product_id: p.into(),
+            quantity: q,
+        };
+        let lines = vec![line("p1", 1), line("p1", 2), line(" ", 1), line("p2", 0)];
+        assert!(check_line_unique(&lines, 0).is_ok());
+        assert!(check_line_unique(&lines, 1).is_err());
+        assert!(check_line_unique(&lines, 9).is_ok());
+        assert!(check_line_product(&lines[2].product_id).is_err());
+        assert!(check_line_quantity("p2", 0).is_err());
+        assert!(check_has_lines(&[]).is_err());
+        assert!(check_payment_token(" ").is_err() && check_payment_token("t").is_ok());
+        for i in 0..lines.len() {
+            assert!(validate_lines(O, "ann", &lines[..=i]).is_err() == (i > 0));
+        }
     }
 
     #[test]

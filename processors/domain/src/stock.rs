@@ -245,23 +245,14 @@ pub fn decide(
         }
         StockCommand::AddStock { quantity, .. } => {
             live(state)?;
-            if *quantity == 0 {
-                return Err(Rejection::invalid("quantity must be positive"));
-            }
+            check_quantity(*quantity)?;
             Ok(vec![StockEvent::StockAdded {
                 quantity: *quantity,
             }])
         }
         StockCommand::OpenSale { sale: terms, .. } => {
             let p = live(state)?;
-            if terms.opens_at >= terms.closes_at {
-                return Err(Rejection::invalid("a sale must open before it closes"));
-            }
-            if terms.quantity == 0 || terms.per_user_limit == 0 {
-                return Err(Rejection::invalid(
-                    "sale quantity and per-user limit must be positive",
-                ));
-            }
+            check_sale_terms(terms)?;
             let epoch = match &p.sale {
                 // Amending a sale that is not over keeps what buyers already hold, so the new
                 // terms must still cover it.
@@ -301,9 +292,7 @@ pub fn decide(
             if p.reservations.contains_key(order_id) {
                 return Ok(vec![]);
             }
-            if *quantity == 0 {
-                return Err(Rejection::invalid("quantity must be positive"));
-            }
+            check_quantity(*quantity)?;
             if order_id.is_empty() || username.is_empty() {
                 return Err(Rejection::invalid("order id and username are required"));
             }
@@ -402,18 +391,66 @@ fn live(state: Option<&ProductState>) -> Result<&ProductState, Rejection> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Rejection> {
+// The shape rules of the stock commands. The gateway checks a request with these same
+// functions (field by field), so a command it accepts is never refused here for its shape.
+
+/// A product's name is not blank.
+pub fn check_name(name: &str) -> Result<(), Rejection> {
     if name.trim().is_empty() {
         return Err(Rejection::invalid("name must not be empty"));
     }
     Ok(())
 }
 
-fn check_price(price: Amount) -> Result<(), Rejection> {
+/// A product's price is positive (in the shop's minor unit).
+pub fn check_price(price: Amount) -> Result<(), Rejection> {
     if price <= 0 {
         return Err(Rejection::invalid("price must be positive"));
     }
     Ok(())
+}
+
+/// Units added to the stock (or reserved) are at least one.
+pub fn check_quantity(quantity: u64) -> Result<(), Rejection> {
+    if quantity == 0 {
+        return Err(Rejection::invalid("quantity must be positive"));
+    }
+    Ok(())
+}
+
+/// A sale opens before it closes.
+pub fn check_sale_window(opens_at: Millis, closes_at: Millis) -> Result<(), Rejection> {
+    if opens_at >= closes_at {
+        return Err(Rejection::invalid("a sale must open before it closes"));
+    }
+    Ok(())
+}
+
+/// A sale offers at least one unit.
+pub fn check_sale_quantity(quantity: u64) -> Result<(), Rejection> {
+    if quantity == 0 {
+        return Err(Rejection::invalid(
+            "sale quantity and per-user limit must be positive",
+        ));
+    }
+    Ok(())
+}
+
+/// A buyer may take at least one unit of a sale.
+pub fn check_sale_limit(per_user_limit: u64) -> Result<(), Rejection> {
+    if per_user_limit == 0 {
+        return Err(Rejection::invalid(
+            "sale quantity and per-user limit must be positive",
+        ));
+    }
+    Ok(())
+}
+
+/// The shape of a sale's terms (what it amends or renews is decided against the product).
+pub fn check_sale_terms(terms: &SaleTerms) -> Result<(), Rejection> {
+    check_sale_window(terms.opens_at, terms.closes_at)?;
+    check_sale_quantity(terms.quantity)?;
+    check_sale_limit(terms.per_user_limit)
 }
 
 /// Fold one fact into the state. Only `ProductCreated` makes a product out of nothing; any other

@@ -139,9 +139,20 @@ pub fn validate_email(email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
+/// A field of a user command is not blank (the gateway checks its requests with this same rule).
+pub fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
     if value.trim().is_empty() {
         return Err(Rejection::invalid(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+/// Only USER and VENDOR_MANAGER accounts sign up.
+pub fn check_sign_up_role(role: Role) -> Result<(), Rejection> {
+    if role == Role::Master {
+        return Err(Rejection::forbidden(
+            "MASTER accounts only come from the bootstrap configuration",
+        ));
     }
     Ok(())
 }
@@ -167,11 +178,7 @@ pub fn decide(
             non_empty("nickname", nickname)?;
             validate_email(&email)?;
             non_empty("password", password_hash)?;
-            if *role == Role::Master {
-                return Err(Rejection::forbidden(
-                    "MASTER accounts only come from the bootstrap configuration",
-                ));
-            }
+            check_sign_up_role(*role)?;
             let signed_up = UserFact::SignedUp {
                 username,
                 nickname: nickname.trim().to_string(),

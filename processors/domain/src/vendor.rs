@@ -89,7 +89,8 @@ fn live(state: Option<&VendorState>) -> Result<&VendorState, Rejection> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Rejection> {
+/// A vendor's (trimmed) name is not empty; the gateway checks its requests with this same rule.
+pub fn check_name(name: &str) -> Result<(), Rejection> {
     if name.is_empty() {
         return Err(Rejection::invalid("vendor name must not be empty"));
     }

@@ -1,22 +1,28 @@
-//! "Caught up": how the sink tells the gateway that Redis reflects the view topics.
+//! "Alive" and "caught up": how the sink tells the gateway whether Redis reflects the view topics.
 //!
 //! Every task (partition) of the sink writes, on each punctuation (every second by default), a
 //! field `p<partition>` into the hash `{prefix}meta:views` holding a [`PartitionStatus`]: the wall
 //! clock time `at`, the consumer lag summed over the six view topics for that partition (from the
-//! runtime's `pickple_consumer_lag` gauge, refreshed by librdkafka statistics every 5 s), and the
+//! runtime's `pickple_consumer_lag` gauge: last stable offset minus position, refreshed every second), and the
 //! time of the last view written. A task writes nothing during its first [`WARMUP_MS`], so the
 //! first statistics have arrived before it claims to be caught up. The hash expires after
 //! [`EXPIRY_SECS`] without a write.
 //!
-//! **Rule** ([`evaluate`]): the views are caught up when the hash holds at least one partition,
-//! every partition's `at` is at most `max_staleness_ms` old, and every partition's lag is at most
-//! `max_lag`. A dead sink therefore turns the gateway's `/ready` (and its view reads) to 503 after
-//! `max_staleness_ms`; a sink catching up after a restart does too until its lag is small.
+//! **Rule** ([`evaluate`]), in two parts:
+//! - **live**: the hash holds at least one partition, every field is readable and every
+//!   partition's `at` is at most `max_staleness_ms` old. A sink that never reported, or a dead
+//!   one, is not live: the gateway answers its view reads (and its `/ready`) with 503, because
+//!   what Redis holds may be arbitrarily old.
+//! - **lagging**: live, but some partition's lag is over `max_lag`. The gateway still serves the
+//!   views (the latest it has) and says how far behind they are (`Pickple-Views-Lag`,
+//!   `Pickple-Views-Stale`); commands are never refused for it.
+//!
+//! `caught_up` is "live and not lagging".
 
 use serde::{Deserialize, Serialize};
 
-/// A task stays silent this long after it starts (the first consumer statistics arrive at 5 s).
-pub const WARMUP_MS: i64 = 6_000;
+/// A task stays silent this long after it starts (the first consumer statistics arrive at 1 s).
+pub const WARMUP_MS: i64 = 2_000;
 /// The heartbeat hash disappears when no task has written it for this long.
 pub const EXPIRY_SECS: i64 = 120;
 
@@ -32,7 +38,9 @@ pub struct PartitionStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyRule {
+    /// A heartbeat older than this (ms) means a dead sink: not live.
     pub max_staleness_ms: i64,
+    /// A lag over this many records (any partition) means the views are stale: still served.
     pub max_lag: i64,
 }
 
@@ -47,39 +55,65 @@ impl Default for ReadyRule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Readiness {
+    /// Live and not lagging.
     pub caught_up: bool,
+    /// The sink reported, every report is readable and recent: the views can be served.
+    pub live: bool,
+    /// Live, but some partition's lag is over the rule's `max_lag`.
+    pub lagging: bool,
+    /// Partitions with a readable report.
     pub partitions: usize,
+    /// The largest lag reported (records), if any partition reported.
     pub max_lag: Option<i64>,
+    /// Why the sink is not live, or else why it is lagging; `None` when caught up.
     pub reason: Option<String>,
+}
+
+impl Readiness {
+    /// Not live, for the given reason (e.g. Redis could not be read).
+    pub fn dead(reason: impl Into<String>) -> Readiness {
+        Readiness {
+            caught_up: false,
+            live: false,
+            lagging: false,
+            partitions: 0,
+            max_lag: None,
+            reason: Some(reason.into()),
+        }
+    }
 }
 
 /// Apply the rule to the fields of the heartbeat hash.
 pub fn evaluate(fields: &[(String, String)], now: i64, rule: ReadyRule) -> Readiness {
     let mut max_lag: Option<i64> = None;
-    let mut reason = None;
+    let mut dead = None;
+    let mut lagging = None;
     let mut count = 0;
     for (field, value) in fields {
         let Ok(status) = serde_json::from_str::<PartitionStatus>(value) else {
-            reason.get_or_insert_with(|| format!("{field}: unreadable status"));
+            dead.get_or_insert_with(|| format!("{field}: unreadable status"));
             continue;
         };
         count += 1;
         max_lag = Some(max_lag.map_or(status.lag, |m| m.max(status.lag)));
         if now - status.at > rule.max_staleness_ms {
-            reason
-                .get_or_insert_with(|| format!("{field}: no heartbeat for {} ms", now - status.at));
+            dead.get_or_insert_with(|| format!("{field}: no heartbeat for {} ms", now - status.at));
         } else if status.lag > rule.max_lag {
-            reason.get_or_insert_with(|| format!("{field}: lag {}", status.lag));
+            lagging.get_or_insert_with(|| format!("{field}: lag {}", status.lag));
         }
     }
     if count == 0 {
-        reason.get_or_insert_with(|| "the views sink has not reported yet".into());
+        dead.get_or_insert_with(|| "the views sink has not reported yet".into());
     }
+    let live = dead.is_none();
+    let lagging = if live { lagging } else { None };
     Readiness {
-        caught_up: reason.is_none(),
+        caught_up: live && lagging.is_none(),
+        live,
+        lagging: lagging.is_some(),
         partitions: count,
         max_lag,
-        reason,
+        reason: dead.or(lagging),
     }
 }
 
@@ -103,5 +137,29 @@ mod tests {
         assert!(evaluate(&[field(0, 1000, 0), field(1, 900, 5)], 1000, rule).caught_up);
         assert!(!evaluate(&[field(0, 1000, 0), field(1, 900, 500)], 1000, rule).caught_up);
         assert!(!evaluate(&[field(0, 1000, 0), field(1, -20_000, 0)], 1000, rule).caught_up);
+    }
+
+    #[test]
+    fn a_lagging_sink_is_live_a_silent_one_is_not() {
+        let rule = ReadyRule::default();
+        let lagging = evaluate(&[field(0, 1000, 0), field(1, 900, 500)], 1000, rule);
+        assert!(lagging.live && lagging.lagging && !lagging.caught_up);
+        assert_eq!(lagging.max_lag, Some(500));
+        assert_eq!(lagging.reason.as_deref(), Some("p1: lag 500"));
+
+        let fresh = evaluate(&[field(0, 1000, 100)], 1000, rule);
+        assert!(fresh.live && !fresh.lagging && fresh.caught_up && fresh.reason.is_none());
+
+        let never = evaluate(&[], 1000, rule);
+        assert!(!never.live && !never.lagging && never.max_lag.is_none());
+
+        // One silent partition makes the sink dead even if another one lags: dead wins.
+        let dead = evaluate(&[field(0, 1000, 500), field(1, -20_000, 0)], 1000, rule);
+        assert!(!dead.live && !dead.lagging);
+        assert!(dead.reason.unwrap().starts_with("p1: no heartbeat"));
+
+        let unreadable = evaluate(&[("p0".into(), "{".into())], 1000, rule);
+        assert!(!unreadable.live);
+        assert!(!Readiness::dead("redis down").live);
     }
 }
