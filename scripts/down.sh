@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# Stop what scripts/up.sh started (processors and gateway get SIGTERM: they commit and leave
-# their consumer group), then the local servers.
+# Stop what scripts/up.sh started: each supervisor gets SIGTERM, passes it to its process (which
+# commits and leaves its consumer group) and ends without restarting it; then the local servers.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 work=${PICKPLE_WORK:-$root/.work}
-for pidfile in "$work"/pids/*.pid; do
-  [ -f "$pidfile" ] || continue
+stop_pid() { # stop_pid PIDFILE: SIGTERM the pid in it and wait until it is gone
+  local pidfile=$1 pid
+  [ -f "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid"
-    wait_for "$(basename "$pidfile" .pid) to stop" 30 "! kill -0 $pid 2>/dev/null"
+    wait_for "$(basename "$pidfile" .pid) to stop" 60 "! kill -0 $pid 2>/dev/null"
   fi
   rm -f "$pidfile"
+}
+for supervisor in "$work"/pids/*.supervisor.pid; do
+  stop_pid "$supervisor"
+done
+# Processes left without a supervisor (started by an older up.sh, or their supervisor killed).
+for pidfile in "$work"/pids/*.pid; do
+  stop_pid "$pidfile"
 done
 "$here/services.sh" stop

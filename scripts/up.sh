@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start the whole pipeline locally: Kafka, Redis, SMTP sink, topics, every processor and the
-# gateway, each in the background with its log in .work/logs/. Stop with scripts/down.sh.
+# gateway, each in the background under scripts/supervise.sh (restarted when it exits) with its
+# log in .work/logs/ and its current pid in .work/pids/NAME.pid; returns once the gateway's
+# /ready answers 200. Stop with scripts/down.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -9,32 +11,57 @@ cd "$root"
 
 "$here/services.sh" start
 eval "$("$here/services.sh" env)"
-log "building (release)"
-cargo build --release --quiet --bin pickple-processor --bin pickple-gateway --bin topics
-target/release/topics apply
+# PICKPLE_PROFILE=debug runs the debug binaries that `cargo build` (and the test suite) make,
+# instead of building the release ones.
+profile=${PICKPLE_PROFILE:-release}
+if [ "$profile" = release ]; then
+  log "building (release)"
+  cargo build --release --quiet --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
+else
+  log "building ($profile)"
+  cargo build --quiet --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
+fi
+bin=target/$profile
+"$bin/topics" apply
 
 work=${PICKPLE_WORK:-$root/.work}
 mkdir -p "$work/logs" "$work/pids"
 export PICKPLE_STATE_DIR=$work/state RUST_LOG=${RUST_LOG:-info,rdkafka=warn}
 
-start() { # start NAME COMMAND...: run in the background unless already running
+# The local MASTER account, created by the users app at start: a password of this machine's own
+# in $work/master.password (never a default in the source), sign in as `master` with it.
+if [ ! -s "$work/master.password" ]; then
+  (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' > "$work/master.password")
+fi
+export PICKPLE_MASTER_USERNAME=${PICKPLE_MASTER_USERNAME:-master}
+export PICKPLE_MASTER_EMAIL=${PICKPLE_MASTER_EMAIL:-master@pickple.local}
+PICKPLE_MASTER_PASSWORD_HASH=$("$bin/hash-password" < "$work/master.password")
+export PICKPLE_MASTER_PASSWORD_HASH
+
+start() { # start NAME COMMAND...: run under scripts/supervise.sh (restarted when it exits)
   local name=$1; shift
-  local pidfile=$work/pids/$name.pid
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  local supervisor=$work/pids/$name.supervisor.pid
+  if [ -f "$supervisor" ] && kill -0 "$(cat "$supervisor")" 2>/dev/null; then
     log "$name already running"; return
   fi
-  nohup "$@" > "$work/logs/$name.log" 2>&1 &
-  echo $! > "$pidfile"
+  rm -f "$work/pids/$name.pid"
+  setsid nohup "$here/supervise.sh" "$name" "$work/pids/$name.pid" "$work/logs/$name.log" -- "$@" \
+    >> "$work/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$supervisor"
 }
 
-port=9101
+# Metrics (and /health) of the processors on consecutive ports from this one, in this order.
+port=${PICKPLE_METRICS_BASE_PORT:-9101}
 for app in users catalog stock order payment delivery notification views; do
   PICKPLE_INSTANCE_ID=${app}-1 PICKPLE_METRICS_ADDR=127.0.0.1:$port \
-    start "$app" target/release/pickple-processor --app "$app"
+    start "$app" "$bin/pickple-processor" --app "$app"
   port=$((port + 1))
 done
 gateway_addr=${PICKPLE_GATEWAY_ADDR:-127.0.0.1:8080}
-PICKPLE_GATEWAY_ADDR=$gateway_addr start gateway target/release/pickple-gateway
-wait_for "gateway on $gateway_addr" 60 "curl -fsS http://$gateway_addr/health >/dev/null 2>&1"
-log "processors' /metrics on 127.0.0.1:9101-9108, logs in $work/logs"
-log "gateway listening on http://$gateway_addr (API under /api/v1, docs at /docs)"
+PICKPLE_GATEWAY_ADDR=$gateway_addr start gateway "$bin/pickple-gateway"
+# Ready means the views sink reports and every dependency answers: the first call works.
+wait_for "the gateway to be ready on $gateway_addr" 120 \
+  "curl -fsS http://$gateway_addr/ready >/dev/null 2>&1"
+log "processors' /metrics and /health on 127.0.0.1:${PICKPLE_METRICS_BASE_PORT:-9101}-$((port - 1)), logs in $work/logs"
+log "gateway ready on http://$gateway_addr (API under /api/v1, docs at /docs)"
+log "MASTER account: $PICKPLE_MASTER_USERNAME, password in $work/master.password"

@@ -734,6 +734,28 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
+    /// The consumer is gone (replaced after a fatal error) without revoking: drop every task,
+    /// and abort the open transaction (now, or in recovery once the broker answers) so that
+    /// nothing of it commits.
+    pub fn forget_tasks(&mut self) {
+        self.recovering = true;
+        if self.in_txn {
+            match retrying(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
+                Ok(()) => {
+                    self.metrics.aborts.with_label_values(&[self.app()]).inc();
+                    self.in_txn = false;
+                }
+                Err(e) => tracing::warn!(error = %e, "abort failed; recovery tries again"),
+            }
+        }
+        self.tasks.clear();
+        self.metrics
+            .assigned
+            .with_label_values(&[self.app()])
+            .set(0);
+        crate::health::Health::global().set_tasks(0);
+    }
+
     /// Partitions are being revoked: commit (or abort when the assignment was lost), then drop
     /// their tasks.
     pub fn revoked<C: ConsumerContext>(
@@ -742,13 +764,23 @@ impl<P: Processor> Engine<P> {
         partitions: &[i32],
         lost: bool,
     ) -> Result<(), EngineError> {
-        if lost {
-            self.abort(consumer)?;
+        let ended = if lost {
+            // Another member may own these partitions already: nothing of this transaction
+            // may commit.
+            self.abort(consumer)
         } else {
-            self.commit(consumer)?;
-            // A commit that failed and could not even abort leaves the transaction open: it
-            // holds records of the partitions leaving, so it has to end before they go.
-            self.recover(consumer)?;
+            self.commit(consumer)
+        };
+        match ended {
+            Ok(()) => {}
+            // The broker is away: the transaction stays to be aborted (and the new assignment
+            // rewound) by the poll loop's recovery, which processes nothing until then. Failing
+            // here would end the process for an outage it can ride through.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "could not end the transaction on revocation; recovering");
+                self.recovering = true;
+            }
+            Err(e) => return Err(e),
         }
         for p in partitions {
             self.tasks.remove(p);

@@ -108,40 +108,21 @@ where
         Box::new(factory),
     )?));
     let failure = Arc::new(Mutex::new(None));
-    let context = RebalanceContext {
-        engine: engine.clone(),
-        app: spec.name.clone(),
-        prefix: config.topic_prefix.clone(),
-        failure: failure.clone(),
-        lag_series: Default::default(),
-    };
-    let consumer: BaseConsumer<RebalanceContext<P>> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", format!("{}{}", config.topic_prefix, spec.name))
-        .set("client.id", format!("{}-{}", spec.name, config.instance_id))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", crate::FETCH_QUEUE_BACKOFF_MS)
-        // Range gives partition p of every co-partitioned input to the same member (one task per
-        // partition number). Cooperative-sticky would not: it places topic-partitions alone.
-        .set("partition.assignment.strategy", "range")
-        // Statistics carry the end offsets the lag is computed from (see crate::lag).
-        .set("statistics.interval.ms", "1000")
-        // Static membership: a restarted instance takes its partitions back at once instead of
-        // waiting for its dead predecessor's session to time out.
-        .set(
-            "group.instance.id",
-            format!(
-                "{}{}-{}",
-                config.topic_prefix, spec.name, config.instance_id
-            ),
-        )
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create_with_context(context)?;
     let inputs: Vec<String> = spec.inputs.iter().map(|t| config.topic(t)).collect();
-    consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let member = || -> Result<BaseConsumer<RebalanceContext<P>>, RuntimeError> {
+        let context = RebalanceContext {
+            engine: engine.clone(),
+            app: spec.name.clone(),
+            prefix: config.topic_prefix.clone(),
+            failure: failure.clone(),
+            lag_series: Default::default(),
+        };
+        let consumer: BaseConsumer<RebalanceContext<P>> =
+            consumer_config(&config, &spec.name).create_with_context(context)?;
+        consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(consumer)
+    };
+    let mut consumer = member()?;
     tracing::info!(app = %spec.name, instance = %config.instance_id, ?inputs, "running");
 
     let health = Health::global();
@@ -149,6 +130,7 @@ where
     health.set_unassigned_grace(Duration::from_secs(16));
     let task_timeout = config.task_timeout();
     let mut trouble: Option<(Instant, String)> = None;
+    let mut rebuilt: Option<Instant> = None;
     let mut timeout = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         let polled = consumer.poll(timeout);
@@ -159,12 +141,24 @@ where
         }
         if let Some(Err(e)) = &polled {
             if let Some((code, reason)) = consumer.client().fatal_error() {
+                // Typically FencedInstanceId: after a coordinator restart longer than a session,
+                // librdkafka's static member can be fenced by its own rejoin. Its tasks are
+                // gone; a fresh member with the same instance id takes them back at once.
                 let reason = format!("{code:?}: {reason}");
-                health.update(|f| f.fatal = Some(reason.clone()));
-                return Err(RuntimeError::FatalClient {
-                    client: "consumer",
-                    reason,
-                });
+                if rebuilt.is_some_and(|at: Instant| at.elapsed() < Duration::from_secs(30)) {
+                    health.update(|f| f.fatal = Some(reason.clone()));
+                    return Err(RuntimeError::FatalClient {
+                        client: "consumer",
+                        reason,
+                    });
+                }
+                tracing::warn!(%reason, "the consumer is unusable; replacing it with a fresh group member");
+                drop(polled);
+                engine.lock().unwrap().forget_tasks();
+                consumer = member()?;
+                rebuilt = Some(Instant::now());
+                timeout = Duration::ZERO;
+                continue;
             }
             tracing::warn!(error = %e, "consumer error");
         }
@@ -224,4 +218,30 @@ where
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The input consumer's settings: one member of the app's group.
+fn consumer_config(config: &RuntimeConfig, app: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("{}{}", config.topic_prefix, app))
+        .set("client.id", format!("{}-{}", app, config.instance_id))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.queue.backoff.ms", crate::FETCH_QUEUE_BACKOFF_MS)
+        // Range gives partition p of every co-partitioned input to the same member (one task per
+        // partition number). Cooperative-sticky would not: it places topic-partitions alone.
+        .set("partition.assignment.strategy", "range")
+        // Statistics carry the end offsets the lag is computed from (see crate::lag).
+        .set("statistics.interval.ms", "1000")
+        // Static membership: a restarted instance takes its partitions back at once instead of
+        // waiting for its dead predecessor's session to time out.
+        .set(
+            "group.instance.id",
+            format!("{}{}-{}", config.topic_prefix, app, config.instance_id),
+        )
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000");
+    c
 }
