@@ -32,6 +32,11 @@ pub struct RuntimeConfig {
     /// processing resumes from the committed offsets (Kafka Streams' `task.timeout.ms`).
     #[arg(long, env = "PICKPLE_TASK_TIMEOUT_MS", default_value_t = 300_000)]
     pub task_timeout_ms: u64,
+    /// The largest store value or output record (key + value bytes) a processing step may
+    /// write; a step over it is refused and its input dead-lettered. Far below the broker's
+    /// maximum record size (1 MB by default), which would make the transaction fail forever.
+    #[arg(long, env = "PICKPLE_MAX_VALUE_BYTES", default_value_t = 256 * 1024)]
+    pub max_value_bytes: usize,
     /// Where to serve Prometheus `/metrics` and `/health` (e.g. 127.0.0.1:9101); none when unset.
     #[arg(long, env = "PICKPLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -49,6 +54,7 @@ impl RuntimeConfig {
             commit_records: 20000,
             punctuate_interval_ms: 1000,
             task_timeout_ms: 300_000,
+            max_value_bytes: 256 * 1024,
             metrics_addr: None,
         }
     }

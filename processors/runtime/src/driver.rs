@@ -31,6 +31,8 @@ pub struct TestDriver<P> {
     dead_letters: Vec<DeadLetter>,
     /// Offsets of the records whose step asked to be committed at once.
     commits_requested: Vec<i64>,
+    /// The runtime's size guard (`PICKPLE_MAX_VALUE_BYTES`).
+    max_value_bytes: usize,
 }
 
 impl<P: Processor> TestDriver<P> {
@@ -43,7 +45,15 @@ impl<P: Processor> TestDriver<P> {
             outputs: Vec::new(),
             dead_letters: Vec::new(),
             commits_requested: Vec::new(),
+            max_value_bytes: 256 * 1024,
         }
+    }
+
+    /// The size guard's limit, as `PICKPLE_MAX_VALUE_BYTES` sets it for the runtime: a step
+    /// writing a larger value or output is dead-lettered.
+    pub fn with_max_value_bytes(mut self, limit: usize) -> Self {
+        self.max_value_bytes = limit;
+        self
     }
 
     pub fn now(&self) -> Millis {
@@ -110,10 +120,21 @@ impl<P: Processor> TestDriver<P> {
                     std::mem::take(&mut ctx.writes),
                     std::mem::take(&mut ctx.outputs),
                 );
-                if ctx.commit_requested {
+                let commit_requested = ctx.commit_requested;
+                drop(ctx);
+                if let Some(reason) =
+                    crate::limits::oversized(&writes, &outputs, self.max_value_bytes)
+                {
+                    self.dead_letters.push(DeadLetter {
+                        topic: topic.into(),
+                        key: key.unwrap_or_default().to_vec(),
+                        reason,
+                    });
+                    return Ok(());
+                }
+                if commit_requested {
                     self.commits_requested.push(offset);
                 }
-                drop(ctx);
                 self.commit(writes, outputs);
                 Ok(())
             }

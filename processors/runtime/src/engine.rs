@@ -272,9 +272,15 @@ impl<P: Processor> Engine<P> {
                     std::mem::take(&mut ctx.writes),
                     std::mem::take(&mut ctx.outputs),
                 );
-                self.commit_requested |= ctx.commit_requested;
+                let commit_requested = ctx.commit_requested;
                 drop(ctx);
-                self.keep(partition, writes, outputs)?;
+                match crate::limits::oversized(&writes, &outputs, self.config.max_value_bytes) {
+                    Some(reason) => self.dead_letter(msg, topic, &reason)?,
+                    None => {
+                        self.commit_requested |= commit_requested;
+                        self.keep(partition, writes, outputs)?;
+                    }
+                }
             }
             Err(ProcessError::Invalid(reason)) => {
                 drop(ctx);
@@ -313,6 +319,15 @@ impl<P: Processor> Engine<P> {
         writes: BTreeMap<String, Layer>,
         outputs: Vec<Output>,
     ) -> Result<(), EngineError> {
+        for (store, largest) in crate::limits::largest_values(&writes) {
+            let gauge = self
+                .metrics
+                .store_largest_value
+                .with_label_values(&[&self.spec.name, store]);
+            if largest as i64 > gauge.get() {
+                gauge.set(largest as i64);
+            }
+        }
         for (store, kv) in writes {
             self.txn
                 .writes
@@ -460,7 +475,17 @@ impl<P: Processor> Engine<P> {
                     if !outputs.is_empty() {
                         tracing::debug!(records = outputs.len(), partition, "punctuation sent");
                     }
-                    if !writes.is_empty() || !outputs.is_empty() {
+                    if let Some(reason) =
+                        crate::limits::oversized(&writes, &outputs, self.config.max_value_bytes)
+                    {
+                        // A punctuation has no record to dead-letter: drop its effects (it runs
+                        // again next interval) and say why, loudly.
+                        tracing::error!(partition, %reason, "punctuation refused");
+                        self.metrics
+                            .dlq
+                            .with_label_values(&[self.app(), "punctuate"])
+                            .inc();
+                    } else if !writes.is_empty() || !outputs.is_empty() {
                         self.begin()?;
                         self.keep(partition, writes, outputs)?;
                     }

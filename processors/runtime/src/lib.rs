@@ -22,6 +22,7 @@ mod driver;
 mod engine;
 mod health;
 pub mod lag;
+mod limits;
 mod metrics;
 mod partitioner;
 mod processor;

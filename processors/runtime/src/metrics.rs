@@ -20,6 +20,11 @@ pub struct Metrics {
     pub dlq: IntCounterVec,
     pub lag: IntGaugeVec,
     pub assigned: IntGaugeVec,
+    pub store_largest_value: IntGaugeVec,
+    pub store_entries: IntGaugeVec,
+    pub store_bytes: IntGaugeVec,
+    pub state_disk: IntGaugeVec,
+    pub value_limit: IntGaugeVec,
 }
 
 impl Metrics {
@@ -88,6 +93,36 @@ impl Metrics {
                 &["app"]
             )
             .unwrap(),
+            store_largest_value: register_int_gauge_vec!(
+                "pickple_store_largest_value_bytes",
+                "Largest value written to a store since the process started",
+                &["app", "store"]
+            )
+            .unwrap(),
+            store_entries: register_int_gauge_vec!(
+                "pickple_store_entries",
+                "Entries in a store's local trees (every partition on this disk), counted every 30 s",
+                &["app", "store"]
+            )
+            .unwrap(),
+            value_limit: register_int_gauge_vec!(
+                "pickple_store_value_limit_bytes",
+                "The largest store value or output record a step may write (PICKPLE_MAX_VALUE_BYTES)",
+                &["app"]
+            )
+            .unwrap(),
+            state_disk: register_int_gauge_vec!(
+                "pickple_state_disk_bytes",
+                "Bytes the instance's sled database uses on disk, measured every 30 s",
+                &["app"]
+            )
+            .unwrap(),
+            store_bytes: register_int_gauge_vec!(
+                "pickple_store_bytes",
+                "Key and value bytes in a store's local trees, counted every 30 s",
+                &["app", "store"]
+            )
+            .unwrap(),
         })
     }
 }
@@ -99,6 +134,35 @@ pub fn render() -> String {
         .encode(&prometheus::gather(), &mut buf)
         .expect("encode metrics");
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Count the stores' entries and bytes every 30 s on a thread of its own (a full scan).
+pub(crate) fn watch_stores(app: String, stores: crate::StateStores) {
+    let spawned = std::thread::Builder::new()
+        .name("store-stats".into())
+        .spawn(move || loop {
+            let m = Metrics::global();
+            match stores.stats() {
+                Ok(stats) => {
+                    for (store, (entries, bytes)) in stats {
+                        m.store_entries
+                            .with_label_values(&[&app, &store])
+                            .set(entries as i64);
+                        m.store_bytes
+                            .with_label_values(&[&app, &store])
+                            .set(bytes as i64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "counting the stores failed"),
+            }
+            m.state_disk
+                .with_label_values(&[&app])
+                .set(stores.size_on_disk() as i64);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no store-stats thread");
+    }
 }
 
 /// `/health`: 200 when the instance is doing its job, 503 with the problems otherwise (see

@@ -76,6 +76,13 @@ where
         config.topic_prefix, spec.name, config.instance_id
     ));
     let stores = StateStores::open(&dir)?;
+    crate::Metrics::global()
+        .value_limit
+        .with_label_values(&[&spec.name])
+        .set(config.max_value_bytes as i64);
+    if config.metrics_addr.is_some() {
+        crate::metrics::watch_stores(spec.name.clone(), stores.clone());
+    }
 
     let tracker = DeliveryTracker::default();
     let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()

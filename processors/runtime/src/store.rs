@@ -148,6 +148,27 @@ impl StateStores {
         Ok(())
     }
 
+    /// Entries and key + value bytes per store, over every tree on this disk (a full scan: call
+    /// it off the poll loop).
+    pub fn stats(&self) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let mut stats: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).to_string();
+            let Some((store, _partition)) = name.rsplit_once('/') else {
+                continue; // sled's default tree
+            };
+            let entry = stats.entry(store.to_string()).or_default();
+            for kv in self.db.open_tree(&name)?.iter() {
+                let (k, v) = kv?;
+                if k.first() == Some(&DATA) {
+                    entry.0 += 1;
+                    entry.1 += (k.len() - 1 + v.len()) as u64;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
     /// Bytes sled uses on disk (benchmarks report it).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -201,6 +222,19 @@ mod tests {
             stores.range("s", 0, b"", b"\xff").unwrap().len(),
             2,
             "the checkpoint is not data"
+        );
+        stores
+            .apply(
+                "s",
+                1,
+                vec![(b"c".to_vec(), Some(b"333".to_vec()))],
+                Some(1),
+            )
+            .unwrap();
+        assert_eq!(
+            stores.stats().unwrap(),
+            BTreeMap::from([("s".to_string(), (3, 2 + 2 + 4))]),
+            "entries and bytes of every partition, checkpoints excluded"
         );
         assert_eq!(
             stores.get("s", 1, b"a").unwrap(),

@@ -154,3 +154,32 @@ fn a_punctuation_that_sends_starts_a_trace_of_its_own() {
     );
     assert_ne!(first, second, "each punctuation is a trace of its own");
 }
+
+/// The size guard: a step that would write a value over the limit is refused as a whole (its
+/// record dead-lettered with the reason) and the next record is processed as usual.
+#[test]
+fn a_value_over_the_size_limit_is_dead_lettered_and_processing_goes_on() {
+    let mut driver = TestDriver::new(LastValue, 1_000_000).with_max_value_bytes(64);
+    let big = format!("\"{}\"", "x".repeat(100));
+    driver
+        .pipe_raw("in", Some(b"a"), Some(big.as_bytes()), headers())
+        .unwrap();
+    driver
+        .pipe_raw("in", Some(b"b"), Some(b"\"small\""), headers())
+        .unwrap();
+    let dead = driver.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key, b"a");
+    assert!(
+        dead[0].reason.contains("store last") && dead[0].reason.contains("over the limit of 64"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(
+        driver.get::<String>("last", "a"),
+        None,
+        "nothing of the refused step is kept"
+    );
+    assert_eq!(driver.get::<String>("last", "b").as_deref(), Some("small"));
+    assert_eq!(driver.take_outputs("echo").len(), 1);
+}
