@@ -6,23 +6,66 @@
 //! order's view shows the reason) and leaves the product and its view untouched, so a flash sale
 //! does not bury the product view under thousands of "sold out" versions. Every other refused
 //! command is recorded in the product's view.
+//!
+//! A product is stored as several entries of the store (issue #18, docs/state.md): its own
+//! value, whose size does not grow with orders, one entry per reservation and one per buyer of
+//! the current sale ([`keys`]). A command loads the value and the entries it touches, the
+//! domain decides, and what changed is written back ([`entries`]). Released and restocked
+//! reservations are kept [`FINISHED_RESERVATION_RETENTION_MS`] against a redelivered Reserve,
+//! then deleted by the punctuator ([`sweep`]).
 
-use pickple_domain::stock::{self, ProductState};
+pub mod entries;
+pub mod keys;
+#[cfg(test)]
+mod store_tests;
+pub mod sweep;
+
+use pickple_domain::stock;
+use pickple_domain::Millis;
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
 use pickple_schemas::StockCommand;
 
-use crate::state::{checked_key, load, no_entity, store_changed, store_rejected};
+use crate::state::{checked_key, no_entity, store_changed, store_rejected};
+
+pub use sweep::MAX_SWEEP_DELETES;
 
 pub const STORE: &str = "products";
 pub const INPUT: &str = "stock-commands";
 pub const VIEW: &str = "view-products";
 pub const REPLIES: &str = "order-replies";
 
+/// How long a released or restocked reservation is kept after it became final: while it is
+/// there, a redelivered Reserve of its order is answered without taking the stock again.
+/// Release, Commit and Restock of it are no-ops with or without it. Under exactly-once the saga
+/// sends an order's Reserve once (docs/state.md, "Retention"), so this is a margin far beyond
+/// any delay the runtime rides through (task timeout 5 min) and the payment timeout (5 min).
+/// Committed reservations are kept until restocked: a Restock may come any time a paid order is
+/// cancelled before its delivery starts.
+pub const FINISHED_RESERVATION_RETENTION_MS: Millis = 60 * 60 * 1000;
+
 pub fn spec() -> AppSpec {
     AppSpec::new("stock", &[INPUT], &[STORE])
 }
 
-pub struct StockProcessor;
+/// The stock processor of one task: keeps released and restocked reservations for
+/// `retention_ms` (`PICKPLE_RESERVATION_RETENTION_MS`, default
+/// [`FINISHED_RESERVATION_RETENTION_MS`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StockProcessor {
+    pub retention_ms: Millis,
+}
+
+impl StockProcessor {
+    pub fn new(retention_ms: Millis) -> Self {
+        StockProcessor { retention_ms }
+    }
+}
+
+impl Default for StockProcessor {
+    fn default() -> Self {
+        StockProcessor::new(FINISHED_RESERVATION_RETENTION_MS)
+    }
+}
 
 pub fn product_id(cmd: &StockCommand) -> &str {
     match cmd {
@@ -43,27 +86,29 @@ impl Processor for StockProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
         let cmd: StockCommand = record.decode()?;
         let key = checked_key(record, product_id(&cmd))?.to_string();
-        let (state, version) = load::<ProductState>(ctx, STORE, &key)?;
-        let decided = stock::decide(state.as_ref(), &cmd, ctx.now());
+        let (before, version) = entries::load(ctx, &key, &cmd, self.retention_ms)?;
+        let decided = stock::decide(&before, &cmd, ctx.now());
 
         let after = match &decided {
             Ok(facts) if !facts.is_empty() => {
-                let after = facts
-                    .iter()
-                    .fold(state.clone(), stock::apply)
+                let after = facts.iter().fold(before.clone(), stock::apply);
+                let state = after
+                    .state
+                    .as_ref()
                     .ok_or_else(|| ProcessError::Invalid("facts without a product".into()))?;
                 if let Err(broken) = after.check_invariants() {
                     // decide guarantees the invariants; refuse to store a state that breaks them.
                     tracing::error!(product = %key, %broken, "stock invariant broken");
                     return Err(ProcessError::Invalid(format!("invariant broken: {broken}")));
                 }
-                let meta = store_changed(ctx, STORE, &key, &after, version);
-                ctx.send_value(VIEW, &key, "ProductUpdated", &after.to_view(&meta));
-                Some(after)
+                let meta = store_changed(ctx, STORE, &key, state, version);
+                ctx.send_value(VIEW, &key, "ProductUpdated", &state.to_view(&meta));
+                entries::write_back(ctx, &key, &before, &after, self.retention_ms)?;
+                after
             }
-            Ok(_) => state.clone(),
+            Ok(_) => before,
             Err(rejection) => {
-                match (&cmd, &state) {
+                match (&cmd, &before.state) {
                     (StockCommand::Reserve { .. }, _) => {}
                     (_, Some(s)) => {
                         let meta = store_rejected(ctx, STORE, &key, s, version, rejection);
@@ -71,16 +116,19 @@ impl Processor for StockProcessor {
                     }
                     (_, None) => return Err(no_entity("product", &key, rejection)),
                 }
-                state.clone()
+                before
             }
         };
 
         if let StockCommand::Reserve { order_id, .. } = &cmd {
-            let reply =
-                stock::reserve_reply(after.as_ref(), &key, order_id, decided.as_ref().err());
+            let reply = stock::reserve_reply(&after, &key, order_id, decided.as_ref().err());
             ctx.send(REPLIES, order_id, &reply);
         }
         Ok(())
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        sweep::sweep(ctx)
     }
 }
 
@@ -113,7 +161,7 @@ mod tests {
 
     #[test]
     fn reserve_replies_keyed_by_order_and_views_keyed_by_product() {
-        let mut d = TestDriver::new(StockProcessor, 1_000);
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
         d.pipe(INPUT, "p1", &create("p1")).unwrap();
         d.pipe(
             INPUT,
@@ -155,7 +203,7 @@ mod tests {
 
     #[test]
     fn refused_reserve_answers_the_saga_and_other_refusals_reach_the_view() {
-        let mut d = TestDriver::new(StockProcessor, 1_000);
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
         d.pipe(INPUT, "p1", &create("p1")).unwrap();
         d.pipe(INPUT, "p1", &reserve("p1", "o1", "ann1", 1))
             .unwrap();
@@ -195,7 +243,7 @@ mod tests {
 
     #[test]
     fn sale_limits_are_enforced_through_the_app() {
-        let mut d = TestDriver::new(StockProcessor, 1_000);
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
         d.pipe(INPUT, "p1", &create("p1")).unwrap();
         d.pipe(
             INPUT,
@@ -238,7 +286,7 @@ mod tests {
 
     #[test]
     fn garbage_and_mis_keyed_records_go_to_the_dlq() {
-        let mut d = TestDriver::new(StockProcessor, 1_000);
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
         d.pipe_raw(
             INPUT,
             Some(b"p1"),

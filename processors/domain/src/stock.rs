@@ -3,6 +3,13 @@
 //! The stock processor is the only writer of a product (DESIGN section 3), so these rules run one
 //! command at a time per product: checking `available >= quantity` and then reserving cannot
 //! race, which is what makes oversell impossible without a lock.
+//!
+//! A product is stored as several entries (docs/state.md): its own value ([`ProductState`]:
+//! catalogue fields, levels, sale terms and counters, a size that does not grow with orders),
+//! one entry per reservation and one per buyer of the current sale. A command sees a
+//! [`ProductSlice`]: the product's value plus the few entries it touches, which the app loads
+//! ([`order_of`], [`ProductSlice::buyer_of`], [`ProductSlice::needs_every_buyer`]) and writes
+//! back when they change.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{is_false, qty_i64, Rejection, ViewMeta};
 
+/// The product's own stored value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductState {
     pub product_id: String,
@@ -26,11 +34,15 @@ pub struct ProductState {
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
     pub stock: StockLevels,
-    /// Every order that ever reserved this product, by order id. Released and restocked entries
-    /// stay as tombstones: without them a redelivered Reserve would take the stock a second time
-    /// after its Release, and nothing would ever give it back.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub reservations: BTreeMap<String, Reservation>,
+    /// Only in values written before reservations had keys of their own (issue #18), where
+    /// every reservation ever made lived here. Read so that [`ProductState::split_legacy`] can
+    /// move them out on the first command; empty, and so never written, after that.
+    #[serde(
+        default,
+        rename = "reservations",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub legacy_reservations: BTreeMap<String, Reservation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sale: Option<Sale>,
 }
@@ -65,6 +77,18 @@ impl ReservationStatus {
             ReservationStatus::Reserved | ReservationStatus::Committed
         )
     }
+
+    /// Whether no command can move the reservation any more (released, or restocked). Such a
+    /// reservation only answers duplicates: Release, Commit and Restock of it are no-ops with
+    /// or without it, and it keeps a redelivered Reserve from taking the stock again. A
+    /// committed reservation is not final: a Restock may come whenever the paid order is
+    /// cancelled before its delivery starts.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ReservationStatus::Released | ReservationStatus::Restocked
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,32 +97,212 @@ pub struct Sale {
     pub epoch: u32,
     /// Units reserved or sold under this sale.
     pub taken: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub per_user: BTreeMap<String, u64>,
+    /// Only in values written before the buyers' counters had keys of their own (issue #18);
+    /// moved out by [`ProductState::split_legacy`], never written again.
+    #[serde(
+        default,
+        rename = "per_user",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub legacy_per_user: BTreeMap<String, u64>,
 }
 
 impl Sale {
-    pub fn user_count(&self, username: &str) -> u64 {
-        self.per_user.get(username).copied().unwrap_or(0)
-    }
-
     fn holds(&self, r: &Reservation) -> bool {
         r.sale == Some(self.epoch)
     }
+}
 
-    fn take(&mut self, username: &str, quantity: u64) {
-        self.taken += quantity;
-        *self.per_user.entry(username.to_string()).or_default() += quantity;
+/// What a value written before issue #18 carried inline, to be stored under keys of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Legacy {
+    pub reservations: BTreeMap<String, Reservation>,
+    /// Units per buyer in the current sale (the only sale whose counters were kept).
+    pub buyers: BTreeMap<String, u64>,
+}
+
+impl Legacy {
+    pub fn is_empty(&self) -> bool {
+        self.reservations.is_empty() && self.buyers.is_empty()
+    }
+}
+
+/// A product as one command sees it: the product's own value and the entries kept under keys of
+/// their own that the app loaded for the command. `decide` and `apply` read and write only the
+/// command's order's reservation and the counter of the buyer it names (every counter for an
+/// OpenSale that lowers a running sale's limit), so a slice holding just those decides and
+/// changes exactly what a slice holding everything would (see the property test
+/// `a_partial_slice_decides_like_the_whole_product`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductSlice {
+    pub state: Option<ProductState>,
+    /// Reservations by order id.
+    pub reservations: BTreeMap<String, Reservation>,
+    /// Units held per buyer in the current sale (the sale of `state`); a buyer holding nothing
+    /// has no entry.
+    pub buyers: BTreeMap<String, u64>,
+}
+
+impl ProductSlice {
+    pub fn new(state: Option<ProductState>) -> Self {
+        ProductSlice {
+            state,
+            ..ProductSlice::default()
+        }
     }
 
-    fn give_back(&mut self, username: &str, quantity: u64) {
-        self.taken = self.taken.saturating_sub(quantity);
-        if let Some(n) = self.per_user.get_mut(username) {
-            *n = n.saturating_sub(quantity);
-            if *n == 0 {
-                self.per_user.remove(username);
+    pub fn reservation_of(&self, order_id: &str) -> Option<&Reservation> {
+        self.reservations.get(order_id)
+    }
+
+    /// Units the buyer holds in the current sale (as loaded).
+    pub fn user_count(&self, username: &str) -> u64 {
+        self.buyers.get(username).copied().unwrap_or(0)
+    }
+
+    /// The buyer whose counter in the current sale the command reads or writes, once the
+    /// order's reservation is loaded: the command's buyer for a Reserve while the product has a
+    /// sale, the reservation's buyer for a Release or Restock of a reservation held in the
+    /// current sale. Commit moves no counter.
+    pub fn buyer_of<'a>(&'a self, cmd: &'a StockCommand) -> Option<&'a str> {
+        let sale = self.state.as_ref()?.sale.as_ref()?;
+        match cmd {
+            StockCommand::Reserve { username, .. } => Some(username),
+            StockCommand::Release { order_id, .. } | StockCommand::Restock { order_id, .. } => self
+                .reservation_of(order_id)
+                .filter(|r| sale.holds(r))
+                .map(|r| r.username.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Whether the command needs every counter of the current sale: an OpenSale that lowers the
+    /// per-user limit of a sale that is not over must find anyone already above the new limit.
+    /// (Nobody is above a limit that is not lowered.)
+    pub fn needs_every_buyer(&self, cmd: &StockCommand, now: Millis) -> bool {
+        let StockCommand::OpenSale { sale: terms, .. } = cmd else {
+            return false;
+        };
+        self.state
+            .as_ref()
+            .and_then(|p| p.sale.as_ref())
+            .is_some_and(|s| {
+                now < s.terms.closes_at && terms.per_user_limit < s.terms.per_user_limit
+            })
+    }
+
+    /// Fold one fact into the slice.
+    pub fn apply(&mut self, event: &StockEvent) {
+        if matches!(event, StockEvent::ProductCreated { .. }) {
+            self.state = ProductState::created(event);
+            return;
+        }
+        let Some(p) = self.state.as_mut() else {
+            return;
+        };
+        match event {
+            StockEvent::SaleOpened { epoch, .. } => {
+                // A new sale starts from zero: the counters loaded were the old sale's.
+                if p.sale.as_ref().is_none_or(|s| s.epoch != *epoch) {
+                    self.buyers.clear();
+                }
+                p.apply(event);
+            }
+            StockEvent::Reserved {
+                order_id,
+                username,
+                quantity,
+                unit_price,
+                sale,
+            } => {
+                p.apply(event);
+                let r = Reservation {
+                    quantity: *quantity,
+                    username: username.clone(),
+                    unit_price: *unit_price,
+                    status: ReservationStatus::Reserved,
+                    sale: *sale,
+                };
+                if let Some(s) = p.sale.as_mut().filter(|s| s.holds(&r)) {
+                    s.taken += quantity;
+                    *self.buyers.entry(username.clone()).or_default() += quantity;
+                }
+                self.reservations.insert(order_id.clone(), r);
+            }
+            StockEvent::Released { order_id } => {
+                self.finish(order_id, ReservationStatus::Released, |stock, q| {
+                    stock.reserved -= q;
+                    stock.available += q;
+                });
+            }
+            StockEvent::Committed { order_id } => {
+                self.finish(order_id, ReservationStatus::Committed, |stock, q| {
+                    stock.reserved -= q;
+                    stock.sold += q;
+                });
+            }
+            StockEvent::Restocked { order_id } => {
+                self.finish(order_id, ReservationStatus::Restocked, |stock, q| {
+                    stock.sold -= q;
+                    stock.available += q;
+                });
+            }
+            _ => p.apply(event),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        order_id: &str,
+        to: ReservationStatus,
+        levels: impl FnOnce(&mut StockLevels, i64),
+    ) {
+        let (Some(p), Some(r)) = (self.state.as_mut(), self.reservations.get_mut(order_id)) else {
+            return;
+        };
+        levels(&mut p.stock, qty_i64(r.quantity));
+        r.status = to;
+        if !to.holds_units() {
+            if let Some(s) = p.sale.as_mut().filter(|s| s.holds(r)) {
+                s.taken = s.taken.saturating_sub(r.quantity);
+                if let Some(n) = self.buyers.get_mut(&r.username) {
+                    *n = n.saturating_sub(r.quantity);
+                    if *n == 0 {
+                        self.buyers.remove(&r.username);
+                    }
+                }
             }
         }
+    }
+
+    /// `Err` names the first broken invariant: the stock equation, a negative counter, a sale
+    /// over its quantity, or a loaded buyer over the limit.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let Some(p) = &self.state else {
+            return Ok(());
+        };
+        p.check_invariants()?;
+        if let Some(sale) = &p.sale {
+            if let Some((u, n)) = self
+                .buyers
+                .iter()
+                .find(|(_, n)| **n > sale.terms.per_user_limit)
+            {
+                return Err(format!("{u} holds {n}, over the per-user limit"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The order whose reservation a command reads or writes.
+pub fn order_of(cmd: &StockCommand) -> Option<&str> {
+    match cmd {
+        StockCommand::Reserve { order_id, .. }
+        | StockCommand::Release { order_id, .. }
+        | StockCommand::Commit { order_id, .. }
+        | StockCommand::Restock { order_id, .. } => Some(order_id),
+        _ => None,
     }
 }
 
@@ -157,10 +361,11 @@ pub enum StockEvent {
 /// current sale over?); a reservation's sale window is checked against the order's `placed_at`,
 /// so a reply delayed by a rebalance does not turn an in-time order into a late one.
 pub fn decide(
-    state: Option<&ProductState>,
+    product: &ProductSlice,
     cmd: &StockCommand,
     now: Millis,
 ) -> Result<Vec<StockEvent>, Rejection> {
+    let state = product.state.as_ref();
     match cmd {
         StockCommand::CreateProduct {
             product_id,
@@ -263,8 +468,10 @@ pub fn decide(
                             terms.quantity, s.taken
                         )));
                     }
-                    if let Some((user, n)) =
-                        s.per_user.iter().find(|(_, n)| **n > terms.per_user_limit)
+                    if let Some((user, n)) = product
+                        .buyers
+                        .iter()
+                        .find(|(_, n)| **n > terms.per_user_limit)
                     {
                         return Err(Rejection::invalid(format!(
                             "per-user limit {} is below the {n} units {user} already holds",
@@ -289,7 +496,7 @@ pub fn decide(
             ..
         } => {
             let p = state.ok_or_else(|| Rejection::not_found("no such product"))?;
-            if p.reservations.contains_key(order_id) {
+            if product.reservations.contains_key(order_id) {
                 return Ok(vec![]);
             }
             check_quantity(*quantity)?;
@@ -317,7 +524,7 @@ pub fn decide(
                         remaining,
                     });
                 }
-                let already = s.user_count(username);
+                let already = product.user_count(username);
                 if already + quantity > s.terms.per_user_limit {
                     return Err(Rejection::UserLimit {
                         limit: s.terms.per_user_limit,
@@ -343,7 +550,7 @@ pub fn decide(
         // Release, Commit and Restock still work on a deleted product: orders in flight must be
         // able to finish or give their units back.
         StockCommand::Release { order_id, .. } => Ok(step(
-            state,
+            product,
             order_id,
             ReservationStatus::Reserved,
             StockEvent::Released {
@@ -351,7 +558,7 @@ pub fn decide(
             },
         )),
         StockCommand::Commit { order_id, .. } => Ok(step(
-            state,
+            product,
             order_id,
             ReservationStatus::Reserved,
             StockEvent::Committed {
@@ -359,7 +566,7 @@ pub fn decide(
             },
         )),
         StockCommand::Restock { order_id, .. } => Ok(step(
-            state,
+            product,
             order_id,
             ReservationStatus::Committed,
             StockEvent::Restocked {
@@ -370,14 +577,15 @@ pub fn decide(
 }
 
 /// The reservation moves only from `from`; anything else is a duplicate or a late command and
-/// a no-op, which is what makes Release, Commit and Restock idempotent.
+/// a no-op, which is what makes Release, Commit and Restock idempotent. An unknown reservation
+/// (never made, refused, or final and pruned) is a no-op too.
 fn step(
-    state: Option<&ProductState>,
+    product: &ProductSlice,
     order_id: &str,
     from: ReservationStatus,
     event: StockEvent,
 ) -> Vec<StockEvent> {
-    match state.and_then(|p| p.reservation_of(order_id)) {
+    match product.state.as_ref().and(product.reservation_of(order_id)) {
         Some(r) if r.status == from => vec![event],
         _ => vec![],
     }
@@ -453,17 +661,11 @@ pub fn check_sale_terms(terms: &SaleTerms) -> Result<(), Rejection> {
     check_sale_limit(terms.per_user_limit)
 }
 
-/// Fold one fact into the state. Only `ProductCreated` makes a product out of nothing; any other
+/// Fold one fact into the slice. Only `ProductCreated` makes a product out of nothing; any other
 /// fact without a product is ignored (decide never produces one).
-pub fn apply(state: Option<ProductState>, event: &StockEvent) -> Option<ProductState> {
-    match state {
-        _ if matches!(event, StockEvent::ProductCreated { .. }) => ProductState::created(event),
-        Some(mut p) => {
-            p.apply(event);
-            Some(p)
-        }
-        None => None,
-    }
+pub fn apply(mut product: ProductSlice, event: &StockEvent) -> ProductSlice {
+    product.apply(event);
+    product
 }
 
 impl ProductState {
@@ -490,7 +692,7 @@ impl ProductState {
             public: *public,
             deleted: false,
             stock: StockLevels::default(),
-            reservations: BTreeMap::new(),
+            legacy_reservations: BTreeMap::new(),
             sale: None,
         })
     }
@@ -500,15 +702,16 @@ impl ProductState {
         ProductState {
             deleted: false,
             stock: StockLevels::default(),
-            reservations: BTreeMap::new(),
+            legacy_reservations: BTreeMap::new(),
             sale: None,
             ..self.clone()
         }
     }
 
-    pub fn apply(&mut self, event: &StockEvent) {
+    /// The product's own part of a fact: catalogue fields, levels and sale terms. What a fact
+    /// does to a reservation or a buyer's counter is [`ProductSlice::apply`]'s.
+    fn apply(&mut self, event: &StockEvent) {
         match event {
-            StockEvent::ProductCreated { .. } => {}
             StockEvent::ProductUpdated {
                 name,
                 description,
@@ -548,77 +751,37 @@ impl ProductState {
                         terms: terms.clone(),
                         epoch: *epoch,
                         taken: 0,
-                        per_user: BTreeMap::new(),
+                        legacy_per_user: BTreeMap::new(),
                     })
                 }
             },
-            StockEvent::Reserved {
-                order_id,
-                username,
-                quantity,
-                unit_price,
-                sale,
-            } => {
+            StockEvent::Reserved { quantity, .. } => {
                 let q = qty_i64(*quantity);
                 self.stock.available -= q;
                 self.stock.reserved += q;
-                let r = Reservation {
-                    quantity: *quantity,
-                    username: username.clone(),
-                    unit_price: *unit_price,
-                    status: ReservationStatus::Reserved,
-                    sale: *sale,
-                };
-                if let Some(s) = self.sale.as_mut().filter(|s| s.holds(&r)) {
-                    s.take(username, *quantity);
-                }
-                self.reservations.insert(order_id.clone(), r);
             }
-            StockEvent::Released { order_id } => {
-                self.finish(order_id, ReservationStatus::Released, |stock, q| {
-                    stock.reserved -= q;
-                    stock.available += q;
-                });
-            }
-            StockEvent::Committed { order_id } => {
-                self.finish(order_id, ReservationStatus::Committed, |stock, q| {
-                    stock.reserved -= q;
-                    stock.sold += q;
-                });
-            }
-            StockEvent::Restocked { order_id } => {
-                self.finish(order_id, ReservationStatus::Restocked, |stock, q| {
-                    stock.sold -= q;
-                    stock.available += q;
-                });
-            }
+            StockEvent::ProductCreated { .. }
+            | StockEvent::Released { .. }
+            | StockEvent::Committed { .. }
+            | StockEvent::Restocked { .. } => {}
         }
     }
 
-    fn finish(
-        &mut self,
-        order_id: &str,
-        to: ReservationStatus,
-        levels: impl FnOnce(&mut StockLevels, i64),
-    ) {
-        let Some(r) = self.reservations.get_mut(order_id) else {
-            return;
-        };
-        levels(&mut self.stock, qty_i64(r.quantity));
-        r.status = to;
-        if !to.holds_units() {
-            if let Some(s) = self.sale.as_mut().filter(|s| s.holds(r)) {
-                s.give_back(&r.username, r.quantity);
-            }
+    /// Take out what a value written before issue #18 carried inline (every reservation, and
+    /// the current sale's counters), leaving the slim value. A slim value gives nothing.
+    pub fn split_legacy(&mut self) -> Legacy {
+        Legacy {
+            reservations: std::mem::take(&mut self.legacy_reservations),
+            buyers: self
+                .sale
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.legacy_per_user))
+                .unwrap_or_default(),
         }
     }
 
-    pub fn reservation_of(&self, order_id: &str) -> Option<&Reservation> {
-        self.reservations.get(order_id)
-    }
-
-    /// `Err` names the first broken invariant: the stock equation, a negative counter, or a
-    /// sale over its quantity or a user over the limit.
+    /// `Err` names the first broken invariant of the product's own value: the stock equation, a
+    /// negative counter, or a sale over its quantity.
     pub fn check_invariants(&self) -> Result<(), String> {
         let s = &self.stock;
         if s.initial + s.added != s.available + s.reserved + s.sold {
@@ -633,13 +796,6 @@ impl ProductState {
         if let Some(sale) = &self.sale {
             if sale.taken > sale.terms.quantity {
                 return Err(format!("sale oversold: {sale:?}"));
-            }
-            if let Some((u, n)) = sale
-                .per_user
-                .iter()
-                .find(|(_, n)| **n > sale.terms.per_user_limit)
-            {
-                return Err(format!("{u} holds {n}, over the per-user limit"));
             }
         }
         Ok(())
@@ -671,7 +827,7 @@ impl ProductState {
 /// are applied and `rejection` the refusal, if decide refused. A redelivered Reserve (decide
 /// returned no facts) is answered from the stored reservation, with the price it was taken at.
 pub fn reserve_reply(
-    after: Option<&ProductState>,
+    after: &ProductSlice,
     product_id: &str,
     order_id: &str,
     rejection: Option<&Rejection>,
@@ -684,7 +840,11 @@ pub fn reserve_reply(
     if let Some(r) = rejection {
         return rejected(r.to_string());
     }
-    match after.and_then(|p| p.reservation_of(order_id).map(|r| (p, r))) {
+    match after
+        .state
+        .as_ref()
+        .and_then(|p| after.reservation_of(order_id).map(|r| (p, r)))
+    {
         Some((p, r)) if r.status.holds_units() => OrderReply::StockReserved {
             order_id: order_id.to_string(),
             product_id: product_id.to_string(),
@@ -767,17 +927,66 @@ mod tests {
         }
     }
 
+    /// The whole product: its value with every reservation and every counter of the current
+    /// sale, as the app's store holds them under their keys. The tests read it like the value.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Whole(ProductSlice);
+
+    impl std::ops::Deref for Whole {
+        type Target = ProductState;
+        fn deref(&self) -> &ProductState {
+            self.0.state.as_ref().expect("a product")
+        }
+    }
+
+    impl Whole {
+        fn reservation_of(&self, order_id: &str) -> Option<&Reservation> {
+            self.0.reservation_of(order_id)
+        }
+        fn user_count(&self, username: &str) -> u64 {
+            self.0.user_count(username)
+        }
+    }
+
+    // `None` is no product, as in the app before a CreateProduct.
+    fn decide(
+        p: Option<&Whole>,
+        cmd: &StockCommand,
+        now: Millis,
+    ) -> Result<Vec<StockEvent>, Rejection> {
+        super::decide(p.map_or(&ProductSlice::default(), |w| &w.0), cmd, now)
+    }
+
+    fn apply(p: Option<Whole>, event: &StockEvent) -> Option<Whole> {
+        let after = super::apply(p.map(|w| w.0).unwrap_or_default(), event);
+        after.state.is_some().then_some(Whole(after))
+    }
+
+    fn reserve_reply(
+        p: Option<&Whole>,
+        product_id: &str,
+        order_id: &str,
+        rejection: Option<&Rejection>,
+    ) -> OrderReply {
+        super::reserve_reply(
+            p.map_or(&ProductSlice::default(), |w| &w.0),
+            product_id,
+            order_id,
+            rejection,
+        )
+    }
+
     /// Runs a command and applies its facts, checking the invariants after each.
-    fn run(state: Option<ProductState>, cmd: &StockCommand, now: Millis) -> Option<ProductState> {
+    fn run(state: Option<Whole>, cmd: &StockCommand, now: Millis) -> Option<Whole> {
         let events = decide(state.as_ref(), cmd, now).expect("accepted");
         let after = events.iter().fold(state, apply);
         if let Some(p) = &after {
-            p.check_invariants().unwrap();
+            p.0.check_invariants().unwrap();
         }
         after
     }
 
-    fn product(stock: u64) -> ProductState {
+    fn product(stock: u64) -> Whole {
         let p = run(None, &create(), 0);
         run(p, &add(stock), 0).unwrap()
     }
@@ -791,7 +1000,7 @@ mod tests {
         )
     }
 
-    fn rejected(p: Option<&ProductState>, cmd: &StockCommand, now: Millis) -> &'static str {
+    fn rejected(p: Option<&Whole>, cmd: &StockCommand, now: Millis) -> &'static str {
         decide(p, cmd, now).unwrap_err().code()
     }
 
@@ -999,13 +1208,13 @@ mod tests {
         // Giving units back frees the sale and the user's count.
         let p = run(Some(p), &release("o1"), 150).unwrap();
         let sale = p.sale.as_ref().unwrap();
-        assert_eq!((sale.taken, sale.user_count("ann")), (2, 0));
+        assert_eq!((sale.taken, p.user_count("ann")), (2, 0));
         let p = run(Some(p), &commit("o3"), 150).unwrap();
         assert_eq!(p.sale.as_ref().unwrap().taken, 2);
         let p = run(Some(p), &restock("o3"), 150).unwrap();
         let sale = p.sale.as_ref().unwrap();
-        assert_eq!((sale.taken, sale.user_count("bob")), (0, 0));
-        assert!(sale.per_user.is_empty());
+        assert_eq!((sale.taken, p.user_count("bob")), (0, 0));
+        assert!(p.0.buyers.is_empty());
         let view = p.to_view(&ViewMeta::default());
         assert_eq!(view.sale.unwrap().taken, 0);
     }
@@ -1052,7 +1261,7 @@ mod tests {
         let p = run(Some(product(10)), &reserve("o1", "ann", 3, 0), 0).unwrap();
         let p = run(Some(p), &open_sale(0, 100, 2, 1), 0).unwrap();
         let p = run(Some(p), &release("o1"), 0).unwrap();
-        assert_eq!(p.sale.unwrap().taken, 0);
+        assert_eq!(p.sale.as_ref().unwrap().taken, 0);
     }
 
     #[test]
@@ -1095,10 +1304,15 @@ mod tests {
     #[test]
     fn view_and_storage_round_trip() {
         let p = run(Some(product(3)), &reserve("o1", "ann", 1, 0), 0).unwrap();
-        let json = serde_json::to_string(&p).unwrap();
-        assert_eq!(serde_json::from_str::<ProductState>(&json).unwrap(), p);
+        let json = serde_json::to_string(&*p).unwrap();
+        assert_eq!(serde_json::from_str::<ProductState>(&json).unwrap(), *p);
         // Defaults are left out to keep stored values small.
         assert!(!json.contains("deleted") && !json.contains("sale\""));
+        // The reservation lives under a key of its own, not in the product's value.
+        assert!(
+            !json.contains("reservations") && !json.contains("o1"),
+            "{json}"
+        );
         let meta = ViewMeta {
             version: 7,
             updated_at: 42,
@@ -1120,8 +1334,158 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_product_value_does_not_grow_with_orders() {
+        let mut p = run(Some(product(100)), &open_sale(0, 1_000_000, 100_000, 50), 0).unwrap();
+        let size = |p: &Whole| serde_json::to_vec(&**p).unwrap().len();
+        let mut sizes = Vec::new();
+        for i in 0..3_000 {
+            let order = format!("order-{i:06}");
+            p = run(
+                Some(p),
+                &reserve(&order, &format!("user{}", i % 300), 1, 10),
+                10,
+            )
+            .unwrap();
+            let finish = if i % 2 == 0 {
+                release(&order)
+            } else {
+                commit(&order)
+            };
+            p = run(Some(p), &finish, 10).unwrap();
+            if i % 2 == 1 {
+                p = run(Some(p), &add(1), 10).unwrap();
+            }
+            sizes.push(size(&p));
+        }
+        // Only the digits of the counters grow: the value is the same size after 10 orders as
+        // after 3,000, while the old value carried ~93 bytes per reservation.
+        let (first, last) = (sizes[9], *sizes.last().unwrap());
+        assert!(last <= first + 12, "{first} -> {last} bytes");
+        assert!(last < 400, "{last} bytes");
+        // Everything else is in the entries the app keeps under their own keys.
+        assert_eq!(p.0.reservations.len(), 3_000);
+        assert_eq!(p.0.buyers.len(), 150, "the buyers who kept their unit");
+        assert_eq!(levels(&p), (1_600, 100, 0, 1_500));
+    }
+
+    #[test]
+    fn a_value_written_before_the_split_gives_up_its_entries() {
+        // A value as the stock app stored it before issue #18: every reservation and the sale's
+        // counters inline.
+        let old = r#"{"product_id":"p1","vendor_id":"v1","name":"Mug","description":"a mug",
+            "price":1200,"public":true,
+            "stock":{"initial":0,"added":10,"available":5,"reserved":2,"sold":3},
+            "reservations":{
+                "o1":{"quantity":2,"username":"ann","unit_price":1200,"status":"RESERVED","sale":1},
+                "o2":{"quantity":3,"username":"bob","unit_price":1100,"status":"COMMITTED","sale":1},
+                "o3":{"quantity":1,"username":"ann","unit_price":1200,"status":"RELEASED","sale":1},
+                "o4":{"quantity":1,"username":"cy","unit_price":1000,"status":"RESTOCKED"}},
+            "sale":{"terms":{"opens_at":0,"closes_at":100,"quantity":6,"per_user_limit":3},
+                "epoch":1,"taken":5,"per_user":{"ann":2,"bob":3}}}"#;
+        let mut state: ProductState = serde_json::from_str(old).unwrap();
+        let legacy = state.split_legacy();
+        assert_eq!(legacy.reservations.len(), 4);
+        assert_eq!(
+            legacy.reservations["o2"].status,
+            ReservationStatus::Committed
+        );
+        assert_eq!(
+            legacy.buyers,
+            BTreeMap::from([("ann".to_string(), 2), ("bob".to_string(), 3)])
+        );
+        // The slim value keeps levels, terms and counters, and nothing of the entries.
+        let slim = serde_json::to_string(&state).unwrap();
+        assert!(
+            !slim.contains("reservations") && !slim.contains(r#""per_user":"#),
+            "{slim}"
+        );
+        assert!(slim.contains(r#""taken":5"#) && slim.contains(r#""sold":3"#));
+        assert!(state.split_legacy().is_empty(), "split once");
+
+        // Split, it decides as the old value did.
+        let p = Whole(ProductSlice {
+            state: Some(state),
+            reservations: legacy.reservations,
+            buyers: legacy.buyers,
+        });
+        assert_eq!(decide(Some(&p), &reserve("o3", "ann", 1, 5), 5), Ok(vec![]));
+        assert_eq!(
+            decide(Some(&p), &reserve("o5", "bob", 1, 5), 5),
+            Err(Rejection::UserLimit {
+                limit: 3,
+                already: 3,
+                requested: 1
+            })
+        );
+        let p = run(Some(p), &release("o1"), 5).unwrap();
+        assert_eq!(
+            (p.sale.as_ref().unwrap().taken, p.user_count("ann")),
+            (3, 0)
+        );
+        let p = run(Some(p), &restock("o2"), 5).unwrap();
+        assert_eq!(levels(&p), (10, 10, 0, 0));
+        assert!(p.0.buyers.is_empty());
+    }
+
+    #[test]
+    fn a_command_names_the_entries_it_touches() {
+        let p = run(Some(product(10)), &reserve("o0", "zed", 1, 0), 0).unwrap();
+        let p = run(Some(p), &open_sale(0, 100, 6, 3), 0).unwrap();
+        let p = run(Some(p), &reserve("o1", "ann", 2, 5), 5).unwrap();
+        let s = &p.0;
+        assert_eq!(order_of(&reserve("o9", "bob", 1, 5)), Some("o9"));
+        assert_eq!(order_of(&add(1)), None);
+        // Reserve: the buyer's counter, while there is a sale.
+        assert_eq!(s.buyer_of(&reserve("o9", "bob", 1, 5)), Some("bob"));
+        // Release and Restock: the counter of the reservation's buyer, if it holds units of
+        // the current sale; Commit moves no counter.
+        assert_eq!(s.buyer_of(&release("o1")), Some("ann"));
+        assert_eq!(s.buyer_of(&restock("o1")), Some("ann"));
+        assert_eq!(s.buyer_of(&commit("o1")), None);
+        assert_eq!(s.buyer_of(&release("o0")), None, "reserved before the sale");
+        assert_eq!(s.buyer_of(&release("nobody")), None);
+        let before_sale = product(1);
+        assert_eq!(before_sale.0.buyer_of(&reserve("o9", "bob", 1, 5)), None);
+        // Every counter only to lower a running sale's limit.
+        assert!(s.needs_every_buyer(&open_sale(0, 100, 6, 2), 50));
+        assert!(!s.needs_every_buyer(&open_sale(0, 100, 6, 3), 50));
+        assert!(
+            !s.needs_every_buyer(&open_sale(0, 100, 6, 2), 100),
+            "over: a new sale"
+        );
+        assert!(!s.needs_every_buyer(&add(1), 50));
+    }
+
+    #[test]
+    fn final_reservations_are_released_or_restocked() {
+        use ReservationStatus::*;
+        let finals: Vec<_> = [Reserved, Committed, Released, Restocked]
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(finals, vec![Released, Restocked]);
+        // A final reservation answers every command like no reservation at all, except a
+        // redelivered Reserve, which it keeps from taking the stock again.
+        let p = run(Some(product(5)), &reserve("o1", "ann", 2, 0), 0).unwrap();
+        let p = run(Some(p), &release("o1"), 0).unwrap();
+        let mut forgotten = p.clone();
+        forgotten.0.reservations.clear();
+        for cmd in [release("o1"), commit("o1"), restock("o1")] {
+            assert_eq!(decide(Some(&p), &cmd, 0), decide(Some(&forgotten), &cmd, 0));
+        }
+        assert_eq!(decide(Some(&p), &reserve("o1", "ann", 2, 0), 0), Ok(vec![]));
+        assert_eq!(
+            decide(Some(&forgotten), &reserve("o1", "ann", 2, 0), 0)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
     mod props {
         use super::*;
+        use crate::stock as domain;
         use proptest::prelude::*;
 
         #[derive(Debug, Clone)]
@@ -1181,16 +1545,16 @@ mod tests {
         }
 
         /// The sale counters must equal what the reservations of the current epoch hold.
-        fn counters_match_reservations(p: &ProductState) -> Result<(), String> {
+        fn counters_match_reservations(p: &Whole) -> Result<(), String> {
             let Some(sale) = &p.sale else { return Ok(()) };
             let mut per_user: BTreeMap<String, u64> = BTreeMap::new();
-            for r in p.reservations.values() {
+            for r in p.0.reservations.values() {
                 if r.status.holds_units() && r.sale == Some(sale.epoch) {
                     *per_user.entry(r.username.clone()).or_default() += r.quantity;
                 }
             }
             let taken: u64 = per_user.values().sum();
-            if taken != sale.taken || per_user != sale.per_user {
+            if taken != sale.taken || per_user != p.0.buyers {
                 return Err(format!("counters {sale:?} vs reservations {per_user:?}"));
             }
             Ok(())
@@ -1213,12 +1577,85 @@ mod tests {
                         state = events.iter().fold(state, apply);
                     }
                     let p = state.as_ref().unwrap();
-                    prop_assert_eq!(p.check_invariants(), Ok(()), "after {:?}", op);
+                    prop_assert_eq!(p.0.check_invariants(), Ok(()), "after {:?}", op);
                     prop_assert_eq!(counters_match_reservations(p), Ok(()), "after {:?}", op);
-                    let held: i64 = p.reservations.values()
+                    let held: i64 = p.0.reservations.values()
                         .filter(|r| r.status == ReservationStatus::Reserved)
                         .map(|r| r.quantity as i64).sum();
                     prop_assert_eq!(held, p.stock.reserved);
+                }
+            }
+        }
+
+        /// What the app loads for a command: the product's value and, of the entries under
+        /// their own keys, only those the command names.
+        fn partial(whole: &ProductSlice, cmd: &StockCommand, now: Millis) -> ProductSlice {
+            let mut part = ProductSlice::new(whole.state.clone());
+            if let Some(order) = order_of(cmd) {
+                if let Some(r) = whole.reservations.get(order) {
+                    part.reservations.insert(order.to_string(), r.clone());
+                }
+            }
+            if part.needs_every_buyer(cmd, now) {
+                part.buyers = whole.buyers.clone();
+            } else if let Some(buyer) = part.buyer_of(cmd) {
+                if let Some(n) = whole.buyers.get(buyer) {
+                    part.buyers.insert(buyer.to_string(), *n);
+                }
+            }
+            part
+        }
+
+        fn epoch(p: &ProductSlice) -> Option<u32> {
+            p.state.as_ref()?.sale.as_ref().map(|s| s.epoch)
+        }
+
+        /// What the app writes back: the value, the entries that changed, and the counters
+        /// of a sale that is no longer the current one left behind (they are read no more).
+        fn write_back(whole: &mut ProductSlice, before: &ProductSlice, after: &ProductSlice) {
+            whole.state = after.state.clone();
+            for (order, r) in &after.reservations {
+                if before.reservations.get(order) != Some(r) {
+                    whole.reservations.insert(order.clone(), r.clone());
+                }
+            }
+            if epoch(before) != epoch(after) {
+                whole.buyers.clear();
+            }
+            for (buyer, n) in &after.buyers {
+                whole.buyers.insert(buyer.clone(), *n);
+            }
+            for buyer in before.buyers.keys() {
+                if !after.buyers.contains_key(buyer) {
+                    whole.buyers.remove(buyer);
+                }
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn a_partial_slice_decides_like_the_whole_product(
+                with_sale in any::<bool>(),
+                ops in prop::collection::vec(op(), 1..60),
+            ) {
+                let mut whole = product(3).0;
+                if with_sale {
+                    whole = run(Some(Whole(whole)), &open_sale(0, 100, 5, 2), 0).unwrap().0;
+                }
+                let mut stored = whole.clone();
+                for (i, op) in ops.iter().enumerate() {
+                    let now = i as Millis * 5;
+                    let cmd = command(op);
+                    let part = partial(&stored, &cmd, now);
+                    let decided = domain::decide(&part, &cmd, now);
+                    prop_assert_eq!(&decided, &domain::decide(&whole, &cmd, now), "{:?}", op);
+                    if let Ok(events) = decided {
+                        let after = events.iter().fold(part.clone(), domain::apply);
+                        prop_assert_eq!(after.check_invariants(), Ok(()), "after {:?}", op);
+                        write_back(&mut stored, &part, &after);
+                        whole = events.iter().fold(whole, domain::apply);
+                    }
+                    prop_assert_eq!(&stored, &whole, "after {:?}", op);
                 }
             }
         }
