@@ -23,7 +23,6 @@ use crate::trace::TraceParent;
 use crate::views::Stored;
 use crate::AppState;
 
-pub const MAX_LINES: usize = 50;
 pub const MAX_LINE_QUANTITY: u64 = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -92,11 +91,8 @@ pub async fn place(
         })
         .collect();
     let mut v = Validator::new();
-    v.rule("lines", order::check_has_lines(&lines)).check(
-        lines.len() <= MAX_LINES,
-        "lines",
-        "at most 50 lines",
-    );
+    v.rule("lines", order::check_has_lines(&lines))
+        .rule("lines", order::check_line_count(&lines));
     for (i, line) in lines.iter().enumerate() {
         let product = format!("lines[{i}].product_id");
         let quantity = format!("lines[{i}].quantity");

@@ -205,6 +205,43 @@ mod tests {
     }
 
     #[test]
+    fn a_detail_past_the_bound_is_refused_on_the_view() {
+        let mut d = TestDriver::new(DeliveryProcessor, 1_000);
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        let detail = |i: usize| DeliveryCommand::AddDeliveryDetail {
+            order_id: "o1".into(),
+            location: format!("hub {i}"),
+            description: "sorted".into(),
+            by: "vm01".into(),
+        };
+        for i in 0..delivery::MAX_DETAILS {
+            d.pipe(COMMANDS, "o1", &detail(i)).unwrap();
+        }
+        let full = d.take::<DeliveryView>(VIEW).pop().unwrap();
+        assert_eq!(full.details.len(), delivery::MAX_DETAILS);
+        assert_eq!(full.rejection, None);
+        d.pipe(COMMANDS, "o1", &detail(delivery::MAX_DETAILS))
+            .unwrap();
+        let refused = d.take::<DeliveryView>(VIEW).pop().unwrap();
+        assert_eq!(refused.version, full.version + 1);
+        assert_eq!(refused.details, full.details);
+        assert!(
+            refused
+                .rejection
+                .as_deref()
+                .is_some_and(|r| r.contains("the most it keeps is 100")),
+            "{:?}",
+            refused.rejection
+        );
+        let stored = d
+            .get::<crate::state::Versioned<DeliveryState>>(STORE, "o1")
+            .unwrap();
+        assert_eq!(stored.state.details.len(), delivery::MAX_DETAILS);
+        assert!(d.dead_letters().is_empty());
+    }
+
+    #[test]
     fn rejections_reach_the_view_and_unknown_deliveries_the_dlq() {
         let mut d = TestDriver::new(DeliveryProcessor, 1_000);
         d.pipe(COMMANDS, "o1", &start("o1")).unwrap();

@@ -76,6 +76,14 @@ pub struct AppConfig {
     /// How long a customer has to pay once the stock is reserved (order app).
     #[arg(long, env = "PICKPLE_PAYMENT_TIMEOUT_MS", default_value_t = 300_000)]
     pub payment_timeout_ms: i64,
+    /// How long the stock app keeps a released or restocked reservation against a duplicate
+    /// command (docs/state.md, "Retention").
+    #[arg(long, env = "PICKPLE_RESERVATION_RETENTION_MS", default_value_t = stock::FINISHED_RESERVATION_RETENTION_MS)]
+    pub reservation_retention_ms: i64,
+    /// How long the notification app keeps a mail's "sent" marker against a replayed event
+    /// (docs/state.md); never shorter than the retention of its input topics.
+    #[arg(long, env = "PICKPLE_SENT_RETENTION_MS", default_value_t = notification::SENT_RETENTION_MS)]
+    pub sent_retention_ms: i64,
     /// SMTP server (host:port, plain, no TLS) the notification app sends through.
     #[arg(long, env = "PICKPLE_SMTP", default_value = "127.0.0.1:12525")]
     pub smtp: String,
@@ -112,6 +120,8 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             payment_timeout_ms: 300_000,
+            reservation_retention_ms: stock::FINISHED_RESERVATION_RETENTION_MS,
+            sent_retention_ms: notification::SENT_RETENTION_MS,
             smtp: "127.0.0.1:12525".into(),
             mail_from: "noreply@pickple.local".into(),
             payment_provider: "fake".into(),
@@ -182,7 +192,15 @@ pub fn run_app(
             )
         }
         App::Catalog => go(runtime, spec, |_| catalog::CatalogProcessor, stop),
-        App::Stock => go(runtime, spec, |_| stock::StockProcessor, stop),
+        App::Stock => {
+            let retention = config.reservation_retention_ms;
+            go(
+                runtime,
+                spec,
+                move |_| stock::StockProcessor::new(retention),
+                stop,
+            )
+        }
         App::Order => {
             let shared = order::OrderMetrics::new();
             let timeout = config.payment_timeout_ms;
@@ -207,10 +225,14 @@ pub fn run_app(
             let mailer = notification::SmtpMailer::new(&config.smtp, &config.mail_from)
                 .map_err(AppError::Config)?;
             let mailer: Arc<dyn notification::Mailer> = Arc::new(mailer);
+            let retention = config.sent_retention_ms;
             go(
                 runtime,
                 spec,
-                move |_| notification::NotificationProcessor::new(mailer.clone()),
+                move |_| {
+                    notification::NotificationProcessor::new(mailer.clone())
+                        .with_retention(retention)
+                },
                 stop,
             )
         }

@@ -12,15 +12,30 @@
 //! Message-ID for receivers to deduplicate. An SMTP failure is a `Retry`. The record's `traceparent` is
 //! carried into a `Traceparent` header of the mail. Each sent mail publishes
 //! `view-notifications` keyed by the message id (without angle brackets).
+//!
+//! **Bounded state.** Store `sent` holds, per task:
+//! - `<message-id>` -> `{"sent_at": millis}`: the marker, looked up by each event;
+//! - `0xFF ++ due millis (i64 big-endian) ++ <message-id>` -> the message id: the marker's
+//!   expiry, at `sent_at + SENT_RETENTION_MS`, written in the same step as the marker. The
+//!   punctuator deletes the markers that fell due, oldest first, at most
+//!   [`EXPIRE_BATCH`] per punctuation. (A Message-ID is UTF-8, whose bytes are never 0xFE or 0xFF,
+//!   so these keys never meet a marker's.)
+//! - `0xFE ++ "legacy markers indexed"` -> millis: set once every marker written before the
+//!   index existed has been given its expiry. Until then the punctuator reads every marker
+//!   once per task start and indexes (or deletes, when already expired) those without one,
+//!   within the same batch limit, so a running shop upgrades in place.
+//!
+//! The in-memory set of what the task sent keeps only the last [`SENT_HERE_CAPACITY`] ids
+//! (see [`NotificationProcessor`]).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
-use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
 use pickple_schemas::{DeliveryEvent, NotificationKind, NotificationView, OrderEvent};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +46,52 @@ pub const ORDER_EVENTS: &str = "order-events";
 pub const DELIVERY_EVENTS: &str = "delivery-events";
 pub const VIEW: &str = "view-notifications";
 pub const DOMAIN: &str = "pickple.local";
+
+const DAY_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// How long a "sent" marker is kept: as long as the event that caused its mail can be read
+/// again.
+///
+/// The order and delivery processors publish each event that makes a mail once: they run
+/// exactly-once, so a crash before their commit aborts what they had sent, which this app
+/// (reading `read_committed`) never sees, and their state makes a redelivered input a no-op
+/// (`Paid` only without a payment id, `Started` only while pending, `Delivered` only in
+/// transit). This app commits its input offsets with its markers, so it does not read a marked
+/// event again either, unless its group re-reads its inputs: offsets reset by an operator, or
+/// dropped by the broker after the group stayed empty longer than `offsets.retention.minutes`
+/// (7 days by default), after which `auto.offset.reset = earliest` replays whatever the topics
+/// still hold. `order-events` and `delivery-events` keep 30 days, and a record outlives that
+/// by up to one segment roll (a segment is deleted only once its newest record is past the
+/// retention; `segment.ms` is 7 days by default): 37 days. A marker kept that long stops any
+/// such replay from mailing anyone twice; one kept 7 days would let a replay after a week's
+/// outage send three weeks of mails again. (The app's own abort-and-retry is not the
+/// markers' job: a marker is lost with its aborted transaction; `sent_here` covers that.)
+pub const SENT_RETENTION_MS: Millis = (30 + 7) * DAY_MS;
+
+/// The most markers one punctuation of a task deletes (or, while upgrading, indexes): two
+/// changelog records each. A task sends at most a few hundred mails a second (each is a
+/// synchronous SMTP exchange), so a thousand a second keeps up with any steady state and
+/// works a backlog (after an outage, or the upgrade) down without one huge transaction.
+pub const EXPIRE_BATCH: usize = 1_000;
+
+/// How many Message-IDs a task remembers having sent (see [`NotificationProcessor`]).
+pub const SENT_HERE_CAPACITY: usize = 256;
+
+/// First byte of the expiry index's keys.
+const DUE: u8 = 0xFF;
+/// Set once every marker of a version without the expiry index has been indexed.
+const LEGACY_SWEPT: &[u8] = b"\xFElegacy markers indexed";
+/// Every marker key sorts below this.
+const MARKERS_END: [u8; 1] = [0xFE];
+
+/// The expiry index key of a marker: `0xFF`, the due time big-endian, the message id.
+pub fn due_key(due: Millis, message_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + message_id.len());
+    k.push(DUE);
+    k.extend_from_slice(&due.to_be_bytes());
+    k.extend_from_slice(message_id.as_bytes());
+    k
+}
 
 pub fn spec() -> AppSpec {
     AppSpec::new("notification", &[ORDER_EVENTS, DELIVERY_EVENTS], &[STORE])
@@ -148,19 +209,164 @@ struct Sent {
     sent_at: i64,
 }
 
+/// The Message-IDs a task sent most recently, at most `capacity`; the oldest is forgotten first.
+struct Recent {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Self {
+        Recent {
+            order: VecDeque::new(),
+            ids: HashSet::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if !self.ids.insert(id.clone()) {
+            return;
+        }
+        self.order.push_back(id);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
 pub struct NotificationProcessor {
     mailer: Arc<dyn Mailer>,
-    /// Sent by this task, committed or not (see the module docs).
-    sent_here: HashSet<String>,
+    /// What this task sent, committed or not (see the module docs), for the one case the
+    /// store cannot answer: a mail sent in a transaction that then aborted, taking its marker
+    /// along, and whose event is therefore read again. Only the latest mail of a task can be in
+    /// that case: the step that sends asks for a commit right after it, and a commit that fails
+    /// aborts and rewinds the partition to before that step, so the task meets that event again
+    /// before any later one, and sends nothing more until the marker is committed. The last
+    /// [`SENT_HERE_CAPACITY`] ids are kept, far more than that one, in case the commit ever
+    /// stops following each mail (256 mails take longer than a commit interval).
+    sent_here: Recent,
+    retention_ms: Millis,
+    expire_batch: usize,
+    /// Markers found without an expiry (written before the index existed), still to be
+    /// indexed; `None` until the task has looked (again).
+    legacy: Option<VecDeque<String>>,
+    /// The store says every old marker has its expiry.
+    legacy_swept: bool,
 }
 
 impl NotificationProcessor {
     pub fn new(mailer: Arc<dyn Mailer>) -> Self {
         NotificationProcessor {
             mailer,
-            sent_here: HashSet::new(),
+            sent_here: Recent::new(SENT_HERE_CAPACITY),
+            retention_ms: SENT_RETENTION_MS,
+            expire_batch: EXPIRE_BATCH,
+            legacy: None,
+            legacy_swept: false,
         }
     }
+
+    /// Keep markers this long instead of [`SENT_RETENTION_MS`] (markers already indexed keep
+    /// their due time; when it comes, a marker not yet this old is indexed again).
+    pub fn with_retention(mut self, retention_ms: Millis) -> Self {
+        self.retention_ms = retention_ms;
+        self
+    }
+
+    /// Delete the markers that fell due, oldest first, at most `expire_batch`; then spend what
+    /// is left of the batch on markers of an earlier version that have no expiry yet.
+    fn expire(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let now = ctx.now();
+        let due: Vec<(Vec<u8>, String)> =
+            ctx.range(STORE, due_key(0, ""), due_key(now.saturating_add(1), ""))?;
+        let taken = due.len().min(self.expire_batch);
+        for (key, id) in due.into_iter().take(taken) {
+            ctx.delete(STORE, key);
+            retire(ctx, &id, now, self.retention_ms)?;
+        }
+        self.sweep_legacy(ctx, now, self.expire_batch - taken)
+    }
+
+    fn sweep_legacy(
+        &mut self,
+        ctx: &mut Context<'_>,
+        now: Millis,
+        budget: usize,
+    ) -> Result<(), ProcessError> {
+        if self.legacy_swept || budget == 0 {
+            return Ok(());
+        }
+        if self.legacy.is_none() {
+            if ctx.get::<Millis>(STORE, LEGACY_SWEPT)?.is_some() {
+                self.legacy_swept = true;
+                return Ok(());
+            }
+            let markers: Vec<(Vec<u8>, Sent)> = ctx.range(STORE, b"", MARKERS_END)?;
+            let mut unindexed = VecDeque::new();
+            for (key, sent) in markers {
+                let Ok(id) = String::from_utf8(key) else {
+                    continue;
+                };
+                let due = due_key(sent.sent_at.saturating_add(self.retention_ms), &id);
+                if ctx.get::<String>(STORE, due)?.is_none() {
+                    unindexed.push_back(id);
+                }
+            }
+            if unindexed.is_empty() {
+                ctx.put(STORE, LEGACY_SWEPT, &now);
+                self.legacy_swept = true;
+                return Ok(());
+            }
+            tracing::info!(
+                markers = unindexed.len(),
+                "indexing the expiry of sent markers of an earlier version"
+            );
+            self.legacy = Some(unindexed);
+        }
+        let queue = self.legacy.as_mut().expect("set above");
+        for _ in 0..budget {
+            let Some(id) = queue.pop_front() else { break };
+            retire(ctx, &id, now, self.retention_ms)?;
+        }
+        if queue.is_empty() {
+            // Look again next time: what a punctuation that aborted wrote is found missing,
+            // and a look that finds nothing left records that the sweep is done.
+            self.legacy = None;
+        }
+        Ok(())
+    }
+}
+
+/// Delete the marker of `id` if its retention is over; a marker not yet that old (the
+/// retention grew, or the marker has no expiry yet) gets its expiry at its own due time.
+fn retire(
+    ctx: &mut Context<'_>,
+    id: &str,
+    now: Millis,
+    retention_ms: Millis,
+) -> Result<(), ProcessError> {
+    if let Some(sent) = ctx.get::<Sent>(STORE, id)? {
+        let due = sent.sent_at.saturating_add(retention_ms);
+        if due > now {
+            ctx.put(STORE, due_key(due, id), &id.to_string());
+        } else {
+            ctx.delete(STORE, id);
+        }
+    }
+    Ok(())
 }
 
 struct Notice {
@@ -271,6 +477,11 @@ impl Processor for NotificationProcessor {
         }
         let now = ctx.now();
         ctx.put(STORE, &id, &Sent { sent_at: now });
+        ctx.put(
+            STORE,
+            due_key(now.saturating_add(self.retention_ms), &id),
+            &id,
+        );
         // The mail is out: make its marker durable now, not at the next commit interval, so a
         // crash can send again only the mail in flight.
         ctx.commit_soon();
@@ -286,6 +497,10 @@ impl Processor for NotificationProcessor {
         };
         ctx.send_value(VIEW, &id, "NotificationSent", &view);
         Ok(())
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.expire(ctx)
     }
 }
 
@@ -384,6 +599,163 @@ mod tests {
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
         assert_eq!(rec.sent.lock().unwrap().len(), 1);
         assert_eq!(d.take_outputs(VIEW).len(), 1);
+    }
+
+    #[test]
+    fn the_marker_retention_outlasts_a_replay_of_the_inputs() {
+        let topics = pickple_topics::catalogue("");
+        let kept = |name: &str| {
+            topics
+                .iter()
+                .find(|t| t.name == name)
+                .and_then(|t| t.retention_ms)
+                .unwrap()
+        };
+        let segment_roll = 7 * DAY_MS;
+        assert!(
+            SENT_RETENTION_MS >= kept(ORDER_EVENTS).max(kept(DELIVERY_EVENTS)) + segment_roll,
+            "a replay of the inputs could mail again what was sent"
+        );
+    }
+
+    fn marker(d: &TestDriver<impl Processor>, o: &str) -> Option<i64> {
+        d.get::<Sent>(STORE, &message_id(o, NotificationKind::OrderConfirmed))
+            .map(|s| s.sent_at)
+    }
+
+    #[test]
+    fn sent_markers_expire_after_their_retention_in_bounded_batches() {
+        let rec = Arc::new(Recording::default());
+        let mut p = NotificationProcessor::new(rec.clone()).with_retention(10_000);
+        p.expire_batch = 2;
+        let mut d = TestDriver::new(p, 5_000);
+        for o in ["o1", "o2", "o3"] {
+            d.pipe(ORDER_EVENTS, o, &confirmed(o)).unwrap();
+        }
+        d.advance(7_000).unwrap();
+        d.pipe(ORDER_EVENTS, "o4", &confirmed("o4")).unwrap();
+        d.advance(2_999).unwrap();
+        for o in ["o1", "o2", "o3", "o4"] {
+            assert!(marker(&d, o).is_some(), "{o} is not due yet");
+        }
+        // Due at 15,000: two per punctuation, oldest (then by id) first.
+        d.advance(1).unwrap();
+        let left: Vec<bool> = ["o1", "o2", "o3", "o4"]
+            .iter()
+            .map(|o| marker(&d, o).is_some())
+            .collect();
+        assert_eq!(left, [false, false, true, true]);
+        d.advance(1).unwrap();
+        assert_eq!(marker(&d, "o3"), None);
+        assert_eq!(marker(&d, "o4"), Some(12_000), "sent later, due later");
+        d.advance(6_998).unwrap();
+        assert_eq!(marker(&d, "o4"), Some(12_000));
+        d.advance(1).unwrap();
+        assert_eq!(marker(&d, "o4"), None);
+        assert_eq!(rec.sent.lock().unwrap().len(), 4);
+        assert!(d.dead_letters().is_empty());
+    }
+
+    /// The version before the expiry index: it wrote the marker alone.
+    struct Upgrading {
+        legacy: Arc<std::sync::atomic::AtomicBool>,
+        inner: NotificationProcessor,
+    }
+
+    impl Processor for Upgrading {
+        fn process(
+            &mut self,
+            ctx: &mut Context<'_>,
+            record: &Record<'_>,
+        ) -> Result<(), ProcessError> {
+            if !self.legacy.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.inner.process(ctx, record);
+            }
+            if let OrderEvent::OrderConfirmed { order_id, .. } = record.decode()? {
+                let id = message_id(&order_id, NotificationKind::OrderConfirmed);
+                ctx.put(STORE, &id, &Sent { sent_at: ctx.now() });
+            }
+            Ok(())
+        }
+
+        fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+            if self.legacy.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.inner.punctuate(ctx)
+        }
+    }
+
+    #[test]
+    fn markers_of_an_earlier_version_get_their_expiry_after_the_upgrade() {
+        let rec = Arc::new(Recording::default());
+        let legacy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut inner = NotificationProcessor::new(rec.clone()).with_retention(10_000);
+        inner.expire_batch = 1;
+        let mut d = TestDriver::new(
+            Upgrading {
+                legacy: legacy.clone(),
+                inner,
+            },
+            5_000,
+        );
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        d.advance(6_000).unwrap();
+        d.pipe(ORDER_EVENTS, "o2", &confirmed("o2")).unwrap();
+        d.advance(8_000).unwrap();
+        // Upgraded at 19,000: o1 (sent at 5,000) is past its retention, o2 (11,000) is not.
+        legacy.store(false, std::sync::atomic::Ordering::SeqCst);
+        d.pipe(ORDER_EVENTS, "o3", &confirmed("o3")).unwrap();
+        assert_eq!(rec.sent.lock().unwrap().len(), 1, "o3 only");
+        d.advance(1).unwrap();
+        assert_eq!(marker(&d, "o1"), None, "expired already: deleted");
+        assert_eq!(marker(&d, "o2"), Some(11_000), "one per punctuation");
+        d.advance(1).unwrap();
+        // o2's marker still does its job until its own expiry, at 21,000.
+        d.pipe(ORDER_EVENTS, "o2", &confirmed("o2")).unwrap();
+        assert_eq!(rec.sent.lock().unwrap().len(), 1, "o2 is not mailed again");
+        d.advance(1).unwrap();
+        d.advance(1_996).unwrap();
+        assert_eq!(marker(&d, "o2"), Some(11_000));
+        d.advance(1).unwrap();
+        assert_eq!(marker(&d, "o2"), None);
+        assert_eq!(marker(&d, "o3"), Some(19_000));
+        d.advance(8_000).unwrap();
+        assert_eq!(marker(&d, "o3"), None);
+        assert!(d.dead_letters().is_empty());
+    }
+
+    #[test]
+    fn the_memory_of_sent_mails_survives_a_lost_step_and_keeps_only_the_latest() {
+        let rec = Arc::new(Recording::default());
+        // Every step that sends is refused by the size guard: its marker is lost, as with a
+        // transaction that aborts after the send.
+        let mut d = TestDriver::new(NotificationProcessor::new(rec.clone()), 5_000)
+            .with_max_value_bytes(10);
+        let sent = || rec.sent.lock().unwrap().len();
+        d.pipe(ORDER_EVENTS, "o0", &confirmed("o0")).unwrap();
+        d.pipe(ORDER_EVENTS, "o0", &confirmed("o0")).unwrap();
+        assert_eq!(sent(), 1, "read again without its marker: not sent again");
+        assert_eq!(marker(&d, "o0"), None);
+        for i in 1..=SENT_HERE_CAPACITY {
+            let o = format!("o{i}");
+            d.pipe(ORDER_EVENTS, &o, &confirmed(&o)).unwrap();
+        }
+        assert_eq!(sent(), SENT_HERE_CAPACITY + 1);
+        // The latest are remembered; the oldest, whose marker the runtime would long have
+        // committed, is forgotten.
+        let last = format!("o{SENT_HERE_CAPACITY}");
+        d.pipe(ORDER_EVENTS, &last, &confirmed(&last)).unwrap();
+        assert_eq!(sent(), SENT_HERE_CAPACITY + 1);
+        d.pipe(ORDER_EVENTS, "o0", &confirmed("o0")).unwrap();
+        assert_eq!(sent(), SENT_HERE_CAPACITY + 2);
+
+        let mut recent = Recent::new(3);
+        for id in ["a", "b", "a", "c", "d"] {
+            recent.insert(id.to_string());
+        }
+        assert_eq!(recent.len(), 3);
+        assert!(!recent.contains("a") && recent.contains("b") && recent.contains("d"));
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub const VIEW: &str = "view-orders";
 /// How often a task recounts its orders for the gauges.
 const GAUGE_EVERY_MS: Millis = 5_000;
 
+/// The most payment deadlines one punctuation of a task fires, oldest first. Each cancels an
+/// order (a release per line, an event and a view: up to 52 records); after an outage a
+/// backlog falls due at once, and firing it in one punctuation would make one transaction
+/// without a bound. The rest fire at the next punctuations, a second apart.
+pub const DEADLINE_BATCH: usize = 500;
+
 pub fn spec() -> AppSpec {
     AppSpec::new("order", &[COMMANDS, REPLIES], &[ORDERS, DEADLINES])
 }
@@ -138,6 +144,7 @@ pub struct OrderProcessor {
     payment_timeout_ms: Millis,
     metrics: OrderMetrics,
     last_count: Option<Millis>,
+    deadline_batch: usize,
 }
 
 impl OrderProcessor {
@@ -147,6 +154,7 @@ impl OrderProcessor {
             payment_timeout_ms,
             metrics,
             last_count: None,
+            deadline_batch: DEADLINE_BATCH,
         }
     }
 
@@ -268,7 +276,7 @@ impl Processor for OrderProcessor {
         let now = ctx.now();
         let due: Vec<(Vec<u8>, String)> =
             ctx.range(DEADLINES, 0i64.to_be_bytes(), (now + 1).to_be_bytes())?;
-        for (timer, order_id) in due {
+        for (timer, order_id) in due.into_iter().take(self.deadline_batch) {
             ctx.delete(DEADLINES, timer);
             match self.handle(ctx, &order_id, &OrderInput::DeadlinePassed) {
                 Ok(()) => {}
@@ -503,6 +511,34 @@ mod tests {
                 .version,
             3
         );
+    }
+
+    #[test]
+    fn due_deadlines_fire_in_bounded_batches_oldest_first() {
+        let mut p = OrderProcessor::new(0, TIMEOUT, OrderMetrics::new());
+        p.deadline_batch = 2;
+        let mut d = TestDriver::new(p, 10_000);
+        for o in ["o3", "o1", "o2"] {
+            d.pipe(COMMANDS, o, &place(o, &[("p1", 1)])).unwrap();
+            d.pipe(REPLIES, o, &reserved(o, "p1")).unwrap();
+            d.advance(1).unwrap();
+        }
+        d.take_outputs(VIEW);
+        // All three fell due during an outage.
+        d.advance(TIMEOUT * 10).unwrap();
+        let cancelled = |d: &mut TestDriver<OrderProcessor>| -> Vec<String> {
+            d.take_outputs(EVENTS)
+                .iter()
+                .map(|e| e.key_str().to_string())
+                .collect()
+        };
+        assert_eq!(cancelled(&mut d), ["o3", "o1"]);
+        let o2 = d.get::<Versioned<OrderState>>(ORDERS, "o2").unwrap();
+        assert_eq!(o2.state.status, OrderStatus::AwaitingPayment);
+        d.advance(1_000).unwrap();
+        assert_eq!(cancelled(&mut d), ["o2"]);
+        d.advance(1_000).unwrap();
+        assert!(cancelled(&mut d).is_empty(), "each fired once");
     }
 
     #[test]

@@ -276,6 +276,49 @@ mod tests {
     }
 
     #[test]
+    fn released_addresses_leave_no_entry_and_a_deleted_account_keeps_its_version() {
+        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        settle(&mut d);
+        assert!(d.get::<EmailOwner>(EMAILS, "ann@x.io").is_some());
+        d.pipe(
+            COMMANDS,
+            "ann1",
+            &UserCommand::UpdateProfile {
+                username: "ann1".into(),
+                nickname: None,
+                email: Some("ann@y.io".into()),
+                password_hash: None,
+            },
+        )
+        .unwrap();
+        settle(&mut d);
+        assert_eq!(d.get::<EmailOwner>(EMAILS, "ann@x.io"), None, "released");
+        assert!(d.get::<EmailOwner>(EMAILS, "ann@y.io").is_some());
+        d.pipe(
+            COMMANDS,
+            "ann1",
+            &UserCommand::DeleteUser {
+                username: "ann1".into(),
+            },
+        )
+        .unwrap();
+        settle(&mut d);
+        assert_eq!(d.get::<EmailOwner>(EMAILS, "ann@y.io"), None, "released");
+        // The deleted account stays: it is the floor of the view's version, which the views
+        // sink only lets grow. A new sign-up under the name goes on from it.
+        let deleted = d
+            .get::<crate::state::Versioned<UserState>>(USERS, "ann1")
+            .unwrap();
+        assert_eq!(deleted.state.status, pickple_schemas::UserStatus::Deleted);
+        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        let view = d.take::<UserView>(VIEW).pop().unwrap();
+        assert_eq!(view.version, deleted.version + 1);
+    }
+
+    #[test]
     fn refusals_reach_the_view_and_mis_keyed_commands_the_dlq() {
         let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
         d.pipe(COMMANDS, "Ann1", &sign_up("ann1", "ann@x.io"))

@@ -83,6 +83,14 @@ pub enum DeliveryFact {
 
 pub const ALREADY_STARTED: &str = "the delivery has already started";
 
+/// The most tracking details a delivery keeps. Past it, `AddDeliveryDetail` is refused (a
+/// `CONFLICT`, shown on the view): a delivery is one parcel's trip, and a hundred stops is
+/// already far more than any trip makes, while a list without a bound would let a vendor grow
+/// one stored value (and its view) forever. With the gateway's limits (200 characters of
+/// location, 1,000 of description) a full list stays near 130 KB, under the runtime's
+/// 256 KiB size guard.
+pub const MAX_DETAILS: usize = 100;
+
 /// Records a fact calls for: a `delivery-events` record (for notifications) and the saga's reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeliveryEffect {
@@ -192,6 +200,12 @@ pub fn decide(
                         return Err(Rejection::transition(
                             "details can only be added while in transit",
                         ));
+                    }
+                    if d.details.len() >= MAX_DETAILS {
+                        return Err(Rejection::conflict(format!(
+                            "the delivery already has {} details, the most it keeps is {MAX_DETAILS}",
+                            d.details.len()
+                        )));
                     }
                     Ok(vec![DeliveryFact::DetailAdded(Detail {
                         at: now,
@@ -527,6 +541,28 @@ mod tests {
             // Redelivered: refused again, the same way.
             assert_eq!(step(&mut s, cancel_requested(), 5), refusal);
         }
+    }
+
+    #[test]
+    fn details_are_refused_past_the_bound() {
+        let mut s = None;
+        step(&mut s, confirmed(), 1);
+        step(&mut s, start("T1"), 2);
+        for i in 0..MAX_DETAILS {
+            step(&mut s, detail(&format!("hub {i}")), 3 + i as Millis);
+        }
+        assert_eq!(s.as_ref().unwrap().details.len(), MAX_DETAILS);
+        let before = s.clone();
+        let refused = decide(s.as_ref(), &detail("one too many"), 500).unwrap_err();
+        assert_eq!(refused.code(), "CONFLICT");
+        assert_eq!(
+            refused.to_string(),
+            "conflict: the delivery already has 100 details, the most it keeps is 100"
+        );
+        assert_eq!(s, before);
+        // The delivery itself goes on.
+        step(&mut s, end(), 600);
+        assert_eq!(s.unwrap().status, Delivered);
     }
 
     #[test]

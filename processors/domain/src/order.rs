@@ -252,6 +252,20 @@ impl Effect {
     }
 }
 
+/// The most lines an order may have. The gateway refuses more through [`check_line_count`];
+/// the domain refuses them too, so the order's
+/// `lines`, the stock commands of a placement and the delivery's vendors stay bounded whoever
+/// sends the command.
+pub const MAX_LINES: usize = 50;
+
+/// The most transitions an order's `history` keeps: the first ("order placed") and the latest
+/// `MAX_HISTORY - 1`. An order makes at most eight without retries (placed, stock reserved,
+/// payment requested, paid, cancellation requested and refused, delivery started and
+/// completed); payment retries make two each (requested, declined), as often as the customer
+/// tries before the deadline, and those are what gets dropped, from the middle, oldest first.
+/// Refusing a retry instead would cost a sale to bound a list only the view reads.
+pub const MAX_HISTORY: usize = 32;
+
 pub const DEADLINE_REASON: &str = "payment deadline passed";
 pub const LATE_APPROVAL_REASON: &str = "approved after expiry";
 
@@ -506,6 +520,7 @@ pub fn validate_lines(
         return Err(Rejection::invalid("order id and username are required"));
     }
     check_has_lines(lines)?;
+    check_line_count(lines)?;
     for (i, line) in lines.iter().enumerate() {
         check_line_product(&line.product_id)?;
         check_line_quantity(&line.product_id, line.quantity)?;
@@ -518,6 +533,17 @@ pub fn validate_lines(
 pub fn check_has_lines(lines: &[OrderLine]) -> Result<(), Rejection> {
     if lines.is_empty() {
         return Err(Rejection::invalid("an order needs at least one line"));
+    }
+    Ok(())
+}
+
+/// An order has at most [`MAX_LINES`] lines.
+pub fn check_line_count(lines: &[OrderLine]) -> Result<(), Rejection> {
+    if lines.len() > MAX_LINES {
+        return Err(Rejection::invalid(format!(
+            "an order has at most {MAX_LINES} lines, not {}",
+            lines.len()
+        )));
     }
     Ok(())
 }
@@ -686,9 +712,16 @@ impl OrderState {
         }
     }
 
+    /// Move to `status` and record the transition, keeping at most [`MAX_HISTORY`]: the first
+    /// and the latest. (A history stored longer by an earlier version shrinks on its next
+    /// transition.)
     fn go(&mut self, status: OrderStatus, at: Millis, reason: String) {
         self.status = status;
         self.history.push(Transition { status, at, reason });
+        if self.history.len() > MAX_HISTORY {
+            let excess = self.history.len() - MAX_HISTORY;
+            self.history.drain(1..=excess);
+        }
     }
 
     pub fn line(&self, product_id: &str) -> Option<&LineState> {
@@ -1076,6 +1109,80 @@ mod tests {
             }],
         });
         assert_eq!(s.reject(no_user), "INVALID");
+    }
+
+    #[test]
+    fn place_refuses_more_than_max_lines() {
+        let ids: Vec<String> = (0..=MAX_LINES).map(|i| format!("p{i}")).collect();
+        let lines: Vec<(&str, u64)> = ids.iter().map(|p| (p.as_str(), 1)).collect();
+        let s = Saga::new();
+        assert_eq!(s.reject(place(&lines)), "INVALID");
+        let too_many: Vec<OrderLine> = lines
+            .iter()
+            .map(|(p, q)| OrderLine {
+                product_id: p.to_string(),
+                quantity: *q,
+            })
+            .collect();
+        let r = check_line_count(&too_many).unwrap_err();
+        assert!(r.to_string().contains("at most 50 lines"), "{r}");
+        assert!(check_line_count(&too_many[..MAX_LINES]).is_ok());
+        let mut s = Saga::new();
+        let effects = s.send(place(&lines[..MAX_LINES]));
+        assert_eq!(effects.len(), MAX_LINES, "one reservation per line");
+    }
+
+    #[test]
+    fn the_history_keeps_the_first_and_the_latest_transitions() {
+        let mut s = Saga::awaiting();
+        for _ in 0..40 {
+            s.now += 1;
+            s.send(pay("ann"));
+            s.now += 1;
+            s.send(declined());
+        }
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.history.len(), MAX_HISTORY);
+        assert_eq!(o.history[0].reason, "order placed");
+        assert_eq!(o.history[0].status, Pending);
+        assert_eq!(
+            o.history.last().unwrap().reason,
+            "payment declined: card expired"
+        );
+        assert!(o.history.windows(2).all(|w| w[0].at <= w[1].at));
+        // The retries dropped are the oldest: what is kept is the latest, in order.
+        let last_at = o.history.last().unwrap().at;
+        assert_eq!(o.history[1].at, last_at - (MAX_HISTORY as i64 - 2));
+        s.send(pay("ann"));
+        s.send(authorized());
+        let o = s.state.as_ref().unwrap();
+        assert_eq!((o.status, o.history.len()), (Paid, MAX_HISTORY));
+        assert_eq!(o.history[0].reason, "order placed");
+        assert_eq!(o.history.last().unwrap().status, Paid);
+
+        // An order stored longer by an earlier version still decodes, and shrinks on its next
+        // transition.
+        let mut long = Saga::awaiting().state.unwrap();
+        let first = long.history[0].clone();
+        long.history = std::iter::once(first.clone())
+            .chain((0..50).map(|i| Transition {
+                status: AwaitingPayment,
+                at: i,
+                reason: format!("old {i}"),
+            }))
+            .collect();
+        let json = serde_json::to_string(&long).unwrap();
+        let mut s = Saga {
+            state: Some(serde_json::from_str(&json).unwrap()),
+            now: 1_000,
+        };
+        assert_eq!(s.state.as_ref().unwrap().history.len(), 51);
+        s.send(pay("ann"));
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.history.len(), MAX_HISTORY);
+        assert_eq!(o.history[0], first);
+        assert_eq!(o.history[1].reason, "old 20");
+        assert_eq!(o.history.last().unwrap().status, PaymentPending);
     }
 
     #[test]
@@ -1807,6 +1914,8 @@ mod tests {
                     }
                     let o = s.state.as_ref().unwrap();
                     prop_assert_eq!(o.history.last().map(|t| t.status), Some(after));
+                    prop_assert!(o.history.len() <= MAX_HISTORY);
+                    prop_assert_eq!(o.history[0].reason.as_str(), "order placed");
                     if after.is_final() || after == Paid || after == Shipping {
                         prop_assert_eq!(o.deadline, None);
                     }
