@@ -143,6 +143,9 @@ pub(crate) struct Engine<P> {
     recovering: bool,
     /// A processor asked for its step to be committed at once (see [`Context::commit_soon`]).
     commit_requested: bool,
+    /// When the last transaction committed: the adaptive commit waits at least the minimum
+    /// interval after it.
+    last_commit: Instant,
     applier: Applier,
     next_punctuate: Instant,
     metrics: &'static Metrics,
@@ -175,6 +178,7 @@ impl<P: Processor> Engine<P> {
             in_txn: false,
             recovering: false,
             commit_requested: false,
+            last_commit: Instant::now(),
             applier,
             next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
@@ -498,25 +502,36 @@ impl<P: Processor> Engine<P> {
         self.commit(consumer)
     }
 
+    /// Commit when the commit interval has passed, or, adaptively, as soon as the input is
+    /// `drained` (the last poll found nothing) and the minimum interval has passed since the last
+    /// commit: low latency when traffic is light, batching when it is not, and no empty
+    /// transactions when idle (nothing is open then).
     pub fn commit_if_due<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         now: Instant,
+        drained: bool,
     ) -> Result<(), EngineError> {
         self.applier.poll()?;
         if self.recovering {
             return Ok(());
         }
-        match self.txn.commit_due {
-            Some(due) if now >= due => self.commit(consumer),
-            _ => Ok(()),
+        let interval_passed = self.txn.commit_due.is_some_and(|due| now >= due);
+        let idle_and_min_passed =
+            drained && self.in_txn && now >= self.last_commit + self.config.min_commit_interval();
+        if interval_passed || idle_and_min_passed {
+            self.commit(consumer)
+        } else {
+            Ok(())
         }
     }
 
     /// Time from `now` until the next commit or punctuation is due.
     pub fn next_deadline(&self, now: Instant) -> Duration {
         let due = match self.txn.commit_due {
-            Some(commit) => commit.min(self.next_punctuate),
+            Some(commit) => commit
+                .min(self.next_punctuate)
+                .min(self.last_commit + self.config.min_commit_interval()),
             None => self.next_punctuate,
         };
         due.saturating_duration_since(now)
@@ -537,6 +552,7 @@ impl<P: Processor> Engine<P> {
         let started = Instant::now();
         match self.try_commit(consumer) {
             Ok(()) => {
+                self.last_commit = Instant::now();
                 let app = self.spec.name.clone();
                 self.metrics.commits.with_label_values(&[&app]).inc();
                 self.metrics

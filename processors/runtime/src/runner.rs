@@ -175,7 +175,7 @@ where
             if let Some(Ok(msg)) = &polled {
                 engine.process(&consumer, msg)?;
             }
-            engine.commit_if_due(&consumer, now)?;
+            engine.commit_if_due(&consumer, now, polled.is_none())?;
             engine.punctuate_if_due(&consumer, now)
         })();
         match step {
