@@ -85,6 +85,70 @@ async fn an_idempotency_key_places_one_order() {
     assert_eq!(records.len(), 4, "alice k-1, bob k-1, two unkeyed");
 }
 
+/// A gateway killed between claiming an Idempotency-Key and publishing its command left the key
+/// claimed with nothing on the topic, and every retry was answered "replayed" without
+/// publishing: the order was lost. A repeat of a key whose command was never marked published
+/// now publishes it again, with the first command id (the order processor takes an identical
+/// PlaceOrder as a redelivery); a repeat of a published key publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_publishes_again_unless_the_first_command_was_published() {
+    use redis::Commands;
+    let gw = Gw::start().await;
+    gw.put_user("carol", "password1", Role::User).await;
+    let carol = gw.token("carol", Role::User);
+    let body = json!({"lines": [{"product_id": "p1", "quantity": 1}]});
+    let place = || {
+        gw.http
+            .post(gw.url("/api/v1/orders"))
+            .bearer_auth(carol.clone())
+            .header("idempotency-key", "k-crash")
+            .json(&body)
+            .send()
+    };
+    let (s, first) = into_parts(place().await.unwrap()).await;
+    assert_eq!(s, 202);
+    let id = first["id"].as_str().unwrap().to_string();
+    let (_, again) = into_parts(place().await.unwrap()).await;
+    assert_eq!(again["replayed"], true);
+    let commands = |gw: &Gw| -> Vec<String> {
+        read_topic(&gw.topic("order-commands"))
+            .into_iter()
+            .filter(|r| r.key == id)
+            .map(|r| r.headers["command-id"].clone())
+            .collect()
+    };
+    assert_eq!(
+        commands(&gw).len(),
+        1,
+        "a published key publishes nothing again"
+    );
+
+    // What a gateway killed after the claim and before the publish leaves: the claim alone.
+    let mut con = redis_con(&gw.config);
+    let key = gw.state.views.keys.idempotency("carol", "order:k-crash");
+    let stored: String = con.get(&key).unwrap();
+    let claim_only = stored.trim_end_matches(" published").to_string();
+    assert_ne!(
+        claim_only, stored,
+        "the published command is marked: {stored}"
+    );
+    let _: () = con.set(&key, &claim_only).unwrap();
+
+    let (s, retried) = into_parts(place().await.unwrap()).await;
+    assert_eq!(s, 202);
+    assert_eq!(retried["id"], id.as_str());
+    assert_eq!(retried["replayed"], true);
+    assert_eq!(retried["command_id"], first["command_id"]);
+    let published = commands(&gw);
+    assert_eq!(
+        published,
+        vec![first["command_id"].as_str().unwrap().to_string(); 2],
+        "the unmarked claim is published again, under the first command id"
+    );
+    let stored: String = con.get(&key).unwrap();
+    assert!(stored.ends_with(" published"), "marked again: {stored}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_wakes_when_the_view_is_written() {
     let gw = Gw::start().await;

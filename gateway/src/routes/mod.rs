@@ -278,8 +278,12 @@ const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2d2a_9b1e_4c55_8a3
 ///
 /// Without a key: a random id, publish. With a key: the id is UUIDv5 of (scope, user, key), so a
 /// repeat gets the same id; the key is remembered in Redis with `SET NX` (24 h) together with a
-/// fingerprint of the request, so a repeat publishes nothing, and a different request under the
-/// same key is a 422.
+/// fingerprint of the request (a different request under the same key is a 422) and, once the
+/// command is on its topic, a `published` mark ([`mark_published`]). A repeat of a published
+/// key publishes nothing. A repeat of a key claimed but never marked publishes the command
+/// again, with the first command id: the first request may have died between the claim and the
+/// publish (a gateway SIGKILLed there lost the order for good), or may still be publishing; the
+/// processors take a create of an existing entity with the same content as a redelivery.
 pub async fn claim_id(
     state: &AppState,
     scope: &str,
@@ -292,7 +296,8 @@ pub async fn claim_id(
         return Ok(Claimed {
             id: uuid::Uuid::new_v4().to_string(),
             command_id,
-            fresh: true,
+            publish: true,
+            replay: false,
         });
     };
     let id =
@@ -316,16 +321,24 @@ pub async fn claim_id(
         return Ok(Claimed {
             id,
             command_id,
-            fresh: true,
+            publish: true,
+            replay: false,
         });
     }
     let stored: Option<String> = state.views.query(redis::cmd("GET").arg(&redis_key)).await?;
     match stored.as_deref().and_then(|s| s.split_once(' ')) {
-        Some((f, original)) if f == fingerprint => Ok(Claimed {
-            id,
-            command_id: original.to_string(),
-            fresh: false,
-        }),
+        Some((f, rest)) if f == fingerprint => {
+            let (original, published) = match rest.split_once(' ') {
+                Some((original, mark)) => (original, mark == PUBLISHED),
+                None => (rest, false),
+            };
+            Ok(Claimed {
+                id,
+                command_id: original.to_string(),
+                publish: !published,
+                replay: true,
+            })
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -335,8 +348,40 @@ pub async fn claim_id(
         None => Ok(Claimed {
             id,
             command_id,
-            fresh: true,
+            publish: true,
+            replay: false,
         }),
+    }
+}
+
+/// The mark of an idempotency key whose command is on its topic.
+const PUBLISHED: &str = "published";
+
+/// Mark an idempotency key's command as published: repeats publish nothing from now on. A
+/// failure to mark costs only a harmless republish on a repeat.
+pub async fn mark_published(
+    state: &AppState,
+    scope: &str,
+    user: &str,
+    key: Option<&str>,
+    fingerprint: &str,
+    command_id: &str,
+) {
+    if let Some(key) = key {
+        let redis_key = state
+            .views
+            .keys
+            .idempotency(user, &format!("{scope}:{key}"));
+        let _ = state
+            .views
+            .query::<Option<String>>(
+                redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(format!("{fingerprint} {command_id} {PUBLISHED}"))
+                    .arg("XX")
+                    .arg("KEEPTTL"),
+            )
+            .await;
     }
 }
 
@@ -344,10 +389,13 @@ pub async fn claim_id(
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: String,
-    /// The command id to publish with (or, for a repeat, the one first published).
+    /// The command id to publish with (for a repeat, the first request's).
     pub command_id: String,
-    /// False for a repeated `Idempotency-Key`: publish nothing.
-    pub fresh: bool,
+    /// Publish the command: a new key, or a repeat of one whose command was never marked
+    /// published.
+    pub publish: bool,
+    /// A repeated `Idempotency-Key` (the answer says so).
+    pub replay: bool,
 }
 
 /// Forget an idempotency key whose command could not be published (so a retry publishes).

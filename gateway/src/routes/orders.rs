@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
-    new_command_id, release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
+    mark_published, new_command_id, release_key, validate, view_response, Listing, PageQuery,
+    ViewQuery, API,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -118,16 +119,10 @@ pub async fn place(
         .await?
         .filter(|u| u.status == UserStatus::Active)
         .ok_or_else(|| ApiError::conflict("the user is not active"))?;
-    let claimed = claim_id(
-        &state,
-        "order",
-        &user.username,
-        key.as_deref(),
-        &fingerprint(&req),
-    )
-    .await?;
-    let (order_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
-    if fresh {
+    let fp = fingerprint(&req);
+    let claimed = claim_id(&state, "order", &user.username, key.as_deref(), &fp).await?;
+    let (order_id, command_id) = (claimed.id, claimed.command_id);
+    if claimed.publish {
         let command = OrderCommand::PlaceOrder {
             order_id: order_id.clone(),
             username: user.username.clone(),
@@ -142,12 +137,21 @@ pub async fn place(
             release_key(&state, "order", &user.username, key.as_deref()).await;
             return Err(e);
         }
+        mark_published(
+            &state,
+            "order",
+            &user.username,
+            key.as_deref(),
+            &fp,
+            &command_id,
+        )
+        .await;
     }
     Ok(accepted(
         &order_id,
         &command_id,
         format!("{API}/orders/{order_id}"),
-        !fresh,
+        claimed.replay,
     ))
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    accepted, claim_id, fingerprint, idempotency_key, manages_vendor, new_command_id, release_key,
-    validate, view_response, Listing, ViewQuery, API,
+    accepted, claim_id, fingerprint, idempotency_key, manages_vendor, mark_published,
+    new_command_id, release_key, validate, view_response, Listing, ViewQuery, API,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -150,16 +150,10 @@ pub async fn create(
     if !manages_vendor(&state, &user, &req.vendor_id).await? {
         return Err(ApiError::forbidden("you do not manage this vendor"));
     }
-    let claimed = claim_id(
-        &state,
-        "product",
-        &user.username,
-        key.as_deref(),
-        &fingerprint(&req),
-    )
-    .await?;
-    let (product_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
-    if fresh {
+    let fp = fingerprint(&req);
+    let claimed = claim_id(&state, "product", &user.username, key.as_deref(), &fp).await?;
+    let (product_id, command_id) = (claimed.id, claimed.command_id);
+    if claimed.publish {
         let command = StockCommand::CreateProduct {
             product_id: product_id.clone(),
             vendor_id: req.vendor_id.clone(),
@@ -177,12 +171,21 @@ pub async fn create(
             release_key(&state, "product", &user.username, key.as_deref()).await;
             return Err(e);
         }
+        mark_published(
+            &state,
+            "product",
+            &user.username,
+            key.as_deref(),
+            &fp,
+            &command_id,
+        )
+        .await;
     }
     Ok(accepted(
         &product_id,
         &command_id,
         format!("{API}/products/{product_id}"),
-        !fresh,
+        claimed.replay,
     ))
 }
 

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_vendor, new_command_id,
-    release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
+    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_vendor, mark_published,
+    new_command_id, release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -77,16 +77,10 @@ pub async fn create(
         )
         .finish()?;
     let manager = manager.unwrap_or_else(|| user.username.clone());
-    let claimed = claim_id(
-        &state,
-        "vendor",
-        &user.username,
-        key.as_deref(),
-        &fingerprint(&req),
-    )
-    .await?;
-    let (vendor_id, command_id, fresh) = (claimed.id, claimed.command_id, claimed.fresh);
-    if fresh {
+    let fp = fingerprint(&req);
+    let claimed = claim_id(&state, "vendor", &user.username, key.as_deref(), &fp).await?;
+    let (vendor_id, command_id) = (claimed.id, claimed.command_id);
+    if claimed.publish {
         let command = VendorCommand::CreateVendor {
             vendor_id: vendor_id.clone(),
             name: req.name.trim().to_string(),
@@ -100,12 +94,21 @@ pub async fn create(
             release_key(&state, "vendor", &user.username, key.as_deref()).await;
             return Err(e);
         }
+        mark_published(
+            &state,
+            "vendor",
+            &user.username,
+            key.as_deref(),
+            &fp,
+            &command_id,
+        )
+        .await;
     }
     Ok(accepted(
         &vendor_id,
         &command_id,
         format!("{API}/vendors/{vendor_id}"),
-        !fresh,
+        claimed.replay,
     ))
 }
 
