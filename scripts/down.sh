@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Stop what scripts/up.sh started: each supervisor gets SIGTERM, passes it to its process (which
-# commits and leaves its consumer group) and ends without restarting it; then the local servers.
+# commits and leaves its consumer group) and ends without restarting it; then the local servers,
+# unless --keep-services. PICKPLE_RUN_DIR names the shop, as for up.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
-work=${PICKPLE_WORK:-$root/.work}
+work=${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}
+keep_services=0
+[ "${1:-}" = "--keep-services" ] && keep_services=1
 stop_pid() { # stop_pid PIDFILE: SIGTERM the pid in it and wait until it is gone
   local pidfile=$1 pid
   [ -f "$pidfile" ] || return 0
@@ -23,4 +26,4 @@ done
 for pidfile in "$work"/pids/*.pid; do
   stop_pid "$pidfile"
 done
-"$here/services.sh" stop
+[ "$keep_services" -eq 1 ] || "$here/services.sh" stop

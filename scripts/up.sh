@@ -24,7 +24,10 @@ fi
 bin=target/$profile
 "$bin/topics" apply
 
-work=${PICKPLE_WORK:-$root/.work}
+# The processes' own files (pids, logs, state, the MASTER's password) go under PICKPLE_RUN_DIR,
+# by default the servers' .work: a second shop on the same servers (scripts/soak.sh) gives its
+# own run dir, topic and Redis prefixes and ports.
+work=${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}
 mkdir -p "$work/logs" "$work/pids"
 export PICKPLE_STATE_DIR=$work/state RUST_LOG=${RUST_LOG:-info,rdkafka=warn}
 

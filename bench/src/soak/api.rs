@@ -1,0 +1,380 @@
+//! A typed client of the gateway's `/api/v1` with retries: a request is retried (bounded, with
+//! exponential back-off and jitter) after a connection error, a timeout or a 5xx; a placement
+//! is retried with the SAME `Idempotency-Key`. A 401 signs the session in again once (tokens
+//! expire after an hour). Long-polls (`?wait=`) follow a view until a status or a predicate.
+//!
+//! Every attempt's answer is counted in [`HttpStats`](crate::stats::HttpStats).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::stats::Stats;
+
+const API: &str = "/api/v1";
+
+/// A signed-in user.
+pub struct Session {
+    pub username: String,
+    password: String,
+    token: RwLock<String>,
+}
+
+impl Session {
+    pub fn token(&self) -> String {
+        self.token.read().unwrap().clone()
+    }
+}
+
+/// An HTTP answer (after retries).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Attempts it took (1: no retry).
+    pub attempts: u32,
+}
+
+impl Reply {
+    pub fn describe(&self) -> String {
+        let mut body = self.body.to_string();
+        body.truncate(300);
+        format!("{} {body}", self.status)
+    }
+}
+
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    attempts: u32,
+    timeout: Duration,
+    pub poll_wait: u64,
+    pub visible_timeout: Duration,
+}
+
+pub fn status_of(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or("")
+}
+
+pub fn version_of(v: &Value) -> u64 {
+    v["version"].as_u64().unwrap_or(0)
+}
+
+/// Back-off before attempt `attempt` (2, 3, ...): 100 ms doubling, at most 3 s, jittered.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << (attempt.saturating_sub(2)).min(5));
+    let ms = base.min(3000) as f64 * rand::rng().random_range(0.5..1.5);
+    Duration::from_millis(ms as u64)
+}
+
+impl Api {
+    pub fn new(
+        base: &str,
+        stats: Arc<Stats>,
+        attempts: u32,
+        timeout: Duration,
+        poll_wait: u64,
+        visible_timeout: Duration,
+    ) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        Ok(Api {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            stats,
+            attempts: attempts.max(1),
+            timeout,
+            poll_wait: poll_wait.clamp(1, 30),
+            visible_timeout,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One attempt. `Err` when no HTTP answer came (connection error, timeout).
+    async fn once(
+        &self,
+        method: &Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), String> {
+        let mut req = self.http.request(method.clone(), url).timeout(timeout);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.http.count("transport");
+                return Err(format!("{e}"));
+            }
+        };
+        let status = res.status().as_u16();
+        let body = match res.bytes().await {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+            Err(e) => {
+                self.stats.http.count("transport");
+                return Err(format!("reading the body: {e}"));
+            }
+        };
+        if status == 504 && body["error"]["code"] == "wait_timeout" {
+            self.stats
+                .http
+                .long_poll_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.stats.http.count(&status.to_string());
+        }
+        if (200..300).contains(&status) {
+            let now = self.stats.now_ms();
+            self.stats.http.ok_at_ms.lock().unwrap().push(now);
+        }
+        Ok((status, body))
+    }
+
+    /// A request with retries. `path` is under `/api/v1` unless it starts with `http` or `/health`.
+    /// `Err` only when every attempt failed without an answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        session: Option<&Session>,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Reply, String> {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else if path.starts_with("/health") || path.starts_with("/ready") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{API}{path}", self.base)
+        };
+        let poll = path.contains("wait=");
+        let timeout = if poll {
+            self.timeout + Duration::from_secs(self.poll_wait)
+        } else {
+            self.timeout
+        };
+        let mut last_err = String::new();
+        let mut relogged = false;
+        let mut attempt = 0;
+        while attempt < self.attempts {
+            attempt += 1;
+            if attempt > 1 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let token = session.map(Session::token);
+            match self
+                .once(&method, &url, token.as_deref(), body, key, timeout)
+                .await
+            {
+                Err(e) => last_err = e,
+                Ok((401, _)) if session.is_some() && !relogged => {
+                    relogged = true;
+                    attempt -= 1;
+                    if let Some(s) = session {
+                        if let Ok(t) = Box::pin(self.token_for(&s.username, &s.password)).await {
+                            *s.token.write().unwrap() = t;
+                        }
+                    }
+                }
+                Ok((504, body)) if body["error"]["code"] == "wait_timeout" => {
+                    return Ok(Reply {
+                        status: 504,
+                        body,
+                        attempts: attempt,
+                    })
+                }
+                Ok((status, body)) if status >= 500 && attempt < self.attempts => {
+                    last_err = format!("{status} {body}");
+                }
+                Ok((status, body)) => {
+                    return Ok(Reply {
+                        status,
+                        body,
+                        attempts: attempt,
+                    })
+                }
+            }
+        }
+        Err(format!(
+            "{method} {path}: no answer after {attempt} attempts: {last_err}"
+        ))
+    }
+
+    pub async fn get(&self, path: &str, s: Option<&Session>) -> Result<Reply, String> {
+        self.call(Method::GET, path, s, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, s: &Session, body: Value) -> Result<Reply, String> {
+        self.call(Method::POST, path, Some(s), Some(&body), None)
+            .await
+    }
+
+    /// A plain read: `Some(view)` on 200, `None` on 404.
+    pub async fn view(&self, path: &str, s: Option<&Session>) -> Result<Option<Value>, String> {
+        let r = self.get(path, s).await?;
+        match r.status {
+            200 => Ok(Some(r.body)),
+            404 => Ok(None),
+            _ => Err(format!("GET {path}: {}", r.describe())),
+        }
+    }
+
+    /// Long-poll until the view has `status` (or a terminal one); the view. Bounded by
+    /// `visible_timeout`.
+    pub async fn wait_status(
+        &self,
+        path: &str,
+        s: Option<&Session>,
+        status: &str,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + self.visible_timeout;
+        let wait = self.poll_wait;
+        loop {
+            let r = self
+                .get(&format!("{path}?wait={wait}&status={status}"), s)
+                .await?;
+            match r.status {
+                200 => return Ok(r.body),
+                504 | 404 => {}
+                _ => {
+                    return Err(format!(
+                        "GET {path} (waiting for {status}): {}",
+                        r.describe()
+                    ))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{path}: not {status} after {:?}",
+                    self.visible_timeout
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Follow the view's versions until `pred` holds (starting with the current view); the
+    /// view. Bounded by `visible_timeout`.
+    pub async fn follow(
+        &self,
+        path: &str,
+        s: Option<&Session>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + self.visible_timeout;
+        let wait = self.poll_wait;
+        let mut current = self.view(path, s).await?;
+        loop {
+            if let Some(v) = &current {
+                if pred(v) {
+                    return Ok(current.unwrap());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{path}: condition not met after {:?}; last view: {}",
+                    self.visible_timeout,
+                    current.map(|v| v.to_string()).unwrap_or("none".into())
+                ));
+            }
+            let q = match &current {
+                Some(v) => format!("{path}?wait={wait}&after_version={}", version_of(v)),
+                None => format!("{path}?wait={wait}"),
+            };
+            let r = self.get(&q, s).await?;
+            match r.status {
+                200 => current = Some(r.body),
+                504 | 404 => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => return Err(format!("GET {q}: {}", r.describe())),
+            }
+        }
+    }
+
+    /// The view once it exists.
+    pub async fn wait_exists(&self, path: &str, s: Option<&Session>) -> Result<Value, String> {
+        self.follow(path, s, |_| true).await
+    }
+
+    async fn token_for(&self, username: &str, password: &str) -> Result<String, String> {
+        let body = json!({"username": username, "password": password});
+        let r = self
+            .call(Method::POST, "/auth/sign-in", None, Some(&body), None)
+            .await?;
+        if r.status != 200 {
+            return Err(format!("sign-in of {username}: {}", r.describe()));
+        }
+        r.body["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("sign-in of {username}: no token in {}", r.body))
+    }
+
+    pub async fn sign_in(&self, username: &str, password: &str) -> Result<Arc<Session>, String> {
+        let token = self.token_for(username, password).await?;
+        Ok(Arc::new(Session {
+            username: username.to_string(),
+            password: password.to_string(),
+            token: RwLock::new(token),
+        }))
+    }
+
+    /// Sign up (as USER), wait until ACTIVE, sign in.
+    pub async fn sign_up_and_in(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Arc<Session>, String> {
+        let body = json!({
+            "username": username, "nickname": username,
+            "email": format!("{username}@soak.example.com"), "password": password,
+        });
+        let r = self
+            .call(Method::POST, "/auth/sign-up", None, Some(&body), None)
+            .await?;
+        // A 409 after a retry: the first attempt got through.
+        if !(r.status == 202 || (r.status == 409 && r.attempts > 1)) {
+            return Err(format!("sign-up of {username}: {}", r.describe()));
+        }
+        let v = self
+            .wait_status(&format!("/auth/sign-up/{username}"), None, "ACTIVE")
+            .await?;
+        if status_of(&v) != "ACTIVE" {
+            return Err(format!("sign-up of {username} ended {v}"));
+        }
+        self.sign_in(username, password).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..100 {
+            let b2 = backoff(2).as_millis();
+            assert!((50..=150).contains(&b2), "{b2}");
+            let b20 = backoff(20).as_millis();
+            assert!((1500..=4500).contains(&b20), "{b20}");
+        }
+    }
+}

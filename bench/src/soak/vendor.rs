@@ -1,0 +1,256 @@
+//! Vendor managers ship the paid orders of their vendor: wait for the delivery (PENDING), start
+//! it, then either end it right away (start and end back to back, without waiting: the shop must
+//! accept that), or wait until IN_TRANSIT, add a tracking detail and end it; a few are only
+//! started and some orders are left PAID. Each step is followed on the delivery's view until it
+//! shows (or its `rejection` says it was refused); a refusal of a valid sequence, by the gateway
+//! or by the delivery processor, is an anomaly. The ledger records a start only once the view
+//! shows IN_TRANSIT, an end once it shows DELIVERED.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::api::{status_of, version_of, Reply, Session};
+use crate::ctx::Ctx;
+
+/// Deliveries one manager handles at once.
+const PER_MANAGER: usize = 32;
+
+/// Ship what arrives on `rx` until the queue is closed and everything queued is done.
+pub async fn manager_loop(ctx: Arc<Ctx>, idx: usize, mut rx: mpsc::UnboundedReceiver<String>) {
+    let limit = Arc::new(Semaphore::new(PER_MANAGER));
+    let mut tasks = JoinSet::new();
+    let mut n = 0u64;
+    while let Some(order_id) = rx.recv().await {
+        n += 1;
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            ship(&ctx, idx, &order_id, n).await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn describe(r: &Result<Reply, String>) -> String {
+    match r {
+        Ok(r) => r.describe(),
+        Err(e) => e.clone(),
+    }
+}
+
+/// Follow the delivery from `after` until `done` holds, it is CANCELLED or DELIVERED, or a
+/// command on it was refused since (a new `rejection`).
+async fn settle(
+    ctx: &Ctx,
+    mgr: &Session,
+    path: &str,
+    after: &Value,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value, String> {
+    let v0 = version_of(after);
+    let rejection0 = after["rejection"].clone();
+    ctx.api
+        .follow(path, Some(mgr), |v| {
+            done(v)
+                || matches!(status_of(v), "CANCELLED" | "DELIVERED")
+                || (version_of(v) > v0 && !v["rejection"].is_null() && v["rejection"] != rejection0)
+        })
+        .await
+}
+
+fn details(v: &Value) -> usize {
+    v["details"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
+    let stats = &ctx.stats;
+    let mut rng = ctx.rng(2, (idx as u64) << 40 | n);
+    let mgr = ctx.manager_session(idx);
+    if !rng.random_bool(ctx.cli.ship_share.clamp(0.0, 1.0)) {
+        stats.outcome("ship: left PAID");
+        return;
+    }
+    let path = format!("/deliveries/{order_id}");
+    let delivery = match ctx.api.wait_status(&path, Some(&*mgr), "PENDING").await {
+        Ok(v) => v,
+        Err(e) => {
+            stats.anomaly("delivery of a paid order not visible", e);
+            stats.outcome("ship: no delivery");
+            return;
+        }
+    };
+    let cancelled = || ctx.ledger.order(order_id).is_some_and(|o| o.cancel_sent);
+    if status_of(&delivery) != "PENDING" {
+        if !cancelled() {
+            stats.anomaly(
+                "delivery not PENDING without a cancel",
+                format!("{order_id}: {}", status_of(&delivery)),
+            );
+        }
+        stats.outcome(format!("ship: delivery {}", status_of(&delivery)));
+        return;
+    }
+    let tracking = format!("SOAK-{}", &order_id[..order_id.len().min(8)]);
+    let start = ctx
+        .api
+        .post(
+            &format!("{path}/start"),
+            &mgr,
+            json!({"carrier": "Soak Express", "delivery_type": "STANDARD", "tracking_number": tracking}),
+        )
+        .await;
+    if !matches!(&start, Ok(r) if r.status == 202) {
+        stats.anomaly("start of a PENDING delivery refused", describe(&start));
+        stats.outcome("ship: start refused by the gateway");
+        return;
+    }
+    let draw: f64 = rng.random();
+    let start_only = ctx.cli.start_only_share;
+    let immediate = draw >= start_only && draw < start_only + ctx.cli.immediate_end_share;
+    if immediate {
+        // End right after the start, without waiting for IN_TRANSIT to be visible.
+        let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
+        if !matches!(&end, Ok(r) if r.status == 202) {
+            stats.anomaly(
+                "end right after an accepted start refused",
+                format!("{order_id}: {}", describe(&end)),
+            );
+            stats.outcome("ship: immediate end refused by the gateway");
+            return;
+        }
+    }
+    // The start's fate.
+    let started = match settle(ctx, &mgr, &path, &delivery, |v| status_of(v) != "PENDING").await {
+        Ok(v) => v,
+        Err(e) => {
+            stats.anomaly("started delivery not IN_TRANSIT in time", e);
+            return;
+        }
+    };
+    match status_of(&started) {
+        "IN_TRANSIT" | "DELIVERED" => ctx.ledger.update(order_id, |o| o.start_sent = true),
+        "CANCELLED" if cancelled() => {
+            stats.outcome("ship: start refused (the buyer cancelled first)");
+            return;
+        }
+        other => {
+            stats.anomaly(
+                "start of a PENDING delivery refused",
+                format!("{order_id}: {other}, rejection {}", started["rejection"]),
+            );
+            stats.outcome("ship: start refused by the delivery processor");
+            return;
+        }
+    }
+    let _delivered: Value = if immediate {
+        match settle(ctx, &mgr, &path, &started, |v| status_of(v) == "DELIVERED").await {
+            Ok(v) if status_of(&v) == "DELIVERED" => v,
+            Ok(v) => {
+                stats.anomaly(
+                    "end right after an accepted start refused",
+                    format!(
+                        "{order_id}: {}, rejection {}",
+                        status_of(&v),
+                        v["rejection"]
+                    ),
+                );
+                stats.outcome("ship: immediate end refused by the delivery processor");
+                return;
+            }
+            Err(e) => {
+                stats.anomaly("ended delivery not DELIVERED in time", e);
+                return;
+            }
+        }
+    } else if draw < start_only {
+        stats.outcome("ship: started only (stays SHIPPING)");
+        return;
+    } else {
+        let before = details(&started);
+        let detail = ctx
+            .api
+            .post(
+                &format!("{path}/details"),
+                &mgr,
+                json!({"location": format!("Hub {}", n % 7), "description": "sorted by pickple-soak"}),
+            )
+            .await;
+        let mut current = started;
+        if matches!(&detail, Ok(r) if r.status == 202) {
+            match settle(ctx, &mgr, &path, &current, |v| details(v) > before).await {
+                Ok(v) if details(&v) > before => current = v,
+                Ok(v) => {
+                    stats.anomaly(
+                        "detail on an IN_TRANSIT delivery refused",
+                        format!(
+                            "{order_id}: {}, rejection {}",
+                            status_of(&v),
+                            v["rejection"]
+                        ),
+                    );
+                    current = v;
+                }
+                Err(e) => stats.anomaly("delivery detail not visible in time", e),
+            }
+        } else {
+            stats.anomaly(
+                "detail on an IN_TRANSIT delivery refused",
+                describe(&detail),
+            );
+        }
+        let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
+        if !matches!(&end, Ok(r) if r.status == 202) {
+            stats.anomaly("end of an IN_TRANSIT delivery refused", describe(&end));
+            return;
+        }
+        match settle(ctx, &mgr, &path, &current, |v| status_of(v) == "DELIVERED").await {
+            Ok(v) if status_of(&v) == "DELIVERED" => v,
+            Ok(v) => {
+                stats.anomaly(
+                    "end of an IN_TRANSIT delivery refused",
+                    format!(
+                        "{order_id}: {}, rejection {}",
+                        status_of(&v),
+                        v["rejection"]
+                    ),
+                );
+                return;
+            }
+            Err(e) => {
+                stats.anomaly("ended delivery not DELIVERED in time", e);
+                return;
+            }
+        }
+    };
+    ctx.ledger.update(order_id, |o| o.end_sent = true);
+    match ctx
+        .api
+        .wait_status(&format!("/orders/{order_id}"), Some(&*mgr), "COMPLETED")
+        .await
+    {
+        Ok(v) if status_of(&v) == "COMPLETED" => stats.outcome(if immediate {
+            "ship: start+end at once, COMPLETED"
+        } else {
+            "ship: start, detail, end, COMPLETED"
+        }),
+        Ok(v) => {
+            stats.anomaly(
+                "delivered, order not COMPLETED",
+                format!("{order_id}: {}", status_of(&v)),
+            );
+            stats.outcome(format!("ship: delivered, order {}", status_of(&v)));
+        }
+        Err(e) => {
+            stats.anomaly("delivered, order not COMPLETED in time", e);
+            stats.outcome("ship: delivered, order not COMPLETED in time");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole shop under traffic and crashes, on the local servers, isolated from any shop already
+# running there: its own topic and Redis prefixes, ports, pids, logs and state (.work/soak).
+#   scripts/soak.sh [pickple-soak flags...]     e.g. --duration 90 --rate 15 --chaos
+# Builds the debug binaries (PICKPLE_PROFILE=release for release), starts the shop with up.sh,
+# runs pickple-soak against it (which exits non-zero on a violated invariant), then stops the
+# shop's processes and leaves the servers running. The report is .work/soak/report.json.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+. "$here/lib.sh"
+
+export PICKPLE_PROFILE=${PICKPLE_PROFILE:-debug}
+run=${PICKPLE_SOAK_DIR:-$root/.work/soak}
+rm -rf "$run"
+mkdir -p "$run"
+tag=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export PICKPLE_RUN_DIR=$run
+export PICKPLE_TOPIC_PREFIX=soak-$tag.
+export PICKPLE_REDIS_PREFIX=soak-$tag:
+export PICKPLE_GATEWAY_ADDR=127.0.0.1:${PICKPLE_SOAK_GATEWAY_PORT:-18080}
+export PICKPLE_METRICS_BASE_PORT=${PICKPLE_SOAK_METRICS_BASE_PORT:-19101}
+
+stop_shop() { PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true; }
+trap stop_shop EXIT
+"$here/up.sh"
+if [ "$PICKPLE_PROFILE" = release ]; then
+  cargo build --release --quiet -p pickple-bench --bin pickple-soak
+else
+  cargo build --quiet -p pickple-bench --bin pickple-soak
+fi
+eval "$("$here/services.sh" env)"
+log "soak: shop $tag on http://$PICKPLE_GATEWAY_ADDR"
+"target/$PICKPLE_PROFILE/pickple-soak" \
+  --url "http://$PICKPLE_GATEWAY_ADDR" \
+  --work "$run" \
+  --services-work "${PICKPLE_WORK:-$root/.work}" \
+  --metrics-base-port "$PICKPLE_METRICS_BASE_PORT" \
+  --redis-prefix "$PICKPLE_REDIS_PREFIX" \
+  --maildir "$PICKPLE_MAILDIR" \
+  --json "$run/report.json" \
+  "$@"
