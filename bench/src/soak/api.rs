@@ -298,7 +298,9 @@ impl Api {
             }
             let q = match &current {
                 Some(v) => format!("{path}?wait={wait}&after_version={}", version_of(v)),
-                None => format!("{path}?wait={wait}"),
+                // A bare ?wait= waits for a change of a view that exists already; any version
+                // (> 0) is what "exists" means here.
+                None => format!("{path}?wait={wait}&after_version=0"),
             };
             let r = self.get(&q, s).await?;
             match r.status {
