@@ -21,6 +21,9 @@ export PICKPLE_TOPIC_PREFIX=soak-$tag.
 export PICKPLE_REDIS_PREFIX=soak-$tag:
 export PICKPLE_GATEWAY_ADDR=127.0.0.1:${PICKPLE_SOAK_GATEWAY_PORT:-18080}
 export PICKPLE_METRICS_BASE_PORT=${PICKPLE_SOAK_METRICS_BASE_PORT:-19101}
+# Unpaid orders expire within the run (the shop's default is 5 minutes), so the end state is
+# final and the expiry path is exercised.
+export PICKPLE_PAYMENT_TIMEOUT_MS=${PICKPLE_PAYMENT_TIMEOUT_MS:-30000}
 
 stop_shop() { PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true; }
 trap stop_shop EXIT

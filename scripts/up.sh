@@ -53,12 +53,25 @@ start() { # start NAME COMMAND...: run under scripts/supervise.sh (restarted whe
   echo $! > "$supervisor"
 }
 
-# Metrics (and /health) of the processors on consecutive ports from this one, in this order.
+# Metrics (and /health) of the processors on consecutive ports from this one: the first
+# instance of each app in this order, then the extra instances.
+apps="users catalog stock order payment delivery notification views"
 port=${PICKPLE_METRICS_BASE_PORT:-9101}
-for app in users catalog stock order payment delivery notification views; do
+for app in $apps; do
   PICKPLE_INSTANCE_ID=${app}-1 PICKPLE_METRICS_ADDR=127.0.0.1:$port \
     start "$app" "$bin/pickple-processor" --app "$app"
   port=$((port + 1))
+done
+# Extra instances: "APP=N ..." (N instances in all, at most the partition count, 6). notification
+# runs three by default: it commits after every mail (so a crash repeats at most the mail in
+# flight), so one instance sends only as many mails a second as it can commit transactions.
+for scale in ${PICKPLE_SCALE:-notification=3}; do
+  app=${scale%=*} count=${scale#*=}
+  for i in $(seq 2 "$count"); do
+    PICKPLE_INSTANCE_ID=${app}-$i PICKPLE_METRICS_ADDR=127.0.0.1:$port \
+      start "$app-$i" "$bin/pickple-processor" --app "$app"
+    port=$((port + 1))
+  done
 done
 gateway_addr=${PICKPLE_GATEWAY_ADDR:-127.0.0.1:8080}
 PICKPLE_GATEWAY_ADDR=$gateway_addr start gateway "$bin/pickple-gateway"

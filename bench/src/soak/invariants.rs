@@ -404,9 +404,10 @@ pub fn unfinished(o: &OrderFacts, now_ms: i64) -> Option<String> {
                 None
             }
         }
-        // Left unpaid: fine until its payment deadline, then it must expire.
+        // Left unpaid: fine until its payment deadline, then it must expire (within the grace
+        // the order app's punctuation, its commit and the views sink take).
         "AWAITING_PAYMENT" => match o.payment_deadline {
-            Some(d) if d > now_ms => None,
+            Some(d) if d + EXPIRY_GRACE_MS > now_ms => None,
             Some(d) => Some(format!(
                 "{id}: AWAITING_PAYMENT {} s after its deadline",
                 (now_ms - d) / 1000
@@ -416,6 +417,10 @@ pub fn unfinished(o: &OrderFacts, now_ms: i64) -> Option<String> {
         other => Some(format!("{id}: stuck in {other}")),
     }
 }
+
+/// How long past its payment deadline an unpaid order may still show AWAITING_PAYMENT: the
+/// order app's deadline punctuation runs every second, then commits, then the views sink writes.
+pub const EXPIRY_GRACE_MS: i64 = 5_000;
 
 /// Every order final (COMPLETED, CANCELLED), or PAID/SHIPPING where the driver did not finish
 /// its delivery, or awaiting payment before its deadline; and every accepted order visible.
@@ -849,7 +854,9 @@ mod tests {
         let mut a = order("a", "u", "AWAITING_PAYMENT", &[]);
         a.payment_deadline = Some(now + 1);
         assert_eq!(unfinished(&a, now), None);
-        a.payment_deadline = Some(now - 5000);
+        a.payment_deadline = Some(now - EXPIRY_GRACE_MS / 2);
+        assert_eq!(unfinished(&a, now), None, "expiring");
+        a.payment_deadline = Some(now - EXPIRY_GRACE_MS - 1);
         assert!(unfinished(&a, now).is_some());
         let rows = orders(&[order("x", "u", "PENDING", &[])], &["y".into()], now);
         assert_eq!(
