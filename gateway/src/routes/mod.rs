@@ -302,10 +302,7 @@ pub async fn claim_id(
     };
     let id =
         uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{scope}\n{user}\n{key}").as_bytes()).to_string();
-    let redis_key = state
-        .views
-        .keys
-        .idempotency(user, &format!("{scope}:{key}"));
+    let redis_key = idempotency_redis_key(state, scope, user, key);
     let set: Option<String> = state
         .views
         .query(
@@ -368,10 +365,7 @@ pub async fn mark_published(
     command_id: &str,
 ) {
     if let Some(key) = key {
-        let redis_key = state
-            .views
-            .keys
-            .idempotency(user, &format!("{scope}:{key}"));
+        let redis_key = idempotency_redis_key(state, scope, user, key);
         let _ = state
             .views
             .query::<Option<String>>(
@@ -401,15 +395,20 @@ pub struct Claimed {
 /// Forget an idempotency key whose command could not be published (so a retry publishes).
 pub async fn release_key(state: &AppState, scope: &str, user: &str, key: Option<&str>) {
     if let Some(key) = key {
-        let redis_key = state
-            .views
-            .keys
-            .idempotency(user, &format!("{scope}:{key}"));
+        let redis_key = idempotency_redis_key(state, scope, user, key);
         let _ = state
             .views
             .query::<i64>(redis::cmd("DEL").arg(&redis_key))
             .await;
     }
+}
+
+/// Where an `Idempotency-Key` of `user` for `scope` (order, product, vendor) is remembered.
+fn idempotency_redis_key(state: &AppState, scope: &str, user: &str, key: &str) -> String {
+    state
+        .views
+        .keys
+        .idempotency(user, &format!("{scope}:{key}"))
 }
 
 /// A short fingerprint of a request body for the idempotency check.

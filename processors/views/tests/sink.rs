@@ -226,15 +226,8 @@ async fn the_sink_writes_view_topics_into_redis() {
     let redis_cfg = RedisConfig::local(unique("vs:") + ":");
     let keys = redis_cfg.keys();
     let state = tempfile::tempdir().unwrap();
-    let mut config = RuntimeConfig::local(state.path());
-    config.topic_prefix = prefix.clone();
-    config.punctuate_interval_ms = 200;
     let stop = Arc::new(AtomicBool::new(false));
-    let sink = {
-        let stop = stop.clone();
-        let redis_cfg = redis_cfg.clone();
-        std::thread::spawn(move || pickple_views::run_until(config, redis_cfg, stop))
-    };
+    let sink = start_sink(state.path(), &prefix, &redis_cfg, &stop);
 
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
