@@ -136,6 +136,11 @@ pub(crate) struct Engine<P> {
     tracker: DeliveryTracker,
     factory: Box<dyn Fn(i32) -> P + Send>,
     tasks: BTreeMap<i32, Task<P>>,
+    /// Processors of tasks this instance gave up, kept for when it gets the partition back. A
+    /// processor's memory of effects outside Kafka (the notification app's mails sent but not
+    /// yet committed) must outlive a consumer replaced after a broker restart, or the mails of
+    /// the aborted transaction go out again.
+    parked: BTreeMap<i32, P>,
     txn: Txn,
     in_txn: bool,
     /// A transient failure left the open transaction and the inputs' positions in doubt: abort
@@ -174,6 +179,7 @@ impl<P: Processor> Engine<P> {
             tracker,
             factory,
             tasks: BTreeMap::new(),
+            parked: BTreeMap::new(),
             txn: Txn::default(),
             in_txn: false,
             recovering: false,
@@ -759,12 +765,11 @@ impl<P: Processor> Engine<P> {
             deadline,
         )?;
         for p in new {
-            self.tasks.insert(
-                p,
-                Task {
-                    processor: (self.factory)(p),
-                },
-            );
+            let processor = match self.parked.remove(&p) {
+                Some(processor) => processor,
+                None => (self.factory)(p),
+            };
+            self.tasks.insert(p, Task { processor });
         }
         self.metrics
             .assigned
@@ -789,7 +794,9 @@ impl<P: Processor> Engine<P> {
                 Err(e) => tracing::warn!(error = %e, "abort failed; recovery tries again"),
             }
         }
-        self.tasks.clear();
+        for (p, task) in std::mem::take(&mut self.tasks) {
+            self.parked.insert(p, task.processor);
+        }
         self.metrics
             .assigned
             .with_label_values(&[self.app()])
@@ -824,7 +831,9 @@ impl<P: Processor> Engine<P> {
             Err(e) => return Err(e),
         }
         for p in partitions {
-            self.tasks.remove(p);
+            if let Some(task) = self.tasks.remove(p) {
+                self.parked.insert(*p, task.processor);
+            }
         }
         self.settle()?;
         self.stores.flush()?;
