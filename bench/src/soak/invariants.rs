@@ -518,6 +518,29 @@ pub fn expected_mails(o: &OrderFacts) -> Vec<String> {
     out
 }
 
+/// How many times the processes of `app` (every instance: `app.log`, `app-2.log`, ...) in
+/// `logs` were restarted by `scripts/supervise.sh`, which logs a line per exit.
+pub fn supervised_restarts(logs: &std::path::Path, app: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir(logs) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name == format!("{app}.log") || name.starts_with(&format!("{app}-"))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| restarts_in(&text))
+        .sum()
+}
+
+/// The supervisor's exit lines in one log.
+pub fn restarts_in(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.starts_with("{\"supervisor\":") && l.contains("\"exit\":"))
+        .count() as u64
+}
+
 /// Every confirmed order and every delivery step has its mail; duplicates at most `allowed`.
 pub fn mails(
     facts: &[OrderFacts],
@@ -586,7 +609,9 @@ pub fn mails(
         ),
         row(
             "duplicate mails (same Message-ID)",
-            format!("<= {allowed} (SIGKILLs of notification: {notification_kills})"),
+            format!(
+                "<= {allowed} (crashes of notification: {allowed}, of which SIGKILLs by the soak: {notification_kills})"
+            ),
             if dup_examples.is_empty() {
                 "0".to_string()
             } else {
@@ -945,5 +970,16 @@ mod tests {
                 sold: 0
             })
         );
+    }
+
+    #[test]
+    fn supervisor_exit_lines_count_as_restarts() {
+        let log = concat!(
+            "{\"timestamp\":\"x\",\"level\":\"INFO\",\"fields\":{\"message\":\"running\"}}\n",
+            "{\"supervisor\":\"notification\",\"exit\":137,\"restart_in_ms\":0}\n",
+            "{\"supervisor\":\"notification\",\"exit\":1,\"restart_in_ms\":100}\n",
+        );
+        assert_eq!(restarts_in(log), 2);
+        assert_eq!(restarts_in("{\"supervisor\" in a message\n"), 0);
     }
 }

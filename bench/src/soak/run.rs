@@ -413,10 +413,14 @@ async fn check(
         ok: scan_error.is_none() && maildir.exists(),
     });
     let notification_kills = kills.iter().filter(|k| k.target == "notification").count() as u64;
+    // A notification process that ended for another reason (a producer made fatal by a broker
+    // outage longer than the transaction timeout) is a crash too: its supervisor says so.
+    let notification_restarts =
+        invariants::supervised_restarts(&ctx.cli.work.join("logs"), "notification");
     rows.extend(invariants::mails(
         &facts,
         &maildir.counts(),
-        notification_kills,
+        notification_kills.max(notification_restarts),
         notification_kills,
     ));
 
