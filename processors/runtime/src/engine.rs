@@ -701,16 +701,22 @@ impl<P: Processor> Engine<P> {
         if !self.recovering {
             return Ok(());
         }
-        if self.in_txn {
-            retrying(|| self.producer.abort_transaction(TXN_TIMEOUT))?;
-            self.metrics.aborts.with_label_values(&[self.app()]).inc();
-            self.in_txn = false;
-        }
+        self.abort_open_transaction()?;
         self.txn = Txn::default();
         self.commit_requested = false;
         self.tracker.next_generation();
         self.rewind(consumer)?;
         self.recovering = false;
+        Ok(())
+    }
+
+    /// Abort the transaction if one is open; it stays open (for a later try) if that fails.
+    fn abort_open_transaction(&mut self) -> Result<(), EngineError> {
+        if self.in_txn {
+            retrying(|| self.producer.abort_transaction(TXN_TIMEOUT))?;
+            self.metrics.aborts.with_label_values(&[self.app()]).inc();
+            self.in_txn = false;
+        }
         Ok(())
     }
 
@@ -785,14 +791,8 @@ impl<P: Processor> Engine<P> {
     /// nothing of it commits.
     pub fn forget_tasks(&mut self) {
         self.recovering = true;
-        if self.in_txn {
-            match retrying(|| self.producer.abort_transaction(TXN_TIMEOUT)) {
-                Ok(()) => {
-                    self.metrics.aborts.with_label_values(&[self.app()]).inc();
-                    self.in_txn = false;
-                }
-                Err(e) => tracing::warn!(error = %e, "abort failed; recovery tries again"),
-            }
+        if let Err(e) = self.abort_open_transaction() {
+            tracing::warn!(error = %e, "abort failed; recovery tries again");
         }
         for (p, task) in std::mem::take(&mut self.tasks) {
             self.parked.insert(p, task.processor);

@@ -7,6 +7,7 @@
 //! itself unhealthy too: it is idle, and the operator should know. Broker trouble being ridden
 //! through is reported, but is not unhealthy until the task timeout ends the process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,10 @@ pub(crate) fn evaluate(f: &Facts, now: Instant, unassigned_grace: Duration) -> R
 pub(crate) struct Health {
     facts: Mutex<Facts>,
     unassigned_grace: Mutex<Duration>,
+    /// When the poll loop last turned, in milliseconds after `started`: written on every turn,
+    /// so an atomic rather than the lock.
+    started: Instant,
+    loop_turned_ms: AtomicU64,
 }
 
 impl Health {
@@ -89,12 +94,20 @@ impl Health {
                     trouble: None,
                 }),
                 unassigned_grace: Mutex::new(Duration::from_secs(20)),
+                started: now,
+                loop_turned_ms: AtomicU64::new(0),
             }
         })
     }
 
     pub fn set_unassigned_grace(&self, grace: Duration) {
         *self.unassigned_grace.lock().unwrap() = grace;
+    }
+
+    /// The poll loop turned at `now`.
+    pub fn loop_turned(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.loop_turned_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn update(&self, change: impl FnOnce(&mut Facts)) {
@@ -113,7 +126,9 @@ impl Health {
     }
 
     pub fn report(&self) -> Report {
-        let facts = self.facts.lock().unwrap().clone();
+        let mut facts = self.facts.lock().unwrap().clone();
+        facts.loop_turned =
+            self.started + Duration::from_millis(self.loop_turned_ms.load(Ordering::Relaxed));
         evaluate(
             &facts,
             Instant::now(),

@@ -142,7 +142,7 @@ where
     while !stop.load(Ordering::Relaxed) {
         let polled = consumer.poll(timeout);
         let now = Instant::now();
-        health.update(|f| f.loop_turned = now);
+        health.loop_turned(now);
         if let Some(e) = failure.lock().unwrap().take() {
             return Err(e.into());
         }
