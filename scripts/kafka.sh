@@ -65,7 +65,14 @@ stop() {
 }
 
 case "${1:-start}" in
-  start) start ;;
+  start)
+    # Two callers starting at once (parallel test shells) would format the storage twice with
+    # different cluster ids; the second waits here and then finds the broker up.
+    mkdir -p "$work"
+    exec 9> "$work/start.lock"
+    flock 9
+    start
+    ;;
   stop) stop ;;
   status) port_open "$port" ;;
   reset) stop; rm -rf "$work" ;;

@@ -4,27 +4,28 @@
 use schemars::{schema_for, Schema};
 
 use crate::messages::*;
+use crate::topic;
 
 /// (topic, JSON Schema of its value). Changelog and dead-letter topics carry internal or foreign
 /// values and are not listed.
 pub fn topic_values() -> Vec<(&'static str, Schema)> {
     vec![
-        ("user-commands", schema_for!(UserCommand)),
-        ("email-claims", schema_for!(EmailClaim)),
-        ("vendor-commands", schema_for!(VendorCommand)),
-        ("stock-commands", schema_for!(StockCommand)),
-        ("order-commands", schema_for!(OrderCommand)),
-        ("order-replies", schema_for!(OrderReply)),
-        ("order-events", schema_for!(OrderEvent)),
-        ("payment-commands", schema_for!(PaymentCommand)),
-        ("delivery-commands", schema_for!(DeliveryCommand)),
-        ("delivery-events", schema_for!(DeliveryEvent)),
-        ("view-users", schema_for!(UserView)),
-        ("view-vendors", schema_for!(VendorView)),
-        ("view-products", schema_for!(ProductView)),
-        ("view-orders", schema_for!(OrderView)),
-        ("view-deliveries", schema_for!(DeliveryView)),
-        ("view-notifications", schema_for!(NotificationView)),
+        (topic::USER_COMMANDS, schema_for!(UserCommand)),
+        (topic::EMAIL_CLAIMS, schema_for!(EmailClaim)),
+        (topic::VENDOR_COMMANDS, schema_for!(VendorCommand)),
+        (topic::STOCK_COMMANDS, schema_for!(StockCommand)),
+        (topic::ORDER_COMMANDS, schema_for!(OrderCommand)),
+        (topic::ORDER_REPLIES, schema_for!(OrderReply)),
+        (topic::ORDER_EVENTS, schema_for!(OrderEvent)),
+        (topic::PAYMENT_COMMANDS, schema_for!(PaymentCommand)),
+        (topic::DELIVERY_COMMANDS, schema_for!(DeliveryCommand)),
+        (topic::DELIVERY_EVENTS, schema_for!(DeliveryEvent)),
+        (topic::VIEW_USERS, schema_for!(UserView)),
+        (topic::VIEW_VENDORS, schema_for!(VendorView)),
+        (topic::VIEW_PRODUCTS, schema_for!(ProductView)),
+        (topic::VIEW_ORDERS, schema_for!(OrderView)),
+        (topic::VIEW_DELIVERIES, schema_for!(DeliveryView)),
+        (topic::VIEW_NOTIFICATIONS, schema_for!(NotificationView)),
     ]
 }
 

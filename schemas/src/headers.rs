@@ -1,4 +1,6 @@
-//! Headers carried by every record: what it is, which schema version, why it exists and the trace.
+//! Headers carried by every record the gateway and the processors send (not by changelog records,
+//! which hold a store's internal state): what it is, which schema version, why it exists and the
+//! trace. Dead letters keep the original headers and add their own `dlq-*` ones.
 
 /// Header names, shared with any Kafka tool (`kcat -f '%h'`, `rpk topic consume`).
 pub const EVENT_TYPE: &str = "event-type";

@@ -1,4 +1,5 @@
-//! Make a broker match the catalogue (`apply`) or report how it differs (`check`).
+//! Make a broker match the catalogue (`apply`), report how it differs (`check`), and delete
+//! topics that are no longer wanted (`delete`, `delete_prefixed`, `DeleteOnDrop`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +21,15 @@ pub enum AdminError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error("deleting topic {topic}: {code}")]
+    Delete {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("refusing to delete by an empty name prefix: it matches every topic")]
+    EmptyPrefix,
+    #[error("building a runtime to delete topics from a drop: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 /// One difference between the catalogue and the broker.
@@ -206,4 +216,130 @@ pub async fn check(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<Drift>, Adm
         }
     }
     Ok(drift)
+}
+
+/// Topics per DeleteTopics request: thousands of leftovers in one request would outlast the
+/// request timeout on a busy controller.
+const DELETE_BATCH: usize = 500;
+
+/// Delete the topics in `names`. A topic that does not exist is skipped: it is gone, which is
+/// what the caller wants. Returns the names deleted. The broker removes a deleted topic's data
+/// in the background, so a name may stay visible in metadata for a moment.
+pub async fn delete(brokers: &str, names: &[String]) -> Result<Vec<String>, AdminError> {
+    let admin = admin(brokers)?;
+    let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
+    let mut deleted = Vec::new();
+    for batch in names.chunks(DELETE_BATCH) {
+        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+        for result in admin.delete_topics(&batch, &options).await? {
+            match result {
+                Ok(topic) => deleted.push(topic),
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => return Err(AdminError::Delete { topic, code }),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// The names in `names` that start with `prefix`, Kafka's internal topics (`__...`) excepted.
+fn prefixed<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    prefix: &str,
+) -> Result<Vec<String>, AdminError> {
+    if prefix.is_empty() {
+        return Err(AdminError::EmptyPrefix);
+    }
+    let mut matching: Vec<String> = names
+        .into_iter()
+        .filter(|n| n.starts_with(prefix) && !n.starts_with("__"))
+        .cloned()
+        .collect();
+    matching.sort_unstable();
+    Ok(matching)
+}
+
+/// Delete every topic whose name starts with `prefix` (a test's private namespace, say).
+/// Kafka's internal topics are never matched and an empty prefix is refused. Returns the names
+/// deleted.
+pub async fn delete_prefixed(brokers: &str, prefix: &str) -> Result<Vec<String>, AdminError> {
+    let existing = existing_partitions(brokers)?;
+    let names = prefixed(existing.keys(), prefix)?;
+    delete(brokers, &names).await
+}
+
+/// Deletes every topic under a prefix when dropped: a test fixture holds one, so its topics
+/// do not outlive the test on a shared broker. Best effort: a failure is logged to stderr,
+/// never raised, because a drop must not panic (it may run while a failed test unwinds).
+#[must_use = "the topics are deleted when this is dropped"]
+pub struct DeleteOnDrop {
+    brokers: String,
+    prefix: String,
+}
+
+impl DeleteOnDrop {
+    pub fn new(brokers: &str, prefix: &str) -> DeleteOnDrop {
+        DeleteOnDrop {
+            brokers: brokers.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let (brokers, prefix) = (self.brokers.clone(), self.prefix.clone());
+        // A drop may run on a thread inside a tokio runtime, which cannot block on a future;
+        // a thread of our own with its own runtime can.
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(delete_prefixed(&brokers, &prefix))
+        })
+        .join();
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("could not delete the topics under {}: {e}", self.prefix),
+            Err(_) => eprintln!(
+                "deleting the topics under {} panicked; they are left behind",
+                self.prefix
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(all: &[&str]) -> Vec<String> {
+        all.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_prefix_selects_the_topics_under_it_and_never_internal_ones() {
+        let all = names(&[
+            "rt0123456789ab.count-input",
+            "rt0123456789ab.counter-dlq",
+            "rt0123456789cd.count-input",
+            "order-commands",
+            "__consumer_offsets",
+        ]);
+        assert_eq!(
+            prefixed(&all, "rt0123456789ab.").unwrap(),
+            names(&["rt0123456789ab.count-input", "rt0123456789ab.counter-dlq"])
+        );
+        assert_eq!(
+            prefixed(&all, "_").unwrap(),
+            Vec::<String>::new(),
+            "Kafka's internal topics are never deleted by prefix"
+        );
+    }
+
+    #[test]
+    fn an_empty_prefix_is_refused() {
+        let all = names(&["order-commands"]);
+        assert!(matches!(prefixed(&all, ""), Err(AdminError::EmptyPrefix)));
+    }
 }

@@ -6,6 +6,8 @@
 /// Partition count of every topic: the most instances any processor can usefully run.
 pub const PARTITIONS: i32 = 6;
 
+use pickple_schemas::topic;
+
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,46 +39,63 @@ pub struct TopicSpec {
 
 /// A processor application: its consumer group, its state stores (each with a changelog) and its
 /// dead-letter topic.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct App {
     pub name: &'static str,
     pub stores: &'static [&'static str],
 }
 
-/// The applications and their stores. Changelog topics are `<app>-<store>-changelog`.
-pub const APPS: &[App] = &[
-    App {
+/// Every application, one constant each: the one place an application's name and stores are
+/// spelt. `pickple-processor --app <name>` takes these names; the processors crate's `App` enum
+/// and the views sink refer to these constants.
+pub mod app {
+    use super::App;
+
+    pub const USERS: App = App {
         name: "users",
         stores: &["users", "emails"],
-    },
-    App {
+    };
+    pub const CATALOG: App = App {
         name: "catalog",
         stores: &["vendors"],
-    },
-    App {
+    };
+    pub const STOCK: App = App {
         name: "stock",
         stores: &["products"],
-    },
-    App {
+    };
+    pub const ORDER: App = App {
         name: "order",
         stores: &["orders", "deadlines"],
-    },
-    App {
+    };
+    pub const PAYMENT: App = App {
         name: "payment",
         stores: &["payments"],
-    },
-    App {
+    };
+    pub const DELIVERY: App = App {
         name: "delivery",
         stores: &["deliveries"],
-    },
-    App {
+    };
+    pub const NOTIFICATION: App = App {
         name: "notification",
         stores: &["sent"],
-    },
-    App {
+    };
+    /// The views sink (crate `pickple-views`): no stores, Redis holds what it writes.
+    pub const VIEWS: App = App {
         name: "views",
         stores: &[],
-    },
+    };
+}
+
+/// The applications. Changelog topics are `<app>-<store>-changelog`.
+pub const APPS: &[App] = &[
+    app::USERS,
+    app::CATALOG,
+    app::STOCK,
+    app::ORDER,
+    app::PAYMENT,
+    app::DELIVERY,
+    app::NOTIFICATION,
+    app::VIEWS,
 ];
 
 fn stream(name: &str, key: &'static str, days: i64, description: &'static str) -> TopicSpec {
@@ -107,90 +126,94 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
     let p = |n: &str| format!("{prefix}{n}");
     let mut topics = vec![
         stream(
-            &p("user-commands"),
+            &p(topic::USER_COMMANDS),
             "username",
             7,
             "sign-up, profile, role and delete commands; e-mail registry replies",
         ),
         stream(
-            &p("email-claims"),
+            &p(topic::EMAIL_CLAIMS),
             "e-mail",
             7,
             "claims and releases of e-mail addresses (uniqueness without a lock)",
         ),
         stream(
-            &p("vendor-commands"),
+            &p(topic::VENDOR_COMMANDS),
             "vendor id",
             7,
             "vendor create/update/delete",
         ),
         stream(
-            &p("stock-commands"),
+            &p(topic::STOCK_COMMANDS),
             "product id",
             7,
             "product, stock, sale and reservation commands",
         ),
         stream(
-            &p("order-commands"),
+            &p(topic::ORDER_COMMANDS),
             "order id",
             7,
             "place, pay and cancel requests from users",
         ),
         stream(
-            &p("order-replies"),
+            &p(topic::ORDER_REPLIES),
             "order id",
             7,
             "stock, payment and delivery answers to the order saga",
         ),
         stream(
-            &p("order-events"),
+            &p(topic::ORDER_EVENTS),
             "order id",
             30,
-            "order confirmed, cancelled, completed",
+            "order confirmed, cancel requested, cancelled, completed",
         ),
         stream(
-            &p("payment-commands"),
+            &p(topic::PAYMENT_COMMANDS),
             "order id",
             7,
             "authorize and refund requests from the saga",
         ),
         stream(
-            &p("delivery-commands"),
+            &p(topic::DELIVERY_COMMANDS),
             "order id",
             7,
             "start, detail and end of a delivery",
         ),
         stream(
-            &p("delivery-events"),
+            &p(topic::DELIVERY_EVENTS),
             "order id",
             30,
             "delivery started and completed",
         ),
-        compacted(p("view-users"), "username", "latest user view"),
-        compacted(p("view-vendors"), "vendor id", "latest vendor view"),
+        compacted(p(topic::VIEW_USERS), "username", "latest user view"),
+        compacted(p(topic::VIEW_VENDORS), "vendor id", "latest vendor view"),
         compacted(
-            p("view-products"),
+            p(topic::VIEW_PRODUCTS),
             "product id",
             "latest product view with stock and sale",
         ),
         compacted(
-            p("view-orders"),
+            p(topic::VIEW_ORDERS),
             "order id",
             "latest order view with lines and history",
         ),
-        compacted(p("view-deliveries"), "order id", "latest delivery view"),
-        compacted(p("view-notifications"), "message id", "e-mails sent"),
+        compacted(
+            p(topic::VIEW_DELIVERIES),
+            "order id",
+            "latest delivery view",
+        ),
+        compacted(p(topic::VIEW_NOTIFICATIONS), "message id", "e-mails sent"),
     ];
     for app in APPS {
         for store in app.stores {
             topics.push(compacted(
-                p(&format!("{}-{}-changelog", app.name, store)),
+                p(&topic::changelog(app.name, store)),
                 "store key",
                 "state store changelog (restores the store)",
             ));
         }
         topics.push(stream(
-            &p(&format!("{}-dlq", app.name)),
+            &p(&topic::dead_letter(app.name)),
             "original key",
             30,
             "records the application could not decode or validate, with the reason in headers",
@@ -217,5 +240,13 @@ mod tests {
             }
         }
         assert!(catalogue("x.").iter().all(|t| t.name.starts_with("x.")));
+    }
+
+    #[test]
+    fn apps_have_unique_names() {
+        let mut names: Vec<_> = APPS.iter().map(|a| a.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), APPS.len());
     }
 }

@@ -1,8 +1,9 @@
-//! The topic catalogue (what exists, keyed how, partitioned how, kept how long) and the admin
-//! operations that make a broker match it.
+//! The topic catalogue (what exists, keyed how, partitioned how, kept how long), the admin
+//! operations that make a broker match it, and the deletion of topics no longer wanted (a
+//! test's private topics).
 
 pub mod admin;
 pub mod catalogue;
 
-pub use admin::{apply, check, Drift};
+pub use admin::{apply, check, delete, delete_prefixed, DeleteOnDrop, Drift};
 pub use catalogue::{catalogue, Cleanup, TopicSpec, APPS, PARTITIONS};

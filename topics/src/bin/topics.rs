@@ -1,7 +1,8 @@
-//! `topics apply|check|list`: create the catalogue's missing topics, report drift, or print it.
+//! `topics apply|check|list|delete`: create the catalogue's missing topics, report drift, print
+//! the catalogue, or delete topics by name or name prefix (test leftovers).
 
 use clap::{Parser, Subcommand};
-use pickple_topics::{apply, catalogue, check};
+use pickple_topics::{apply, catalogue, check, delete, delete_prefixed, APPS};
 
 #[derive(Parser)]
 #[command(about = "Pickple topic catalogue: apply it to a broker or check a broker against it")]
@@ -33,6 +34,20 @@ enum Command {
     Check,
     /// Print the catalogue.
     List,
+    /// Print the applications' names, one a line (what `pickple-processor --app` takes), so
+    /// scripts start every app from the one catalogue.
+    Apps,
+    /// Delete the topics named and every topic whose name starts with a --name-prefix (never
+    /// Kafka's internal topics). The catalogue's --prefix plays no part. Names that do not exist
+    /// are skipped.
+    Delete {
+        /// Delete every topic whose name starts with this (repeatable; not empty).
+        #[arg(long = "name-prefix", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        name_prefixes: Vec<String>,
+        /// Topics to delete, by full name.
+        #[arg(required_unless_present = "name_prefixes")]
+        names: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -77,6 +92,24 @@ async fn main() -> anyhow::Result<()> {
                     t.description
                 );
             }
+        }
+        Command::Apps => {
+            for app in APPS {
+                println!("{}", app.name);
+            }
+        }
+        Command::Delete {
+            name_prefixes,
+            names,
+        } => {
+            let mut deleted = delete(&cli.brokers, &names).await?;
+            for prefix in &name_prefixes {
+                deleted.extend(delete_prefixed(&cli.brokers, prefix).await?);
+            }
+            for t in &deleted {
+                println!("deleted {t}");
+            }
+            println!("{} topics deleted", deleted.len());
         }
     }
     Ok(())
