@@ -61,6 +61,7 @@ fn a_command_round_trips_as_readable_json() {
         order_id: "o1".into(),
         username: "alice".into(),
         reason: "changed my mind".into(),
+        master: false,
     };
     let bytes = pickple_schemas::encode(&cmd);
     let text = std::str::from_utf8(&bytes).unwrap();

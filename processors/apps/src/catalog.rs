@@ -1,17 +1,26 @@
 //! The catalog app: vendors, keyed by vendor id, from `vendor-commands` to `view-vendors`.
 
-use pickple_domain::vendor::{self, VendorState};
+use pickple_domain::vendor::{Vendor, VendorState};
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::topic::{VENDOR_COMMANDS, VIEW_VENDORS};
 use pickple_schemas::VendorCommand;
+use pickple_topics::catalogue::app;
 
-use crate::state::{checked_key, load, no_entity, store_changed, store_rejected};
+use crate::entity::{self, Entity};
+use crate::state::checked_key;
 
 pub const STORE: &str = "vendors";
-pub const INPUT: &str = "vendor-commands";
-pub const VIEW: &str = "view-vendors";
+
+const VENDOR: Entity = Entity {
+    what: "vendor",
+    store: STORE,
+    view: VIEW_VENDORS,
+    updated: "VendorUpdated",
+    rejected: "VendorRejected",
+};
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("catalog", &[INPUT], &[STORE])
+    AppSpec::new(app::CATALOG.name, &[VENDOR_COMMANDS], &[STORE])
 }
 
 pub struct CatalogProcessor;
@@ -28,27 +37,16 @@ impl Processor for CatalogProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
         let cmd: VendorCommand = record.decode()?;
         let key = checked_key(record, vendor_id(&cmd))?.to_string();
-        let (state, version) = load::<VendorState>(ctx, STORE, &key)?;
-        match vendor::decide(state.as_ref(), &cmd) {
-            Ok(facts) if facts.is_empty() => Ok(()),
-            Ok(facts) => {
-                let after = facts
-                    .iter()
-                    .fold(state, vendor::apply)
-                    .ok_or_else(|| ProcessError::Invalid("facts without a vendor".into()))?;
-                let meta = store_changed(ctx, STORE, &key, &after, version);
-                ctx.send_value(VIEW, &key, "VendorUpdated", &after.to_view(&meta));
-                Ok(())
-            }
-            Err(rejection) => match state {
-                Some(s) => {
-                    let meta = store_rejected(ctx, STORE, &key, &s, version, &rejection);
-                    ctx.send_value(VIEW, &key, "VendorRejected", &s.to_view(&meta));
-                    Ok(())
-                }
-                None => Err(no_entity("vendor", &key, &rejection)),
-            },
-        }
+        entity::handle(
+            ctx,
+            &VENDOR,
+            &key,
+            &Vendor,
+            &cmd,
+            VendorState::to_view,
+            |_, never| match *never {},
+        )?;
+        Ok(())
     }
 }
 
@@ -62,7 +60,7 @@ mod tests {
     fn create_rename_reject_delete() {
         let mut d = TestDriver::new(CatalogProcessor, 1_000);
         d.pipe(
-            INPUT,
+            VENDOR_COMMANDS,
             "v1",
             &VendorCommand::CreateVendor {
                 vendor_id: "v1".into(),
@@ -72,7 +70,7 @@ mod tests {
         )
         .unwrap();
         d.pipe(
-            INPUT,
+            VENDOR_COMMANDS,
             "v1",
             &VendorCommand::UpdateVendor {
                 vendor_id: "v1".into(),
@@ -81,7 +79,7 @@ mod tests {
         )
         .unwrap();
         d.pipe(
-            INPUT,
+            VENDOR_COMMANDS,
             "v1",
             &VendorCommand::DeleteVendor {
                 vendor_id: "v1".into(),
@@ -89,14 +87,14 @@ mod tests {
         )
         .unwrap();
         d.pipe(
-            INPUT,
+            VENDOR_COMMANDS,
             "v2",
             &VendorCommand::DeleteVendor {
                 vendor_id: "v2".into(),
             },
         )
         .unwrap();
-        let views = d.take_outputs(VIEW);
+        let views = d.take_outputs(VIEW_VENDORS);
         assert!(views.iter().all(|o| o.key_str() == "v1"));
         let views: Vec<VendorView> = views
             .iter()

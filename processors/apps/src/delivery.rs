@@ -4,21 +4,33 @@
 //! `delivery-events` (for the e-mails) and the saga's `order-replies`, and publishes
 //! `view-deliveries`.
 
-use pickple_domain::delivery::{self, DeliveryEffect, DeliveryInput, DeliveryState};
+use pickple_domain::delivery::{Delivery, DeliveryEffect, DeliveryInput, DeliveryState};
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::topic::{
+    DELIVERY_COMMANDS, DELIVERY_EVENTS, ORDER_EVENTS, ORDER_REPLIES, VIEW_DELIVERIES,
+};
 use pickple_schemas::{DeliveryCommand, OrderEvent};
+use pickple_topics::catalogue::app;
 
-use crate::state::{checked_key, load, no_entity, store_changed, store_rejected};
+use crate::entity::{self, Entity};
+use crate::state::checked_key;
 
 pub const STORE: &str = "deliveries";
-pub const ORDER_EVENTS: &str = "order-events";
-pub const COMMANDS: &str = "delivery-commands";
-pub const EVENTS: &str = "delivery-events";
-pub const REPLIES: &str = "order-replies";
-pub const VIEW: &str = "view-deliveries";
+
+const DELIVERY: Entity = Entity {
+    what: "delivery",
+    store: STORE,
+    view: VIEW_DELIVERIES,
+    updated: "DeliveryUpdated",
+    rejected: "DeliveryRejected",
+};
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("delivery", &[ORDER_EVENTS, COMMANDS], &[STORE])
+    AppSpec::new(
+        app::DELIVERY.name,
+        &[ORDER_EVENTS, DELIVERY_COMMANDS],
+        &[STORE],
+    )
 }
 
 pub struct DeliveryProcessor;
@@ -54,32 +66,19 @@ impl Processor for DeliveryProcessor {
                 (key, DeliveryInput::Command(c))
             }
         };
-        let (state, version) = load::<DeliveryState>(ctx, STORE, &key)?;
-        match delivery::handle(state.clone(), &input, ctx.now()) {
-            Ok(out) if out.facts.is_empty() => Ok(()),
-            Ok(out) => {
-                let after = out
-                    .state
-                    .ok_or_else(|| ProcessError::Invalid("facts without a delivery".into()))?;
-                let meta = store_changed(ctx, STORE, &key, &after, version);
-                for effect in &out.effects {
-                    match effect {
-                        DeliveryEffect::Event(e) => ctx.send(EVENTS, &key, e),
-                        DeliveryEffect::Reply(r) => ctx.send(REPLIES, &key, r),
-                    }
-                }
-                ctx.send_value(VIEW, &key, "DeliveryUpdated", &after.to_view(&meta));
-                Ok(())
-            }
-            Err(rejection) => match state {
-                Some(s) => {
-                    let meta = store_rejected(ctx, STORE, &key, &s, version, &rejection);
-                    ctx.send_value(VIEW, &key, "DeliveryRejected", &s.to_view(&meta));
-                    Ok(())
-                }
-                None => Err(no_entity("delivery", &key, &rejection)),
+        entity::handle(
+            ctx,
+            &DELIVERY,
+            &key,
+            &Delivery,
+            &input,
+            DeliveryState::to_view,
+            |ctx, effect| match effect {
+                DeliveryEffect::Event(e) => ctx.send(DELIVERY_EVENTS, &key, e),
+                DeliveryEffect::Reply(r) => ctx.send(ORDER_REPLIES, &key, r),
             },
-        }
+        )?;
+        Ok(())
     }
 }
 
@@ -113,9 +112,9 @@ mod tests {
         let mut d = TestDriver::new(DeliveryProcessor, 1_000);
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap(); // redelivery: no-op
-        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
         d.pipe(
-            COMMANDS,
+            DELIVERY_COMMANDS,
             "o1",
             &DeliveryCommand::EndDelivery {
                 order_id: "o1".into(),
@@ -123,7 +122,7 @@ mod tests {
             },
         )
         .unwrap();
-        let views: Vec<DeliveryView> = d.take(VIEW);
+        let views: Vec<DeliveryView> = d.take(VIEW_DELIVERIES);
         let got: Vec<(u64, DeliveryStatus)> = views.iter().map(|v| (v.version, v.status)).collect();
         assert_eq!(
             got,
@@ -133,7 +132,7 @@ mod tests {
                 (3, DeliveryStatus::Delivered)
             ]
         );
-        let replies = d.take_outputs(REPLIES);
+        let replies = d.take_outputs(ORDER_REPLIES);
         assert!(replies.iter().all(|r| r.key_str() == "o1"));
         let replies: Vec<OrderReply> = replies
             .iter()
@@ -141,7 +140,7 @@ mod tests {
             .collect();
         assert!(matches!(replies[0], OrderReply::DeliveryStarted { .. }));
         assert!(matches!(replies[1], OrderReply::DeliveryCompleted { .. }));
-        let events: Vec<DeliveryEvent> = d.take(EVENTS);
+        let events: Vec<DeliveryEvent> = d.take(DELIVERY_EVENTS);
         assert!(
             matches!(&events[0], DeliveryEvent::DeliveryStarted { email, .. } if email == "ann@x.io")
         );
@@ -157,7 +156,7 @@ mod tests {
     }
 
     fn replies(d: &mut TestDriver<DeliveryProcessor>) -> Vec<OrderReply> {
-        let out = d.take_outputs(REPLIES);
+        let out = d.take_outputs(ORDER_REPLIES);
         assert!(out.iter().all(|r| r.key_str() == "o1"));
         out.iter()
             .map(|o| serde_json::from_value(o.json()).unwrap())
@@ -176,8 +175,8 @@ mod tests {
             }]
         );
         // The vendor's start comes too late: rejected, visibly.
-        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
-        let views: Vec<DeliveryView> = d.take(VIEW);
+        d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
+        let views: Vec<DeliveryView> = d.take(VIEW_DELIVERIES);
         let last = views.last().unwrap();
         assert_eq!(last.status, DeliveryStatus::Cancelled);
         assert!(last.rejection.is_some());
@@ -186,7 +185,7 @@ mod tests {
         // The race the other way: the start first, then the request.
         let mut d = TestDriver::new(DeliveryProcessor, 1_000);
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
-        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
         d.pipe(ORDER_EVENTS, "o1", &cancel_requested("o1")).unwrap();
         assert_eq!(
             replies(&mut d),
@@ -196,11 +195,11 @@ mod tests {
                 },
                 OrderReply::DeliveryCancelRefused {
                     order_id: "o1".into(),
-                    reason: delivery::ALREADY_STARTED.into()
+                    reason: pickple_domain::delivery::ALREADY_STARTED.into()
                 }
             ]
         );
-        let views: Vec<DeliveryView> = d.take(VIEW);
+        let views: Vec<DeliveryView> = d.take(VIEW_DELIVERIES);
         assert_eq!(views.last().unwrap().status, DeliveryStatus::InTransit);
     }
 
@@ -208,22 +207,26 @@ mod tests {
     fn a_detail_past_the_bound_is_refused_on_the_view() {
         let mut d = TestDriver::new(DeliveryProcessor, 1_000);
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
-        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
         let detail = |i: usize| DeliveryCommand::AddDeliveryDetail {
             order_id: "o1".into(),
             location: format!("hub {i}"),
             description: "sorted".into(),
             by: "vm01".into(),
         };
-        for i in 0..delivery::MAX_DETAILS {
-            d.pipe(COMMANDS, "o1", &detail(i)).unwrap();
+        for i in 0..pickple_domain::delivery::MAX_DETAILS {
+            d.pipe(DELIVERY_COMMANDS, "o1", &detail(i)).unwrap();
         }
-        let full = d.take::<DeliveryView>(VIEW).pop().unwrap();
-        assert_eq!(full.details.len(), delivery::MAX_DETAILS);
+        let full = d.take::<DeliveryView>(VIEW_DELIVERIES).pop().unwrap();
+        assert_eq!(full.details.len(), pickple_domain::delivery::MAX_DETAILS);
         assert_eq!(full.rejection, None);
-        d.pipe(COMMANDS, "o1", &detail(delivery::MAX_DETAILS))
-            .unwrap();
-        let refused = d.take::<DeliveryView>(VIEW).pop().unwrap();
+        d.pipe(
+            DELIVERY_COMMANDS,
+            "o1",
+            &detail(pickple_domain::delivery::MAX_DETAILS),
+        )
+        .unwrap();
+        let refused = d.take::<DeliveryView>(VIEW_DELIVERIES).pop().unwrap();
         assert_eq!(refused.version, full.version + 1);
         assert_eq!(refused.details, full.details);
         assert!(
@@ -237,18 +240,21 @@ mod tests {
         let stored = d
             .get::<crate::state::Versioned<DeliveryState>>(STORE, "o1")
             .unwrap();
-        assert_eq!(stored.state.details.len(), delivery::MAX_DETAILS);
+        assert_eq!(
+            stored.state.details.len(),
+            pickple_domain::delivery::MAX_DETAILS
+        );
         assert!(d.dead_letters().is_empty());
     }
 
     #[test]
     fn rejections_reach_the_view_and_unknown_deliveries_the_dlq() {
         let mut d = TestDriver::new(DeliveryProcessor, 1_000);
-        d.pipe(COMMANDS, "o1", &start("o1")).unwrap();
+        d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
         assert_eq!(d.dead_letters().len(), 1);
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
         d.pipe(
-            COMMANDS,
+            DELIVERY_COMMANDS,
             "o1",
             &DeliveryCommand::EndDelivery {
                 order_id: "o1".into(),
@@ -256,7 +262,7 @@ mod tests {
             },
         )
         .unwrap();
-        let views: Vec<DeliveryView> = d.take(VIEW);
+        let views: Vec<DeliveryView> = d.take(VIEW_DELIVERIES);
         assert_eq!(views[1].version, 2);
         assert_eq!(views[1].status, DeliveryStatus::Pending);
         assert!(views[1].rejection.is_some());
@@ -272,6 +278,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.dead_letters().len(), 1);
-        assert!(d.take_outputs(VIEW).is_empty());
+        assert!(d.take_outputs(VIEW_DELIVERIES).is_empty());
     }
 }

@@ -68,6 +68,9 @@ pub struct Pipeline {
     pub seen: Arc<Mutex<Seen>>,
     producer: BaseProducer,
     _state: tempfile::TempDir,
+    /// Dropped after the apps are joined (fields drop after `Drop::drop`), so no app is still
+    /// reading a topic it deletes.
+    _topics: pickple_topics::DeleteOnDrop,
 }
 
 /// Runtime knobs for a test pipeline: quick commits and punctuations.
@@ -85,6 +88,7 @@ impl Pipeline {
     pub fn start(tag: &str, config: &AppConfig, apps: &[App]) -> anyhow::Result<Pipeline> {
         let prefix = format!("{tag}{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let specs = pickple_topics::catalogue(&prefix);
+        let topics = pickple_topics::DeleteOnDrop::new(&brokers(), &prefix);
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -124,6 +128,7 @@ impl Pipeline {
             seen,
             producer,
             _state: state,
+            _topics: topics,
         })
     }
 
@@ -241,6 +246,14 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Whatever the apps' outcome (a failing test is already reporting), wait for them before
+        // their topics and state directory go.
+        for (_, h) in std::mem::take(&mut *self.apps.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = h.join();
+        }
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! Pickple's stream processors: one module per application, each a [`Processor`] that decodes its
 //! inputs, loads the entity's state from its store, lets the pure domain (`pickple-domain`)
-//! decide, stores the new state, sends the effects keyed as DESIGN section 3 says and publishes
-//! the entity's view with a version that grows on every change and every rejection.
+//! decide, stores the new state, sends the effects keyed by the entity that receives them (a
+//! stock command by product id, a payment command by order id) and publishes the entity's view
+//! with a version that grows on every change and every rejection ([`entity::handle`]).
 //!
 //! [`run_app`] runs one application on the runtime; the `pickple-processor` binary is a thin
-//! command line around it, and the integration tests run every app in-process with it.
+//! command line around it, and the integration tests run every app in-process with it (through
+//! the `harness` module, built only with the `harness` feature).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use pickple_runtime::{run_until, AppSpec, Processor, RuntimeConfig, RuntimeError
 
 pub mod catalog;
 pub mod delivery;
+pub mod entity;
+#[cfg(feature = "harness")]
 pub mod harness;
 pub mod notification;
 pub mod order;
@@ -21,8 +25,10 @@ pub mod state;
 pub mod stock;
 pub mod users;
 
-/// The applications this crate runs (one consumer group each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The stream processors this crate runs (one consumer group each). Their names and stores are
+/// the topic catalogue's (`pickple_topics::catalogue::APPS`, the one list of applications); the
+/// catalogue's other application, the views sink, is `pickple_views`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum App {
     Users,
     Catalog,
@@ -44,16 +50,23 @@ impl App {
         App::Notification,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The application's entry in the topic catalogue: its name and stores.
+    pub fn catalogue(self) -> &'static pickple_topics::catalogue::App {
+        use pickple_topics::catalogue::app;
         match self {
-            App::Users => "users",
-            App::Catalog => "catalog",
-            App::Stock => "stock",
-            App::Order => "order",
-            App::Payment => "payment",
-            App::Delivery => "delivery",
-            App::Notification => "notification",
+            App::Users => &app::USERS,
+            App::Catalog => &app::CATALOG,
+            App::Stock => &app::STOCK,
+            App::Order => &app::ORDER,
+            App::Payment => &app::PAYMENT,
+            App::Delivery => &app::DELIVERY,
+            App::Notification => &app::NOTIFICATION,
         }
+    }
+
+    /// The name given on the command line, e.g. `stock`.
+    pub fn name(self) -> &'static str {
+        self.catalogue().name
     }
 
     /// Consumer group, inputs and stores (the store names are the topic catalogue's).
@@ -66,6 +79,21 @@ impl App {
             App::Payment => payment::spec(),
             App::Delivery => delivery::spec(),
             App::Notification => notification::spec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod app_tests {
+    use super::App;
+
+    /// The changelogs the topic catalogue creates are the ones each processor writes.
+    #[test]
+    fn every_spec_is_its_catalogue_entry() {
+        for app in App::ALL {
+            let spec = app.spec();
+            assert_eq!(spec.name, app.name());
+            assert_eq!(spec.stores, app.catalogue().stores, "{}", app.name());
         }
     }
 }

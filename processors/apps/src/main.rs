@@ -1,63 +1,64 @@
-//! `pickple-processor --app <name>`: one of Pickple's stream processors (see the library docs).
+//! `pickple-processor --app <name>`: one of Pickple's stream processors, or the views sink (see
+//! the library docs). The names are the topic catalogue's (`pickple_topics::catalogue::APPS`).
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use clap::builder::PossibleValue;
 use clap::Parser;
 use pickple_processors::{run_app, App, AppConfig};
 use pickple_runtime::RuntimeConfig;
+use pickple_topics::catalogue::app;
 use pickple_views::RedisConfig;
 
 /// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Every application this binary runs: the pipeline's processors and the `views` Redis sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum AppName {
-    Users,
-    Catalog,
-    Stock,
-    Order,
-    Payment,
-    Delivery,
-    Notification,
+/// What `--app` names: one of the pipeline's processors, or the views Redis sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Processor(App),
     Views,
 }
 
-impl AppName {
-    /// The name given on the command line, e.g. `stock`.
-    fn name(self) -> String {
-        use clap::ValueEnum;
-        self.to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default()
+/// Every target, in the topic catalogue's order: the processors, then the views sink.
+static TARGETS: LazyLock<Vec<Target>> = LazyLock::new(|| {
+    App::ALL
+        .into_iter()
+        .map(Target::Processor)
+        .chain([Target::Views])
+        .collect()
+});
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Processor(app) => app.name(),
+            Target::Views => app::VIEWS.name,
+        }
+    }
+}
+
+impl clap::ValueEnum for Target {
+    fn value_variants<'a>() -> &'a [Self] {
+        &TARGETS
     }
 
-    /// The pipeline app, or `None` for the views sink.
-    fn pipeline(self) -> Option<App> {
-        Some(match self {
-            AppName::Users => App::Users,
-            AppName::Catalog => App::Catalog,
-            AppName::Stock => App::Stock,
-            AppName::Order => App::Order,
-            AppName::Payment => App::Payment,
-            AppName::Delivery => App::Delivery,
-            AppName::Notification => App::Notification,
-            AppName::Views => return None,
-        })
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
     }
 }
 
 #[derive(Parser)]
 #[command(
     name = "pickple-processor",
-    about = "Run one of Pickple's stream processors"
+    about = "Run one of Pickple's stream processors, or the views sink"
 )]
 struct Cli {
     /// Which application to run (its consumer group, inputs and stores).
     #[arg(long, env = "PICKPLE_APP", value_enum)]
-    app: AppName,
+    app: Target,
     #[command(flatten)]
     runtime: RuntimeConfig,
     #[command(flatten)]
@@ -77,14 +78,43 @@ fn main() {
             std::process::exit(2);
         }
     }
-    tracing::info!(app = ?cli.app, "starting");
-    let result = match cli.app.pipeline() {
-        Some(app) => run_app(app, &cli.config, cli.runtime, stop).map_err(|e| e.to_string()),
-        None => pickple_views::run_until(cli.runtime, cli.redis, stop).map_err(|e| e.to_string()),
+    tracing::info!(app = cli.app.name(), "starting");
+    let result = match cli.app {
+        Target::Processor(app) => {
+            run_app(app, &cli.config, cli.runtime, stop).map_err(|e| e.to_string())
+        }
+        Target::Views => {
+            pickple_views::run_until(cli.runtime, cli.redis, stop).map_err(|e| e.to_string())
+        }
     };
     if let Err(e) = result {
-        tracing::error!(app = ?cli.app, error = %e, "stopped");
+        tracing::error!(app = cli.app.name(), error = %e, "stopped");
         drop(telemetry);
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// `--app` accepts exactly the topic catalogue's applications, each once.
+    #[test]
+    fn the_app_names_are_the_topic_catalogue() {
+        let names: Vec<&str> = Target::value_variants().iter().map(|t| t.name()).collect();
+        let catalogue: Vec<&str> = pickple_topics::APPS.iter().map(|a| a.name).collect();
+        assert_eq!(names, catalogue);
+        for name in catalogue {
+            let parsed = Target::from_str(name, false).unwrap();
+            assert_eq!(parsed.name(), name);
+        }
+        assert_eq!(
+            Cli::try_parse_from(["pickple-processor", "--app", "views"])
+                .unwrap()
+                .app,
+            Target::Views
+        );
+        assert!(Cli::try_parse_from(["pickple-processor", "--app", "gateway"]).is_err());
     }
 }

@@ -37,6 +37,7 @@ use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
 use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
 use pickple_schemas::{DeliveryEvent, NotificationKind, NotificationView, OrderEvent};
+use pickple_topics::catalogue::app;
 use serde::{Deserialize, Serialize};
 
 use crate::state::checked_key;
@@ -94,7 +95,11 @@ pub fn due_key(due: Millis, message_id: &str) -> Vec<u8> {
 }
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("notification", &[ORDER_EVENTS, DELIVERY_EVENTS], &[STORE])
+    AppSpec::new(
+        app::NOTIFICATION.name,
+        &[ORDER_EVENTS, DELIVERY_EVENTS],
+        &[STORE],
+    )
 }
 
 /// One e-mail to send.

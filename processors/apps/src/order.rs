@@ -1,4 +1,4 @@
-//! The order app: the saga of DESIGN section 5, keyed by order id. It reads `order-commands` and
+//! The order app: the order saga, keyed by order id. It reads `order-commands` and
 //! the other processors' `order-replies`, sends stock commands keyed by product id, payment
 //! commands and `order-events` keyed by order id, publishes `view-orders`, and keeps the payment
 //! deadlines in the `deadlines` store (a timer index keyed by big-endian due millis + order id)
@@ -11,22 +11,29 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use pickple_domain::order::{self, Effect, OrderInput, OrderState};
+use pickple_domain::order::{Order, OrderEffect, OrderInput, OrderState};
 use pickple_domain::Millis;
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::topic::{
+    ORDER_COMMANDS, ORDER_EVENTS, ORDER_REPLIES, PAYMENT_COMMANDS, STOCK_COMMANDS, VIEW_ORDERS,
+};
 use pickple_schemas::{OrderCommand, OrderReply, OrderStatus};
+use pickple_topics::catalogue::app;
 use prometheus::{register_gauge_vec, register_int_gauge_vec, GaugeVec, IntGaugeVec};
 
-use crate::state::{checked_key, load, no_entity, store_changed, store_rejected, Versioned};
+use crate::entity::{self, Entity};
+use crate::state::{checked_key, Versioned};
 
 pub const ORDERS: &str = "orders";
 pub const DEADLINES: &str = "deadlines";
-pub const COMMANDS: &str = "order-commands";
-pub const REPLIES: &str = "order-replies";
-pub const STOCK: &str = "stock-commands";
-pub const PAYMENT: &str = "payment-commands";
-pub const EVENTS: &str = "order-events";
-pub const VIEW: &str = "view-orders";
+
+const ORDER: Entity = Entity {
+    what: "order",
+    store: ORDERS,
+    view: VIEW_ORDERS,
+    updated: "OrderUpdated",
+    rejected: "OrderRejected",
+};
 
 /// How often a task recounts its orders for the gauges.
 const GAUGE_EVERY_MS: Millis = 5_000;
@@ -38,7 +45,11 @@ const GAUGE_EVERY_MS: Millis = 5_000;
 pub const DEADLINE_BATCH: usize = 500;
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("order", &[COMMANDS, REPLIES], &[ORDERS, DEADLINES])
+    AppSpec::new(
+        app::ORDER.name,
+        &[ORDER_COMMANDS, ORDER_REPLIES],
+        &[ORDERS, DEADLINES],
+    )
 }
 
 /// Timer keys sort by due time: big-endian millis, then the order id.
@@ -141,7 +152,7 @@ impl OrderMetrics {
 
 pub struct OrderProcessor {
     partition: i32,
-    payment_timeout_ms: Millis,
+    rules: Order,
     metrics: OrderMetrics,
     last_count: Option<Millis>,
     deadline_batch: usize,
@@ -151,44 +162,29 @@ impl OrderProcessor {
     pub fn new(partition: i32, payment_timeout_ms: Millis, metrics: OrderMetrics) -> Self {
         OrderProcessor {
             partition,
-            payment_timeout_ms,
+            rules: Order { payment_timeout_ms },
             metrics,
             last_count: None,
             deadline_batch: DEADLINE_BATCH,
         }
     }
 
-    /// Load, decide, store, send the effects and publish the view of one order.
     fn handle(
         &self,
         ctx: &mut Context<'_>,
         key: &str,
         input: &OrderInput,
     ) -> Result<(), ProcessError> {
-        let (state, version) = load::<OrderState>(ctx, ORDERS, key)?;
-        let armed = state.as_ref().and_then(|s| s.deadline);
-        match order::handle(state.clone(), input, ctx.now(), self.payment_timeout_ms) {
-            Ok(out) if out.facts.is_empty() => Ok(()),
-            Ok(out) => {
-                let after = out
-                    .state
-                    .ok_or_else(|| ProcessError::Invalid("facts without an order".into()))?;
-                let meta = store_changed(ctx, ORDERS, key, &after, version);
-                for effect in &out.effects {
-                    send_effect(ctx, key, effect, armed);
-                }
-                ctx.send_value(VIEW, key, "OrderUpdated", &after.to_view(&meta));
-                Ok(())
-            }
-            Err(rejection) => match state {
-                Some(s) => {
-                    let meta = store_rejected(ctx, ORDERS, key, &s, version, &rejection);
-                    ctx.send_value(VIEW, key, "OrderRejected", &s.to_view(&meta));
-                    Ok(())
-                }
-                None => Err(no_entity("order", key, &rejection)),
-            },
-        }
+        entity::handle(
+            ctx,
+            &ORDER,
+            key,
+            &self.rules,
+            input,
+            OrderState::to_view,
+            |ctx, effect| send_effect(ctx, key, effect),
+        )?;
+        Ok(())
     }
 
     fn count(&mut self, ctx: &Context<'_>) -> Result<(), ProcessError> {
@@ -223,26 +219,22 @@ impl Drop for OrderProcessor {
     }
 }
 
-fn send_effect(ctx: &mut Context<'_>, order_id: &str, effect: &Effect, armed: Option<Millis>) {
+fn send_effect(ctx: &mut Context<'_>, order_id: &str, effect: &OrderEffect) {
     if let Some(cmd) = effect.stock_command(order_id) {
         let product_id = crate::stock::product_id(&cmd).to_string();
-        ctx.send(STOCK, &product_id, &cmd);
+        ctx.send(STOCK_COMMANDS, &product_id, &cmd);
         return;
     }
     if let Some(cmd) = effect.payment_command(order_id) {
-        ctx.send(PAYMENT, order_id, &cmd);
+        ctx.send(PAYMENT_COMMANDS, order_id, &cmd);
         return;
     }
     match effect {
-        Effect::Publish(event) => ctx.send(EVENTS, order_id, event),
-        Effect::ScheduleDeadline { at } => {
+        OrderEffect::Publish(event) => ctx.send(ORDER_EVENTS, order_id, event),
+        OrderEffect::ScheduleDeadline { at } => {
             ctx.put(DEADLINES, timer_key(*at, order_id), &order_id.to_string())
         }
-        Effect::CancelDeadline => {
-            if let Some(at) = armed {
-                ctx.delete(DEADLINES, timer_key(at, order_id));
-            }
-        }
+        OrderEffect::CancelDeadline { at } => ctx.delete(DEADLINES, timer_key(*at, order_id)),
         _ => {}
     }
 }
@@ -258,7 +250,7 @@ fn command_order_id(cmd: &OrderCommand) -> &str {
 impl Processor for OrderProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
         let (key, input) = match record.topic {
-            REPLIES => {
+            ORDER_REPLIES => {
                 let reply: OrderReply = record.decode()?;
                 let key = checked_key(record, reply.order_id())?.to_string();
                 (key, OrderInput::Reply(reply))
@@ -332,9 +324,9 @@ mod tests {
     #[test]
     fn place_sends_one_reserve_per_line_keyed_by_product() {
         let mut d = driver();
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1), ("p2", 2)]))
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1), ("p2", 2)]))
             .unwrap();
-        let stock = d.take_outputs(STOCK);
+        let stock = d.take_outputs(STOCK_COMMANDS);
         let keys: Vec<&str> = stock.iter().map(|o| o.key_str()).collect();
         assert_eq!(keys, vec!["p1", "p2"]);
         let cmds: Vec<StockCommand> = stock
@@ -344,7 +336,7 @@ mod tests {
         assert!(
             matches!(&cmds[1], StockCommand::Reserve { order_id, quantity: 2, .. } if order_id == "o1")
         );
-        let views: Vec<OrderView> = d.take(VIEW);
+        let views: Vec<OrderView> = d.take(VIEW_ORDERS);
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].status, OrderStatus::Pending);
         assert_eq!(views[0].version, 1);
@@ -353,27 +345,28 @@ mod tests {
     #[test]
     fn reserved_then_paid_confirms_commits_and_cancels_the_timer() {
         let mut d = driver();
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
-        d.pipe(REPLIES, "o1", &reserved("o1", "p1")).unwrap();
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1)]))
+            .unwrap();
+        d.pipe(ORDER_REPLIES, "o1", &reserved("o1", "p1")).unwrap();
         assert_eq!(
-            d.take::<OrderView>(VIEW).last().unwrap().status,
+            d.take::<OrderView>(VIEW_ORDERS).last().unwrap().status,
             OrderStatus::AwaitingPayment
         );
-        d.pipe(COMMANDS, "o1", &pay_o1()).unwrap();
-        let pay = d.take_outputs(PAYMENT);
+        d.pipe(ORDER_COMMANDS, "o1", &pay_o1()).unwrap();
+        let pay = d.take_outputs(PAYMENT_COMMANDS);
         assert_eq!(pay[0].key_str(), "o1");
         assert!(matches!(
             serde_json::from_value::<PaymentCommand>(pay[0].json()).unwrap(),
             PaymentCommand::Authorize { amount: 500, .. }
         ));
-        d.pipe(REPLIES, "o1", &authorized_o1()).unwrap();
-        let events: Vec<OrderEvent> = d.take(EVENTS);
+        d.pipe(ORDER_REPLIES, "o1", &authorized_o1()).unwrap();
+        let events: Vec<OrderEvent> = d.take(ORDER_EVENTS);
         assert!(matches!(events[0], OrderEvent::OrderConfirmed { .. }));
-        let commits = d.take_outputs(STOCK);
+        let commits = d.take_outputs(STOCK_COMMANDS);
         assert!(commits.iter().any(|o| o.headers.event_type == "Commit"));
         // The deadline timer is gone: time passing changes nothing.
         d.advance(TIMEOUT * 2).unwrap();
-        let views: Vec<OrderView> = d.take(VIEW);
+        let views: Vec<OrderView> = d.take(VIEW_ORDERS);
         assert_eq!(views.last().unwrap().status, OrderStatus::Paid);
         assert_eq!(views.last().unwrap().version, 4);
     }
@@ -396,11 +389,12 @@ mod tests {
 
     /// Place, reserve and pay o1 (one line p1 at 500), then drain the outputs.
     fn paid(d: &mut TestDriver<OrderProcessor>) {
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
-        d.pipe(REPLIES, "o1", &reserved("o1", "p1")).unwrap();
-        d.pipe(COMMANDS, "o1", &pay_o1()).unwrap();
-        d.pipe(REPLIES, "o1", &authorized_o1()).unwrap();
-        for topic in [STOCK, PAYMENT, EVENTS, VIEW] {
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1)]))
+            .unwrap();
+        d.pipe(ORDER_REPLIES, "o1", &reserved("o1", "p1")).unwrap();
+        d.pipe(ORDER_COMMANDS, "o1", &pay_o1()).unwrap();
+        d.pipe(ORDER_REPLIES, "o1", &authorized_o1()).unwrap();
+        for topic in [STOCK_COMMANDS, PAYMENT_COMMANDS, ORDER_EVENTS, VIEW_ORDERS] {
             d.take_outputs(topic);
         }
     }
@@ -410,6 +404,7 @@ mod tests {
             order_id: o.into(),
             username: "ann1".into(),
             reason: "changed my mind".into(),
+            master: false,
         }
     }
 
@@ -417,33 +412,33 @@ mod tests {
     fn a_paid_cancel_asks_the_delivery_and_refunds_on_its_answer() {
         let mut d = driver();
         paid(&mut d);
-        d.pipe(COMMANDS, "o1", &cancel("o1")).unwrap();
-        let events = d.take_outputs(EVENTS);
+        d.pipe(ORDER_COMMANDS, "o1", &cancel("o1")).unwrap();
+        let events = d.take_outputs(ORDER_EVENTS);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].key_str(), "o1");
         assert_eq!(events[0].headers.event_type, "OrderCancelRequested");
-        assert!(d.take_outputs(PAYMENT).is_empty(), "no refund yet");
-        assert!(d.take_outputs(STOCK).is_empty(), "no restock yet");
+        assert!(d.take_outputs(PAYMENT_COMMANDS).is_empty(), "no refund yet");
+        assert!(d.take_outputs(STOCK_COMMANDS).is_empty(), "no restock yet");
         assert_eq!(
-            d.take::<OrderView>(VIEW).pop().unwrap().status,
+            d.take::<OrderView>(VIEW_ORDERS).pop().unwrap().status,
             OrderStatus::Paid
         );
         d.pipe(
-            REPLIES,
+            ORDER_REPLIES,
             "o1",
             &OrderReply::DeliveryCancelled {
                 order_id: "o1".into(),
             },
         )
         .unwrap();
-        let refund: Vec<PaymentCommand> = d.take(PAYMENT);
+        let refund: Vec<PaymentCommand> = d.take(PAYMENT_COMMANDS);
         assert!(matches!(&refund[..], [PaymentCommand::Refund { .. }]));
-        let restock = d.take_outputs(STOCK);
+        let restock = d.take_outputs(STOCK_COMMANDS);
         assert_eq!(restock[0].headers.event_type, "Restock");
-        let events: Vec<OrderEvent> = d.take(EVENTS);
+        let events: Vec<OrderEvent> = d.take(ORDER_EVENTS);
         assert!(matches!(&events[..], [OrderEvent::OrderCancelled { .. }]));
         assert_eq!(
-            d.take::<OrderView>(VIEW).pop().unwrap().status,
+            d.take::<OrderView>(VIEW_ORDERS).pop().unwrap().status,
             OrderStatus::Cancelled
         );
     }
@@ -452,10 +447,10 @@ mod tests {
     fn a_refused_cancel_keeps_the_order_and_says_why() {
         let mut d = driver();
         paid(&mut d);
-        d.pipe(COMMANDS, "o1", &cancel("o1")).unwrap();
-        d.take_outputs(EVENTS);
+        d.pipe(ORDER_COMMANDS, "o1", &cancel("o1")).unwrap();
+        d.take_outputs(ORDER_EVENTS);
         d.pipe(
-            REPLIES,
+            ORDER_REPLIES,
             "o1",
             &OrderReply::DeliveryStarted {
                 order_id: "o1".into(),
@@ -463,7 +458,7 @@ mod tests {
         )
         .unwrap();
         d.pipe(
-            REPLIES,
+            ORDER_REPLIES,
             "o1",
             &OrderReply::DeliveryCancelRefused {
                 order_id: "o1".into(),
@@ -471,10 +466,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(d.take_outputs(PAYMENT).is_empty());
-        assert!(d.take_outputs(STOCK).is_empty());
-        assert!(d.take_outputs(EVENTS).is_empty());
-        let view = d.take::<OrderView>(VIEW).pop().unwrap();
+        assert!(d.take_outputs(PAYMENT_COMMANDS).is_empty());
+        assert!(d.take_outputs(STOCK_COMMANDS).is_empty());
+        assert!(d.take_outputs(ORDER_EVENTS).is_empty());
+        let view = d.take::<OrderView>(VIEW_ORDERS).pop().unwrap();
         assert_eq!(view.status, OrderStatus::Shipping);
         assert_eq!(
             view.history.last().unwrap().reason,
@@ -485,25 +480,26 @@ mod tests {
     #[test]
     fn the_deadline_timer_fires_and_releases_the_stock() {
         let mut d = driver();
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
-        d.pipe(REPLIES, "o1", &reserved("o1", "p1")).unwrap();
-        d.take_outputs(STOCK);
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1)]))
+            .unwrap();
+        d.pipe(ORDER_REPLIES, "o1", &reserved("o1", "p1")).unwrap();
+        d.take_outputs(STOCK_COMMANDS);
         d.advance(TIMEOUT - 1).unwrap();
-        assert!(d.take_outputs(EVENTS).is_empty());
+        assert!(d.take_outputs(ORDER_EVENTS).is_empty());
         d.advance(1).unwrap();
-        let events: Vec<OrderEvent> = d.take(EVENTS);
+        let events: Vec<OrderEvent> = d.take(ORDER_EVENTS);
         assert!(
-            matches!(&events[0], OrderEvent::OrderCancelled { reason, .. } if reason == order::DEADLINE_REASON)
+            matches!(&events[0], OrderEvent::OrderCancelled { reason, .. } if reason == pickple_domain::order::DEADLINE_REASON)
         );
-        let release = d.take_outputs(STOCK);
+        let release = d.take_outputs(STOCK_COMMANDS);
         assert_eq!(release.len(), 1);
         assert_eq!(release[0].key_str(), "p1");
         assert_eq!(release[0].headers.event_type, "Release");
-        let view = d.take::<OrderView>(VIEW).pop().unwrap();
+        let view = d.take::<OrderView>(VIEW_ORDERS).pop().unwrap();
         assert_eq!(view.status, OrderStatus::Cancelled);
         // The timer is consumed: no second cancel.
         d.advance(TIMEOUT).unwrap();
-        assert!(d.take_outputs(EVENTS).is_empty());
+        assert!(d.take_outputs(ORDER_EVENTS).is_empty());
         // The gauges saw the cancelled order.
         assert_eq!(
             d.get::<Versioned<OrderState>>(ORDERS, "o1")
@@ -519,15 +515,15 @@ mod tests {
         p.deadline_batch = 2;
         let mut d = TestDriver::new(p, 10_000);
         for o in ["o3", "o1", "o2"] {
-            d.pipe(COMMANDS, o, &place(o, &[("p1", 1)])).unwrap();
-            d.pipe(REPLIES, o, &reserved(o, "p1")).unwrap();
+            d.pipe(ORDER_COMMANDS, o, &place(o, &[("p1", 1)])).unwrap();
+            d.pipe(ORDER_REPLIES, o, &reserved(o, "p1")).unwrap();
             d.advance(1).unwrap();
         }
-        d.take_outputs(VIEW);
+        d.take_outputs(VIEW_ORDERS);
         // All three fell due during an outage.
         d.advance(TIMEOUT * 10).unwrap();
         let cancelled = |d: &mut TestDriver<OrderProcessor>| -> Vec<String> {
-            d.take_outputs(EVENTS)
+            d.take_outputs(ORDER_EVENTS)
                 .iter()
                 .map(|e| e.key_str().to_string())
                 .collect()
@@ -544,9 +540,10 @@ mod tests {
     #[test]
     fn a_refused_command_is_visible_in_the_view_with_a_new_version() {
         let mut d = driver();
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1)]))
+            .unwrap();
         d.pipe(
-            COMMANDS,
+            ORDER_COMMANDS,
             "o1",
             &OrderCommand::PayOrder {
                 order_id: "o1".into(),
@@ -555,7 +552,7 @@ mod tests {
             },
         )
         .unwrap();
-        let views: Vec<OrderView> = d.take(VIEW);
+        let views: Vec<OrderView> = d.take(VIEW_ORDERS);
         assert_eq!(views.len(), 2);
         assert_eq!(views[1].version, 2);
         assert_eq!(views[1].status, OrderStatus::Pending);
@@ -564,32 +561,34 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("not reserved"));
-        assert!(d.take_outputs(PAYMENT).is_empty());
+        assert!(d.take_outputs(PAYMENT_COMMANDS).is_empty());
     }
 
     #[test]
     fn garbage_and_unknown_orders_go_to_the_dlq() {
         let mut d = driver();
         d.pipe_raw(
-            COMMANDS,
+            ORDER_COMMANDS,
             Some(b"o1"),
             Some(b"[]"),
             RecordHeaders::new("X", "c"),
         )
         .unwrap();
-        d.pipe(REPLIES, "o9", &reserved("o9", "p1")).unwrap();
-        d.pipe(REPLIES, "o2", &reserved("o9", "p1")).unwrap();
+        d.pipe(ORDER_REPLIES, "o9", &reserved("o9", "p1")).unwrap();
+        d.pipe(ORDER_REPLIES, "o2", &reserved("o9", "p1")).unwrap();
         assert_eq!(d.dead_letters().len(), 3);
-        assert!(d.take_outputs(VIEW).is_empty());
+        assert!(d.take_outputs(VIEW_ORDERS).is_empty());
     }
 
     #[test]
     fn gauges_count_the_tasks_orders() {
         let metrics = OrderMetrics::new();
         let mut d = TestDriver::new(OrderProcessor::new(0, TIMEOUT, metrics.clone()), 10_000);
-        d.pipe(COMMANDS, "o1", &place("o1", &[("p1", 1)])).unwrap();
-        d.pipe(COMMANDS, "o2", &place("o2", &[("p1", 1)])).unwrap();
-        d.pipe(REPLIES, "o2", &reserved("o2", "p1")).unwrap();
+        d.pipe(ORDER_COMMANDS, "o1", &place("o1", &[("p1", 1)]))
+            .unwrap();
+        d.pipe(ORDER_COMMANDS, "o2", &place("o2", &[("p1", 1)]))
+            .unwrap();
+        d.pipe(ORDER_REPLIES, "o2", &reserved("o2", "p1")).unwrap();
         d.advance(1).unwrap();
         assert_eq!(metrics.count(OrderStatus::Pending), 1);
         assert_eq!(metrics.count(OrderStatus::AwaitingPayment), 1);

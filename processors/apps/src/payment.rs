@@ -9,19 +9,22 @@
 
 pub mod provider;
 
-use pickple_domain::payment::{self, PaymentPlan, PaymentState, ProviderOutcome};
+use pickple_domain::payment::{
+    provider_call, Payment, PaymentInput, PaymentState, ProviderCall, ProviderOutcome,
+};
+use pickple_domain::Aggregate;
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
-use pickple_schemas::{OrderReply, PaymentCommand};
+use pickple_schemas::topic::{ORDER_REPLIES, PAYMENT_COMMANDS};
+use pickple_schemas::PaymentCommand;
+use pickple_topics::catalogue::app;
 
 use crate::state::checked_key;
 use provider::Guarded;
 
 pub const STORE: &str = "payments";
-pub const INPUT: &str = "payment-commands";
-pub const REPLIES: &str = "order-replies";
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("payment", &[INPUT], &[STORE])
+    AppSpec::new(app::PAYMENT.name, &[PAYMENT_COMMANDS], &[STORE])
 }
 
 pub struct PaymentProcessor {
@@ -32,58 +35,42 @@ impl PaymentProcessor {
     pub fn new(provider: Guarded) -> Self {
         PaymentProcessor { provider }
     }
-}
 
-fn order_id(cmd: &PaymentCommand) -> &str {
-    match cmd {
-        PaymentCommand::Authorize { order_id, .. } | PaymentCommand::Refund { order_id, .. } => {
-            order_id
+    fn call(&self, call: &ProviderCall) -> ProviderOutcome {
+        match call {
+            ProviderCall::Authorize {
+                idempotency_key,
+                amount,
+                payment_token,
+            } => self
+                .provider
+                .authorize(idempotency_key, *amount, payment_token),
+            ProviderCall::Refund {
+                idempotency_key,
+                payment_id,
+                amount,
+            } => self.provider.refund(idempotency_key, payment_id, *amount),
         }
     }
 }
 
 impl Processor for PaymentProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
-        let cmd: PaymentCommand = record.decode()?;
-        let key = checked_key(record, order_id(&cmd))?.to_string();
+        let command: PaymentCommand = record.decode()?;
+        let key = checked_key(record, command.order_id())?.to_string();
         let state: Option<PaymentState> = ctx.get(STORE, &key)?;
-        let plan = match payment::decide(state.as_ref(), &cmd) {
-            Ok(plan) => plan,
-            Err(rejection) => {
-                let reply = OrderReply::PaymentDeclined {
-                    order_id: key.clone(),
-                    reason: rejection.to_string(),
-                };
-                ctx.send(REPLIES, &key, &reply);
-                return Ok(());
-            }
+        // A refused command needs no call: handling it below refuses it again and answers why.
+        let outcome = match provider_call(state.as_ref(), &command) {
+            Ok(Some(call)) => Some(self.call(&call)),
+            Ok(None) | Err(_) => None,
         };
-        let outcome = match &plan {
-            PaymentPlan::Authorize {
-                idempotency_key,
-                amount,
-                payment_token,
-                ..
-            } => self
-                .provider
-                .authorize(idempotency_key, *amount, payment_token),
-            PaymentPlan::Refund {
-                idempotency_key,
-                payment_id,
-                amount,
-                ..
-            } => self.provider.refund(idempotency_key, payment_id, *amount),
-            PaymentPlan::Reply(reply) => {
-                ctx.send(REPLIES, &key, reply);
-                return Ok(());
-            }
-            PaymentPlan::Nothing => return Ok(()),
-        };
-        if let ProviderOutcome::Unavailable { reason } = &outcome {
+        if let Some(ProviderOutcome::Unavailable { reason }) = &outcome {
             tracing::warn!(order = %key, %reason, "payment provider unavailable");
         }
-        let (facts, reply) = payment::record(&plan, &outcome);
-        if facts.is_empty() && reply.is_none() {
+        let input = PaymentInput { command, outcome };
+        let out = Payment.handle(state, &input, ctx.now());
+        if let (Some(outcome), []) = (&input.outcome, &out.effects[..]) {
+            // A call the saga is not told about: a refund the provider did not do.
             let ProviderOutcome::Unavailable { reason } = outcome else {
                 return Err(ProcessError::Invalid(format!(
                     "unexpected provider outcome {outcome:?}"
@@ -91,15 +78,11 @@ impl Processor for PaymentProcessor {
             };
             return Err(ProcessError::Retry(format!("refund not done: {reason}")));
         }
-        if !facts.is_empty() {
-            let after = facts
-                .iter()
-                .fold(state, |s, f| Some(payment::apply(s, f)))
-                .unwrap_or_default();
-            ctx.put(STORE, &key, &after);
+        if let (false, Some(after)) = (out.facts.is_empty(), &out.state) {
+            ctx.put(STORE, &key, after);
         }
-        if let Some(reply) = reply {
-            ctx.send(REPLIES, &key, &reply);
+        for reply in &out.effects {
+            ctx.send(ORDER_REPLIES, &key, reply);
         }
         Ok(())
     }
@@ -113,6 +96,7 @@ mod tests {
     use super::provider::{FakeProvider, Guarded};
     use super::*;
     use pickple_runtime::TestDriver;
+    use pickple_schemas::OrderReply;
 
     fn driver() -> (TestDriver<PaymentProcessor>, Arc<FakeProvider>) {
         let fake = Arc::new(FakeProvider::new(Duration::from_millis(200)));
@@ -141,18 +125,20 @@ mod tests {
     #[test]
     fn authorize_replies_keyed_by_order_and_a_redelivery_does_not_charge_twice() {
         let (mut d, fake) = driver();
-        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
-        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
-        let replies = d.take_outputs(REPLIES);
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        let replies = d.take_outputs(ORDER_REPLIES);
         assert_eq!(replies.len(), 2);
         assert!(replies.iter().all(|r| r.key_str() == "o1"));
         assert_eq!(replies[0].json(), replies[1].json());
         assert_eq!(replies[0].headers.event_type, "PaymentAuthorized");
         assert_eq!(fake.charges().len(), 1);
 
-        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
-        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
-        let refunds: Vec<OrderReply> = d.take(REPLIES);
+        d.pipe(PAYMENT_COMMANDS, "o1", &refund("o1")).unwrap();
+        d.pipe(PAYMENT_COMMANDS, "o1", &refund("o1")).unwrap();
+        let refunds: Vec<OrderReply> = d.take(ORDER_REPLIES);
         assert_eq!(refunds.len(), 2);
         assert!(matches!(
             refunds[0],
@@ -160,8 +146,9 @@ mod tests {
         ));
         assert_eq!(fake.refunds().len(), 1);
         // Paying again after the refund is refused, visibly.
-        d.pipe(INPUT, "o1", &authorize("o1", "tok_ok")).unwrap();
-        let r: Vec<OrderReply> = d.take(REPLIES);
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        let r: Vec<OrderReply> = d.take(ORDER_REPLIES);
         assert!(
             matches!(&r[0], OrderReply::PaymentDeclined { reason, .. } if reason.contains("refunded"))
         );
@@ -170,14 +157,15 @@ mod tests {
     #[test]
     fn decline_then_timeout_then_open_breaker() {
         let (mut d, fake) = driver();
-        d.pipe(INPUT, "o1", &authorize("o1", "tok_decline"))
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_decline"))
             .unwrap();
-        d.pipe(INPUT, "o2", &authorize("o2", "tok_timeout"))
+        d.pipe(PAYMENT_COMMANDS, "o2", &authorize("o2", "tok_timeout"))
             .unwrap();
-        d.pipe(INPUT, "o3", &authorize("o3", "tok_timeout"))
+        d.pipe(PAYMENT_COMMANDS, "o3", &authorize("o3", "tok_timeout"))
             .unwrap();
-        d.pipe(INPUT, "o4", &authorize("o4", "tok_ok")).unwrap();
-        let r: Vec<OrderReply> = d.take(REPLIES);
+        d.pipe(PAYMENT_COMMANDS, "o4", &authorize("o4", "tok_ok"))
+            .unwrap();
+        let r: Vec<OrderReply> = d.take(ORDER_REPLIES);
         let reasons: Vec<String> = r
             .iter()
             .map(|r| match r {
@@ -197,9 +185,9 @@ mod tests {
     #[test]
     fn refund_of_nothing_is_silent_and_garbage_is_dead_lettered() {
         let (mut d, _) = driver();
-        d.pipe(INPUT, "o1", &refund("o1")).unwrap();
-        assert!(d.take_outputs(REPLIES).is_empty());
-        d.pipe(INPUT, "o2", &refund("o1")).unwrap();
+        d.pipe(PAYMENT_COMMANDS, "o1", &refund("o1")).unwrap();
+        assert!(d.take_outputs(ORDER_REPLIES).is_empty());
+        d.pipe(PAYMENT_COMMANDS, "o2", &refund("o1")).unwrap();
         assert_eq!(d.dead_letters().len(), 1);
     }
 }

@@ -20,19 +20,18 @@ pub mod keys;
 mod store_tests;
 pub mod sweep;
 
-use pickple_domain::stock;
-use pickple_domain::Millis;
+use pickple_domain::stock::Product;
+use pickple_domain::{Aggregate, Millis};
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::topic::{ORDER_REPLIES, STOCK_COMMANDS, VIEW_PRODUCTS};
 use pickple_schemas::StockCommand;
+use pickple_topics::catalogue::app;
 
 use crate::state::{checked_key, no_entity, store_changed, store_rejected};
 
 pub use sweep::MAX_SWEEP_DELETES;
 
 pub const STORE: &str = "products";
-pub const INPUT: &str = "stock-commands";
-pub const VIEW: &str = "view-products";
-pub const REPLIES: &str = "order-replies";
 
 /// How long a released or restocked reservation is kept after it became final: while it is
 /// there, a redelivered Reserve of its order is answered without taking the stock again.
@@ -44,7 +43,7 @@ pub const REPLIES: &str = "order-replies";
 pub const FINISHED_RESERVATION_RETENTION_MS: Millis = 60 * 60 * 1000;
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("stock", &[INPUT], &[STORE])
+    AppSpec::new(app::STOCK.name, &[STOCK_COMMANDS], &[STORE])
 }
 
 /// The stock processor of one task: keeps released and restocked reservations for
@@ -87,11 +86,17 @@ impl Processor for StockProcessor {
         let cmd: StockCommand = record.decode()?;
         let key = checked_key(record, product_id(&cmd))?.to_string();
         let (before, version) = entries::load(ctx, &key, &cmd, self.retention_ms)?;
-        let decided = stock::decide(&before, &cmd, ctx.now());
-
-        let after = match &decided {
-            Ok(facts) if !facts.is_empty() => {
-                let after = facts.iter().fold(before.clone(), stock::apply);
+        let out = Product.handle(before.clone(), &cmd, ctx.now());
+        match (&out.rejection, &before.state) {
+            (Some(_), _) if matches!(cmd, StockCommand::Reserve { .. }) => {}
+            (Some(rejection), Some(s)) => {
+                let meta = store_rejected(ctx, STORE, &key, s, version, rejection);
+                ctx.send_value(VIEW_PRODUCTS, &key, "ProductRejected", &s.to_view(&meta));
+            }
+            (Some(rejection), None) => return Err(no_entity("product", &key, rejection)),
+            (None, _) if out.facts.is_empty() => {}
+            (None, _) => {
+                let after = &out.state;
                 let state = after
                     .state
                     .as_ref()
@@ -102,27 +107,13 @@ impl Processor for StockProcessor {
                     return Err(ProcessError::Invalid(format!("invariant broken: {broken}")));
                 }
                 let meta = store_changed(ctx, STORE, &key, state, version);
-                ctx.send_value(VIEW, &key, "ProductUpdated", &state.to_view(&meta));
-                entries::write_back(ctx, &key, &before, &after, self.retention_ms)?;
-                after
+                ctx.send_value(VIEW_PRODUCTS, &key, "ProductUpdated", &state.to_view(&meta));
+                entries::write_back(ctx, &key, &before, after, self.retention_ms)?;
             }
-            Ok(_) => before,
-            Err(rejection) => {
-                match (&cmd, &before.state) {
-                    (StockCommand::Reserve { .. }, _) => {}
-                    (_, Some(s)) => {
-                        let meta = store_rejected(ctx, STORE, &key, s, version, rejection);
-                        ctx.send_value(VIEW, &key, "ProductRejected", &s.to_view(&meta));
-                    }
-                    (_, None) => return Err(no_entity("product", &key, rejection)),
-                }
-                before
-            }
-        };
-
-        if let StockCommand::Reserve { order_id, .. } = &cmd {
-            let reply = stock::reserve_reply(&after, &key, order_id, decided.as_ref().err());
-            ctx.send(REPLIES, order_id, &reply);
+        }
+        // The answer to a Reserve, keyed by its order.
+        for reply in &out.effects {
+            ctx.send(ORDER_REPLIES, reply.order_id(), reply);
         }
         Ok(())
     }
@@ -162,9 +153,9 @@ mod tests {
     #[test]
     fn reserve_replies_keyed_by_order_and_views_keyed_by_product() {
         let mut d = TestDriver::new(StockProcessor::default(), 1_000);
-        d.pipe(INPUT, "p1", &create("p1")).unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p1",
             &StockCommand::SetStock {
                 product_id: "p1".into(),
@@ -172,9 +163,9 @@ mod tests {
             },
         )
         .unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o1", "ann1", 2))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 2))
             .unwrap();
-        let views = d.take_outputs(VIEW);
+        let views = d.take_outputs(VIEW_PRODUCTS);
         assert!(views.iter().all(|o| o.key_str() == "p1"));
         let versions: Vec<u64> = views
             .iter()
@@ -185,16 +176,16 @@ mod tests {
         assert_eq!(last.stock.available, 1);
         assert_eq!(last.stock.reserved, 2);
 
-        let replies = d.take_outputs(REPLIES);
+        let replies = d.take_outputs(ORDER_REPLIES);
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0].key_str(), "o1");
         assert_eq!(replies[0].headers.event_type, "StockReserved");
 
         // A redelivered Reserve is answered again, without a second reservation or view.
-        d.pipe(INPUT, "p1", &reserve("p1", "o1", "ann1", 2))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 2))
             .unwrap();
-        assert!(d.take_outputs(VIEW).is_empty());
-        let again: Vec<OrderReply> = d.take(REPLIES);
+        assert!(d.take_outputs(VIEW_PRODUCTS).is_empty());
+        let again: Vec<OrderReply> = d.take(ORDER_REPLIES);
         assert!(matches!(
             again[0],
             OrderReply::StockReserved { quantity: 2, .. }
@@ -204,18 +195,18 @@ mod tests {
     #[test]
     fn refused_reserve_answers_the_saga_and_other_refusals_reach_the_view() {
         let mut d = TestDriver::new(StockProcessor::default(), 1_000);
-        d.pipe(INPUT, "p1", &create("p1")).unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o1", "ann1", 1))
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 1))
             .unwrap();
-        let replies: Vec<OrderReply> = d.take(REPLIES);
+        let replies: Vec<OrderReply> = d.take(ORDER_REPLIES);
         assert!(
             matches!(&replies[0], OrderReply::StockRejected { reason, .. } if reason.contains("out of stock"))
         );
         // No product view for the refused reserve (only the create's).
-        assert_eq!(d.take_outputs(VIEW).len(), 1);
+        assert_eq!(d.take_outputs(VIEW_PRODUCTS).len(), 1);
 
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p1",
             &StockCommand::AddStock {
                 product_id: "p1".into(),
@@ -223,12 +214,12 @@ mod tests {
             },
         )
         .unwrap();
-        let views: Vec<ProductView> = d.take(VIEW);
+        let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].version, 2);
         assert!(views[0].rejection.as_deref().unwrap().contains("positive"));
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p1",
             &StockCommand::AddStock {
                 product_id: "p1".into(),
@@ -236,7 +227,7 @@ mod tests {
             },
         )
         .unwrap();
-        let views: Vec<ProductView> = d.take(VIEW);
+        let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
         assert_eq!(views[0].version, 3);
         assert_eq!(views[0].rejection, None);
     }
@@ -244,9 +235,9 @@ mod tests {
     #[test]
     fn sale_limits_are_enforced_through_the_app() {
         let mut d = TestDriver::new(StockProcessor::default(), 1_000);
-        d.pipe(INPUT, "p1", &create("p1")).unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p1",
             &StockCommand::SetStock {
                 product_id: "p1".into(),
@@ -255,7 +246,7 @@ mod tests {
         )
         .unwrap();
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p1",
             &StockCommand::OpenSale {
                 product_id: "p1".into(),
@@ -268,15 +259,15 @@ mod tests {
             },
         )
         .unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o1", "ann1", 2))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 2))
             .unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o2", "ann1", 1))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o2", "ann1", 1))
             .unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o3", "bob1", 2))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o3", "bob1", 2))
             .unwrap();
-        d.pipe(INPUT, "p1", &reserve("p1", "o4", "bob1", 1))
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o4", "bob1", 1))
             .unwrap();
-        let replies: Vec<OrderReply> = d.take(REPLIES);
+        let replies: Vec<OrderReply> = d.take(ORDER_REPLIES);
         let ok: Vec<bool> = replies
             .iter()
             .map(|r| matches!(r, OrderReply::StockReserved { .. }))
@@ -288,16 +279,16 @@ mod tests {
     fn garbage_and_mis_keyed_records_go_to_the_dlq() {
         let mut d = TestDriver::new(StockProcessor::default(), 1_000);
         d.pipe_raw(
-            INPUT,
+            STOCK_COMMANDS,
             Some(b"p1"),
             Some(b"{not json"),
             RecordHeaders::new("X", "c1"),
         )
         .unwrap();
-        d.pipe(INPUT, "p2", &create("p1")).unwrap();
+        d.pipe(STOCK_COMMANDS, "p2", &create("p1")).unwrap();
         // A command for a product that does not exist has no view: dead letter with the reason.
         d.pipe(
-            INPUT,
+            STOCK_COMMANDS,
             "p9",
             &StockCommand::AddStock {
                 product_id: "p9".into(),
@@ -309,6 +300,6 @@ mod tests {
         assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[1].contains("does not match"));
         assert!(reasons[2].contains("no such product"));
-        assert!(d.take_outputs(VIEW).is_empty());
+        assert!(d.take_outputs(VIEW_PRODUCTS).is_empty());
     }
 }

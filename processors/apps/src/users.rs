@@ -10,21 +10,34 @@
 //! or a user held by the same task; otherwise the command is refused (visible in the view). The
 //! gateway only lets a MASTER send it in the first place.
 
-use pickple_domain::user::{self, EmailOwner, UserEffect, UserFact, UserState};
-use pickple_domain::Rejection;
+use pickple_domain::email::{EmailOwner, EmailRegistry};
+use pickple_domain::user::{self, User, UserInput, UserState};
+use pickple_domain::Aggregate;
 use pickple_runtime::{partition_for, AppSpec, Context, ProcessError, Processor, Record};
+use pickple_schemas::topic::{EMAIL_CLAIMS, USER_COMMANDS, VIEW_USERS};
 use pickple_schemas::{EmailClaim, Role, UserCommand};
+use pickple_topics::catalogue::app;
 
-use crate::state::{load, no_entity, store_changed, store_rejected};
+use crate::entity::{self, Entity, Handled};
+use crate::state::load;
 
 pub const USERS: &str = "users";
 pub const EMAILS: &str = "emails";
-pub const COMMANDS: &str = "user-commands";
-pub const CLAIMS: &str = "email-claims";
-pub const VIEW: &str = "view-users";
+
+const USER: Entity = Entity {
+    what: "user",
+    store: USERS,
+    view: VIEW_USERS,
+    updated: "UserUpdated",
+    rejected: "UserRejected",
+};
 
 pub fn spec() -> AppSpec {
-    AppSpec::new("users", &[COMMANDS, CLAIMS], &[USERS, EMAILS])
+    AppSpec::new(
+        app::USERS.name,
+        &[USER_COMMANDS, EMAIL_CLAIMS],
+        &[USERS, EMAILS],
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,47 +78,37 @@ impl UsersProcessor {
         )
     }
 
-    /// Store the user the facts lead to, send their registry records and publish the view.
-    fn commit_facts(
+    /// Handle an input for the user under `key`, sending the registry records it calls for.
+    fn handle(
         ctx: &mut Context<'_>,
         key: &str,
-        state: Option<UserState>,
-        version: u64,
-        facts: &[UserFact],
-    ) -> Result<(), ProcessError> {
-        let mut state = state;
-        let mut effects: Vec<UserEffect> = Vec::new();
-        for fact in facts {
-            let before = state.clone();
-            state = user::apply(state, fact);
-            if let Some(after) = &state {
-                effects.extend(user::effects(before.as_ref(), fact, after));
-            }
-        }
-        let after = state.ok_or_else(|| ProcessError::Invalid("facts without a user".into()))?;
-        let meta = store_changed(ctx, USERS, key, &after, version);
-        for e in &effects {
-            ctx.send(CLAIMS, e.email(), &e.to_claim(key));
-        }
-        ctx.send_value(VIEW, key, "UserUpdated", &after.to_view(&meta));
-        Ok(())
+        input: &UserInput,
+    ) -> Result<Handled, ProcessError> {
+        entity::handle(
+            ctx,
+            &USER,
+            key,
+            &User,
+            input,
+            UserState::to_view,
+            |ctx, effect| ctx.send(EMAIL_CLAIMS, effect.email(), &effect.to_claim(key)),
+        )
     }
 
-    fn rejected(
-        ctx: &mut Context<'_>,
-        key: &str,
-        state: Option<UserState>,
-        version: u64,
-        rejection: &Rejection,
-    ) -> Result<(), ProcessError> {
-        match state {
-            Some(s) => {
-                let meta = store_rejected(ctx, USERS, key, &s, version, rejection);
-                ctx.send_value(VIEW, key, "UserRejected", &s.to_view(&meta));
-                Ok(())
+    /// Decide a claim or release of the address under `key` and answer the user.
+    fn claim(ctx: &mut Context<'_>, key: &str, claim: &EmailClaim) -> Result<(), ProcessError> {
+        let owner: Option<EmailOwner> = ctx.get(EMAILS, key)?;
+        let out = EmailRegistry.handle(owner, claim, ctx.now());
+        if !out.facts.is_empty() {
+            match &out.state {
+                Some(o) => ctx.put(EMAILS, key, o),
+                None => ctx.delete(EMAILS, key),
             }
-            None => Err(no_entity("user", key, rejection)),
         }
+        for answer in &out.effects {
+            ctx.send(USER_COMMANDS, command_username(answer), answer);
+        }
+        Ok(())
     }
 }
 
@@ -123,7 +126,7 @@ fn command_username(c: &UserCommand) -> &str {
 impl Processor for UsersProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
         let key = record.key_str()?.to_string();
-        if record.topic == CLAIMS {
+        if record.topic == EMAIL_CLAIMS {
             let claim: EmailClaim = record.decode()?;
             let email = match &claim {
                 EmailClaim::Claim { email, .. } | EmailClaim::Release { email, .. } => {
@@ -135,20 +138,7 @@ impl Processor for UsersProcessor {
                     "record key '{key}' is not the claim's address '{email}'"
                 )));
             }
-            let owner: Option<EmailOwner> = ctx.get(EMAILS, &key)?;
-            let (facts, reply) = user::decide_claim(owner.as_ref(), &claim);
-            let after = facts.iter().fold(owner, user::apply_claim);
-            if !facts.is_empty() {
-                match &after {
-                    Some(o) => ctx.put(EMAILS, &key, o),
-                    None => ctx.delete(EMAILS, &key),
-                }
-            }
-            if let Some(reply) = reply {
-                let to = command_username(&reply).to_string();
-                ctx.send(COMMANDS, &to, &reply);
-            }
-            return Ok(());
+            return Self::claim(ctx, &key, &claim);
         }
 
         let cmd: UserCommand = record.decode()?;
@@ -162,12 +152,12 @@ impl Processor for UsersProcessor {
             UserCommand::ChangeRole { by, .. } => self.actor_role(ctx, by)?,
             _ => None,
         };
-        let (state, version) = load::<UserState>(ctx, USERS, &key)?;
-        match user::decide(state.as_ref(), &cmd, actor_role) {
-            Ok(facts) if facts.is_empty() => Ok(()),
-            Ok(facts) => Self::commit_facts(ctx, &key, state, version, &facts),
-            Err(rejection) => Self::rejected(ctx, &key, state, version, &rejection),
-        }
+        let input = UserInput::Command {
+            command: cmd,
+            actor_role,
+        };
+        Self::handle(ctx, &key, &input)?;
+        Ok(())
     }
 
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
@@ -183,18 +173,26 @@ impl Processor for UsersProcessor {
         if partition_for(key.as_bytes(), partitions) != self.partition {
             return Ok(());
         }
-        let (state, version) = load::<UserState>(ctx, USERS, &key)?;
-        match user::bootstrap_master(state.as_ref(), &m.username, &m.email, &m.password_hash) {
-            Ok(facts) if facts.is_empty() => Ok(()),
-            Ok(facts) => {
-                tracing::info!(username = %key, "MASTER account created from the configuration");
-                Self::commit_facts(ctx, &key, state, version, &facts)
+        let input = UserInput::BootstrapMaster {
+            username: m.username,
+            email: m.email,
+            password_hash: m.password_hash,
+        };
+        match Self::handle(ctx, &key, &input) {
+            Ok(Handled::Unchanged) => {}
+            Ok(Handled::Changed) => {
+                tracing::info!(username = %key, "MASTER account created from the configuration")
             }
-            Err(rejection) => {
-                tracing::error!(username = %key, %rejection, "MASTER bootstrap refused");
-                Self::rejected(ctx, &key, state, version, &rejection).or(Ok(()))
+            Ok(Handled::Refused(rejection)) => {
+                tracing::error!(username = %key, %rejection, "MASTER bootstrap refused")
             }
+            // A configuration the rules refuse, with no account to show it on.
+            Err(ProcessError::Invalid(reason)) => {
+                tracing::error!(username = %key, %reason, "MASTER bootstrap refused")
+            }
+            Err(e) => return Err(e),
         }
+        Ok(())
     }
 }
 
@@ -218,8 +216,8 @@ mod tests {
     /// every key in the driver), until nothing more comes.
     fn settle(d: &mut TestDriver<UsersProcessor>) {
         loop {
-            let claims = d.take_outputs(CLAIMS);
-            let replies = d.take_outputs(COMMANDS);
+            let claims = d.take_outputs(EMAIL_CLAIMS);
+            let replies = d.take_outputs(USER_COMMANDS);
             if claims.is_empty() && replies.is_empty() {
                 return;
             }
@@ -238,9 +236,9 @@ mod tests {
     #[test]
     fn sign_up_claims_the_address_and_a_second_claim_is_refused() {
         let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
-        d.pipe(COMMANDS, "ann1", &sign_up("Ann1", "Ann@X.io"))
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("Ann1", "Ann@X.io"))
             .unwrap();
-        let claims = d.take_outputs(CLAIMS);
+        let claims = d.take_outputs(EMAIL_CLAIMS);
         assert_eq!(claims[0].key_str(), "ann@x.io");
         for o in claims {
             d.pipe_raw(
@@ -251,7 +249,7 @@ mod tests {
             )
             .unwrap();
         }
-        let replies = d.take_outputs(COMMANDS);
+        let replies = d.take_outputs(USER_COMMANDS);
         assert_eq!(replies[0].key_str(), "ann1");
         assert_eq!(replies[0].headers.event_type, "EmailClaimed");
         for o in replies {
@@ -263,10 +261,10 @@ mod tests {
             )
             .unwrap();
         }
-        d.pipe(COMMANDS, "bob1", &sign_up("bob1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "bob1", &sign_up("bob1", "ann@x.io"))
             .unwrap();
         settle(&mut d);
-        let views: Vec<UserView> = d.take(VIEW);
+        let views: Vec<UserView> = d.take(VIEW_USERS);
         let ann: Vec<&UserView> = views.iter().filter(|v| v.username == "ann1").collect();
         assert_eq!(ann.last().unwrap().status, UserStatus::Active);
         assert_eq!(ann.last().unwrap().version, 2);
@@ -278,12 +276,12 @@ mod tests {
     #[test]
     fn released_addresses_leave_no_entry_and_a_deleted_account_keeps_its_version() {
         let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
-        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         settle(&mut d);
         assert!(d.get::<EmailOwner>(EMAILS, "ann@x.io").is_some());
         d.pipe(
-            COMMANDS,
+            USER_COMMANDS,
             "ann1",
             &UserCommand::UpdateProfile {
                 username: "ann1".into(),
@@ -297,7 +295,7 @@ mod tests {
         assert_eq!(d.get::<EmailOwner>(EMAILS, "ann@x.io"), None, "released");
         assert!(d.get::<EmailOwner>(EMAILS, "ann@y.io").is_some());
         d.pipe(
-            COMMANDS,
+            USER_COMMANDS,
             "ann1",
             &UserCommand::DeleteUser {
                 username: "ann1".into(),
@@ -312,23 +310,23 @@ mod tests {
             .get::<crate::state::Versioned<UserState>>(USERS, "ann1")
             .unwrap();
         assert_eq!(deleted.state.status, pickple_schemas::UserStatus::Deleted);
-        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
-        let view = d.take::<UserView>(VIEW).pop().unwrap();
+        let view = d.take::<UserView>(VIEW_USERS).pop().unwrap();
         assert_eq!(view.version, deleted.version + 1);
     }
 
     #[test]
     fn refusals_reach_the_view_and_mis_keyed_commands_the_dlq() {
         let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
-        d.pipe(COMMANDS, "Ann1", &sign_up("ann1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "Ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         assert_eq!(d.dead_letters().len(), 1);
-        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         settle(&mut d);
         d.pipe(
-            COMMANDS,
+            USER_COMMANDS,
             "ann1",
             &UserCommand::ChangeRole {
                 username: "ann1".into(),
@@ -337,9 +335,32 @@ mod tests {
             },
         )
         .unwrap();
-        let last = d.take::<UserView>(VIEW).pop().unwrap();
+        let last = d.take::<UserView>(VIEW_USERS).pop().unwrap();
         assert_eq!(last.version, 3);
         assert!(last.rejection.unwrap().contains("MASTER"));
+    }
+
+    /// A configured MASTER the rules refuse (here a username too short) is logged, not fatal:
+    /// no account, no dead letter, and the task goes on.
+    #[test]
+    fn a_master_bootstrap_the_rules_refuse_creates_nothing() {
+        let master = Master {
+            username: "r".into(),
+            email: "root@pickple.local".into(),
+            password_hash: "$argon2id$m".into(),
+        };
+        let owner = partition_for(b"r", pickple_topics::PARTITIONS);
+        let mut d = TestDriver::new(UsersProcessor::new(owner, Some(master)), 1_000);
+        d.advance(1_000).unwrap();
+        assert!(d.take_outputs(VIEW_USERS).is_empty());
+        assert!(d.take_outputs(EMAIL_CLAIMS).is_empty());
+        assert!(d.dead_letters().is_empty());
+        assert!(d
+            .get::<crate::state::Versioned<UserState>>(USERS, "r")
+            .is_none());
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+            .unwrap();
+        assert_eq!(d.take_outputs(EMAIL_CLAIMS).len(), 1);
     }
 
     #[test]
@@ -354,22 +375,22 @@ mod tests {
         // The driver always runs as partition 0; pretend to be each task.
         let mut d = TestDriver::new(UsersProcessor::new(other, Some(master.clone())), 1_000);
         d.advance(1_000).unwrap();
-        assert!(d.take_outputs(VIEW).is_empty());
+        assert!(d.take_outputs(VIEW_USERS).is_empty());
 
         let mut d = TestDriver::new(UsersProcessor::new(owner, Some(master.clone())), 1_000);
         d.advance(1_000).unwrap();
         d.advance(1_000).unwrap();
-        let views: Vec<UserView> = d.take(VIEW);
+        let views: Vec<UserView> = d.take(VIEW_USERS);
         assert_eq!(views.len(), 1);
         assert_eq!(views[0].role, Role::Master);
         assert_eq!(views[0].status, UserStatus::Active);
         settle(&mut d);
         // The MASTER may now change roles of users of its task.
-        d.pipe(COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
+        d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         settle(&mut d);
         d.pipe(
-            COMMANDS,
+            USER_COMMANDS,
             "ann1",
             &UserCommand::ChangeRole {
                 username: "ann1".into(),
@@ -378,7 +399,7 @@ mod tests {
             },
         )
         .unwrap();
-        let last = d.take::<UserView>(VIEW).pop().unwrap();
+        let last = d.take::<UserView>(VIEW_USERS).pop().unwrap();
         assert_eq!(last.role, Role::VendorManager);
         assert_eq!(last.rejection, None);
     }

@@ -266,6 +266,7 @@ fn cancel_after_payment(p: &Pipeline, run: &str) {
             order_id: o.clone(),
             username: "carl1".into(),
             reason: "changed my mind".into(),
+            master: false,
         },
         None,
     );
@@ -323,6 +324,7 @@ fn cancel_racing_the_start(p: &Pipeline, run: &str) {
             order_id: o.clone(),
             username: "rita1".into(),
             reason: "changed my mind".into(),
+            master: false,
         },
         None,
     );

@@ -8,7 +8,8 @@ use pickple_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Outcome, Rejection, ViewMeta};
+pub use crate::rules::non_empty;
+use crate::{Aggregate, Rejection, ViewMeta};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeliveryInput {
@@ -73,8 +74,8 @@ pub enum DeliveryFact {
         reason: String,
         at: Millis,
     },
-    /// A cancel request came after the start: refused, the goods stay on their way. Stored
-    /// (though it changes nothing) because the refusal is what the saga is told.
+    /// A cancel request came after the start: refused, the goods stay on their way. A fact
+    /// though it changes nothing, because the refusal is what the saga is told.
     CancelRefused {
         reason: String,
         at: Millis,
@@ -98,244 +99,237 @@ pub enum DeliveryEffect {
     Reply(OrderReply),
 }
 
-pub fn decide(
-    state: Option<&DeliveryState>,
-    input: &DeliveryInput,
-    now: Millis,
-) -> Result<Vec<DeliveryFact>, Rejection> {
-    use DeliveryStatus::*;
-    match input {
-        DeliveryInput::Order(OrderEvent::OrderConfirmed {
+/// The rules of deliveries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery;
+
+impl Aggregate for Delivery {
+    type State = Option<DeliveryState>;
+    type Input = DeliveryInput;
+    type Fact = DeliveryFact;
+    type Effect = DeliveryEffect;
+
+    fn decide(
+        &self,
+        state: &Option<DeliveryState>,
+        input: &DeliveryInput,
+        now: Millis,
+    ) -> Result<Vec<DeliveryFact>, Rejection> {
+        use DeliveryStatus::*;
+        let state = state.as_ref();
+        match input {
+            DeliveryInput::Order(OrderEvent::OrderConfirmed {
+                order_id,
+                username,
+                email,
+                vendor_ids,
+                ..
+            }) => Ok(match state {
+                Some(_) => vec![],
+                None => vec![DeliveryFact::Created {
+                    order_id: order_id.clone(),
+                    username: username.clone(),
+                    email: email.clone(),
+                    vendor_ids: vendor_ids.clone(),
+                }],
+            }),
+            // Goods already on their way are not recalled by a cancel; the saga refuses such a
+            // cancel anyway once it has heard of the start.
+            DeliveryInput::Order(OrderEvent::OrderCancelled { reason, .. }) => Ok(match state {
+                Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
+                    reason: reason.clone(),
+                    at: now,
+                }],
+                _ => vec![],
+            }),
+            // This processor is the single writer of "has the delivery started", so it, not the
+            // saga, decides a paid order's cancel: whichever of StartDelivery and this request it
+            // processes first wins, and the saga refunds only on its DeliveryCancelled.
+            DeliveryInput::Order(OrderEvent::OrderCancelRequested { reason, .. }) => {
+                Ok(match state {
+                    Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
+                        reason: reason.clone(),
+                        at: now,
+                    }],
+                    Some(d) if matches!(d.status, InTransit | Delivered) => {
+                        vec![DeliveryFact::CancelRefused {
+                            reason: ALREADY_STARTED.into(),
+                            at: now,
+                        }]
+                    }
+                    // Already cancelled: the reply went out with the fact. No delivery cannot
+                    // happen, the request follows the OrderConfirmed that creates it on the same
+                    // partition.
+                    _ => vec![],
+                })
+            }
+            DeliveryInput::Order(OrderEvent::OrderCompleted { .. }) => Ok(vec![]),
+            DeliveryInput::Command(cmd) => {
+                let d = state.ok_or_else(|| Rejection::not_found("no such delivery"))?;
+                match cmd {
+                    DeliveryCommand::StartDelivery {
+                        carrier,
+                        delivery_type,
+                        tracking_number,
+                        by,
+                        ..
+                    } => {
+                        for (what, v) in [
+                            ("carrier", carrier),
+                            ("delivery type", delivery_type),
+                            ("tracking number", tracking_number),
+                            ("by", by),
+                        ] {
+                            non_empty(what, v)?;
+                        }
+                        let shipment = Shipment {
+                            carrier: carrier.trim().to_string(),
+                            delivery_type: delivery_type.trim().to_string(),
+                            tracking_number: tracking_number.trim().to_string(),
+                            by: by.clone(),
+                            at: now,
+                        };
+                        match (&d.status, &d.shipment) {
+                            (Pending, _) => Ok(vec![DeliveryFact::Started(shipment)]),
+                            // The same start again (a retried request): nothing new.
+                            (InTransit, Some(s))
+                                if s.carrier == shipment.carrier
+                                    && s.tracking_number == shipment.tracking_number =>
+                            {
+                                Ok(vec![])
+                            }
+                            (status, _) => Err(Rejection::transition(format!(
+                                "a {status:?} delivery cannot start"
+                            ))),
+                        }
+                    }
+                    DeliveryCommand::AddDeliveryDetail {
+                        location,
+                        description,
+                        by,
+                        ..
+                    } => {
+                        non_empty("location", location)?;
+                        non_empty("description", description)?;
+                        non_empty("by", by)?;
+                        if d.status != InTransit {
+                            return Err(Rejection::transition(
+                                "details can only be added while in transit",
+                            ));
+                        }
+                        if d.details.len() >= MAX_DETAILS {
+                            return Err(Rejection::conflict(format!(
+                                "the delivery already has {} details, the most it keeps is {MAX_DETAILS}",
+                                d.details.len()
+                            )));
+                        }
+                        Ok(vec![DeliveryFact::DetailAdded(Detail {
+                            at: now,
+                            location: location.trim().to_string(),
+                            description: description.trim().to_string(),
+                            by: by.clone(),
+                        })])
+                    }
+                    DeliveryCommand::EndDelivery { by, .. } => {
+                        non_empty("by", by)?;
+                        match d.status {
+                            InTransit => Ok(vec![DeliveryFact::Delivered(Step {
+                                by: by.clone(),
+                                at: now,
+                            })]),
+                            Delivered => Ok(vec![]),
+                            status => Err(Rejection::transition(format!(
+                                "a {status:?} delivery cannot end"
+                            ))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(state: Option<DeliveryState>, fact: &DeliveryFact) -> Option<DeliveryState> {
+        if let DeliveryFact::Created {
             order_id,
             username,
             email,
             vendor_ids,
-            ..
-        }) => Ok(match state {
-            Some(_) => vec![],
-            None => vec![DeliveryFact::Created {
+        } = fact
+        {
+            return Some(DeliveryState {
                 order_id: order_id.clone(),
                 username: username.clone(),
                 email: email.clone(),
                 vendor_ids: vendor_ids.clone(),
-            }],
-        }),
-        // Goods already on their way are not recalled by a cancel; the saga refuses such a
-        // cancel anyway once it has heard of the start.
-        DeliveryInput::Order(OrderEvent::OrderCancelled { reason, .. }) => Ok(match state {
-            Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
-                reason: reason.clone(),
-                at: now,
-            }],
-            _ => vec![],
-        }),
-        // This processor is the single writer of "has the delivery started", so it, not the
-        // saga, decides a paid order's cancel: whichever of StartDelivery and this request it
-        // processes first wins, and the saga refunds only on its DeliveryCancelled.
-        DeliveryInput::Order(OrderEvent::OrderCancelRequested { reason, .. }) => Ok(match state {
-            Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
-                reason: reason.clone(),
-                at: now,
-            }],
-            Some(d) if matches!(d.status, InTransit | Delivered) => {
-                vec![DeliveryFact::CancelRefused {
-                    reason: ALREADY_STARTED.into(),
-                    at: now,
-                }]
+                status: DeliveryStatus::Pending,
+                shipment: None,
+                details: Vec::new(),
+                delivered: None,
+            });
+        }
+        let mut d = state?;
+        match fact {
+            DeliveryFact::Created { .. } => {}
+            DeliveryFact::Started(s) => {
+                d.status = DeliveryStatus::InTransit;
+                d.shipment = Some(s.clone());
             }
-            // Already cancelled: the reply went out with the fact. No delivery cannot happen,
-            // the request follows the OrderConfirmed that creates it on the same partition.
-            _ => vec![],
-        }),
-        DeliveryInput::Order(OrderEvent::OrderCompleted { .. }) => Ok(vec![]),
-        DeliveryInput::Command(cmd) => {
-            let d = state.ok_or_else(|| Rejection::not_found("no such delivery"))?;
-            match cmd {
-                DeliveryCommand::StartDelivery {
-                    carrier,
-                    delivery_type,
-                    tracking_number,
-                    by,
-                    ..
-                } => {
-                    for (what, v) in [
-                        ("carrier", carrier),
-                        ("delivery type", delivery_type),
-                        ("tracking number", tracking_number),
-                        ("by", by),
-                    ] {
-                        non_empty(what, v)?;
-                    }
-                    let shipment = Shipment {
-                        carrier: carrier.trim().to_string(),
-                        delivery_type: delivery_type.trim().to_string(),
-                        tracking_number: tracking_number.trim().to_string(),
-                        by: by.clone(),
-                        at: now,
-                    };
-                    match (&d.status, &d.shipment) {
-                        (Pending, _) => Ok(vec![DeliveryFact::Started(shipment)]),
-                        // The same start again (a retried request): nothing new.
-                        (InTransit, Some(s))
-                            if s.carrier == shipment.carrier
-                                && s.tracking_number == shipment.tracking_number =>
-                        {
-                            Ok(vec![])
-                        }
-                        (status, _) => Err(Rejection::transition(format!(
-                            "a {status:?} delivery cannot start"
-                        ))),
-                    }
-                }
-                DeliveryCommand::AddDeliveryDetail {
-                    location,
-                    description,
-                    by,
-                    ..
-                } => {
-                    non_empty("location", location)?;
-                    non_empty("description", description)?;
-                    non_empty("by", by)?;
-                    if d.status != InTransit {
-                        return Err(Rejection::transition(
-                            "details can only be added while in transit",
-                        ));
-                    }
-                    if d.details.len() >= MAX_DETAILS {
-                        return Err(Rejection::conflict(format!(
-                            "the delivery already has {} details, the most it keeps is {MAX_DETAILS}",
-                            d.details.len()
-                        )));
-                    }
-                    Ok(vec![DeliveryFact::DetailAdded(Detail {
-                        at: now,
-                        location: location.trim().to_string(),
-                        description: description.trim().to_string(),
-                        by: by.clone(),
-                    })])
-                }
-                DeliveryCommand::EndDelivery { by, .. } => {
-                    non_empty("by", by)?;
-                    match d.status {
-                        InTransit => Ok(vec![DeliveryFact::Delivered(Step {
-                            by: by.clone(),
-                            at: now,
-                        })]),
-                        Delivered => Ok(vec![]),
-                        status => Err(Rejection::transition(format!(
-                            "a {status:?} delivery cannot end"
-                        ))),
-                    }
-                }
+            DeliveryFact::DetailAdded(detail) => d.details.push(detail.clone()),
+            DeliveryFact::Delivered(step) => {
+                d.status = DeliveryStatus::Delivered;
+                d.delivered = Some(step.clone());
             }
+            DeliveryFact::Cancelled { .. } => d.status = DeliveryStatus::Cancelled,
+            DeliveryFact::CancelRefused { .. } => {}
         }
+        Some(d)
     }
-}
 
-/// A field of a delivery command is not blank (the gateway checks its requests with this same
-/// rule, so a command it accepts is never refused here for its shape).
-pub fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
-    if value.trim().is_empty() {
-        return Err(Rejection::invalid(format!("{what} must not be empty")));
-    }
-    Ok(())
-}
-
-pub fn apply(state: Option<DeliveryState>, fact: &DeliveryFact) -> Option<DeliveryState> {
-    if let DeliveryFact::Created {
-        order_id,
-        username,
-        email,
-        vendor_ids,
-    } = fact
-    {
-        return Some(DeliveryState {
-            order_id: order_id.clone(),
-            username: username.clone(),
-            email: email.clone(),
-            vendor_ids: vendor_ids.clone(),
-            status: DeliveryStatus::Pending,
-            shipment: None,
-            details: Vec::new(),
-            delivered: None,
-        });
-    }
-    let mut d = state?;
-    match fact {
-        DeliveryFact::Created { .. } => {}
-        DeliveryFact::Started(s) => {
-            d.status = DeliveryStatus::InTransit;
-            d.shipment = Some(s.clone());
-        }
-        DeliveryFact::DetailAdded(detail) => d.details.push(detail.clone()),
-        DeliveryFact::Delivered(step) => {
-            d.status = DeliveryStatus::Delivered;
-            d.delivered = Some(step.clone());
-        }
-        DeliveryFact::Cancelled { .. } => d.status = DeliveryStatus::Cancelled,
-        DeliveryFact::CancelRefused { .. } => {}
-    }
-    Some(d)
-}
-
-pub fn effects(fact: &DeliveryFact, after: &DeliveryState) -> Vec<DeliveryEffect> {
-    let order_id = after.order_id.clone();
-    match fact {
-        DeliveryFact::Started(s) => vec![
-            DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
-                order_id: order_id.clone(),
-                username: after.username.clone(),
-                email: after.email.clone(),
-                carrier: s.carrier.clone(),
-                tracking_number: s.tracking_number.clone(),
-            }),
-            DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id }),
-        ],
-        DeliveryFact::Delivered(_) => vec![
-            DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
-                order_id: order_id.clone(),
-                username: after.username.clone(),
-                email: after.email.clone(),
-            }),
-            DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }),
-        ],
-        // Told after either kind of cancel: the saga waits for it after a cancel request, and
-        // ignores it on an order it has already cancelled.
-        DeliveryFact::Cancelled { .. } => {
-            vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelled {
-                order_id,
-            })]
-        }
-        DeliveryFact::CancelRefused { reason, .. } => {
-            vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelRefused {
-                order_id,
-                reason: reason.clone(),
-            })]
-        }
-        _ => vec![],
-    }
-}
-
-/// decide, apply and effects in one call (see [`crate::Outcome`]).
-pub fn handle(
-    state: Option<DeliveryState>,
-    input: &DeliveryInput,
-    now: Millis,
-) -> Result<Outcome<Option<DeliveryState>, DeliveryFact, DeliveryEffect>, Rejection> {
-    let facts = decide(state.as_ref(), input, now)?;
-    let mut state = state;
-    let mut out = Vec::new();
-    for fact in &facts {
-        state = apply(state, fact);
-        if let Some(after) = &state {
-            out.extend(effects(fact, after));
+    /// Records for the notification e-mails and the saga's replies.
+    fn effects(
+        _before: &Option<DeliveryState>,
+        fact: &DeliveryFact,
+        after: &Option<DeliveryState>,
+    ) -> Vec<DeliveryEffect> {
+        let Some(after) = after else {
+            return Vec::new();
+        };
+        let order_id = after.order_id.clone();
+        match fact {
+            DeliveryFact::Started(s) => vec![
+                DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
+                    order_id: order_id.clone(),
+                    username: after.username.clone(),
+                    email: after.email.clone(),
+                    carrier: s.carrier.clone(),
+                    tracking_number: s.tracking_number.clone(),
+                }),
+                DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id }),
+            ],
+            DeliveryFact::Delivered(_) => vec![
+                DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
+                    order_id: order_id.clone(),
+                    username: after.username.clone(),
+                    email: after.email.clone(),
+                }),
+                DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }),
+            ],
+            // Told after either kind of cancel: the saga waits for it after a cancel request, and
+            // ignores it on an order it has already cancelled.
+            DeliveryFact::Cancelled { .. } => {
+                vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelled {
+                    order_id,
+                })]
+            }
+            DeliveryFact::CancelRefused { reason, .. } => {
+                vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelRefused {
+                    order_id,
+                    reason: reason.clone(),
+                })]
+            }
+            _ => vec![],
         }
     }
-    Ok(Outcome {
-        state,
-        facts,
-        effects: out,
-    })
 }
 
 impl DeliveryState {
@@ -426,12 +420,22 @@ mod tests {
         input: DeliveryInput,
         now: Millis,
     ) -> Vec<DeliveryEffect> {
-        let out = handle(state.take(), &input, now).unwrap_or_else(|r| panic!("{input:?}: {r}"));
+        let out = Delivery.handle(state.take(), &input, now);
+        if let Some(r) = out.rejection {
+            panic!("{input:?}: {r}");
+        }
         *state = out.state;
         out.effects
     }
+    fn decide(
+        state: &Option<DeliveryState>,
+        input: &DeliveryInput,
+        now: Millis,
+    ) -> Result<Vec<DeliveryFact>, Rejection> {
+        Delivery.decide(state, input, now)
+    }
     fn code(state: &Option<DeliveryState>, input: DeliveryInput) -> &'static str {
-        decide(state.as_ref(), &input, 0).unwrap_err().code()
+        decide(state, &input, 0).unwrap_err().code()
     }
 
     #[test]
@@ -553,7 +557,7 @@ mod tests {
         }
         assert_eq!(s.as_ref().unwrap().details.len(), MAX_DETAILS);
         let before = s.clone();
-        let refused = decide(s.as_ref(), &detail("one too many"), 500).unwrap_err();
+        let refused = decide(&s, &detail("one too many"), 500).unwrap_err();
         assert_eq!(refused.code(), "CONFLICT");
         assert_eq!(
             refused.to_string(),

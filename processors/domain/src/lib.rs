@@ -1,21 +1,26 @@
 //! Pickple's domain rules, free of I/O: no Kafka, no store, no clock, no randomness.
 //!
-//! Every aggregate follows the same shape. The app layer loads the state stored under the
-//! record's key, calls `decide(state, input, now, ..)` to get facts (or a [`Rejection`]), folds
-//! them with `apply`, stores the new state and turns the facts' effects into records. Because
-//! `decide` never mutates and `apply` never refuses, replaying the stored facts (or a changelog)
-//! always rebuilds the same state.
+//! Every entity is an [`Aggregate`]: `decide(state, input)` gives facts (or a [`Rejection`]),
+//! `apply` folds each fact into the state, `effects` derives the records a fact calls for, and
+//! [`Aggregate::handle`] chains them. The app layer stores the state that comes out (the stores
+//! hold each entity's latest state, changelogged to a compacted topic; facts are not
+//! persisted) and sends the effects. Because `decide` never mutates, `apply` never refuses and
+//! effects come from facts alone, an input that changes nothing stores and sends nothing.
 //!
 //! Time comes in as `now: Millis`, so tests and the runtime's test driver control the clock.
 
+pub mod aggregate;
 pub mod delivery;
+pub mod email;
 pub mod order;
 pub mod payment;
 pub mod rejection;
+pub mod rules;
 pub mod stock;
 pub mod user;
 pub mod vendor;
 
+pub use aggregate::{Aggregate, Outcome};
 pub use pickple_schemas::{Amount, Millis};
 pub use rejection::Rejection;
 
@@ -28,15 +33,6 @@ pub struct ViewMeta {
     pub updated_at: Millis,
     /// `to_string()` of the last rejection, if the last command was refused.
     pub rejection: Option<String>,
-}
-
-/// The state, the facts and the side effects of one handled input, for app layers that want
-/// decide, apply and effects in one call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome<S, F, E> {
-    pub state: S,
-    pub facts: Vec<F>,
-    pub effects: Vec<E>,
 }
 
 /// `u64` quantities meet `i64` money and counters; saturate instead of wrapping because a

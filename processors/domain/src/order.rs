@@ -1,11 +1,9 @@
-//! The order saga (DESIGN section 5), keyed by order id: the order processor orchestrates stock,
-//! payment and delivery through commands and their replies, all keyed so that one task owns an
-//! order's whole history.
+//! The order saga, keyed by order id: the order processor orchestrates stock, payment and
+//! delivery through commands and their replies, all keyed so that one task owns an order's whole
+//! history.
 //!
-//! [`decide`] returns the facts, which are what gets stored (through [`apply`]); [`effects`]
-//! derives the records to send from each fact and the states around it. Keeping effects out of
-//! the facts means a fact replayed from the changelog never re-sends anything, and [`handle`]
-//! chains the three for the app layer.
+//! [`Order`]'s `decide` returns the facts, `apply` folds them into the [`OrderState`] the app
+//! stores, and `effects` derives the records to send from each fact and the states around it.
 //!
 //! Why releasing every line on a cancel is safe even for lines whose reply has not come yet:
 //! the Reserve and the Release of a line are both produced by this processor, in that order, to
@@ -14,12 +12,14 @@
 //! rejected, or for nothing, is a no-op there.
 
 use pickple_schemas::{
-    Amount, Millis, OrderCommand, OrderEvent, OrderLine, OrderLineView, OrderReply, OrderStatus,
-    OrderView, PaymentCommand, StockCommand, Transition,
+    Amount, DeliveryStatus, Millis, OrderCommand, OrderEvent, OrderLine, OrderLineView, OrderReply,
+    OrderStatus, OrderView, PaymentCommand, PaymentStatus, StockCommand, Transition,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{is_false, qty_i64, Outcome, Rejection, ViewMeta};
+pub use crate::rules::check_payment_token;
+use crate::rules::positive;
+use crate::{is_false, qty_i64, Aggregate, Rejection, ViewMeta};
 
 /// Everything the saga reacts to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,8 +92,8 @@ pub enum CancelCause {
     Customer,
 }
 
-/// The saga's stored facts (not the public `OrderEvent`s, which are effects). Never rename a
-/// variant or a field.
+/// What happened to an order: the saga's own facts, not the public `OrderEvent`s (those are
+/// effects).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum OrderFact {
@@ -114,7 +114,8 @@ pub enum OrderFact {
         deadline: Millis,
         at: Millis,
     },
-    /// Carries the token only so [`effects`] can hand it to the payment processor.
+    /// Carries the token only so the effects can hand it to the payment processor; the state
+    /// never keeps it.
     PaymentRequested {
         payment_token: String,
         at: Millis,
@@ -168,9 +169,9 @@ pub enum OrderFact {
 }
 
 /// A record to send because of a fact. The app layer keys stock effects by product id and the
-/// rest by order id (see [`Effect::stock_command`] and [`Effect::payment_command`]).
+/// rest by order id (see [`OrderEffect::stock_command`] and [`OrderEffect::payment_command`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Effect {
+pub enum OrderEffect {
     ReserveStock {
         product_id: String,
         quantity: u64,
@@ -198,14 +199,17 @@ pub enum Effect {
     ScheduleDeadline {
         at: Millis,
     },
-    CancelDeadline,
+    /// Disarm the timer armed for `at` (the app keys its timers by due time).
+    CancelDeadline {
+        at: Millis,
+    },
 }
 
-impl Effect {
+impl OrderEffect {
     pub fn stock_command(&self, order_id: &str) -> Option<StockCommand> {
         let order_id = order_id.to_string();
         Some(match self {
-            Effect::ReserveStock {
+            OrderEffect::ReserveStock {
                 product_id,
                 quantity,
                 username,
@@ -217,15 +221,15 @@ impl Effect {
                 quantity: *quantity,
                 placed_at: *placed_at,
             },
-            Effect::ReleaseStock { product_id } => StockCommand::Release {
+            OrderEffect::ReleaseStock { product_id } => StockCommand::Release {
                 product_id: product_id.clone(),
                 order_id,
             },
-            Effect::CommitStock { product_id } => StockCommand::Commit {
+            OrderEffect::CommitStock { product_id } => StockCommand::Commit {
                 product_id: product_id.clone(),
                 order_id,
             },
-            Effect::RestockStock { product_id } => StockCommand::Restock {
+            OrderEffect::RestockStock { product_id } => StockCommand::Restock {
                 product_id: product_id.clone(),
                 order_id,
             },
@@ -235,7 +239,7 @@ impl Effect {
 
     pub fn payment_command(&self, order_id: &str) -> Option<PaymentCommand> {
         match self {
-            Effect::Authorize {
+            OrderEffect::Authorize {
                 amount,
                 payment_token,
             } => Some(PaymentCommand::Authorize {
@@ -243,7 +247,7 @@ impl Effect {
                 amount: *amount,
                 payment_token: payment_token.clone(),
             }),
-            Effect::Refund { reason } => Some(PaymentCommand::Refund {
+            OrderEffect::Refund { reason } => Some(PaymentCommand::Refund {
                 order_id: order_id.to_string(),
                 reason: reason.clone(),
             }),
@@ -269,112 +273,279 @@ pub const MAX_HISTORY: usize = 32;
 pub const DEADLINE_REASON: &str = "payment deadline passed";
 pub const LATE_APPROVAL_REASON: &str = "approved after expiry";
 
-/// Decide what an input does to an order. Replies that repeat or arrive too late are no-ops
-/// (`Ok(vec![])`), never rejections: they are normal under at-least-once delivery, not errors.
-pub fn decide(
-    state: Option<&OrderState>,
-    input: &OrderInput,
-    now: Millis,
-    payment_timeout_ms: Millis,
-) -> Result<Vec<OrderFact>, Rejection> {
-    use OrderStatus::*;
-    match input {
-        OrderInput::Command(OrderCommand::PlaceOrder {
+/// The saga's rules, with the time a customer has to pay once the stock is reserved.
+#[derive(Debug, Clone, Copy)]
+pub struct Order {
+    pub payment_timeout_ms: Millis,
+}
+
+impl Aggregate for Order {
+    type State = Option<OrderState>;
+    type Input = OrderInput;
+    type Fact = OrderFact;
+    type Effect = OrderEffect;
+
+    /// Replies that repeat or arrive too late are no-ops (`Ok(vec![])`), never rejections.
+    fn decide(
+        &self,
+        state: &Option<OrderState>,
+        input: &OrderInput,
+        now: Millis,
+    ) -> Result<Vec<OrderFact>, Rejection> {
+        use OrderStatus::*;
+        let state = state.as_ref();
+        match input {
+            OrderInput::Command(OrderCommand::PlaceOrder {
+                order_id,
+                username,
+                email,
+                lines,
+            }) => {
+                if let Some(o) = state {
+                    let same = o.username == *username
+                        && o.lines.len() == lines.len()
+                        && o.lines
+                            .iter()
+                            .zip(lines)
+                            .all(|(a, b)| a.product_id == b.product_id && a.quantity == b.quantity);
+                    return if same {
+                        Ok(vec![])
+                    } else {
+                        Err(Rejection::conflict(format!(
+                            "order {order_id} already exists"
+                        )))
+                    };
+                }
+                validate_lines(order_id, username, lines)?;
+                Ok(vec![OrderFact::Placed {
+                    order_id: order_id.clone(),
+                    username: username.clone(),
+                    email: email.clone(),
+                    lines: lines.clone(),
+                    at: now,
+                }])
+            }
+            OrderInput::Command(OrderCommand::PayOrder {
+                username,
+                payment_token,
+                ..
+            }) => {
+                let o = owned(state, username)?;
+                match o.status {
+                    AwaitingPayment => {
+                        if o.deadline.is_some_and(|d| now >= d) {
+                            return Err(Rejection::transition(DEADLINE_REASON));
+                        }
+                        check_payment_token(payment_token)?;
+                        Ok(vec![OrderFact::PaymentRequested {
+                            payment_token: payment_token.clone(),
+                            at: now,
+                        }])
+                    }
+                    // A double click: the first payment is on its way.
+                    PaymentPending => Ok(vec![]),
+                    Pending => Err(Rejection::transition("the stock is not reserved yet")),
+                    Paid | Shipping | Completed => Err(Rejection::transition("the order is paid")),
+                    Cancelled => Err(Rejection::transition("the order is cancelled")),
+                }
+            }
+            OrderInput::Command(OrderCommand::CancelOrder {
+                username,
+                reason,
+                master,
+                ..
+            }) => {
+                // A MASTER may cancel any customer's order.
+                let o = if *master {
+                    existing(state)?
+                } else {
+                    owned(state, username)?
+                };
+                let reason = if reason.trim().is_empty() {
+                    "cancelled by the customer".to_string()
+                } else {
+                    reason.clone()
+                };
+                match o.status {
+                    Pending | AwaitingPayment | PaymentPending => Ok(vec![OrderFact::Cancelled {
+                        cause: CancelCause::Customer,
+                        reason,
+                        at: now,
+                    }]),
+                    // A paid order has a delivery (made from its OrderConfirmed): the delivery
+                    // processor decides. A second cancel while it does is a double click.
+                    Paid if o.cancel_requested.is_some() => Ok(vec![]),
+                    Paid => Ok(vec![OrderFact::CancelRequested { reason, at: now }]),
+                    Cancelled => Ok(vec![]),
+                    Shipping | Completed => Err(Rejection::transition(
+                        "the order has shipped and can no longer be cancelled",
+                    )),
+                }
+            }
+            OrderInput::Reply(reply) => {
+                let o = existing(state)?;
+                decide_reply(o, reply, now, self.payment_timeout_ms)
+            }
+            OrderInput::DeadlinePassed => match state {
+                Some(o)
+                    if matches!(o.status, AwaitingPayment | PaymentPending)
+                        && o.deadline.is_some_and(|d| now >= d) =>
+                {
+                    Ok(vec![OrderFact::Cancelled {
+                        cause: CancelCause::Deadline,
+                        reason: DEADLINE_REASON.into(),
+                        at: now,
+                    }])
+                }
+                _ => Ok(vec![]),
+            },
+        }
+    }
+
+    /// Only `Placed` makes an order out of nothing.
+    fn apply(state: Option<OrderState>, fact: &OrderFact) -> Option<OrderState> {
+        if let OrderFact::Placed {
             order_id,
             username,
             email,
             lines,
-        }) => {
-            if let Some(o) = state {
-                let same = o.username == *username
-                    && o.lines.len() == lines.len()
-                    && o.lines
-                        .iter()
-                        .zip(lines)
-                        .all(|(a, b)| a.product_id == b.product_id && a.quantity == b.quantity);
-                return if same {
-                    Ok(vec![])
-                } else {
-                    Err(Rejection::conflict(format!(
-                        "order {order_id} already exists"
-                    )))
-                };
-            }
-            validate_lines(order_id, username, lines)?;
-            Ok(vec![OrderFact::Placed {
+            at,
+        } = fact
+        {
+            return Some(OrderState {
                 order_id: order_id.clone(),
                 username: username.clone(),
                 email: email.clone(),
-                lines: lines.clone(),
-                at: now,
-            }])
+                placed_at: *at,
+                lines: lines
+                    .iter()
+                    .map(|l| LineState {
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                        unit_price: None,
+                        vendor_id: None,
+                    })
+                    .collect(),
+                status: OrderStatus::Pending,
+                deadline: None,
+                payment: PaymentState::default(),
+                cancel_cause: None,
+                cancel_requested: None,
+                history: vec![Transition {
+                    status: OrderStatus::Pending,
+                    at: *at,
+                    reason: "order placed".into(),
+                }],
+            });
         }
-        OrderInput::Command(OrderCommand::PayOrder {
-            username,
-            payment_token,
-            ..
-        }) => {
-            let o = owned(state, username)?;
-            match o.status {
-                AwaitingPayment => {
-                    if o.deadline.is_some_and(|d| now >= d) {
-                        return Err(Rejection::transition(DEADLINE_REASON));
-                    }
-                    check_payment_token(payment_token)?;
-                    Ok(vec![OrderFact::PaymentRequested {
-                        payment_token: payment_token.clone(),
-                        at: now,
-                    }])
+        let mut o = state?;
+        o.apply(fact);
+        Some(o)
+    }
+
+    fn effects(
+        before: &Option<OrderState>,
+        fact: &OrderFact,
+        after: &Option<OrderState>,
+    ) -> Vec<OrderEffect> {
+        let Some(after) = after else {
+            return Vec::new();
+        };
+        // The payment timer armed before the fact, which a payment or a cancel disarms.
+        let armed = before.as_ref().and_then(|b| b.deadline);
+        let each_line = |make: fn(String) -> OrderEffect| -> Vec<OrderEffect> {
+            after
+                .lines
+                .iter()
+                .map(|l| make(l.product_id.clone()))
+                .collect()
+        };
+        match fact {
+            OrderFact::Placed { username, at, .. } => after
+                .lines
+                .iter()
+                .map(|l| OrderEffect::ReserveStock {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    username: username.clone(),
+                    placed_at: *at,
+                })
+                .collect(),
+            OrderFact::PaymentDue { deadline, .. } => {
+                vec![OrderEffect::ScheduleDeadline { at: *deadline }]
+            }
+            OrderFact::PaymentRequested { payment_token, .. } => vec![OrderEffect::Authorize {
+                amount: after.amount(),
+                payment_token: payment_token.clone(),
+            }],
+            OrderFact::Paid { .. } => {
+                let mut out = each_line(|product_id| OrderEffect::CommitStock { product_id });
+                out.push(OrderEffect::Publish(OrderEvent::OrderConfirmed {
+                    order_id: after.order_id.clone(),
+                    username: after.username.clone(),
+                    email: after.email.clone(),
+                    amount: after.amount(),
+                    vendor_ids: after.vendor_ids(),
+                }));
+                out.extend(armed.map(|at| OrderEffect::CancelDeadline { at }));
+                out
+            }
+            OrderFact::Completed { .. } => vec![OrderEffect::Publish(OrderEvent::OrderCompleted {
+                order_id: after.order_id.clone(),
+                username: after.username.clone(),
+                email: after.email.clone(),
+            })],
+            OrderFact::Cancelled { cause, reason, .. } => {
+                let was_paid = before
+                    .as_ref()
+                    .is_some_and(|b| b.status == OrderStatus::Paid);
+                let mut out = if was_paid {
+                    let mut out = vec![OrderEffect::Refund {
+                        reason: format!("order cancelled: {reason}"),
+                    }];
+                    out.extend(each_line(|product_id| OrderEffect::RestockStock {
+                        product_id,
+                    }));
+                    out
+                } else {
+                    each_line(|product_id| OrderEffect::ReleaseStock { product_id })
+                };
+                // A fired timer needs no cancelling; one still armed would fire on a final order.
+                if *cause != CancelCause::Deadline {
+                    out.extend(armed.map(|at| OrderEffect::CancelDeadline { at }));
                 }
-                // A double click: the first payment is on its way.
-                PaymentPending => Ok(vec![]),
-                Pending => Err(Rejection::transition("the stock is not reserved yet")),
-                Paid | Shipping | Completed => Err(Rejection::transition("the order is paid")),
-                Cancelled => Err(Rejection::transition("the order is cancelled")),
+                out.push(OrderEffect::Publish(OrderEvent::OrderCancelled {
+                    order_id: after.order_id.clone(),
+                    username: after.username.clone(),
+                    reason: reason.clone(),
+                }));
+                out
             }
-        }
-        OrderInput::Command(OrderCommand::CancelOrder {
-            username, reason, ..
-        }) => {
-            let o = owned(state, username)?;
-            let reason = if reason.trim().is_empty() {
-                "cancelled by the customer".to_string()
-            } else {
-                reason.clone()
-            };
-            match o.status {
-                Pending | AwaitingPayment | PaymentPending => Ok(vec![OrderFact::Cancelled {
-                    cause: CancelCause::Customer,
-                    reason,
-                    at: now,
-                }]),
-                // A paid order has a delivery (made from its OrderConfirmed): the delivery
-                // processor decides. A second cancel while it does is a double click.
-                Paid if o.cancel_requested.is_some() => Ok(vec![]),
-                Paid => Ok(vec![OrderFact::CancelRequested { reason, at: now }]),
-                Cancelled => Ok(vec![]),
-                Shipping | Completed => Err(Rejection::transition(
-                    "the order has shipped and can no longer be cancelled",
-                )),
+            OrderFact::CancelRequested { reason, .. } => {
+                vec![OrderEffect::Publish(OrderEvent::OrderCancelRequested {
+                    order_id: after.order_id.clone(),
+                    username: after.username.clone(),
+                    reason: reason.clone(),
+                })]
             }
-        }
-        OrderInput::Reply(reply) => {
-            let o = state.ok_or_else(|| Rejection::not_found("no such order"))?;
-            decide_reply(o, reply, now, payment_timeout_ms)
-        }
-        OrderInput::DeadlinePassed => match state {
-            Some(o)
-                if matches!(o.status, AwaitingPayment | PaymentPending)
-                    && o.deadline.is_some_and(|d| now >= d) =>
-            {
-                Ok(vec![OrderFact::Cancelled {
-                    cause: CancelCause::Deadline,
-                    reason: DEADLINE_REASON.into(),
-                    at: now,
-                }])
+            OrderFact::LateReservationReleased { product_id, .. } => {
+                vec![OrderEffect::ReleaseStock {
+                    product_id: product_id.clone(),
+                }]
             }
-            _ => Ok(vec![]),
-        },
+            OrderFact::LateApprovalRefunded { .. } => vec![OrderEffect::Refund {
+                reason: match after.cancel_cause {
+                    Some(CancelCause::Deadline) => LATE_APPROVAL_REASON.into(),
+                    Some(_) => "approved after cancellation".into(),
+                    None => "approved while the order was not awaiting payment".into(),
+                },
+            }],
+            OrderFact::LineReserved { .. }
+            | OrderFact::PaymentDeclined { .. }
+            | OrderFact::ShippingStarted { .. }
+            | OrderFact::CancelRefused { .. }
+            | OrderFact::Refunded { .. } => vec![],
+        }
     }
 }
 
@@ -501,8 +672,12 @@ fn decide_reply(
     Ok(facts)
 }
 
+fn existing(state: Option<&OrderState>) -> Result<&OrderState, Rejection> {
+    state.ok_or_else(|| Rejection::not_found("no such order"))
+}
+
 fn owned<'a>(state: Option<&'a OrderState>, username: &str) -> Result<&'a OrderState, Rejection> {
-    let o = state.ok_or_else(|| Rejection::not_found("no such order"))?;
+    let o = existing(state)?;
     if o.username != username {
         return Err(Rejection::forbidden("the order belongs to another user"));
     }
@@ -558,12 +733,7 @@ pub fn check_line_product(product_id: &str) -> Result<(), Rejection> {
 
 /// Every line orders at least one unit.
 pub fn check_line_quantity(product_id: &str, quantity: u64) -> Result<(), Rejection> {
-    if quantity == 0 {
-        return Err(Rejection::invalid(format!(
-            "quantity of {product_id} must be positive"
-        )));
-    }
-    Ok(())
+    positive(&format!("quantity of {product_id}"), quantity)
 }
 
 /// One line per product: stock reservations are idempotent by (order, product), so a second
@@ -582,57 +752,8 @@ pub fn check_line_unique(lines: &[OrderLine], i: usize) -> Result<(), Rejection>
     Ok(())
 }
 
-/// A payment needs a token for the provider.
-pub fn check_payment_token(payment_token: &str) -> Result<(), Rejection> {
-    if payment_token.trim().is_empty() {
-        return Err(Rejection::invalid("a payment token is required"));
-    }
-    Ok(())
-}
-
-/// Fold one fact into the order. Only `Placed` makes an order out of nothing.
-pub fn apply(state: Option<OrderState>, fact: &OrderFact) -> Option<OrderState> {
-    if let OrderFact::Placed {
-        order_id,
-        username,
-        email,
-        lines,
-        at,
-    } = fact
-    {
-        return Some(OrderState {
-            order_id: order_id.clone(),
-            username: username.clone(),
-            email: email.clone(),
-            placed_at: *at,
-            lines: lines
-                .iter()
-                .map(|l| LineState {
-                    product_id: l.product_id.clone(),
-                    quantity: l.quantity,
-                    unit_price: None,
-                    vendor_id: None,
-                })
-                .collect(),
-            status: OrderStatus::Pending,
-            deadline: None,
-            payment: PaymentState::default(),
-            cancel_cause: None,
-            cancel_requested: None,
-            history: vec![Transition {
-                status: OrderStatus::Pending,
-                at: *at,
-                reason: "order placed".into(),
-            }],
-        });
-    }
-    let mut o = state?;
-    o.apply(fact);
-    Some(o)
-}
-
 impl OrderState {
-    pub fn apply(&mut self, fact: &OrderFact) {
+    fn apply(&mut self, fact: &OrderFact) {
         match fact {
             OrderFact::Placed { .. } => {}
             OrderFact::LineReserved {
@@ -747,27 +868,30 @@ impl OrderState {
         ids
     }
 
-    pub fn payment_status(&self) -> Option<String> {
+    pub fn payment_status(&self) -> Option<PaymentStatus> {
         let p = &self.payment;
         Some(if p.refunded {
-            "REFUNDED".into()
+            PaymentStatus::Refunded
         } else if p.refund_requested {
-            "REFUND_REQUESTED".into()
+            PaymentStatus::RefundRequested
         } else if p.payment_id.is_some() {
-            "AUTHORIZED".into()
+            PaymentStatus::Authorized
         } else if self.status == OrderStatus::PaymentPending {
-            "REQUESTED".into()
+            PaymentStatus::Requested
         } else if let Some(reason) = &p.declined {
-            format!("DECLINED: {reason}")
+            PaymentStatus::Declined {
+                reason: reason.clone(),
+            }
         } else {
             return None;
         })
     }
 
-    pub fn delivery_status(&self) -> Option<String> {
+    /// What the order knows of its delivery: that it started, and that it ended.
+    pub fn delivery_status(&self) -> Option<DeliveryStatus> {
         match self.status {
-            OrderStatus::Shipping => Some("IN_TRANSIT".into()),
-            OrderStatus::Completed => Some("DELIVERED".into()),
+            OrderStatus::Shipping => Some(DeliveryStatus::InTransit),
+            OrderStatus::Completed => Some(DeliveryStatus::Delivered),
             _ => None,
         }
     }
@@ -801,126 +925,15 @@ impl OrderState {
     }
 }
 
-/// The records a fact calls for. `before` is the order before the fact, `after` after it.
-pub fn effects(before: Option<&OrderState>, fact: &OrderFact, after: &OrderState) -> Vec<Effect> {
-    let each_line = |make: fn(String) -> Effect| -> Vec<Effect> {
-        after
-            .lines
-            .iter()
-            .map(|l| make(l.product_id.clone()))
-            .collect()
-    };
-    match fact {
-        OrderFact::Placed { username, at, .. } => after
-            .lines
-            .iter()
-            .map(|l| Effect::ReserveStock {
-                product_id: l.product_id.clone(),
-                quantity: l.quantity,
-                username: username.clone(),
-                placed_at: *at,
-            })
-            .collect(),
-        OrderFact::PaymentDue { deadline, .. } => vec![Effect::ScheduleDeadline { at: *deadline }],
-        OrderFact::PaymentRequested { payment_token, .. } => vec![Effect::Authorize {
-            amount: after.amount(),
-            payment_token: payment_token.clone(),
-        }],
-        OrderFact::Paid { .. } => {
-            let mut out = each_line(|product_id| Effect::CommitStock { product_id });
-            out.push(Effect::Publish(OrderEvent::OrderConfirmed {
-                order_id: after.order_id.clone(),
-                username: after.username.clone(),
-                email: after.email.clone(),
-                amount: after.amount(),
-                vendor_ids: after.vendor_ids(),
-            }));
-            out.push(Effect::CancelDeadline);
-            out
-        }
-        OrderFact::Completed { .. } => vec![Effect::Publish(OrderEvent::OrderCompleted {
-            order_id: after.order_id.clone(),
-            username: after.username.clone(),
-            email: after.email.clone(),
-        })],
-        OrderFact::Cancelled { cause, reason, .. } => {
-            let was_paid = before.is_some_and(|b| b.status == OrderStatus::Paid);
-            let mut out = if was_paid {
-                let mut out = vec![Effect::Refund {
-                    reason: format!("order cancelled: {reason}"),
-                }];
-                out.extend(each_line(|product_id| Effect::RestockStock { product_id }));
-                out
-            } else {
-                each_line(|product_id| Effect::ReleaseStock { product_id })
-            };
-            // A fired timer needs no cancelling; one still armed would fire on a final order.
-            if *cause != CancelCause::Deadline && before.is_some_and(|b| b.deadline.is_some()) {
-                out.push(Effect::CancelDeadline);
-            }
-            out.push(Effect::Publish(OrderEvent::OrderCancelled {
-                order_id: after.order_id.clone(),
-                username: after.username.clone(),
-                reason: reason.clone(),
-            }));
-            out
-        }
-        OrderFact::CancelRequested { reason, .. } => {
-            vec![Effect::Publish(OrderEvent::OrderCancelRequested {
-                order_id: after.order_id.clone(),
-                username: after.username.clone(),
-                reason: reason.clone(),
-            })]
-        }
-        OrderFact::LateReservationReleased { product_id, .. } => vec![Effect::ReleaseStock {
-            product_id: product_id.clone(),
-        }],
-        OrderFact::LateApprovalRefunded { .. } => vec![Effect::Refund {
-            reason: match after.cancel_cause {
-                Some(CancelCause::Deadline) => LATE_APPROVAL_REASON.into(),
-                Some(_) => "approved after cancellation".into(),
-                None => "approved while the order was not awaiting payment".into(),
-            },
-        }],
-        OrderFact::LineReserved { .. }
-        | OrderFact::PaymentDeclined { .. }
-        | OrderFact::ShippingStarted { .. }
-        | OrderFact::CancelRefused { .. }
-        | OrderFact::Refunded { .. } => vec![],
-    }
-}
-
-/// decide, apply and effects in one call: the new state (`None` only if there was no order and
-/// none was placed), the facts to store and the records to send.
-pub fn handle(
-    state: Option<OrderState>,
-    input: &OrderInput,
-    now: Millis,
-    payment_timeout_ms: Millis,
-) -> Result<Outcome<Option<OrderState>, OrderFact, Effect>, Rejection> {
-    let facts = decide(state.as_ref(), input, now, payment_timeout_ms)?;
-    let mut state = state;
-    let mut out = Vec::new();
-    for fact in &facts {
-        let before = state.clone();
-        state = apply(state, fact);
-        if let Some(after) = &state {
-            out.extend(effects(before.as_ref(), fact, after));
-        }
-    }
-    Ok(Outcome {
-        state,
-        facts,
-        effects: out,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use OrderStatus::*;
 
     const TIMEOUT: Millis = 300_000;
+    const ORDER: Order = Order {
+        payment_timeout_ms: TIMEOUT,
+    };
     const O: &str = "o1";
 
     fn place(lines: &[(&str, u64)]) -> OrderInput {
@@ -949,6 +962,7 @@ mod tests {
             order_id: O.into(),
             username: user.into(),
             reason: "changed my mind".into(),
+            master: false,
         })
     }
     fn reserved(product: &str, price: Amount) -> OrderInput {
@@ -1022,14 +1036,17 @@ mod tests {
                 now: 1_000,
             }
         }
-        fn send(&mut self, input: OrderInput) -> Vec<Effect> {
-            let out = handle(self.state.take(), &input, self.now, TIMEOUT)
-                .unwrap_or_else(|r| panic!("{input:?} rejected: {r}"));
+        fn send(&mut self, input: OrderInput) -> Vec<OrderEffect> {
+            let out = ORDER.handle(self.state.take(), &input, self.now);
+            if let Some(r) = out.rejection {
+                panic!("{input:?} rejected: {r}");
+            }
             self.state = out.state;
             out.effects
         }
         fn reject(&self, input: OrderInput) -> &'static str {
-            decide(self.state.as_ref(), &input, self.now, TIMEOUT)
+            ORDER
+                .decide(&self.state, &input, self.now)
                 .unwrap_err()
                 .code()
         }
@@ -1059,8 +1076,8 @@ mod tests {
         }
     }
 
-    fn release(p: &str) -> Effect {
-        Effect::ReleaseStock {
+    fn release(p: &str) -> OrderEffect {
+        OrderEffect::ReleaseStock {
             product_id: p.into(),
         }
     }
@@ -1072,13 +1089,13 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Effect::ReserveStock {
+                OrderEffect::ReserveStock {
                     product_id: "p1".into(),
                     quantity: 2,
                     username: "ann".into(),
                     placed_at: 1_000
                 },
-                Effect::ReserveStock {
+                OrderEffect::ReserveStock {
                     product_id: "p2".into(),
                     quantity: 1,
                     username: "ann".into(),
@@ -1196,7 +1213,7 @@ mod tests {
         let out = s.send(reserved("p2", 500));
         assert_eq!(
             out,
-            vec![Effect::ScheduleDeadline {
+            vec![OrderEffect::ScheduleDeadline {
                 at: 2_000 + TIMEOUT
             }]
         );
@@ -1221,7 +1238,7 @@ mod tests {
             vec![
                 release("p1"),
                 release("p2"),
-                Effect::Publish(OrderEvent::OrderCancelled {
+                OrderEffect::Publish(OrderEvent::OrderCancelled {
                     order_id: O.into(),
                     username: "ann".into(),
                     reason: "p2: out of stock".into()
@@ -1254,7 +1271,7 @@ mod tests {
         let out = s.send(pay("ann"));
         assert_eq!(
             out,
-            vec![Effect::Authorize {
+            vec![OrderEffect::Authorize {
                 amount: 700,
                 payment_token: "tok".into()
             }]
@@ -1267,25 +1284,27 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Effect::CommitStock {
+                OrderEffect::CommitStock {
                     product_id: "p1".into()
                 },
-                Effect::CommitStock {
+                OrderEffect::CommitStock {
                     product_id: "p2".into()
                 },
-                Effect::Publish(OrderEvent::OrderConfirmed {
+                OrderEffect::Publish(OrderEvent::OrderConfirmed {
                     order_id: O.into(),
                     username: "ann".into(),
                     email: "ann@x.io".into(),
                     amount: 700,
                     vendor_ids: vec!["v-p1".into(), "v-p2".into()]
                 }),
-                Effect::CancelDeadline,
+                OrderEffect::CancelDeadline {
+                    at: 1_000 + TIMEOUT
+                },
             ]
         );
         let o = s.state.as_ref().unwrap();
         assert_eq!((o.status, o.deadline), (Paid, None));
-        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        assert_eq!(o.payment_status(), Some(PaymentStatus::Authorized));
         s.noop(authorized());
         s.noop(declined());
         assert_eq!(s.reject(pay("ann")), "INVALID_TRANSITION");
@@ -1318,8 +1337,10 @@ mod tests {
         let o = s.state.as_ref().unwrap();
         assert_eq!(o.status, AwaitingPayment);
         assert_eq!(
-            o.payment_status().as_deref(),
-            Some("DECLINED: card expired")
+            o.payment_status(),
+            Some(PaymentStatus::Declined {
+                reason: "card expired".into()
+            })
         );
         assert_eq!(
             o.history.last().unwrap().reason,
@@ -1328,8 +1349,8 @@ mod tests {
         s.noop(declined());
         s.send(pay("ann"));
         assert_eq!(
-            s.state.as_ref().unwrap().payment_status().as_deref(),
-            Some("REQUESTED")
+            s.state.as_ref().unwrap().payment_status(),
+            Some(PaymentStatus::Requested)
         );
         s.send(authorized());
         assert_eq!(s.status(), Paid);
@@ -1351,7 +1372,7 @@ mod tests {
                 vec![
                     release("p1"),
                     release("p2"),
-                    Effect::Publish(OrderEvent::OrderCancelled {
+                    OrderEffect::Publish(OrderEvent::OrderCancelled {
                         order_id: O.into(),
                         username: "ann".into(),
                         reason: DEADLINE_REASON.into()
@@ -1363,7 +1384,7 @@ mod tests {
             // The provider approved too late: refund, once, and the order stays cancelled.
             assert_eq!(
                 s.send(authorized()),
-                vec![Effect::Refund {
+                vec![OrderEffect::Refund {
                     reason: LATE_APPROVAL_REASON.into()
                 }]
             );
@@ -1371,8 +1392,8 @@ mod tests {
             s.noop(authorized());
             s.send(refunded());
             assert_eq!(
-                s.state.as_ref().unwrap().payment_status().as_deref(),
-                Some("REFUNDED")
+                s.state.as_ref().unwrap().payment_status(),
+                Some(PaymentStatus::Refunded)
             );
             s.noop(refunded());
         }
@@ -1398,11 +1419,17 @@ mod tests {
         let out = s.send(cancel("ann"));
         assert_eq!(
             out[..3],
-            [release("p1"), release("p2"), Effect::CancelDeadline]
+            [
+                release("p1"),
+                release("p2"),
+                OrderEffect::CancelDeadline {
+                    at: 1_000 + TIMEOUT
+                }
+            ]
         );
         assert!(matches!(
             out[3],
-            Effect::Publish(OrderEvent::OrderCancelled { .. })
+            OrderEffect::Publish(OrderEvent::OrderCancelled { .. })
         ));
         let o = s.state.as_ref().unwrap();
         assert_eq!(o.history.last().unwrap().reason, "changed my mind");
@@ -1414,10 +1441,58 @@ mod tests {
         s.send(cancel("ann"));
         assert_eq!(
             s.send(authorized()),
-            vec![Effect::Refund {
+            vec![OrderEffect::Refund {
                 reason: "approved after cancellation".into()
             }]
         );
+    }
+
+    fn master_cancel() -> OrderInput {
+        OrderInput::Command(OrderCommand::CancelOrder {
+            order_id: O.into(),
+            username: "root".into(),
+            reason: "fraud suspected".into(),
+            master: true,
+        })
+    }
+
+    #[test]
+    fn a_master_cancels_another_users_order() {
+        let mut s = Saga::awaiting();
+        let out = s.send(master_cancel());
+        assert_eq!(s.status(), Cancelled);
+        assert_eq!(out[..2], [release("p1"), release("p2")]);
+        assert!(
+            matches!(
+                out.last(),
+                Some(OrderEffect::Publish(OrderEvent::OrderCancelled { username, reason, .. }))
+                    if username == "ann" && reason == "fraud suspected"
+            ),
+            "{out:?}"
+        );
+        // A paid order: the delivery processor decides, as for the customer's own cancel.
+        let mut s = Saga::paid();
+        let out = s.send(master_cancel());
+        assert!(matches!(
+            &out[..],
+            [OrderEffect::Publish(
+                OrderEvent::OrderCancelRequested { .. }
+            )]
+        ));
+    }
+
+    #[test]
+    fn a_user_who_is_neither_owner_nor_master_may_not_cancel() {
+        let s = Saga::awaiting();
+        let before = s.state.clone();
+        assert_eq!(s.reject(cancel("bob")), "FORBIDDEN");
+        assert_eq!(s.state, before);
+    }
+
+    #[test]
+    fn a_master_cancelling_a_missing_order_is_told_it_is_not_found() {
+        let s = Saga::new();
+        assert_eq!(s.reject(master_cancel()), "NOT_FOUND");
     }
 
     #[test]
@@ -1426,7 +1501,7 @@ mod tests {
         let out = s.send(cancel("ann"));
         assert_eq!(
             out,
-            vec![Effect::Publish(OrderEvent::OrderCancelRequested {
+            vec![OrderEffect::Publish(OrderEvent::OrderCancelRequested {
                 order_id: O.into(),
                 username: "ann".into(),
                 reason: "changed my mind".into()
@@ -1435,7 +1510,7 @@ mod tests {
         // No refund, no restock yet: the order stays paid until the delivery answers.
         let o = s.state.as_ref().unwrap();
         assert_eq!(o.status, Paid);
-        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        assert_eq!(o.payment_status(), Some(PaymentStatus::Authorized));
         assert_eq!(
             o.history.last().unwrap().reason,
             "cancellation requested: changed my mind"
@@ -1459,27 +1534,27 @@ mod tests {
         assert_eq!(
             out[..3],
             [
-                Effect::Refund {
+                OrderEffect::Refund {
                     reason: "order cancelled: changed my mind".into()
                 },
-                Effect::RestockStock {
+                OrderEffect::RestockStock {
                     product_id: "p1".into()
                 },
-                Effect::RestockStock {
+                OrderEffect::RestockStock {
                     product_id: "p2".into()
                 },
             ]
         );
         assert!(matches!(
             out[3],
-            Effect::Publish(OrderEvent::OrderCancelled { .. })
+            OrderEffect::Publish(OrderEvent::OrderCancelled { .. })
         ));
         assert_eq!(out.len(), 4);
         let o = s.state.as_ref().unwrap();
         assert_eq!(o.status, Cancelled);
         assert_eq!(o.cancel_cause, Some(CancelCause::Customer));
         assert_eq!(o.history.last().unwrap().reason, "changed my mind");
-        assert_eq!(o.payment_status().as_deref(), Some("REFUND_REQUESTED"));
+        assert_eq!(o.payment_status(), Some(PaymentStatus::RefundRequested));
         assert_eq!(view(o).cancel_requested, None, "no longer waiting");
         s.noop(delivery_cancelled());
         s.noop(cancel_refused());
@@ -1506,7 +1581,7 @@ mod tests {
             assert_eq!(o.status, if started_first { Shipping } else { Paid });
             assert_eq!(o.cancel_requested, None);
             assert_eq!(view(o).cancel_requested, None, "no longer waiting");
-            assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+            assert_eq!(o.payment_status(), Some(PaymentStatus::Authorized));
             assert_eq!(
                 o.history.last().unwrap().reason,
                 "cancellation refused: the delivery has already started"
@@ -1526,7 +1601,7 @@ mod tests {
     /// first, refuses; the order is never refunded.
     #[test]
     fn a_cancel_racing_the_start_of_the_delivery_is_never_refunded() {
-        use crate::delivery::{self, DeliveryInput};
+        use crate::delivery::{self, Delivery, DeliveryInput};
         use pickple_schemas::DeliveryCommand;
 
         let mut s = Saga::paid();
@@ -1540,8 +1615,8 @@ mod tests {
             amount: 700,
             vendor_ids: vec!["v-p1".into()],
         };
-        let mut d = delivery::handle(None, &DeliveryInput::Order(confirmed), s.now)
-            .unwrap()
+        let mut d = Delivery
+            .handle(None, &DeliveryInput::Order(confirmed), s.now)
             .state;
         // The vendor starts it; the DeliveryStarted reply is still on its way to the order.
         let start = DeliveryInput::Command(DeliveryCommand::StartDelivery {
@@ -1551,23 +1626,25 @@ mod tests {
             tracking_number: "T1".into(),
             by: "v-p1".into(),
         });
-        let out = delivery::handle(d, &start, s.now).unwrap();
+        let out = Delivery.handle(d, &start, s.now);
+        assert_eq!(out.rejection, None);
         d = out.state;
         replies.extend(out.effects);
         // The customer's cancel reaches the order first.
         for e in s.send(cancel("ann")) {
             assert!(!matches!(
                 e,
-                Effect::Refund { .. } | Effect::RestockStock { .. }
+                OrderEffect::Refund { .. } | OrderEffect::RestockStock { .. }
             ));
-            if let Effect::Publish(e) = e {
+            if let OrderEffect::Publish(e) = e {
                 order_events.push(e);
             }
         }
         assert_eq!(s.status(), Paid);
         // The delivery processor decides the request.
         for e in order_events {
-            let out = delivery::handle(d, &DeliveryInput::Order(e), s.now).unwrap();
+            let out = Delivery.handle(d, &DeliveryInput::Order(e), s.now);
+            assert_eq!(out.rejection, None);
             d = out.state;
             replies.extend(out.effects);
         }
@@ -1579,12 +1656,12 @@ mod tests {
         for r in replies {
             if let delivery::DeliveryEffect::Reply(r) = r {
                 let out = s.send(OrderInput::Reply(r));
-                assert!(!out.iter().any(|e| matches!(e, Effect::Refund { .. })));
+                assert!(!out.iter().any(|e| matches!(e, OrderEffect::Refund { .. })));
             }
         }
         let o = s.state.as_ref().unwrap();
         assert_eq!(o.status, Shipping);
-        assert_eq!(o.payment_status().as_deref(), Some("AUTHORIZED"));
+        assert_eq!(o.payment_status(), Some(PaymentStatus::Authorized));
         assert_eq!(
             o.history.last().unwrap().reason,
             "cancellation refused: the delivery has already started"
@@ -1655,7 +1732,7 @@ mod tests {
         let out = s.send(delivery_completed());
         assert_eq!(
             out,
-            vec![Effect::Publish(OrderEvent::OrderCompleted {
+            vec![OrderEffect::Publish(OrderEvent::OrderCompleted {
                 order_id: O.into(),
                 username: "ann".into(),
                 email: "ann@x.io".into()
@@ -1678,7 +1755,7 @@ mod tests {
                 Completed
             ]
         );
-        assert_eq!(o.delivery_status().as_deref(), Some("DELIVERED"));
+        assert_eq!(o.delivery_status(), Some(DeliveryStatus::Delivered));
     }
 
     #[test]
@@ -1698,7 +1775,7 @@ mod tests {
         s.send(place(&[("p1", 1)]));
         assert_eq!(
             s.send(authorized()),
-            vec![Effect::Refund {
+            vec![OrderEffect::Refund {
                 reason: "approved while the order was not awaiting payment".into()
             }]
         );
@@ -1717,7 +1794,7 @@ mod tests {
 
     #[test]
     fn effects_become_commands() {
-        let e = Effect::ReserveStock {
+        let e = OrderEffect::ReserveStock {
             product_id: "p1".into(),
             quantity: 2,
             username: "ann".into(),
@@ -1737,29 +1814,29 @@ mod tests {
         for (e, ok) in [
             (release("p1"), true),
             (
-                Effect::CommitStock {
+                OrderEffect::CommitStock {
                     product_id: "p".into(),
                 },
                 true,
             ),
             (
-                Effect::RestockStock {
+                OrderEffect::RestockStock {
                     product_id: "p".into(),
                 },
                 true,
             ),
-            (Effect::CancelDeadline, false),
+            (OrderEffect::CancelDeadline { at: 1 }, false),
         ] {
             assert_eq!(e.stock_command(O).is_some(), ok);
         }
         assert_eq!(
-            Effect::Refund { reason: "r".into() }.payment_command(O),
+            OrderEffect::Refund { reason: "r".into() }.payment_command(O),
             Some(PaymentCommand::Refund {
                 order_id: O.into(),
                 reason: "r".into()
             })
         );
-        assert!(Effect::Authorize {
+        assert!(OrderEffect::Authorize {
             amount: 1,
             payment_token: "t".into()
         }
@@ -1839,7 +1916,8 @@ mod tests {
                 s.send(place(&[("p1", 1)]));
                 for (input, dt) in steps {
                     s.now += dt;
-                    if let Ok(out) = handle(s.state.clone(), &input, s.now, TIMEOUT) {
+                    let out = ORDER.handle(s.state.clone(), &input, s.now);
+                    if out.rejection.is_none() {
                         s.state = out.state;
                         seen.insert(format!("{:?}", s.status()));
                         if s.status() == Cancelled
@@ -1873,24 +1951,25 @@ mod tests {
                     if matches!(input, OrderInput::Reply(OrderReply::PaymentAuthorized { .. })) {
                         authorized_seen = true;
                     }
-                    let Ok(out) = handle(s.state.clone(), &input, s.now, TIMEOUT) else {
+                    let out = ORDER.handle(s.state.clone(), &input, s.now);
+                    if out.rejection.is_some() {
                         continue;
-                    };
+                    }
                     s.state = out.state;
                     let after = s.status();
                     for e in &out.effects {
                         match e {
-                            Effect::CommitStock { product_id } => {
+                            OrderEffect::CommitStock { product_id } => {
                                 prop_assert!(committed.insert(product_id.clone()), "committed twice");
                             }
-                            Effect::ReleaseStock { product_id } => {
+                            OrderEffect::ReleaseStock { product_id } => {
                                 released.insert(product_id.clone());
                             }
-                            Effect::RestockStock { product_id } => {
+                            OrderEffect::RestockStock { product_id } => {
                                 prop_assert!(committed.contains(product_id), "restock before commit");
                                 prop_assert!(restocked.insert(product_id.clone()), "restocked twice");
                             }
-                            Effect::Refund { .. } => {
+                            OrderEffect::Refund { .. } => {
                                 prop_assert!(authorized_seen, "refund without authorization");
                                 // Money for a paid order goes back only once the delivery
                                 // processor has cancelled the delivery.

@@ -2,20 +2,21 @@
 //! these rules say whether to call it, with which idempotency key, and what its outcome means,
 //! so that a redelivered command never charges twice.
 //!
-//! Flow: `decide(state, command)` gives a [`PaymentPlan`]. For `Authorize`/`Refund` plans the app
-//! calls the provider with the plan's key, then `record(state, plan, outcome)` gives the facts to
-//! store and the reply for the saga. A circuit breaker, if any, wraps the provider call in the
-//! app layer; when it refuses, record [`ProviderOutcome::Unavailable`].
+//! The app asks [`provider_call`] which call a command needs, makes it (a circuit breaker, if
+//! any, wraps it; when the breaker refuses, the outcome is [`ProviderOutcome::Unavailable`]),
+//! then hands the command and the outcome to [`Payment`]: the facts say what to store, the
+//! answer what to tell the saga.
 
-use pickple_schemas::{Amount, OrderReply, PaymentCommand};
+use pickple_schemas::{Amount, Millis, OrderReply, PaymentCommand};
 use serde::{Deserialize, Serialize};
 
-use crate::Rejection;
+use crate::rules::{check_payment_token, positive};
+use crate::{Aggregate, Rejection};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentState {
     /// Authorize attempts the provider definitively declined. Each later attempt gets a new
-    /// idempotency key, because the provider would replay the decline for the old one.
+    /// idempotency key, because the provider would give the old key's decline again.
     #[serde(default)]
     pub declines: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,25 +33,19 @@ pub struct Authorization {
     pub amount: Amount,
 }
 
-/// What to do about a payment command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PaymentPlan {
+/// A call to the payment provider that a command needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderCall {
     Authorize {
-        order_id: String,
         idempotency_key: String,
         amount: Amount,
         payment_token: String,
     },
     Refund {
-        order_id: String,
         idempotency_key: String,
         payment_id: String,
         amount: Amount,
     },
-    /// Already done: answer the saga again, without calling the provider.
-    Reply(OrderReply),
-    /// Nothing to do and nothing to say (a refund of a payment that never happened).
-    Nothing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +62,13 @@ pub enum ProviderOutcome {
     Unavailable {
         reason: String,
     },
+}
+
+/// A payment command and, when [`provider_call`] asked for a call, the provider's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentInput {
+    pub command: PaymentCommand,
+    pub outcome: Option<ProviderOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,10 +89,12 @@ pub fn authorize_key(order_id: &str, declines: u32) -> String {
     }
 }
 
-pub fn decide(
+/// The provider call a command needs: none when it was done already (the answer repeats it)
+/// or when there is nothing to do (a refund of a payment that never happened).
+pub fn provider_call(
     state: Option<&PaymentState>,
     cmd: &PaymentCommand,
-) -> Result<PaymentPlan, Rejection> {
+) -> Result<Option<ProviderCall>, Rejection> {
     let empty = PaymentState::default();
     let p = state.unwrap_or(&empty);
     match cmd {
@@ -102,115 +106,145 @@ pub fn decide(
             if p.refunded.is_some() {
                 return Err(Rejection::transition("the order's payment was refunded"));
             }
-            if let Some(a) = &p.authorized {
-                return Ok(PaymentPlan::Reply(OrderReply::PaymentAuthorized {
-                    order_id: order_id.clone(),
-                    payment_id: a.payment_id.clone(),
-                    amount: a.amount,
-                }));
+            if p.authorized.is_some() {
+                return Ok(None);
             }
-            if *amount <= 0 {
-                return Err(Rejection::invalid("amount must be positive"));
-            }
-            if payment_token.trim().is_empty() {
-                return Err(Rejection::invalid("a payment token is required"));
-            }
-            Ok(PaymentPlan::Authorize {
-                order_id: order_id.clone(),
+            positive("amount", *amount)?;
+            check_payment_token(payment_token)?;
+            Ok(Some(ProviderCall::Authorize {
                 idempotency_key: authorize_key(order_id, p.declines),
                 amount: *amount,
                 payment_token: payment_token.clone(),
-            })
+            }))
         }
         PaymentCommand::Refund { order_id, .. } => Ok(match (&p.authorized, p.refunded) {
-            (_, Some(amount)) => PaymentPlan::Reply(OrderReply::PaymentRefunded {
-                order_id: order_id.clone(),
-                amount,
-            }),
-            (Some(a), None) => PaymentPlan::Refund {
-                order_id: order_id.clone(),
+            (Some(a), None) => Some(ProviderCall::Refund {
                 idempotency_key: format!("refund:{order_id}"),
                 payment_id: a.payment_id.clone(),
                 amount: a.amount,
-            },
-            (None, None) => PaymentPlan::Nothing,
+            }),
+            _ => None,
         }),
     }
 }
 
-/// What a provider outcome means for the plan that asked for it: facts to store, reply to send.
-pub fn record(
-    plan: &PaymentPlan,
-    outcome: &ProviderOutcome,
-) -> (Vec<PaymentFact>, Option<OrderReply>) {
-    match (plan, outcome) {
-        (
-            PaymentPlan::Authorize {
-                order_id, amount, ..
-            },
-            ProviderOutcome::Authorized { payment_id },
-        ) => (
-            vec![PaymentFact::Authorized {
-                payment_id: payment_id.clone(),
-                amount: *amount,
-            }],
-            Some(OrderReply::PaymentAuthorized {
-                order_id: order_id.clone(),
-                payment_id: payment_id.clone(),
-                amount: *amount,
-            }),
-        ),
-        (PaymentPlan::Authorize { order_id, .. }, ProviderOutcome::Declined { reason }) => (
-            vec![PaymentFact::Declined {
-                reason: reason.clone(),
-            }],
-            Some(OrderReply::PaymentDeclined {
-                order_id: order_id.clone(),
-                reason: reason.clone(),
-            }),
-        ),
-        // Not a decline on record: the key stays, so a retry cannot charge a second time.
-        (PaymentPlan::Authorize { order_id, .. }, ProviderOutcome::Unavailable { reason }) => (
-            vec![],
-            Some(OrderReply::PaymentDeclined {
-                order_id: order_id.clone(),
-                reason: format!("payment provider unavailable: {reason}"),
-            }),
-        ),
-        (
-            PaymentPlan::Refund {
-                order_id, amount, ..
-            },
-            ProviderOutcome::Refunded,
-        ) => (
-            vec![PaymentFact::Refunded { amount: *amount }],
-            Some(OrderReply::PaymentRefunded {
-                order_id: order_id.clone(),
-                amount: *amount,
-            }),
-        ),
-        // A refund that failed leaves nothing recorded; the app retries it (the key is stable).
-        _ => (vec![], None),
-    }
-}
+/// The rules of payments. Every command but a refund of nothing is answered to the saga, a
+/// redelivered one too (with what was done the first time), so its replies carry no facts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Payment;
 
-pub fn apply(state: Option<PaymentState>, fact: &PaymentFact) -> PaymentState {
-    let mut p = state.unwrap_or_default();
-    match fact {
-        PaymentFact::Authorized { payment_id, amount } => {
-            p.authorized = Some(Authorization {
-                payment_id: payment_id.clone(),
-                amount: *amount,
-            });
-            p.last_decline = None;
-        }
-        PaymentFact::Declined { reason } => {
-            p.declines += 1;
-            p.last_decline = Some(reason.clone());
-        }
-        PaymentFact::Refunded { amount } => p.refunded = Some(*amount),
+impl Aggregate for Payment {
+    type State = Option<PaymentState>;
+    type Input = PaymentInput;
+    type Fact = PaymentFact;
+    type Effect = OrderReply;
+
+    fn decide(
+        &self,
+        state: &Option<PaymentState>,
+        input: &PaymentInput,
+        _now: Millis,
+    ) -> Result<Vec<PaymentFact>, Rejection> {
+        let Some(call) = provider_call(state.as_ref(), &input.command)? else {
+            return Ok(vec![]);
+        };
+        Ok(match (call, &input.outcome) {
+            (
+                ProviderCall::Authorize { amount, .. },
+                Some(ProviderOutcome::Authorized { payment_id }),
+            ) => {
+                vec![PaymentFact::Authorized {
+                    payment_id: payment_id.clone(),
+                    amount,
+                }]
+            }
+            (ProviderCall::Authorize { .. }, Some(ProviderOutcome::Declined { reason })) => {
+                vec![PaymentFact::Declined {
+                    reason: reason.clone(),
+                }]
+            }
+            (ProviderCall::Refund { amount, .. }, Some(ProviderOutcome::Refunded)) => {
+                vec![PaymentFact::Refunded { amount }]
+            }
+            // An unavailable provider is not a decline on record: the key stays, so a retry
+            // cannot charge a second time. A refund that failed leaves nothing recorded either;
+            // the app retries it with the same key.
+            _ => vec![],
+        })
     }
-    p
+
+    fn apply(state: Option<PaymentState>, fact: &PaymentFact) -> Option<PaymentState> {
+        let mut p = state.unwrap_or_default();
+        match fact {
+            PaymentFact::Authorized { payment_id, amount } => {
+                p.authorized = Some(Authorization {
+                    payment_id: payment_id.clone(),
+                    amount: *amount,
+                });
+                p.last_decline = None;
+            }
+            PaymentFact::Declined { reason } => {
+                p.declines += 1;
+                p.last_decline = Some(reason.clone());
+            }
+            PaymentFact::Refunded { amount } => p.refunded = Some(*amount),
+        }
+        Some(p)
+    }
+
+    fn effects(
+        _before: &Option<PaymentState>,
+        _fact: &PaymentFact,
+        _after: &Option<PaymentState>,
+    ) -> Vec<OrderReply> {
+        Vec::new()
+    }
+
+    /// A refused Authorize is answered as a decline carrying the reason, so the order's view
+    /// shows it. A refund the provider did not do is not answered: the app tries it again.
+    fn answer(
+        after: &Option<PaymentState>,
+        input: &PaymentInput,
+        rejection: Option<&Rejection>,
+    ) -> Option<OrderReply> {
+        let order_id = input.command.order_id().to_string();
+        if let Some(r) = rejection {
+            return Some(OrderReply::PaymentDeclined {
+                order_id,
+                reason: r.to_string(),
+            });
+        }
+        let p = after.as_ref();
+        match &input.command {
+            PaymentCommand::Authorize { .. } => {
+                if let Some(a) = p.and_then(|p| p.authorized.as_ref()) {
+                    return Some(OrderReply::PaymentAuthorized {
+                        order_id,
+                        payment_id: a.payment_id.clone(),
+                        amount: a.amount,
+                    });
+                }
+                match &input.outcome {
+                    Some(ProviderOutcome::Declined { reason }) => {
+                        Some(OrderReply::PaymentDeclined {
+                            order_id,
+                            reason: reason.clone(),
+                        })
+                    }
+                    Some(ProviderOutcome::Unavailable { reason }) => {
+                        Some(OrderReply::PaymentDeclined {
+                            order_id,
+                            reason: format!("payment provider unavailable: {reason}"),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            PaymentCommand::Refund { .. } => p
+                .and_then(|p| p.refunded)
+                .map(|amount| OrderReply::PaymentRefunded { order_id, amount }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -233,20 +267,26 @@ mod tests {
         }
     }
 
-    /// Decide, call a fake provider, record and apply.
+    /// Ask which call the command needs, make it with a fake provider that answers `outcome`,
+    /// and handle the command with the outcome: the state after it, the call and the answer.
     fn run(
         state: Option<PaymentState>,
         cmd: &PaymentCommand,
         outcome: ProviderOutcome,
-    ) -> (Option<PaymentState>, PaymentPlan, Option<OrderReply>) {
-        let plan = decide(state.as_ref(), cmd).unwrap();
-        let (facts, reply) = match &plan {
-            PaymentPlan::Reply(r) => (vec![], Some(r.clone())),
-            PaymentPlan::Nothing => (vec![], None),
-            _ => record(&plan, &outcome),
+    ) -> (
+        Option<PaymentState>,
+        Option<ProviderCall>,
+        Option<OrderReply>,
+    ) {
+        let call = provider_call(state.as_ref(), cmd).unwrap();
+        let input = PaymentInput {
+            command: cmd.clone(),
+            outcome: call.as_ref().map(|_| outcome),
         };
-        let state = facts.iter().fold(state, |s, f| Some(apply(s, f)));
-        (state, plan, reply)
+        let out = Payment.handle(state, &input, 0);
+        assert_eq!(out.rejection, None);
+        assert!(out.effects.len() <= 1, "{:?}", out.effects);
+        (out.state, call, out.effects.into_iter().next())
     }
 
     fn authorized(id: &str) -> ProviderOutcome {
@@ -257,10 +297,12 @@ mod tests {
 
     #[test]
     fn authorize_once_then_replay() {
-        let (s, plan, reply) = run(None, &authorize(700), authorized("pay-1"));
-        assert!(
-            matches!(plan, PaymentPlan::Authorize { ref idempotency_key, .. } if idempotency_key == O)
-        );
+        let (s, call, reply) = run(None, &authorize(700), authorized("pay-1"));
+        assert!(matches!(
+            call,
+            Some(ProviderCall::Authorize { ref idempotency_key, .. })
+                if idempotency_key == O
+        ));
         let expected = Some(OrderReply::PaymentAuthorized {
             order_id: O.into(),
             payment_id: "pay-1".into(),
@@ -268,8 +310,8 @@ mod tests {
         });
         assert_eq!(reply, expected);
         // A redelivered Authorize: no provider call, the same answer.
-        let (s2, plan, reply) = run(s.clone(), &authorize(700), authorized("pay-2"));
-        assert!(matches!(plan, PaymentPlan::Reply(_)));
+        let (s2, call, reply) = run(s.clone(), &authorize(700), authorized("pay-2"));
+        assert_eq!(call, None, "answered again, without a provider call");
         assert_eq!((s2, reply), (s, expected));
     }
 
@@ -281,10 +323,12 @@ mod tests {
         let (s, _, reply) = run(None, &authorize(700), declined);
         assert!(matches!(reply, Some(OrderReply::PaymentDeclined { .. })));
         assert_eq!(s.as_ref().unwrap().declines, 1);
-        let (s, plan, reply) = run(s, &authorize(700), authorized("pay-1"));
-        assert!(
-            matches!(plan, PaymentPlan::Authorize { ref idempotency_key, .. } if idempotency_key == "o1#1")
-        );
+        let (s, call, reply) = run(s, &authorize(700), authorized("pay-1"));
+        assert!(matches!(
+            call,
+            Some(ProviderCall::Authorize { ref idempotency_key, .. })
+                if idempotency_key == "o1#1"
+        ));
         assert!(matches!(reply, Some(OrderReply::PaymentAuthorized { .. })));
         assert_eq!(s.unwrap().last_decline, None);
     }
@@ -302,32 +346,56 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let plan = decide(s.as_ref(), &authorize(700)).unwrap();
-        assert!(
-            matches!(plan, PaymentPlan::Authorize { ref idempotency_key, .. } if idempotency_key == O)
-        );
+        let call = provider_call(s.as_ref(), &authorize(700)).unwrap();
+        assert!(matches!(
+            call,
+            Some(ProviderCall::Authorize { ref idempotency_key, .. })
+                if idempotency_key == O
+        ));
     }
 
     #[test]
     fn refund_only_what_was_authorized_and_once() {
-        assert_eq!(decide(None, &refund()), Ok(PaymentPlan::Nothing));
-        let (s, _, _) = run(None, &authorize(700), authorized("pay-1"));
-        let (s, plan, reply) = run(s, &refund(), ProviderOutcome::Refunded);
-        assert!(
-            matches!(plan, PaymentPlan::Refund { ref payment_id, amount: 700, .. } if payment_id == "pay-1")
+        assert_eq!(provider_call(None, &refund()), Ok(None));
+        assert_eq!(
+            run(None, &refund(), ProviderOutcome::Refunded),
+            (None, None, None)
         );
+        let (s, _, _) = run(None, &authorize(700), authorized("pay-1"));
+        let (s, call, reply) = run(s, &refund(), ProviderOutcome::Refunded);
+        assert!(matches!(
+            call,
+            Some(ProviderCall::Refund { ref payment_id, amount: 700, .. })
+                if payment_id == "pay-1"
+        ));
         let expected = Some(OrderReply::PaymentRefunded {
             order_id: O.into(),
             amount: 700,
         });
         assert_eq!(reply, expected);
-        let (s2, plan, reply) = run(s.clone(), &refund(), ProviderOutcome::Refunded);
-        assert!(matches!(plan, PaymentPlan::Reply(_)));
+        let (s2, call, reply) = run(s.clone(), &refund(), ProviderOutcome::Refunded);
+        assert_eq!(call, None, "answered again, without a provider call");
         assert_eq!((s2.clone(), reply), (s, expected));
-        // Money given back is not taken again for the same order.
+        // Money given back is not taken again for the same order, and the saga is told why.
         assert_eq!(
-            decide(s2.as_ref(), &authorize(700)).unwrap_err().code(),
+            provider_call(s2.as_ref(), &authorize(700))
+                .unwrap_err()
+                .code(),
             "INVALID_TRANSITION"
+        );
+        let again = PaymentInput {
+            command: authorize(700),
+            outcome: None,
+        };
+        let out = Payment.handle(s2.clone(), &again, 0);
+        assert_eq!(out.state, s2);
+        assert!(
+            matches!(
+                &out.effects[..],
+                [OrderReply::PaymentDeclined { reason, .. }] if reason.contains("refunded")
+            ),
+            "{:?}",
+            out.effects
         );
         // A failed refund call records nothing, so it is tried again.
         let (s, _, _) = run(None, &authorize(700), authorized("pay-1"));
@@ -341,13 +409,19 @@ mod tests {
 
     #[test]
     fn rejections_and_round_trip() {
-        assert_eq!(decide(None, &authorize(0)).unwrap_err().code(), "INVALID");
+        assert_eq!(
+            provider_call(None, &authorize(0)).unwrap_err().code(),
+            "INVALID"
+        );
         let no_token = PaymentCommand::Authorize {
             order_id: O.into(),
             amount: 1,
             payment_token: "".into(),
         };
-        assert_eq!(decide(None, &no_token).unwrap_err().code(), "INVALID");
+        assert_eq!(
+            provider_call(None, &no_token).unwrap_err().code(),
+            "INVALID"
+        );
         let (s, _, _) = run(None, &authorize(700), authorized("pay-1"));
         let s = s.unwrap();
         let json = serde_json::to_string(&s).unwrap();

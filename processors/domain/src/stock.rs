@@ -1,8 +1,9 @@
 //! A product's catalogue entry, stock levels, reservations and sale, keyed by product id.
 //!
-//! The stock processor is the only writer of a product (DESIGN section 3), so these rules run one
-//! command at a time per product: checking `available >= quantity` and then reserving cannot
-//! race, which is what makes oversell impossible without a lock.
+//! The stock processor is the only writer of a product (its task owns the product id's partition
+//! of `stock-commands`), so these rules run one command at a time per product: checking
+//! `available >= quantity` and then reserving cannot race, which is what makes oversell
+//! impossible without a lock.
 //!
 //! A product is stored as several entries (docs/state.md): its own value ([`ProductState`]:
 //! catalogue fields, levels, sale terms and counters, a size that does not grow with orders),
@@ -18,7 +19,8 @@ use pickple_schemas::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{is_false, qty_i64, Rejection, ViewMeta};
+use crate::rules::{non_empty, positive};
+use crate::{is_false, qty_i64, Aggregate, Rejection, ViewMeta};
 
 /// The product's own stored value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,31 +193,30 @@ impl ProductSlice {
             })
     }
 
-    /// Fold one fact into the slice.
-    pub fn apply(&mut self, event: &StockEvent) {
-        if matches!(event, StockEvent::ProductCreated { .. }) {
-            self.state = ProductState::created(event);
+    fn apply(&mut self, fact: &StockFact) {
+        if matches!(fact, StockFact::ProductCreated { .. }) {
+            self.state = ProductState::created(fact);
             return;
         }
         let Some(p) = self.state.as_mut() else {
             return;
         };
-        match event {
-            StockEvent::SaleOpened { epoch, .. } => {
+        match fact {
+            StockFact::SaleOpened { epoch, .. } => {
                 // A new sale starts from zero: the counters loaded were the old sale's.
                 if p.sale.as_ref().is_none_or(|s| s.epoch != *epoch) {
                     self.buyers.clear();
                 }
-                p.apply(event);
+                p.apply(fact);
             }
-            StockEvent::Reserved {
+            StockFact::Reserved {
                 order_id,
                 username,
                 quantity,
                 unit_price,
                 sale,
             } => {
-                p.apply(event);
+                p.apply(fact);
                 let r = Reservation {
                     quantity: *quantity,
                     username: username.clone(),
@@ -229,25 +230,25 @@ impl ProductSlice {
                 }
                 self.reservations.insert(order_id.clone(), r);
             }
-            StockEvent::Released { order_id } => {
+            StockFact::Released { order_id } => {
                 self.finish(order_id, ReservationStatus::Released, |stock, q| {
                     stock.reserved -= q;
                     stock.available += q;
                 });
             }
-            StockEvent::Committed { order_id } => {
+            StockFact::Committed { order_id } => {
                 self.finish(order_id, ReservationStatus::Committed, |stock, q| {
                     stock.reserved -= q;
                     stock.sold += q;
                 });
             }
-            StockEvent::Restocked { order_id } => {
+            StockFact::Restocked { order_id } => {
                 self.finish(order_id, ReservationStatus::Restocked, |stock, q| {
                     stock.sold -= q;
                     stock.available += q;
                 });
             }
-            _ => p.apply(event),
+            _ => p.apply(fact),
         }
     }
 
@@ -306,10 +307,10 @@ pub fn order_of(cmd: &StockCommand) -> Option<&str> {
     }
 }
 
-/// What happened to a product. Stored facts: never rename a variant or a field.
+/// What happened to a product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
-pub enum StockEvent {
+pub enum StockFact {
     ProductCreated {
         product_id: String,
         vendor_id: String,
@@ -357,222 +358,271 @@ pub enum StockEvent {
     },
 }
 
-/// Decide what a stock command does to a product. `now` only matters for OpenSale (is the
-/// current sale over?); a reservation's sale window is checked against the order's `placed_at`,
-/// so a reply delayed by a rebalance does not turn an in-time order into a late one.
-pub fn decide(
-    product: &ProductSlice,
-    cmd: &StockCommand,
-    now: Millis,
-) -> Result<Vec<StockEvent>, Rejection> {
-    let state = product.state.as_ref();
-    match cmd {
-        StockCommand::CreateProduct {
-            product_id,
-            vendor_id,
-            name,
-            description,
-            price,
-            image_url,
-            public,
-        } => {
-            let created = StockEvent::ProductCreated {
-                product_id: product_id.clone(),
-                vendor_id: vendor_id.clone(),
-                name: name.trim().to_string(),
-                description: description.clone(),
-                price: *price,
-                image_url: image_url.clone(),
-                public: *public,
-            };
-            if let Some(p) = state {
-                // A redelivered create is harmless; a different product under the same id is not.
-                return if ProductState::created(&created).as_ref() == Some(&p.info_only()) {
-                    Ok(vec![])
-                } else {
-                    Err(Rejection::conflict(format!(
-                        "product {} already exists",
-                        p.product_id
-                    )))
+/// The rules of products: catalogue entry, stock levels, reservations and sale.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Product;
+
+impl Aggregate for Product {
+    type State = ProductSlice;
+    type Input = StockCommand;
+    type Fact = StockFact;
+    type Effect = OrderReply;
+
+    /// `now` only matters for OpenSale (is the current sale over?); a reservation's sale window
+    /// is checked against the order's `placed_at`, so a reply delayed by a rebalance does not
+    /// turn an in-time order into a late one.
+    fn decide(
+        &self,
+        product: &ProductSlice,
+        cmd: &StockCommand,
+        now: Millis,
+    ) -> Result<Vec<StockFact>, Rejection> {
+        let state = product.state.as_ref();
+        match cmd {
+            StockCommand::CreateProduct {
+                product_id,
+                vendor_id,
+                name,
+                description,
+                price,
+                image_url,
+                public,
+            } => {
+                let created = StockFact::ProductCreated {
+                    product_id: product_id.clone(),
+                    vendor_id: vendor_id.clone(),
+                    name: name.trim().to_string(),
+                    description: description.clone(),
+                    price: *price,
+                    image_url: image_url.clone(),
+                    public: *public,
                 };
-            }
-            if product_id.trim().is_empty() || vendor_id.trim().is_empty() {
-                return Err(Rejection::invalid("product and vendor ids are required"));
-            }
-            check_name(name)?;
-            check_price(*price)?;
-            Ok(vec![created])
-        }
-        StockCommand::UpdateProduct {
-            name,
-            description,
-            price,
-            image_url,
-            public,
-            ..
-        } => {
-            live(state)?;
-            if let Some(name) = name {
+                if let Some(p) = state {
+                    // A redelivered create is harmless; a different product under the same id
+                    // is not.
+                    return if ProductState::created(&created).as_ref() == Some(&p.info_only()) {
+                        Ok(vec![])
+                    } else {
+                        Err(Rejection::conflict(format!(
+                            "product {} already exists",
+                            p.product_id
+                        )))
+                    };
+                }
+                if product_id.trim().is_empty() || vendor_id.trim().is_empty() {
+                    return Err(Rejection::invalid("product and vendor ids are required"));
+                }
                 check_name(name)?;
-            }
-            if let Some(price) = price {
                 check_price(*price)?;
+                Ok(vec![created])
             }
-            if name.is_none()
-                && description.is_none()
-                && price.is_none()
-                && image_url.is_none()
-                && public.is_none()
-            {
-                return Ok(vec![]);
-            }
-            Ok(vec![StockEvent::ProductUpdated {
-                name: name.as_ref().map(|n| n.trim().to_string()),
-                description: description.clone(),
-                price: *price,
-                image_url: image_url.clone(),
-                public: *public,
-            }])
-        }
-        StockCommand::DeleteProduct { .. } => match state {
-            None => Err(Rejection::not_found("no such product")),
-            Some(p) if p.deleted => Ok(vec![]),
-            Some(_) => Ok(vec![StockEvent::ProductDeleted]),
-        },
-        StockCommand::SetStock { quantity, .. } => {
-            let p = live(state)?;
-            let delta = qty_i64(*quantity) - p.stock.available;
-            Ok(if delta == 0 {
-                vec![]
-            } else {
-                vec![StockEvent::StockAdjusted { delta }]
-            })
-        }
-        StockCommand::AddStock { quantity, .. } => {
-            live(state)?;
-            check_quantity(*quantity)?;
-            Ok(vec![StockEvent::StockAdded {
-                quantity: *quantity,
-            }])
-        }
-        StockCommand::OpenSale { sale: terms, .. } => {
-            let p = live(state)?;
-            check_sale_terms(terms)?;
-            let epoch = match &p.sale {
-                // Amending a sale that is not over keeps what buyers already hold, so the new
-                // terms must still cover it.
-                Some(s) if now < s.terms.closes_at => {
-                    if terms.quantity < s.taken {
-                        return Err(Rejection::invalid(format!(
-                            "sale quantity {} is below the {} units already taken",
-                            terms.quantity, s.taken
-                        )));
-                    }
-                    if let Some((user, n)) = product
-                        .buyers
-                        .iter()
-                        .find(|(_, n)| **n > terms.per_user_limit)
-                    {
-                        return Err(Rejection::invalid(format!(
-                            "per-user limit {} is below the {n} units {user} already holds",
-                            terms.per_user_limit
-                        )));
-                    }
-                    s.epoch
+            StockCommand::UpdateProduct {
+                name,
+                description,
+                price,
+                image_url,
+                public,
+                ..
+            } => {
+                live(state)?;
+                if let Some(name) = name {
+                    check_name(name)?;
                 }
-                Some(s) => s.epoch + 1,
-                None => 1,
-            };
-            Ok(vec![StockEvent::SaleOpened {
-                terms: terms.clone(),
-                epoch,
-            }])
+                if let Some(price) = price {
+                    check_price(*price)?;
+                }
+                if name.is_none()
+                    && description.is_none()
+                    && price.is_none()
+                    && image_url.is_none()
+                    && public.is_none()
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![StockFact::ProductUpdated {
+                    name: name.as_ref().map(|n| n.trim().to_string()),
+                    description: description.clone(),
+                    price: *price,
+                    image_url: image_url.clone(),
+                    public: *public,
+                }])
+            }
+            StockCommand::DeleteProduct { .. } => match state {
+                None => Err(Rejection::not_found("no such product")),
+                Some(p) if p.deleted => Ok(vec![]),
+                Some(_) => Ok(vec![StockFact::ProductDeleted]),
+            },
+            StockCommand::SetStock { quantity, .. } => {
+                let p = live(state)?;
+                let delta = qty_i64(*quantity) - p.stock.available;
+                Ok(if delta == 0 {
+                    vec![]
+                } else {
+                    vec![StockFact::StockAdjusted { delta }]
+                })
+            }
+            StockCommand::AddStock { quantity, .. } => {
+                live(state)?;
+                check_quantity(*quantity)?;
+                Ok(vec![StockFact::StockAdded {
+                    quantity: *quantity,
+                }])
+            }
+            StockCommand::OpenSale { sale: terms, .. } => {
+                let p = live(state)?;
+                check_sale_terms(terms)?;
+                let epoch = match &p.sale {
+                    // Amending a sale that is not over keeps what buyers already hold, so the new
+                    // terms must still cover it.
+                    Some(s) if now < s.terms.closes_at => {
+                        if terms.quantity < s.taken {
+                            return Err(Rejection::invalid(format!(
+                                "sale quantity {} is below the {} units already taken",
+                                terms.quantity, s.taken
+                            )));
+                        }
+                        if let Some((user, n)) = product
+                            .buyers
+                            .iter()
+                            .find(|(_, n)| **n > terms.per_user_limit)
+                        {
+                            return Err(Rejection::invalid(format!(
+                                "per-user limit {} is below the {n} units {user} already holds",
+                                terms.per_user_limit
+                            )));
+                        }
+                        s.epoch
+                    }
+                    Some(s) => s.epoch + 1,
+                    None => 1,
+                };
+                Ok(vec![StockFact::SaleOpened {
+                    terms: terms.clone(),
+                    epoch,
+                }])
+            }
+            StockCommand::Reserve {
+                order_id,
+                username,
+                quantity,
+                placed_at,
+                ..
+            } => {
+                let p = state.ok_or_else(|| Rejection::not_found("no such product"))?;
+                if product.reservations.contains_key(order_id) {
+                    return Ok(vec![]);
+                }
+                check_quantity(*quantity)?;
+                if order_id.is_empty() || username.is_empty() {
+                    return Err(Rejection::invalid("order id and username are required"));
+                }
+                if p.deleted {
+                    return Err(Rejection::not_found("the product was deleted"));
+                }
+                if let Some(s) = &p.sale {
+                    if *placed_at < s.terms.opens_at {
+                        return Err(Rejection::SaleNotOpen {
+                            opens_at: s.terms.opens_at,
+                        });
+                    }
+                    if *placed_at >= s.terms.closes_at {
+                        return Err(Rejection::SaleClosed {
+                            closes_at: s.terms.closes_at,
+                        });
+                    }
+                    let remaining = s.terms.quantity.saturating_sub(s.taken);
+                    if *quantity > remaining {
+                        return Err(Rejection::SaleSoldOut {
+                            requested: *quantity,
+                            remaining,
+                        });
+                    }
+                    let already = product.user_count(username);
+                    if already + quantity > s.terms.per_user_limit {
+                        return Err(Rejection::UserLimit {
+                            limit: s.terms.per_user_limit,
+                            already,
+                            requested: *quantity,
+                        });
+                    }
+                }
+                if p.stock.available < qty_i64(*quantity) {
+                    return Err(Rejection::OutOfStock {
+                        requested: *quantity,
+                        available: p.stock.available,
+                    });
+                }
+                Ok(vec![StockFact::Reserved {
+                    order_id: order_id.clone(),
+                    username: username.clone(),
+                    quantity: *quantity,
+                    unit_price: p.price,
+                    sale: p.sale.as_ref().map(|s| s.epoch),
+                }])
+            }
+            // Release, Commit and Restock still work on a deleted product: orders in flight must be
+            // able to finish or give their units back.
+            StockCommand::Release { order_id, .. } => Ok(step(
+                product,
+                order_id,
+                ReservationStatus::Reserved,
+                StockFact::Released {
+                    order_id: order_id.clone(),
+                },
+            )),
+            StockCommand::Commit { order_id, .. } => Ok(step(
+                product,
+                order_id,
+                ReservationStatus::Reserved,
+                StockFact::Committed {
+                    order_id: order_id.clone(),
+                },
+            )),
+            StockCommand::Restock { order_id, .. } => Ok(step(
+                product,
+                order_id,
+                ReservationStatus::Committed,
+                StockFact::Restocked {
+                    order_id: order_id.clone(),
+                },
+            )),
         }
-        StockCommand::Reserve {
+    }
+
+    /// Only `ProductCreated` makes a product out of nothing; any other fact without a product
+    /// is ignored (decide never produces one).
+    fn apply(mut product: ProductSlice, fact: &StockFact) -> ProductSlice {
+        product.apply(fact);
+        product
+    }
+
+    /// A product's facts call for no record of their own: what the saga hears of a Reserve is
+    /// the [`Aggregate::answer`], which a redelivered or refused Reserve gets too.
+    fn effects(
+        _before: &ProductSlice,
+        _fact: &StockFact,
+        _after: &ProductSlice,
+    ) -> Vec<OrderReply> {
+        Vec::new()
+    }
+
+    /// A Reserve is answered from the product once its facts (if any) are applied: a
+    /// redelivered Reserve (no facts) from the stored reservation, with the price it was taken
+    /// at; a refused one with the reason. Other commands are not answered.
+    fn answer(
+        after: &ProductSlice,
+        cmd: &StockCommand,
+        rejection: Option<&Rejection>,
+    ) -> Option<OrderReply> {
+        let StockCommand::Reserve {
+            product_id,
             order_id,
-            username,
-            quantity,
-            placed_at,
             ..
-        } => {
-            let p = state.ok_or_else(|| Rejection::not_found("no such product"))?;
-            if product.reservations.contains_key(order_id) {
-                return Ok(vec![]);
-            }
-            check_quantity(*quantity)?;
-            if order_id.is_empty() || username.is_empty() {
-                return Err(Rejection::invalid("order id and username are required"));
-            }
-            if p.deleted {
-                return Err(Rejection::not_found("the product was deleted"));
-            }
-            if let Some(s) = &p.sale {
-                if *placed_at < s.terms.opens_at {
-                    return Err(Rejection::SaleNotOpen {
-                        opens_at: s.terms.opens_at,
-                    });
-                }
-                if *placed_at >= s.terms.closes_at {
-                    return Err(Rejection::SaleClosed {
-                        closes_at: s.terms.closes_at,
-                    });
-                }
-                let remaining = s.terms.quantity.saturating_sub(s.taken);
-                if *quantity > remaining {
-                    return Err(Rejection::SaleSoldOut {
-                        requested: *quantity,
-                        remaining,
-                    });
-                }
-                let already = product.user_count(username);
-                if already + quantity > s.terms.per_user_limit {
-                    return Err(Rejection::UserLimit {
-                        limit: s.terms.per_user_limit,
-                        already,
-                        requested: *quantity,
-                    });
-                }
-            }
-            if p.stock.available < qty_i64(*quantity) {
-                return Err(Rejection::OutOfStock {
-                    requested: *quantity,
-                    available: p.stock.available,
-                });
-            }
-            Ok(vec![StockEvent::Reserved {
-                order_id: order_id.clone(),
-                username: username.clone(),
-                quantity: *quantity,
-                unit_price: p.price,
-                sale: p.sale.as_ref().map(|s| s.epoch),
-            }])
-        }
-        // Release, Commit and Restock still work on a deleted product: orders in flight must be
-        // able to finish or give their units back.
-        StockCommand::Release { order_id, .. } => Ok(step(
-            product,
-            order_id,
-            ReservationStatus::Reserved,
-            StockEvent::Released {
-                order_id: order_id.clone(),
-            },
-        )),
-        StockCommand::Commit { order_id, .. } => Ok(step(
-            product,
-            order_id,
-            ReservationStatus::Reserved,
-            StockEvent::Committed {
-                order_id: order_id.clone(),
-            },
-        )),
-        StockCommand::Restock { order_id, .. } => Ok(step(
-            product,
-            order_id,
-            ReservationStatus::Committed,
-            StockEvent::Restocked {
-                order_id: order_id.clone(),
-            },
-        )),
+        } = cmd
+        else {
+            return None;
+        };
+        Some(reserve_reply(after, product_id, order_id, rejection))
     }
 }
 
@@ -583,8 +633,8 @@ fn step(
     product: &ProductSlice,
     order_id: &str,
     from: ReservationStatus,
-    event: StockEvent,
-) -> Vec<StockEvent> {
+    event: StockFact,
+) -> Vec<StockFact> {
     match product.state.as_ref().and(product.reservation_of(order_id)) {
         Some(r) if r.status == from => vec![event],
         _ => vec![],
@@ -604,26 +654,17 @@ fn live(state: Option<&ProductState>) -> Result<&ProductState, Rejection> {
 
 /// A product's name is not blank.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    if name.trim().is_empty() {
-        return Err(Rejection::invalid("name must not be empty"));
-    }
-    Ok(())
+    non_empty("name", name)
 }
 
 /// A product's price is positive (in the shop's minor unit).
 pub fn check_price(price: Amount) -> Result<(), Rejection> {
-    if price <= 0 {
-        return Err(Rejection::invalid("price must be positive"));
-    }
-    Ok(())
+    positive("price", price)
 }
 
 /// Units added to the stock (or reserved) are at least one.
 pub fn check_quantity(quantity: u64) -> Result<(), Rejection> {
-    if quantity == 0 {
-        return Err(Rejection::invalid("quantity must be positive"));
-    }
-    Ok(())
+    positive("quantity", quantity)
 }
 
 /// A sale opens before it closes.
@@ -661,16 +702,9 @@ pub fn check_sale_terms(terms: &SaleTerms) -> Result<(), Rejection> {
     check_sale_limit(terms.per_user_limit)
 }
 
-/// Fold one fact into the slice. Only `ProductCreated` makes a product out of nothing; any other
-/// fact without a product is ignored (decide never produces one).
-pub fn apply(mut product: ProductSlice, event: &StockEvent) -> ProductSlice {
-    product.apply(event);
-    product
-}
-
 impl ProductState {
-    fn created(event: &StockEvent) -> Option<ProductState> {
-        let StockEvent::ProductCreated {
+    fn created(fact: &StockFact) -> Option<ProductState> {
+        let StockFact::ProductCreated {
             product_id,
             vendor_id,
             name,
@@ -678,7 +712,7 @@ impl ProductState {
             price,
             image_url,
             public,
-        } = event
+        } = fact
         else {
             return None;
         };
@@ -710,9 +744,9 @@ impl ProductState {
 
     /// The product's own part of a fact: catalogue fields, levels and sale terms. What a fact
     /// does to a reservation or a buyer's counter is [`ProductSlice::apply`]'s.
-    fn apply(&mut self, event: &StockEvent) {
-        match event {
-            StockEvent::ProductUpdated {
+    fn apply(&mut self, fact: &StockFact) {
+        match fact {
+            StockFact::ProductUpdated {
                 name,
                 description,
                 price,
@@ -735,16 +769,16 @@ impl ProductState {
                     self.public = *v;
                 }
             }
-            StockEvent::ProductDeleted => self.deleted = true,
-            StockEvent::StockAdjusted { delta } => {
+            StockFact::ProductDeleted => self.deleted = true,
+            StockFact::StockAdjusted { delta } => {
                 self.stock.added += delta;
                 self.stock.available += delta;
             }
-            StockEvent::StockAdded { quantity } => {
+            StockFact::StockAdded { quantity } => {
                 self.stock.added += qty_i64(*quantity);
                 self.stock.available += qty_i64(*quantity);
             }
-            StockEvent::SaleOpened { terms, epoch } => match &mut self.sale {
+            StockFact::SaleOpened { terms, epoch } => match &mut self.sale {
                 Some(s) if s.epoch == *epoch => s.terms = terms.clone(),
                 _ => {
                     self.sale = Some(Sale {
@@ -755,15 +789,15 @@ impl ProductState {
                     })
                 }
             },
-            StockEvent::Reserved { quantity, .. } => {
+            StockFact::Reserved { quantity, .. } => {
                 let q = qty_i64(*quantity);
                 self.stock.available -= q;
                 self.stock.reserved += q;
             }
-            StockEvent::ProductCreated { .. }
-            | StockEvent::Released { .. }
-            | StockEvent::Committed { .. }
-            | StockEvent::Restocked { .. } => {}
+            StockFact::ProductCreated { .. }
+            | StockFact::Released { .. }
+            | StockFact::Committed { .. }
+            | StockFact::Restocked { .. } => {}
         }
     }
 
@@ -823,10 +857,7 @@ impl ProductState {
     }
 }
 
-/// The answer the order saga gets for a Reserve. `after` is the product once the facts (if any)
-/// are applied and `rejection` the refusal, if decide refused. A redelivered Reserve (decide
-/// returned no facts) is answered from the stored reservation, with the price it was taken at.
-pub fn reserve_reply(
+fn reserve_reply(
     after: &ProductSlice,
     product_id: &str,
     order_id: &str,
@@ -953,12 +984,12 @@ mod tests {
         p: Option<&Whole>,
         cmd: &StockCommand,
         now: Millis,
-    ) -> Result<Vec<StockEvent>, Rejection> {
-        super::decide(p.map_or(&ProductSlice::default(), |w| &w.0), cmd, now)
+    ) -> Result<Vec<StockFact>, Rejection> {
+        Product.decide(p.map_or(&ProductSlice::default(), |w| &w.0), cmd, now)
     }
 
-    fn apply(p: Option<Whole>, event: &StockEvent) -> Option<Whole> {
-        let after = super::apply(p.map(|w| w.0).unwrap_or_default(), event);
+    fn apply(p: Option<Whole>, event: &StockFact) -> Option<Whole> {
+        let after = Product::apply(p.map(|w| w.0).unwrap_or_default(), event);
         after.state.is_some().then_some(Whole(after))
     }
 
@@ -1302,6 +1333,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reserve_is_answered_whatever_it_did_and_nothing_else_is() {
+        let out = Product.handle(product(2).0, &reserve("o1", "ann", 2, 0), 0);
+        assert!(
+            matches!(
+                &out.effects[..],
+                [OrderReply::StockReserved { quantity: 2, .. }]
+            ),
+            "{:?}",
+            out.effects
+        );
+        let again = Product.handle(out.state.clone(), &reserve("o1", "ann", 2, 0), 0);
+        assert!(again.facts.is_empty());
+        assert_eq!(again.effects, out.effects);
+        let refused = Product.handle(out.state.clone(), &reserve("o2", "bob", 1, 0), 0);
+        assert_eq!(
+            refused.rejection.as_ref().map(Rejection::code),
+            Some("OUT_OF_STOCK")
+        );
+        assert!(
+            matches!(&refused.effects[..], [OrderReply::StockRejected { .. }]),
+            "{:?}",
+            refused.effects
+        );
+        let added = Product.handle(out.state, &add(1), 0);
+        assert_eq!(added.facts.len(), 1);
+        assert!(added.effects.is_empty());
+    }
+
+    #[test]
     fn view_and_storage_round_trip() {
         let p = run(Some(product(3)), &reserve("o1", "ann", 1, 0), 0).unwrap();
         let json = serde_json::to_string(&*p).unwrap();
@@ -1326,11 +1386,11 @@ mod tests {
         assert_eq!(v.stock, p.stock);
         assert_eq!((v.product_id.as_str(), v.vendor_id.as_str()), (P, "v1"));
         for e in [
-            StockEvent::ProductDeleted,
-            StockEvent::StockAdjusted { delta: -2 },
+            StockFact::ProductDeleted,
+            StockFact::StockAdjusted { delta: -2 },
         ] {
             let json = serde_json::to_string(&e).unwrap();
-            assert_eq!(serde_json::from_str::<StockEvent>(&json).unwrap(), e);
+            assert_eq!(serde_json::from_str::<StockFact>(&json).unwrap(), e);
         }
     }
 
@@ -1485,7 +1545,6 @@ mod tests {
 
     mod props {
         use super::*;
-        use crate::stock as domain;
         use proptest::prelude::*;
 
         #[derive(Debug, Clone)]
@@ -1647,13 +1706,13 @@ mod tests {
                     let now = i as Millis * 5;
                     let cmd = command(op);
                     let part = partial(&stored, &cmd, now);
-                    let decided = domain::decide(&part, &cmd, now);
-                    prop_assert_eq!(&decided, &domain::decide(&whole, &cmd, now), "{:?}", op);
+                    let decided = Product.decide(&part, &cmd, now);
+                    prop_assert_eq!(&decided, &Product.decide(&whole, &cmd, now), "{:?}", op);
                     if let Ok(events) = decided {
-                        let after = events.iter().fold(part.clone(), domain::apply);
+                        let after = events.iter().fold(part.clone(), Product::apply);
                         prop_assert_eq!(after.check_invariants(), Ok(()), "after {:?}", op);
                         write_back(&mut stored, &part, &after);
-                        whole = events.iter().fold(whole, domain::apply);
+                        whole = events.iter().fold(whole, Product::apply);
                     }
                     prop_assert_eq!(&stored, &whole, "after {:?}", op);
                 }

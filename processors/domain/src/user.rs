@@ -2,13 +2,14 @@
 //!
 //! Uniqueness of both without a lock: the user-commands partition owning a username is its only
 //! writer, and the email-claims partition owning an address is the only one deciding who holds
-//! it. A sign-up therefore waits (PENDING) for the registry's answer, which comes back to the
-//! user as an `EmailClaimed` or `EmailTaken` command.
+//! it ([`crate::email`]). A sign-up therefore waits (PENDING) for the registry's answer, which
+//! comes back to the user as an `EmailClaimed` or `EmailTaken` command.
 
-use pickple_schemas::{EmailClaim, Role, UserCommand, UserStatus, UserView};
+use pickple_schemas::{EmailClaim, Millis, Role, UserCommand, UserStatus, UserView};
 use serde::{Deserialize, Serialize};
 
-use crate::{Outcome, Rejection, ViewMeta};
+pub use crate::rules::non_empty;
+use crate::{Aggregate, Rejection, ViewMeta};
 
 pub const EMAIL_IN_USE: &str = "e-mail already in use";
 
@@ -28,7 +29,7 @@ pub struct UserState {
     pub refused: Option<String>,
 }
 
-/// Stored facts of a user. Never rename a variant or a field.
+/// What happened to a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum UserFact {
@@ -139,14 +140,6 @@ pub fn validate_email(email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A field of a user command is not blank (the gateway checks its requests with this same rule).
-pub fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
-    if value.trim().is_empty() {
-        return Err(Rejection::invalid(format!("{what} must not be empty")));
-    }
-    Ok(())
-}
-
 /// Only USER and VENDOR_MANAGER accounts sign up.
 pub fn check_sign_up_role(role: Role) -> Result<(), Rejection> {
     if role == Role::Master {
@@ -157,9 +150,115 @@ pub fn check_sign_up_role(role: Role) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Decide a user command. `actor_role` is the role of whoever sent it, as the gateway
-/// authenticated it (or `None` for the registry's replies); only ChangeRole looks at it.
-pub fn decide(
+/// What the users app hands the rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserInput {
+    /// A command from `user-commands`. `actor_role` is the role of whoever sent it, as the app
+    /// knows it (`None` for the registry's answers); only ChangeRole looks at it.
+    Command {
+        command: UserCommand,
+        actor_role: Option<Role>,
+    },
+    /// Create the MASTER account of the configuration. A no-op when it already exists as such,
+    /// so the app may ask on every start.
+    BootstrapMaster {
+        username: String,
+        email: String,
+        password_hash: String,
+    },
+}
+
+/// The rules of users.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct User;
+
+impl Aggregate for User {
+    type State = Option<UserState>;
+    type Input = UserInput;
+    type Fact = UserFact;
+    type Effect = UserEffect;
+
+    fn decide(
+        &self,
+        state: &Option<UserState>,
+        input: &UserInput,
+        _now: Millis,
+    ) -> Result<Vec<UserFact>, Rejection> {
+        match input {
+            UserInput::Command {
+                command,
+                actor_role,
+            } => decide_command(state.as_ref(), command, *actor_role),
+            UserInput::BootstrapMaster {
+                username,
+                email,
+                password_hash,
+            } => bootstrap_master(state.as_ref(), username, email, password_hash),
+        }
+    }
+
+    /// `SignedUp` (re)creates the user: a rejected or deleted username is free again.
+    fn apply(state: Option<UserState>, fact: &UserFact) -> Option<UserState> {
+        if let UserFact::SignedUp {
+            username,
+            nickname,
+            email,
+            password_hash,
+            role,
+        } = fact
+        {
+            return Some(UserState {
+                username: username.clone(),
+                nickname: nickname.clone(),
+                email: email.clone(),
+                password_hash: password_hash.clone(),
+                role: *role,
+                status: UserStatus::Pending,
+                pending_email: None,
+                refused: None,
+            });
+        }
+        let mut u = state?;
+        u.apply(fact);
+        Some(u)
+    }
+
+    /// The e-mail registry records a fact calls for.
+    fn effects(
+        before: &Option<UserState>,
+        fact: &UserFact,
+        after: &Option<UserState>,
+    ) -> Vec<UserEffect> {
+        let Some(after) = after else {
+            return Vec::new();
+        };
+        let before = before.as_ref();
+        match fact {
+            UserFact::SignedUp { email, .. } | UserFact::EmailChangeRequested { email } => {
+                vec![UserEffect::ClaimEmail {
+                    email: email.clone(),
+                }]
+            }
+            UserFact::EmailChanged { old, .. } => {
+                vec![UserEffect::ReleaseEmail { email: old.clone() }]
+            }
+            UserFact::StaleEmailReleased { email } => vec![UserEffect::ReleaseEmail {
+                email: email.clone(),
+            }],
+            UserFact::Deleted => {
+                let b = before.unwrap_or(after);
+                // A pending change's claim may already be granted: give that address back too.
+                std::iter::once(b.email.clone())
+                    .chain(b.pending_email.clone())
+                    .map(|email| UserEffect::ReleaseEmail { email })
+                    .collect()
+            }
+            _ => vec![],
+        }
+    }
+}
+
+fn decide_command(
     state: Option<&UserState>,
     cmd: &UserCommand,
     actor_role: Option<Role>,
@@ -304,9 +403,7 @@ fn active(state: Option<&UserState>) -> Result<&UserState, Rejection> {
     }
 }
 
-/// The facts that create the configured MASTER; no-op if it already exists as such, so the app
-/// may call it on every start.
-pub fn bootstrap_master(
+fn bootstrap_master(
     state: Option<&UserState>,
     username: &str,
     email: &str,
@@ -336,40 +433,14 @@ pub fn bootstrap_master(
 }
 
 fn signed_up_state(fact: &UserFact) -> UserState {
-    match apply(None, fact) {
+    match User::apply(None, fact) {
         Some(u) => u,
         None => unreachable!("SignedUp always creates a user"),
     }
 }
 
-/// Fold one fact. `SignedUp` (re)creates the user: a rejected or deleted username is free again.
-pub fn apply(state: Option<UserState>, fact: &UserFact) -> Option<UserState> {
-    if let UserFact::SignedUp {
-        username,
-        nickname,
-        email,
-        password_hash,
-        role,
-    } = fact
-    {
-        return Some(UserState {
-            username: username.clone(),
-            nickname: nickname.clone(),
-            email: email.clone(),
-            password_hash: password_hash.clone(),
-            role: *role,
-            status: UserStatus::Pending,
-            pending_email: None,
-            refused: None,
-        });
-    }
-    let mut u = state?;
-    u.apply(fact);
-    Some(u)
-}
-
 impl UserState {
-    pub fn apply(&mut self, fact: &UserFact) {
+    fn apply(&mut self, fact: &UserFact) {
         match fact {
             UserFact::SignedUp { .. } | UserFact::StaleEmailReleased { .. } => {}
             UserFact::Activated => self.status = UserStatus::Active,
@@ -420,110 +491,6 @@ impl UserState {
             updated_at: meta.updated_at,
             version: meta.version,
         }
-    }
-}
-
-/// The e-mail registry records a fact calls for.
-pub fn effects(before: Option<&UserState>, fact: &UserFact, after: &UserState) -> Vec<UserEffect> {
-    match fact {
-        UserFact::SignedUp { email, .. } | UserFact::EmailChangeRequested { email } => {
-            vec![UserEffect::ClaimEmail {
-                email: email.clone(),
-            }]
-        }
-        UserFact::EmailChanged { old, .. } => vec![UserEffect::ReleaseEmail { email: old.clone() }],
-        UserFact::StaleEmailReleased { email } => vec![UserEffect::ReleaseEmail {
-            email: email.clone(),
-        }],
-        UserFact::Deleted => {
-            let b = before.unwrap_or(after);
-            // A pending change's claim may already be granted: give that address back too.
-            std::iter::once(b.email.clone())
-                .chain(b.pending_email.clone())
-                .map(|email| UserEffect::ReleaseEmail { email })
-                .collect()
-        }
-        _ => vec![],
-    }
-}
-
-/// decide, apply and effects in one call (see [`crate::Outcome`]).
-pub fn handle(
-    state: Option<UserState>,
-    cmd: &UserCommand,
-    actor_role: Option<Role>,
-) -> Result<Outcome<Option<UserState>, UserFact, UserEffect>, Rejection> {
-    let facts = decide(state.as_ref(), cmd, actor_role)?;
-    let mut state = state;
-    let mut out = Vec::new();
-    for fact in &facts {
-        let before = state.clone();
-        state = apply(state, fact);
-        if let Some(after) = &state {
-            out.extend(effects(before.as_ref(), fact, after));
-        }
-    }
-    Ok(Outcome {
-        state,
-        facts,
-        effects: out,
-    })
-}
-
-/// Who holds an address in the registry. No entry: the address is free.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmailOwner {
-    pub username: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum EmailFact {
-    Claimed { username: String },
-    Released,
-}
-
-/// Decide a claim or release of one address: the facts for the registry's store and the answer
-/// to send back to the user (key: the username). A repeated claim by the holder is answered
-/// again, so a lost or duplicated answer cannot leave a user pending; a release by anyone but
-/// the holder is ignored, so a late release cannot free an address someone else now holds.
-pub fn decide_claim(
-    state: Option<&EmailOwner>,
-    claim: &EmailClaim,
-) -> (Vec<EmailFact>, Option<UserCommand>) {
-    match claim {
-        EmailClaim::Claim { email, username } => {
-            let email = normalize_email(email);
-            let username = normalize_username(username);
-            match state {
-                None => (
-                    vec![EmailFact::Claimed {
-                        username: username.clone(),
-                    }],
-                    Some(UserCommand::EmailClaimed { username, email }),
-                ),
-                Some(o) if o.username == username => {
-                    (vec![], Some(UserCommand::EmailClaimed { username, email }))
-                }
-                Some(_) => (vec![], Some(UserCommand::EmailTaken { username, email })),
-            }
-        }
-        EmailClaim::Release { username, .. } => match state {
-            Some(o) if o.username == normalize_username(username) => {
-                (vec![EmailFact::Released], None)
-            }
-            _ => (vec![], None),
-        },
-    }
-}
-
-/// `None` after a release: the app deletes the key (a compacted tombstone).
-pub fn apply_claim(_state: Option<EmailOwner>, fact: &EmailFact) -> Option<EmailOwner> {
-    match fact {
-        EmailFact::Claimed { username } => Some(EmailOwner {
-            username: username.clone(),
-        }),
-        EmailFact::Released => None,
     }
 }
 
@@ -583,14 +550,47 @@ mod tests {
         }
     }
 
+    fn command(cmd: UserCommand, actor: Option<Role>) -> UserInput {
+        UserInput::Command {
+            command: cmd,
+            actor_role: actor,
+        }
+    }
+    fn bootstrap(
+        state: Option<&UserState>,
+        username: &str,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Vec<UserFact>, Rejection> {
+        let input = UserInput::BootstrapMaster {
+            username: username.into(),
+            email: email.into(),
+            password_hash: password_hash.into(),
+        };
+        User.decide(&state.cloned(), &input, 0)
+    }
+    fn decide(
+        state: Option<&UserState>,
+        cmd: &UserCommand,
+        actor: Option<Role>,
+    ) -> Result<Vec<UserFact>, Rejection> {
+        User.decide(&state.cloned(), &command(cmd.clone(), actor), 0)
+    }
+
+    fn run(state: &mut Option<UserState>, input: UserInput) -> Vec<UserEffect> {
+        let out = User.handle(state.take(), &input, 0);
+        if let Some(r) = out.rejection {
+            panic!("{input:?}: {r}");
+        }
+        *state = out.state;
+        out.effects
+    }
     fn step(
         state: &mut Option<UserState>,
         cmd: UserCommand,
         actor: Option<Role>,
     ) -> Vec<UserEffect> {
-        let out = handle(state.take(), &cmd, actor).unwrap_or_else(|r| panic!("{cmd:?}: {r}"));
-        *state = out.state;
-        out.effects
+        run(state, command(cmd, actor))
     }
 
     fn code(state: &Option<UserState>, cmd: UserCommand, actor: Option<Role>) -> &'static str {
@@ -859,14 +859,15 @@ mod tests {
 
     #[test]
     fn bootstrap_creates_an_active_master_once() {
-        let facts = bootstrap_master(None, "Root", "root@pickple.io", "$h").unwrap();
         let mut s = None;
-        let mut out = Vec::new();
-        for f in &facts {
-            let before = s.clone();
-            s = apply(s, f);
-            out.extend(effects(before.as_ref(), f, s.as_ref().unwrap()));
-        }
+        let out = run(
+            &mut s,
+            UserInput::BootstrapMaster {
+                username: "Root".into(),
+                email: "root@pickple.io".into(),
+                password_hash: "$h".into(),
+            },
+        );
         let u = s.clone().unwrap();
         assert_eq!(
             (u.username.as_str(), u.role, u.status),
@@ -874,20 +875,18 @@ mod tests {
         );
         assert_eq!(out, vec![claim("root@pickple.io")]);
         assert_eq!(
-            bootstrap_master(s.as_ref(), "root", "root@pickple.io", "$h"),
+            bootstrap(s.as_ref(), "root", "root@pickple.io", "$h"),
             Ok(vec![])
         );
         let ann = active_ann();
         assert_eq!(
-            bootstrap_master(ann.as_ref(), "ann1", "a@b.co", "$h")
+            bootstrap(ann.as_ref(), "ann1", "a@b.co", "$h")
                 .unwrap_err()
                 .code(),
             "CONFLICT"
         );
         assert_eq!(
-            bootstrap_master(None, "r", "a@b.co", "$h")
-                .unwrap_err()
-                .code(),
+            bootstrap(None, "r", "a@b.co", "$h").unwrap_err().code(),
             "INVALID"
         );
         // The registry's answer to the master's claim changes nothing.
@@ -898,57 +897,6 @@ mod tests {
         };
         assert_eq!(step(&mut s, claimed, None), vec![]);
         assert_eq!(s, u);
-    }
-
-    #[test]
-    fn registry_claims_and_releases() {
-        let claim = |e: &str, u: &str| EmailClaim::Claim {
-            email: e.into(),
-            username: u.into(),
-        };
-        let release = |e: &str, u: &str| EmailClaim::Release {
-            email: e.into(),
-            username: u.into(),
-        };
-        let (facts, reply) = decide_claim(None, &claim("A@b.co", "ann1"));
-        assert_eq!(
-            reply,
-            Some(UserCommand::EmailClaimed {
-                username: "ann1".into(),
-                email: "a@b.co".into()
-            })
-        );
-        let owner = facts.iter().fold(None, apply_claim);
-        assert_eq!(
-            owner,
-            Some(EmailOwner {
-                username: "ann1".into()
-            })
-        );
-        // The holder again: same answer, no change.
-        let (facts, reply) = decide_claim(owner.as_ref(), &claim("a@b.co", "ann1"));
-        assert!(facts.is_empty());
-        assert!(matches!(reply, Some(UserCommand::EmailClaimed { .. })));
-        let (facts, reply) = decide_claim(owner.as_ref(), &claim("a@b.co", "bob1"));
-        assert!(facts.is_empty());
-        assert_eq!(
-            reply,
-            Some(UserCommand::EmailTaken {
-                username: "bob1".into(),
-                email: "a@b.co".into()
-            })
-        );
-        assert_eq!(
-            decide_claim(owner.as_ref(), &release("a@b.co", "bob1")),
-            (vec![], None)
-        );
-        assert_eq!(
-            decide_claim(None, &release("a@b.co", "bob1")),
-            (vec![], None)
-        );
-        let (facts, reply) = decide_claim(owner.as_ref(), &release("a@b.co", "ann1"));
-        assert_eq!((facts.clone(), reply), (vec![EmailFact::Released], None));
-        assert_eq!(facts.iter().fold(owner, apply_claim), None);
     }
 
     #[test]

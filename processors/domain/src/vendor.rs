@@ -1,11 +1,14 @@
 //! Vendors, keyed by vendor id. Who may act on a vendor (its manager or a MASTER) is checked by
 //! the gateway, which knows the caller; these rules keep the vendor itself consistent.
 
-use pickple_schemas::{VendorCommand, VendorView};
+use std::convert::Infallible;
+
+use pickple_schemas::{Millis, VendorCommand, VendorView};
 use serde::{Deserialize, Serialize};
 
+use crate::rules::non_empty;
 use crate::user::{normalize_username, validate_username};
-use crate::{is_false, Rejection, ViewMeta};
+use crate::{is_false, Aggregate, Rejection, ViewMeta};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VendorState {
@@ -31,53 +34,96 @@ pub enum VendorFact {
     Deleted,
 }
 
-pub fn decide(
-    state: Option<&VendorState>,
-    cmd: &VendorCommand,
-) -> Result<Vec<VendorFact>, Rejection> {
-    match cmd {
-        VendorCommand::CreateVendor {
-            vendor_id,
-            name,
-            manager,
-        } => {
-            let name = name.trim();
-            let manager = normalize_username(manager);
-            if vendor_id.trim().is_empty() {
-                return Err(Rejection::invalid("vendor id is required"));
+/// The rules of vendors. A vendor's changes call for no record but its view, so it has no
+/// effects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Vendor;
+
+impl Aggregate for Vendor {
+    type State = Option<VendorState>;
+    type Input = VendorCommand;
+    type Fact = VendorFact;
+    type Effect = Infallible;
+
+    fn decide(
+        &self,
+        state: &Option<VendorState>,
+        cmd: &VendorCommand,
+        _now: Millis,
+    ) -> Result<Vec<VendorFact>, Rejection> {
+        let state = state.as_ref();
+        match cmd {
+            VendorCommand::CreateVendor {
+                vendor_id,
+                name,
+                manager,
+            } => {
+                let name = name.trim();
+                let manager = normalize_username(manager);
+                if vendor_id.trim().is_empty() {
+                    return Err(Rejection::invalid("vendor id is required"));
+                }
+                check_name(name)?;
+                validate_username(&manager)?;
+                match state {
+                    // A redelivered create is harmless; another vendor under the same id is not.
+                    Some(v) if !v.deleted && v.name == name && v.manager == manager => Ok(vec![]),
+                    Some(_) => Err(Rejection::conflict(format!(
+                        "vendor {vendor_id} already exists"
+                    ))),
+                    None => Ok(vec![VendorFact::Created {
+                        vendor_id: vendor_id.clone(),
+                        name: name.to_string(),
+                        manager,
+                    }]),
+                }
             }
-            check_name(name)?;
-            validate_username(&manager)?;
-            match state {
-                // A redelivered create is harmless; another vendor under the same id is not.
-                Some(v) if !v.deleted && v.name == name && v.manager == manager => Ok(vec![]),
-                Some(_) => Err(Rejection::conflict(format!(
-                    "vendor {vendor_id} already exists"
-                ))),
-                None => Ok(vec![VendorFact::Created {
-                    vendor_id: vendor_id.clone(),
-                    name: name.to_string(),
-                    manager,
-                }]),
+            VendorCommand::UpdateVendor { name, .. } => {
+                let v = live(state)?;
+                let name = name.trim();
+                check_name(name)?;
+                Ok(if v.name == name {
+                    vec![]
+                } else {
+                    vec![VendorFact::Renamed {
+                        name: name.to_string(),
+                    }]
+                })
             }
+            VendorCommand::DeleteVendor { .. } => match state {
+                None => Err(Rejection::not_found("no such vendor")),
+                Some(v) if v.deleted => Ok(vec![]),
+                Some(_) => Ok(vec![VendorFact::Deleted]),
+            },
         }
-        VendorCommand::UpdateVendor { name, .. } => {
-            let v = live(state)?;
-            let name = name.trim();
-            check_name(name)?;
-            Ok(if v.name == name {
-                vec![]
-            } else {
-                vec![VendorFact::Renamed {
-                    name: name.to_string(),
-                }]
-            })
+    }
+
+    fn apply(state: Option<VendorState>, fact: &VendorFact) -> Option<VendorState> {
+        match fact {
+            VendorFact::Created {
+                vendor_id,
+                name,
+                manager,
+            } => Some(VendorState {
+                vendor_id: vendor_id.clone(),
+                name: name.clone(),
+                manager: manager.clone(),
+                deleted: false,
+            }),
+            VendorFact::Renamed { name } => state.map(|v| VendorState {
+                name: name.clone(),
+                ..v
+            }),
+            VendorFact::Deleted => state.map(|v| VendorState { deleted: true, ..v }),
         }
-        VendorCommand::DeleteVendor { .. } => match state {
-            None => Err(Rejection::not_found("no such vendor")),
-            Some(v) if v.deleted => Ok(vec![]),
-            Some(_) => Ok(vec![VendorFact::Deleted]),
-        },
+    }
+
+    fn effects(
+        _before: &Option<VendorState>,
+        _fact: &VendorFact,
+        _after: &Option<VendorState>,
+    ) -> Vec<Infallible> {
+        Vec::new()
     }
 }
 
@@ -89,32 +135,9 @@ fn live(state: Option<&VendorState>) -> Result<&VendorState, Rejection> {
     }
 }
 
-/// A vendor's (trimmed) name is not empty; the gateway checks its requests with this same rule.
+/// A vendor's name is not blank; the gateway checks its requests with this same rule.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    if name.is_empty() {
-        return Err(Rejection::invalid("vendor name must not be empty"));
-    }
-    Ok(())
-}
-
-pub fn apply(state: Option<VendorState>, fact: &VendorFact) -> Option<VendorState> {
-    match fact {
-        VendorFact::Created {
-            vendor_id,
-            name,
-            manager,
-        } => Some(VendorState {
-            vendor_id: vendor_id.clone(),
-            name: name.clone(),
-            manager: manager.clone(),
-            deleted: false,
-        }),
-        VendorFact::Renamed { name } => state.map(|v| VendorState {
-            name: name.clone(),
-            ..v
-        }),
-        VendorFact::Deleted => state.map(|v| VendorState { deleted: true, ..v }),
-    }
+    non_empty("vendor name", name)
 }
 
 impl VendorState {
@@ -152,11 +175,16 @@ mod tests {
         vendor_id: String::new(),
     };
 
+    fn decide(
+        state: Option<&VendorState>,
+        cmd: &VendorCommand,
+    ) -> Result<Vec<VendorFact>, Rejection> {
+        Vendor.decide(&state.cloned(), cmd, 0)
+    }
     fn run(state: Option<VendorState>, cmd: &VendorCommand) -> Option<VendorState> {
-        decide(state.as_ref(), cmd)
-            .unwrap()
-            .iter()
-            .fold(state, apply)
+        let out = Vendor.handle(state, cmd, 0);
+        assert_eq!(out.rejection, None, "{cmd:?}");
+        out.state
     }
     fn code(state: Option<&VendorState>, cmd: &VendorCommand) -> &'static str {
         decide(state, cmd).unwrap_err().code()

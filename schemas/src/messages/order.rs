@@ -1,7 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Amount, Millis};
+use super::{Amount, DeliveryStatus, Millis, PaymentStatus};
 use crate::message_type;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -28,8 +28,13 @@ pub enum OrderCommand {
     },
     CancelOrder {
         order_id: String,
+        /// Who asks: the order's owner, or a MASTER when `master` is set.
         username: String,
         reason: String,
+        /// The requester is a MASTER, who may cancel any customer's order. The gateway sets it
+        /// from the verified token; the domain still checks ownership for everyone else.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        master: bool,
     },
 }
 message_type!(OrderCommand {
@@ -199,8 +204,9 @@ pub struct OrderView {
     pub lines: Vec<OrderLineView>,
     pub amount: Amount,
     pub payment_deadline: Option<Millis>,
-    pub payment_status: Option<String>,
-    pub delivery_status: Option<String>,
+    pub payment_status: Option<PaymentStatus>,
+    /// The delivery's progress once it has started (IN_TRANSIT, then DELIVERED).
+    pub delivery_status: Option<DeliveryStatus>,
     pub vendor_ids: Vec<String>,
     pub history: Vec<Transition>,
     /// The customer's reason while a cancel of the paid order waits for the delivery's answer

@@ -3,7 +3,7 @@
 //! three times on one in-process pipeline (stock, order and payment apps), printing how long each
 //! sale takes to settle (every order AWAITING_PAYMENT or CANCELLED) and the median.
 //!
-//! `cargo run --release -p pickple-processors --bin flash-sale-bench [-- --orders N --runs N]`
+//! `cargo run --release -p pickple-processors --features harness --bin flash-sale-bench [-- --orders N --runs N]`
 
 use std::time::Duration;
 

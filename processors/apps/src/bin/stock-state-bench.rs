@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pickple_domain::stock::{ProductState, Reservation, ReservationStatus};
 use pickple_processors::state::Versioned;
-use pickple_processors::stock::{StockProcessor, INPUT, STORE};
+use pickple_processors::stock::{StockProcessor, STORE};
 use pickple_runtime::TestDriver;
+use pickple_schemas::topic::STOCK_COMMANDS;
 use pickple_schemas::{SaleTerms, StockCommand};
 
 /// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
@@ -52,7 +53,9 @@ struct Bench {
 
 impl Bench {
     fn cmd(&mut self, cmd: StockCommand) {
-        self.d.pipe(INPUT, PRODUCT, &cmd).expect("processed");
+        self.d
+            .pipe(STOCK_COMMANDS, PRODUCT, &cmd)
+            .expect("processed");
     }
 
     fn reserve(&mut self, order_id: &str, i: usize) {

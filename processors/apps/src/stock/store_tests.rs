@@ -75,7 +75,7 @@ impl Shop {
 
     fn pipe(&mut self, cmd: StockCommand) {
         let key = product_id(&cmd).to_string();
-        self.d.pipe(INPUT, &key, &cmd).unwrap();
+        self.d.pipe(STOCK_COMMANDS, &key, &cmd).unwrap();
     }
 
     fn seed(&mut self, key: &str, value: &Value) {
@@ -156,7 +156,10 @@ impl Shop {
     }
 
     fn last_reply(&mut self) -> OrderReply {
-        self.d.take::<OrderReply>(REPLIES).pop().expect("a reply")
+        self.d
+            .take::<OrderReply>(ORDER_REPLIES)
+            .pop()
+            .expect("a reply")
     }
 }
 
@@ -266,7 +269,7 @@ fn reservations_and_sale_counters_live_under_keys_of_their_own() {
     assert_eq!(shop.count(|e| matches!(e, Entry::Cursor)), 1);
     assert_eq!(shop.levels("p1"), (10, 9, 0, 1));
     // A redelivered Reserve of the released order takes nothing and is told so.
-    shop.d.take_outputs(REPLIES);
+    shop.d.take_outputs(ORDER_REPLIES);
     shop.pipe(reserve("p1", "o1", "ann", 2, START));
     assert!(!is_reserved(&shop.last_reply()));
     assert_eq!(shop.levels("p1"), (10, 9, 0, 1));
@@ -309,7 +312,7 @@ fn final_reservations_are_pruned_once_their_retention_is_over() {
     assert!(shop.reservations("p1").is_empty());
     // Past the retention an order id is new again: a Reserve this late would take stock (the
     // saga never sends one; docs/state.md, "Retention").
-    shop.d.take_outputs(REPLIES);
+    shop.d.take_outputs(ORDER_REPLIES);
     shop.pipe(reserve("p1", "o1", "ann", 2, START));
     assert!(is_reserved(&shop.last_reply()));
 }
@@ -371,7 +374,7 @@ fn a_new_sale_leaves_the_old_sale_counters_to_the_sweep() {
     shop.pipe(commit("p1", "o1"));
     // Lowering the limit reads every counter: below cy's 3, refused; to 3 or above, fine.
     shop.pipe(sale("p1", 10_000, 10, 2));
-    let view: ProductView = shop.d.take(VIEW).pop().unwrap();
+    let view: ProductView = shop.d.take(VIEW_PRODUCTS).pop().unwrap();
     assert!(
         view.rejection
             .as_deref()
@@ -381,7 +384,7 @@ fn a_new_sale_leaves_the_old_sale_counters_to_the_sweep() {
     );
     shop.pipe(release("p1", "o3"));
     shop.pipe(sale("p1", 10_000, 10, 2));
-    let view: ProductView = shop.d.take(VIEW).pop().unwrap();
+    let view: ProductView = shop.d.take(VIEW_PRODUCTS).pop().unwrap();
     assert_eq!(view.rejection, None);
     assert_eq!(
         shop.buyers("p1"),
@@ -459,12 +462,12 @@ fn an_old_value_is_split_on_the_first_command_that_loads_it() {
         ])
     );
     assert_eq!(shop.buyers("p1"), BTreeMap::from([((1, "bob".into()), 3)]));
-    let view: ProductView = shop.d.take(VIEW).pop().unwrap();
+    let view: ProductView = shop.d.take(VIEW_PRODUCTS).pop().unwrap();
     assert_eq!((view.version, view.stock.available), (8, 6));
 
     // The old tombstones still stop a redelivered Reserve; the counters still hold the limit;
     // the old committed reservation can still be restocked.
-    shop.d.take_outputs(REPLIES);
+    shop.d.take_outputs(ORDER_REPLIES);
     shop.pipe(reserve("p1", "o3", "ann", 1, START));
     assert!(!is_reserved(&shop.last_reply()));
     shop.pipe(reserve("p1", "o6", "bob", 1, START));
@@ -481,9 +484,9 @@ fn an_old_value_is_split_on_the_first_command_that_loads_it() {
 
     // A command that changes nothing still leaves the split value behind, same version, no
     // view.
-    shop.d.take_outputs(VIEW);
+    shop.d.take_outputs(VIEW_PRODUCTS);
     shop.pipe(release("p2", "nobody"));
-    assert!(shop.d.take_outputs(VIEW).is_empty());
+    assert!(shop.d.take_outputs(VIEW_PRODUCTS).is_empty());
     let p2 = shop.product("p2");
     assert_eq!(p2["version"], 7);
     assert!(p2["state"].get("reservations").is_none());
