@@ -10,20 +10,32 @@ use std::thread::JoinHandle;
 
 use crate::store::{StateStores, StoreError, Writes};
 
-/// One committed transaction: its writes, the changelog topic of each store written, and the
-/// offset of the last changelog record per (changelog topic, partition) to checkpoint.
+/// One committed transaction: its writes, and per store and partition the changelog position
+/// the tree reflects once they are applied (its checkpoint).
 pub(crate) struct Committed {
     pub writes: Arc<Writes>,
-    pub changelogs: HashMap<String, String>,
     pub checkpoints: HashMap<String, HashMap<i32, i64>>,
 }
 
 pub(crate) struct Applier {
-    jobs: Option<Sender<Committed>>,
-    done: Receiver<Result<(), StoreError>>,
-    thread: Option<JoinHandle<()>>,
-    /// The writes sent to the thread and not yet known to be in sled.
+    worker: Worker,
+    /// The writes handed over and not yet known to be in sled.
     pending: Option<Arc<Writes>>,
+}
+
+enum Worker {
+    /// The instance's `store-apply` thread.
+    Thread {
+        jobs: Option<Sender<Committed>>,
+        done: Receiver<Result<(), StoreError>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// The test driver's: the transaction is applied when the driver settles it, so that a test
+    /// can read while its writes are still pending, which the thread makes a matter of luck.
+    OnSettle {
+        stores: StateStores,
+        held: Option<Committed>,
+    },
 }
 
 impl Applier {
@@ -41,11 +53,22 @@ impl Applier {
             })
             .map_err(|e| StoreError::Apply(e.to_string()))?;
         Ok(Applier {
-            jobs: Some(jobs),
-            done,
-            thread: Some(thread),
+            worker: Worker::Thread {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+            },
             pending: None,
         })
+    }
+
+    /// An applier without a thread: a transaction is applied by [`settle`](Self::settle) (or by
+    /// the next [`submit`](Self::submit)), on the caller's thread.
+    pub fn on_settle(stores: StateStores) -> Applier {
+        Applier {
+            worker: Worker::OnSettle { stores, held: None },
+            pending: None,
+        }
     }
 
     /// Committed writes not yet in sled, for reads.
@@ -57,18 +80,24 @@ impl Applier {
     pub fn submit(&mut self, committed: Committed) -> Result<(), StoreError> {
         self.settle()?;
         let writes = committed.writes.clone();
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(committed).ok())
-            .ok_or_else(|| StoreError::Apply("the store-apply thread is gone".into()))?;
+        match &mut self.worker {
+            Worker::Thread { jobs, .. } => jobs
+                .as_ref()
+                .and_then(|jobs| jobs.send(committed).ok())
+                .ok_or_else(|| StoreError::Apply("the store-apply thread is gone".into()))?,
+            Worker::OnSettle { held, .. } => *held = Some(committed),
+        }
         self.pending = Some(writes);
         Ok(())
     }
 
     /// Forget the pending writes if they have landed, without waiting.
     pub fn poll(&mut self) -> Result<(), StoreError> {
+        let Worker::Thread { done, .. } = &self.worker else {
+            return Ok(());
+        };
         if self.pending.is_some() {
-            match self.done.try_recv() {
+            match done.try_recv() {
                 Ok(result) => {
                     self.pending = None;
                     result?;
@@ -82,19 +111,27 @@ impl Applier {
 
     /// Wait until the pending writes are in sled.
     pub fn settle(&mut self) -> Result<(), StoreError> {
-        if self.pending.take().is_some() {
-            self.done.recv().map_err(|_| gone())??;
+        if self.pending.take().is_none() {
+            return Ok(());
         }
-        Ok(())
+        match &mut self.worker {
+            Worker::Thread { done, .. } => done.recv().map_err(|_| gone())?,
+            Worker::OnSettle { stores, held } => match held.take() {
+                Some(committed) => apply(stores, &committed),
+                None => Ok(()),
+            },
+        }
     }
 }
 
 impl Drop for Applier {
     fn drop(&mut self) {
-        // Closing the channel ends the thread once it has applied what it was given.
-        self.jobs.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Worker::Thread { jobs, thread, .. } = &mut self.worker {
+            // Closing the channel ends the thread once it has applied what it was given.
+            jobs.take();
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -105,11 +142,10 @@ fn gone() -> StoreError {
 
 fn apply(stores: &StateStores, committed: &Committed) -> Result<(), StoreError> {
     for (store, partitions) in committed.writes.iter() {
-        let topic = &committed.changelogs[store];
         for (partition, kv) in partitions {
             let checkpoint = committed
                 .checkpoints
-                .get(topic)
+                .get(store)
                 .and_then(|c| c.get(partition))
                 .copied();
             let kv = kv.iter().map(|(k, v)| (k, v.as_ref()));

@@ -10,7 +10,7 @@ use pickple_schemas::RecordHeaders;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::processor::ProcessError;
-use crate::store::{layer, merge_range, Layer, StateStores, Writes};
+use crate::store::{layer, merge_range, Entries, Layer, StateStores, StoreError, Writes};
 use crate::{now_millis, Millis};
 
 /// A record to produce. `topic` is logical (the runtime adds the deployment prefix).
@@ -35,13 +35,45 @@ impl Output {
     }
 }
 
-/// Read access to the stores of one task, through the open transaction's writes and the
-/// committed writes still on their way to sled.
+/// Read access to the stores of one task, in three layers: the open transaction's writes, then
+/// the committed writes still on their way to sled, then sled.
 pub struct StoreView<'a> {
     pub(crate) stores: &'a StateStores,
     pub(crate) applying: Option<&'a Writes>,
     pub(crate) txn: &'a Writes,
     pub(crate) partition: i32,
+}
+
+impl StoreView<'_> {
+    /// A key's value through the three layers (`None`: absent or deleted).
+    pub(crate) fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        for writes in [Some(self.txn), self.applying].into_iter().flatten() {
+            if let Some(v) = layer(writes, store, self.partition).and_then(|w| w.get(key)) {
+                return Ok(v.clone());
+            }
+        }
+        self.stores.get(store, self.partition, key)
+    }
+
+    /// Entries with `from <= key < to` through the three layers and then `own`, in key order.
+    pub(crate) fn range(
+        &self,
+        store: &str,
+        from: &[u8],
+        to: &[u8],
+        own: Option<&Layer>,
+    ) -> Result<Entries, StoreError> {
+        let base = self.stores.range(store, self.partition, from, to)?;
+        let layers: Vec<&Layer> = [
+            self.applying.and_then(|w| layer(w, store, self.partition)),
+            layer(self.txn, store, self.partition),
+            own,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(merge_range(base, &layers, from, to))
+    }
 }
 
 /// What caused the records sent from a context: their causation id. Formatted only when a
@@ -135,22 +167,17 @@ impl<'a> Context<'a> {
         self.parent
     }
 
+    /// This step's writes and outputs, and whether it asked for a commit at once.
+    pub(crate) fn into_effects(self) -> (BTreeMap<String, Layer>, Vec<Output>, bool) {
+        (self.writes, self.outputs, self.commit_requested)
+    }
+
     fn raw_get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
         if let Some(v) = self.writes.get(store).and_then(|w| w.get(key)) {
             return Ok(v.clone());
         }
-        let partition = self.view.partition;
-        for writes in [Some(self.view.txn), self.view.applying]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(v) = layer(writes, store, partition).and_then(|w| w.get(key)) {
-                return Ok(v.clone());
-            }
-        }
         self.view
-            .stores
-            .get(store, self.view.partition, key)
+            .get(store, key)
             .map_err(|e| ProcessError::Retry(e.to_string()))
     }
 
@@ -195,26 +222,9 @@ impl<'a> Context<'a> {
         to: impl AsRef<[u8]>,
     ) -> Result<Vec<(Vec<u8>, T)>, ProcessError> {
         let (from, to) = (from.as_ref(), to.as_ref());
-        let base = self
-            .view
-            .stores
-            .range(store, self.view.partition, from, to)
-            .map_err(|e| ProcessError::Retry(e.to_string()))?;
-        let mut layers = Vec::new();
-        if let Some(applying) = self
-            .view
-            .applying
-            .and_then(|w| layer(w, store, self.view.partition))
-        {
-            layers.push(applying);
-        }
-        if let Some(txn) = layer(self.view.txn, store, self.view.partition) {
-            layers.push(txn);
-        }
-        if let Some(own) = self.writes.get(store) {
-            layers.push(own);
-        }
-        merge_range(base, &layers, from, to)
+        self.view
+            .range(store, from, to, self.writes.get(store))
+            .map_err(|e| ProcessError::Retry(e.to_string()))?
             .into_iter()
             .map(|(k, v)| {
                 serde_json::from_slice(&v).map(|t| (k, t)).map_err(|e| {

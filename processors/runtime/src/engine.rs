@@ -1,121 +1,95 @@
-//! The transactional heart: tasks, the open transaction, commit and abort.
+//! The transaction cycle (Kafka Streams' `StreamThread` loop body): process a polled record in
+//! its task, punctuate, commit the one transaction all tasks share or abort it, and settle a
+//! transaction left in doubt before anything else is processed. The transactional calls are the
+//! producer's ([`crate::producer`]), what a transaction sends is the collector's
+//! ([`crate::collector`]), which tasks exist and whether they take records is the task
+//! manager's ([`crate::task_manager`]), and a step of one task is the task's ([`crate::task`]).
 //!
 //! One engine per instance, shared between the poll loop and the rebalance callbacks (which run
 //! inside `poll`, when the loop does not hold the lock).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pickple_schemas::RecordHeaders;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::Span;
 
 use crate::applier::{Applier, Committed};
-use crate::context::{Cause, Context, Output, StoreView};
+use crate::collector::{PerPartition, RecordCollector};
+use crate::context::{Output, StoreView};
 use crate::metrics::Metrics;
-use crate::processor::{AppSpec, ProcessError, Processor, Record};
-use crate::restore::{restore_all, RestoreError, Restoring};
+use crate::processor::{AppSpec, Processor, Record};
+use crate::producer::{ProducerError, StreamsProducer};
+use crate::restore::RestoreError;
 use crate::store::{Layer, StateStores, StoreError, Writes};
+use crate::task::{Outcome, Step, StepSettings};
+use crate::task_manager::TaskManager;
 use crate::RuntimeConfig;
-
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// Another instance with our transactional.id took over: this one is a zombie and stops.
-    #[error("producer fenced: another instance with the same id is running")]
-    Fenced,
-    #[error("fatal kafka error: {0}")]
-    Fatal(KafkaError),
-    #[error("kafka: {0}")]
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// `commit_transaction` did not confirm the commit in time; it goes on in the background
+    /// and is called again before anything else is processed.
+    #[error("the commit is not confirmed yet and goes on in the background: {0}")]
+    CommitInDoubt(KafkaError),
+    /// No consumer group metadata to send the input offsets with: librdkafka has none for a
+    /// consumer without a group, or one being closed (replaced after a fatal error).
+    #[error("the input consumer has no consumer group metadata (it has no group.id, or it is being closed): the input offsets cannot join the transaction")]
+    NoGroupMetadata,
+    #[error("a record of the transaction was not delivered: {0}")]
+    Undelivered(String),
+    #[error("kafka consumer: {0}")]
     Kafka(#[from] KafkaError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("restore: {0}")]
     Restore(#[from] RestoreError),
-    #[error("{what} failed: {reason}")]
-    Retriable { what: &'static str, reason: String },
 }
 
 impl EngineError {
     /// Broker trouble that may pass (a restart, a timeout, a leader election): the runner
-    /// aborts, rewinds and tries again for up to the task timeout, instead of stopping.
+    /// aborts, rewinds and tries again for up to the task timeout, instead of stopping. A
+    /// failed restore has waited out broker trouble up to the task timeout already.
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Kafka(_) | EngineError::Retriable { .. } => true,
-            EngineError::Restore(RestoreError::Kafka(_)) => true,
-            EngineError::Fenced
-            | EngineError::Fatal(_)
-            | EngineError::Store(_)
-            | EngineError::Restore(_) => false,
+            EngineError::Producer(e) => e.is_transient(),
+            EngineError::CommitInDoubt(_)
+            | EngineError::NoGroupMetadata
+            | EngineError::Undelivered(_)
+            | EngineError::Kafka(_) => true,
+            EngineError::Store(_) | EngineError::Restore(_) => false,
         }
     }
 }
 
-/// Per (physical topic, partition) values, nested so that updating an existing entry by `&str`
-/// allocates nothing: these maps are touched once per record.
-type PerPartition<T> = HashMap<String, HashMap<i32, T>>;
-
-/// Records, per changelog partition, the position after the last delivered record: the
-/// checkpoint the store may move to once the transaction commits.
-///
-/// Every record is sent tagged with the transaction's generation. Delivery reports arrive on
-/// librdkafka's thread, those of an aborted transaction (purged records) possibly after the
-/// abort has returned: counting them would blame the next transaction for a failure that was
-/// not its own.
-#[derive(Default, Clone)]
-pub(crate) struct DeliveryTracker {
-    generation: Arc<AtomicUsize>,
-    positions: Arc<Mutex<PerPartition<i64>>>,
-    failed: Arc<Mutex<Option<String>>>,
+/// The input consumer's group metadata, which the transaction's offsets are sent with (the
+/// broker fences a zombie's offsets by its generation).
+pub(crate) fn group_metadata<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+) -> Result<ConsumerGroupMetadata, EngineError> {
+    consumer
+        .group_metadata()
+        .ok_or(EngineError::NoGroupMetadata)
 }
 
-impl DeliveryTracker {
-    fn generation(&self) -> usize {
-        self.generation.load(Ordering::Relaxed)
-    }
-
-    /// Forget the transaction that ended; reports of its records are ignored from now on.
-    fn next_generation(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        self.positions.lock().unwrap().clear();
-        self.failed.lock().unwrap().take();
-    }
-}
-
-impl ClientContext for DeliveryTracker {}
-
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
-        if generation != self.generation() {
-            return;
-        }
-        match result {
-            Ok(msg) if msg.topic().ends_with("-changelog") => {
-                let mut positions = self.positions.lock().unwrap();
-                let partitions = match positions.get_mut(msg.topic()) {
-                    Some(partitions) => partitions,
-                    None => positions.entry(msg.topic().to_string()).or_default(),
-                };
-                let entry = partitions.entry(msg.partition()).or_insert(0);
-                *entry = (*entry).max(msg.offset() + 1);
-            }
-            Ok(_) => {}
-            Err((e, _)) => *self.failed.lock().unwrap() = Some(e.to_string()),
-        }
-    }
-}
-
-struct Task<P> {
-    processor: P,
+/// What must happen before anything else is processed, after a transaction's end went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// `commit_transaction` returned a retriable error: the commit goes on in the background,
+    /// and librdkafka refuses an abort now. Call it again (since: when the commit began).
+    CommitAgain { since: Instant },
+    /// Abort the open transaction, if it is still open.
+    Abort,
+    /// The transaction has ended: rewind the inputs to the committed offsets, as the records
+    /// polled meanwhile were dropped.
+    Rewind,
 }
 
 #[derive(Default)]
@@ -132,34 +106,22 @@ pub(crate) struct Engine<P> {
     spec: AppSpec,
     config: RuntimeConfig,
     stores: StateStores,
-    producer: ThreadedProducer<DeliveryTracker>,
-    tracker: DeliveryTracker,
-    factory: Box<dyn Fn(i32) -> P + Send>,
-    tasks: BTreeMap<i32, Task<P>>,
-    /// Processors of tasks this instance gave up, kept for when it gets the partition back. A
-    /// processor's memory of effects outside Kafka (the notification app's mails sent but not
-    /// yet committed) must outlive a consumer replaced after a broker restart, or the mails of
-    /// the aborted transaction go out again.
-    parked: BTreeMap<i32, P>,
+    producer: StreamsProducer,
+    collector: RecordCollector,
+    tasks: TaskManager<P>,
+    applier: Applier,
     txn: Txn,
-    in_txn: bool,
-    /// A transient failure left the open transaction and the inputs' positions in doubt: abort
-    /// and rewind before anything else is processed.
-    recovering: bool,
-    /// A processor asked for its step to be committed at once (see [`Context::commit_soon`]).
+    recovery: Option<Recovery>,
+    /// A processor asked for its step to be committed at once (see `Context::commit_soon`).
     commit_requested: bool,
     /// When the last transaction committed: the adaptive commit waits at least the minimum
     /// interval after it.
     last_commit: Instant,
-    applier: Applier,
     next_punctuate: Instant,
     metrics: &'static Metrics,
-    /// Per-topic counters of records in and out, resolved once: a label lookup per record
-    /// showed in profiles.
+    /// Per-topic counters of records in, resolved once: a label lookup per record showed in
+    /// profiles.
     counted_in: HashMap<String, prometheus::IntCounter>,
-    counted_out: HashMap<String, prometheus::IntCounter>,
-    /// Physical names of logical output topics, built once rather than per record.
-    physical: HashMap<String, Arc<str>>,
 }
 
 impl<P: Processor> Engine<P> {
@@ -167,36 +129,28 @@ impl<P: Processor> Engine<P> {
         spec: AppSpec,
         config: RuntimeConfig,
         stores: StateStores,
-        producer: ThreadedProducer<DeliveryTracker>,
-        tracker: DeliveryTracker,
+        producer: StreamsProducer,
+        collector: RecordCollector,
         factory: Box<dyn Fn(i32) -> P + Send>,
     ) -> Result<Self, StoreError> {
         let applier = Applier::start(stores.clone())?;
+        let tasks = TaskManager::new(spec.clone(), config.clone(), stores.clone(), factory);
         Ok(Engine {
             spec,
             stores,
             producer,
-            tracker,
-            factory,
-            tasks: BTreeMap::new(),
-            parked: BTreeMap::new(),
+            collector,
+            tasks,
+            applier,
             txn: Txn::default(),
-            in_txn: false,
-            recovering: false,
+            recovery: None,
             commit_requested: false,
             last_commit: Instant::now(),
-            applier,
             next_punctuate: Instant::now() + config.punctuate_interval(),
             metrics: Metrics::global(),
             counted_in: HashMap::new(),
-            counted_out: HashMap::new(),
-            physical: HashMap::new(),
             config,
         })
-    }
-
-    fn app(&self) -> &str {
-        &self.spec.name
     }
 
     fn logical<'t>(&self, physical: &'t str) -> &'t str {
@@ -205,22 +159,23 @@ impl<P: Processor> Engine<P> {
             .unwrap_or(physical)
     }
 
-    /// The physical name of a logical topic.
-    fn physical(&mut self, logical: &str) -> Arc<str> {
-        if let Some(topic) = self.physical.get(logical) {
-            return topic.clone();
-        }
-        let topic: Arc<str> = self.config.topic(logical).into();
-        self.physical.insert(logical.to_string(), topic.clone());
-        topic
-    }
-
     fn begin(&mut self) -> Result<(), EngineError> {
-        if !self.in_txn {
-            self.producer.begin_transaction().map_err(classify)?;
-            self.in_txn = true;
+        if self.producer.begin()? {
             self.txn.commit_due = Some(Instant::now() + self.config.commit_interval());
         }
+        Ok(())
+    }
+
+    /// Between polls: start the tasks whose restore has finished, resume the tasks whose
+    /// back-off is due, and let go of committed writes that have reached sled.
+    pub fn maintain<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        now: Instant,
+    ) -> Result<(), EngineError> {
+        self.applier.poll()?;
+        self.tasks.poll_restores(consumer)?;
+        self.tasks.resume_due(consumer, now)?;
         Ok(())
     }
 
@@ -231,12 +186,20 @@ impl<P: Processor> Engine<P> {
         msg: &BorrowedMessage<'_>,
     ) -> Result<(), EngineError> {
         let partition = msg.partition();
-        if self.recovering || !self.tasks.contains_key(&partition) {
-            // A record of a partition we no longer own (revoked between fetch and poll), or
-            // fetched before a rewind that has yet to happen: it will be fetched again.
+        if self.recovery.is_some() {
+            // Fetched before a rewind that has yet to happen: it will be fetched again.
             return Ok(());
         }
-        self.begin()?;
+        match self.tasks.takes_records(partition) {
+            // A record of a partition we no longer own (revoked between fetch and poll).
+            None => return Ok(()),
+            Some(false) => {
+                self.tasks
+                    .hold_back(consumer, msg.topic(), partition, msg.offset())?;
+                return Ok(());
+            }
+            Some(true) => {}
+        }
         let topic = self.logical(msg.topic());
         let record = Record {
             topic,
@@ -258,49 +221,51 @@ impl<P: Processor> Engine<P> {
             txn: &self.txn.writes,
             partition,
         };
-        let cause = Cause::Record {
-            topic,
-            partition,
-            offset: msg.offset(),
+        let settings = StepSettings {
+            app: &self.spec.name,
+            now: None,
+            max_value_bytes: self.config.max_value_bytes,
         };
-        let traced = crate::trace::record_span(
-            &record.headers,
-            &self.spec.name,
-            topic,
-            partition,
-            msg.offset(),
-        );
-        let _entered = traced.as_ref().map(|(span, _)| span.enter());
-        let parent = traced
-            .as_ref()
-            .map_or(&record.headers, |(_, onward)| onward);
-        let mut ctx = Context::new(view, None, parent, cause);
-        let task = self.tasks.get_mut(&partition).expect("task exists");
-        match task.processor.process(&mut ctx, &record) {
-            Ok(()) => {
-                let (writes, outputs) = (
-                    std::mem::take(&mut ctx.writes),
-                    std::mem::take(&mut ctx.outputs),
+        let task = self
+            .tasks
+            .get_mut(partition)
+            .expect("the task takes records");
+        let Outcome { step, span } = task.process(view, &record, settings);
+        if !matches!(step, Step::Retry(_)) {
+            task.backoff_mut().succeeded();
+        }
+        let _entered = span.as_ref().map(Span::enter);
+        match step {
+            Step::Keep {
+                writes,
+                outputs,
+                commit_requested,
+            } => {
+                self.begin()?;
+                self.commit_requested |= commit_requested;
+                self.keep(partition, writes, &outputs)?;
+            }
+            Step::Refuse(reason) => {
+                self.begin()?;
+                self.collector
+                    .send_dead_letter(&self.producer, msg, topic, &reason)?;
+            }
+            Step::Retry(reason) => {
+                // Nothing of the record was kept: only its task waits, and the record is
+                // fetched again when the wait is over.
+                let now = Instant::now();
+                let (until, failures) =
+                    self.tasks
+                        .back_off(consumer, msg.topic(), partition, msg.offset(), now)?;
+                tracing::warn!(
+                    %reason,
+                    topic,
+                    partition,
+                    offset = msg.offset(),
+                    failures,
+                    retry_in_ms = until.saturating_duration_since(now).as_millis() as u64,
+                    "transient failure: the task backs off, the others go on"
                 );
-                let commit_requested = ctx.commit_requested;
-                drop(ctx);
-                match crate::limits::oversized(&writes, &outputs, self.config.max_value_bytes) {
-                    Some(reason) => self.dead_letter(msg, topic, &reason)?,
-                    None => {
-                        self.commit_requested |= commit_requested;
-                        self.keep(partition, writes, outputs)?;
-                    }
-                }
-            }
-            Err(ProcessError::Invalid(reason)) => {
-                drop(ctx);
-                self.dead_letter(msg, topic, &reason)?;
-            }
-            Err(ProcessError::Retry(reason)) => {
-                drop(ctx);
-                tracing::warn!(%reason, topic, partition, offset = msg.offset(), "transient failure, retrying");
-                self.abort(consumer)?;
-                std::thread::sleep(Duration::from_secs(1)); // back-off before the retry
                 return Ok(());
             }
         }
@@ -323,11 +288,12 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
+    /// Add a step's writes to the transaction's and send its outputs.
     fn keep(
         &mut self,
         partition: i32,
         writes: BTreeMap<String, Layer>,
-        outputs: Vec<Output>,
+        outputs: &[Output],
     ) -> Result<(), EngineError> {
         for (store, largest) in crate::limits::largest_values(&writes) {
             let gauge = self
@@ -338,128 +304,38 @@ impl<P: Processor> Engine<P> {
                 gauge.set(largest as i64);
             }
         }
-        for (store, kv) in writes {
-            self.txn
-                .writes
-                .entry(store)
-                .or_default()
-                .entry(partition)
-                .or_default()
-                .extend(kv);
-        }
+        crate::store::buffer(&mut self.txn.writes, partition, writes);
         for out in outputs {
-            let topic = self.physical(&out.topic);
-            self.send(
-                &topic,
-                None,
-                &out.key,
-                out.value.as_deref(),
-                Some(out.headers.to_kafka()),
-            )?;
-            count(
-                &mut self.counted_out,
-                &self.metrics.records_out,
-                &self.spec.name,
-                &out.topic,
-            );
+            self.collector.send_output(&self.producer, out)?;
         }
         Ok(())
     }
 
     fn count_in(&mut self, topic: &str) {
-        count(
-            &mut self.counted_in,
-            &self.metrics.records_in,
-            &self.spec.name,
-            topic,
-        );
-    }
-
-    fn send(
-        &self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), EngineError> {
-        let mut record = BaseRecord::with_opaque_to(topic, self.tracker.generation()).key(key);
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // The local queue drains as the broker acknowledges; wait for room.
-                    self.producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-                Err((e, _)) => return Err(classify(e)),
+        match self.counted_in.get(topic) {
+            Some(counter) => counter.inc(),
+            None => {
+                let counter = self
+                    .metrics
+                    .records_in
+                    .with_label_values(&[&self.spec.name, topic]);
+                counter.inc();
+                self.counted_in.insert(topic.to_string(), counter);
             }
         }
     }
 
-    /// Send the original record to `<app>-dlq`, with why and where it came from.
-    fn dead_letter(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        topic: &str,
-        reason: &str,
-    ) -> Result<(), EngineError> {
-        tracing::warn!(topic, partition = msg.partition(), offset = msg.offset(), %reason, "dead letter");
-        let mut headers = OwnedHeaders::new();
-        for h in msg.headers().into_iter().flat_map(|h| h.iter()) {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
-        let (p, o) = (msg.partition().to_string(), msg.offset().to_string());
-        for (k, v) in [
-            ("dlq-error", reason),
-            ("dlq-source-topic", topic),
-            ("dlq-source-partition", p.as_str()),
-            ("dlq-source-offset", o.as_str()),
-            ("dlq-app", self.app()),
-        ] {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let dlq = self.config.topic(&self.spec.dlq());
-        self.send(
-            &dlq,
-            None,
-            msg.key().unwrap_or_default(),
-            msg.payload(),
-            Some(headers),
-        )?;
-        self.metrics
-            .dlq
-            .with_label_values(&[self.app(), topic])
-            .inc();
-        Ok(())
-    }
-
-    /// Run every task's punctuator when the interval has passed.
+    /// Run the punctuator of every task whose state is in place when the interval has passed.
     pub fn punctuate_if_due<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         now: Instant,
     ) -> Result<(), EngineError> {
-        if now < self.next_punctuate || self.tasks.is_empty() || self.recovering {
+        let partitions = self.tasks.running();
+        if now < self.next_punctuate || partitions.is_empty() || self.recovery.is_some() {
             return Ok(());
         }
         self.next_punctuate = now + self.config.punctuate_interval();
-        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for partition in partitions {
             let view = StoreView {
                 stores: &self.stores,
@@ -467,41 +343,44 @@ impl<P: Processor> Engine<P> {
                 txn: &self.txn.writes,
                 partition,
             };
-            let headers =
-                RecordHeaders::new("Punctuate", format!("punctuate-{}-{partition}", self.app()));
-            let cause = Cause::Named(format!("punctuate/{partition}"));
-            let mut ctx = Context::new(view, None, &headers, cause);
-            let task = self.tasks.get_mut(&partition).expect("task exists");
-            match task.processor.punctuate(&mut ctx) {
-                Ok(()) => {
-                    let (writes, mut outputs) = (
-                        std::mem::take(&mut ctx.writes),
-                        std::mem::take(&mut ctx.outputs),
-                    );
-                    drop(ctx);
-                    let traced =
-                        crate::trace::punctuation_span(&self.spec.name, partition, &mut outputs);
-                    let _entered = traced.as_ref().map(Span::enter);
+            let headers = RecordHeaders::new(
+                "Punctuate",
+                format!("punctuate-{}-{partition}", self.spec.name),
+            );
+            let settings = StepSettings {
+                app: &self.spec.name,
+                now: None,
+                max_value_bytes: self.config.max_value_bytes,
+            };
+            let task = self.tasks.get_mut(partition).expect("a running task");
+            let Outcome { step, span } = match task.punctuate(view, &headers, settings) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(error = %e, partition, "punctuator failed; it runs again next interval");
+                    continue;
+                }
+            };
+            let _entered = span.as_ref().map(Span::enter);
+            match step {
+                Step::Keep {
+                    writes, outputs, ..
+                } => {
                     if !outputs.is_empty() {
                         tracing::debug!(records = outputs.len(), partition, "punctuation sent");
                     }
-                    if let Some(reason) =
-                        crate::limits::oversized(&writes, &outputs, self.config.max_value_bytes)
-                    {
-                        // A punctuation has no record to dead-letter: drop its effects (it runs
-                        // again next interval) and say why, loudly.
-                        tracing::error!(partition, %reason, "punctuation refused");
-                        self.metrics
-                            .dlq
-                            .with_label_values(&[self.app(), "punctuate"])
-                            .inc();
-                    } else if !writes.is_empty() || !outputs.is_empty() {
+                    if !writes.is_empty() || !outputs.is_empty() {
                         self.begin()?;
-                        self.keep(partition, writes, outputs)?;
+                        self.keep(partition, writes, &outputs)?;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, partition, "punctuator failed; it runs again next interval")
+                Step::Refuse(reason) | Step::Retry(reason) => {
+                    // A punctuation has no record to dead-letter: drop its effects (it runs
+                    // again next interval) and say why, loudly.
+                    tracing::error!(partition, %reason, "punctuation refused");
+                    self.metrics
+                        .dlq
+                        .with_label_values(&[&self.spec.name, "punctuate"])
+                        .inc();
                 }
             }
         }
@@ -518,13 +397,13 @@ impl<P: Processor> Engine<P> {
         now: Instant,
         drained: bool,
     ) -> Result<(), EngineError> {
-        self.applier.poll()?;
-        if self.recovering {
+        if self.recovery.is_some() {
             return Ok(());
         }
         let interval_passed = self.txn.commit_due.is_some_and(|due| now >= due);
-        let idle_and_min_passed =
-            drained && self.in_txn && now >= self.last_commit + self.config.min_commit_interval();
+        let idle_and_min_passed = drained
+            && self.producer.in_transaction()
+            && now >= self.last_commit + self.config.min_commit_interval();
         if interval_passed || idle_and_min_passed {
             self.commit(consumer)
         } else {
@@ -532,45 +411,45 @@ impl<P: Processor> Engine<P> {
         }
     }
 
-    /// Time from `now` until the next commit or punctuation is due.
+    /// Time from `now` until the next commit, punctuation, back-off or restore check is due.
     pub fn next_deadline(&self, now: Instant) -> Duration {
-        let due = match self.txn.commit_due {
-            Some(commit) => commit
-                .min(self.next_punctuate)
-                .min(self.last_commit + self.config.min_commit_interval()),
-            None => self.next_punctuate,
-        };
+        let mut due = self.next_punctuate;
+        if let Some(commit) = self.txn.commit_due {
+            due = due
+                .min(commit)
+                .min(self.last_commit + self.config.min_commit_interval());
+        }
+        if let Some(tasks) = self.tasks.next_deadline(now) {
+            due = due.min(tasks);
+        }
         due.saturating_duration_since(now)
             .max(Duration::from_millis(1))
     }
 
     /// Commit the open transaction: changelog records, input offsets, then (only once Kafka has
-    /// committed) the store writes and checkpoints on disk. On a failure that is not fatal the
-    /// transaction is aborted and the inputs rewound, so nothing is lost or doubled.
+    /// committed) the store writes and checkpoints on disk. A commit librdkafka has not
+    /// confirmed yet is called again before anything else is processed; on any other failure
+    /// that is not fatal the transaction is aborted and the inputs rewound, so nothing is lost
+    /// or doubled.
     pub fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
         self.commit_requested = false;
-        if !self.in_txn || self.recovering {
+        if !self.producer.in_transaction() || self.recovery.is_some() {
             return Ok(());
         }
-        let started = Instant::now();
-        match self.try_commit(consumer) {
-            Ok(()) => {
-                self.last_commit = Instant::now();
-                let app = self.spec.name.clone();
-                self.metrics.commits.with_label_values(&[&app]).inc();
-                self.metrics
-                    .commit_latency
-                    .with_label_values(&[&app])
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(())
+        let since = Instant::now();
+        match self.try_commit(consumer, since) {
+            Ok(()) => Ok(()),
+            Err(EngineError::CommitInDoubt(e)) => {
+                tracing::warn!(error = %e, "commit not confirmed; calling it again before processing anything else");
+                self.recovery = Some(Recovery::CommitAgain { since });
+                Err(EngineError::CommitInDoubt(e))
             }
-            Err(EngineError::Fenced) => Err(EngineError::Fenced),
-            Err(EngineError::Fatal(e)) => Err(EngineError::Fatal(e)),
-            // Kafka has committed but sled is behind: stop, and restore from the changelog.
-            Err(EngineError::Store(e)) => Err(EngineError::Store(e)),
+            // Fenced or fatal, or Kafka has committed but sled is behind: stop (and restore
+            // from the changelog on restart).
+            Err(e) if !e.is_transient() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "commit failed, aborting the transaction");
                 self.abort(consumer)
@@ -581,26 +460,20 @@ impl<P: Processor> Engine<P> {
     fn try_commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        since: Instant,
     ) -> Result<(), EngineError> {
-        // The changelog topic of every store written: named once, used for the records here and
-        // for the checkpoints after the commit.
-        let changelogs: HashMap<String, String> = self
-            .txn
-            .writes
-            .keys()
-            .map(|store| {
-                (
-                    store.clone(),
-                    self.config.topic(&self.spec.changelog(store)),
-                )
-            })
-            .collect();
         // Changelog: one record per key written in this transaction (the last value wins).
         for (store, partitions) in &self.txn.writes {
-            let topic = &changelogs[store];
+            let changelog = self.collector.changelog(store);
             for (partition, kv) in partitions {
                 for (k, v) in kv {
-                    self.send(topic, Some(*partition), k, v.as_deref(), None)?;
+                    self.collector.send_changelog(
+                        &self.producer,
+                        &changelog,
+                        *partition,
+                        k,
+                        v.as_deref(),
+                    )?;
                 }
             }
         }
@@ -611,35 +484,46 @@ impl<P: Processor> Engine<P> {
                     tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
                 }
             }
-            // No group metadata means the consumer has no group generation right now (it is
-            // rejoining after a coordinator restart): abort and try again.
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| EngineError::Retriable {
-                    what: "reading the consumer group's metadata",
-                    reason: "the consumer is not in a group generation".into(),
-                })?;
-            retrying(|| {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
-            })?;
+            let group = group_metadata(consumer)?;
+            self.producer.send_offsets(&tpl, &group)?;
         }
-        self.drain()?;
-        retrying(|| self.producer.commit_transaction(TXN_TIMEOUT))?;
-        if let Some(reason) = self.tracker.failed.lock().unwrap().take() {
-            // commit_transaction fails when a record of the transaction failed, and reports of
-            // aborted transactions are ignored, so this is only a guard.
-            tracing::error!(%reason, "a record failed after commit");
+        self.producer.flush()?;
+        if let Some(reason) = self.collector.undelivered() {
+            return Err(EngineError::Undelivered(reason));
         }
-        self.in_txn = false;
+        match self.producer.commit() {
+            Ok(()) => {}
+            Err(ProducerError::Retriable(e)) => return Err(EngineError::CommitInDoubt(e)),
+            Err(e) => return Err(e.into()),
+        }
+        self.committed(since)
+    }
+
+    /// Kafka has committed: hand the writes, with the positions the changelog records reached,
+    /// to the applier.
+    fn committed(&mut self, since: Instant) -> Result<(), EngineError> {
         let txn = std::mem::take(&mut self.txn);
-        let checkpoints = std::mem::take(&mut *self.tracker.positions.lock().unwrap());
-        self.tracker.next_generation();
+        let mut positions = self.collector.committed();
+        let mut checkpoints = HashMap::new();
+        for store in txn.writes.keys() {
+            let changelog = self.collector.changelog(store);
+            if let Some(partitions) = positions.remove(&*changelog) {
+                checkpoints.insert(store.clone(), partitions);
+            }
+        }
         self.applier.submit(Committed {
             writes: Arc::new(txn.writes),
-            changelogs,
             checkpoints,
         })?;
+        self.last_commit = Instant::now();
+        self.metrics
+            .commits
+            .with_label_values(&[&self.spec.name])
+            .inc();
+        self.metrics
+            .commit_latency
+            .with_label_values(&[&self.spec.name])
+            .observe(since.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -648,75 +532,68 @@ impl<P: Processor> Engine<P> {
         Ok(self.applier.settle()?)
     }
 
-    /// Wait until every produced record is acknowledged, sending what lingers at once.
-    ///
-    /// rdkafka's `flush` (which `commit_transaction` calls first) waits in 100 ms `poll` slices
-    /// that run to the end, as our producer's own thread takes the acknowledgements: committing
-    /// with records in flight would cost 100 ms per transaction. librdkafka's `rd_kafka_flush`
-    /// itself, with delivery reports as events (as rdkafka sets them up), only waits for the
-    /// queue to empty and makes every broker thread send without `linger.ms`, so call it
-    /// directly.
-    fn drain(&self) -> Result<(), EngineError> {
-        let deadline = Instant::now() + TXN_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(EngineError::Kafka(KafkaError::Flush(
-                    RDKafkaErrorCode::OperationTimedOut,
-                )));
-            }
-            // SAFETY: the pointer is the live producer's handle, which `self` owns for the
-            // whole call; rd_kafka_flush is thread-safe.
-            unsafe {
-                rdkafka::bindings::rd_kafka_flush(
-                    self.producer.client().native_ptr(),
-                    remaining.as_millis().min(1_000) as i32,
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Abort the open transaction and rewind every input to its last committed offset. When
-    /// that fails too (the broker is away), the engine stays [`recovering`](Self::recover):
-    /// it processes nothing until a later `recover` succeeds.
+    /// that fails too (the broker is away), the engine stays [recovering](Self::recover): it
+    /// processes nothing until a later `recover` succeeds. A commit in doubt cannot be aborted:
+    /// it is called again instead.
     pub fn abort<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
-        self.recovering = true;
+        if !matches!(self.recovery, Some(Recovery::CommitAgain { .. })) {
+            self.recovery = Some(Recovery::Abort);
+        }
         self.recover(consumer)
     }
 
-    /// Whether a failed abort or rewind still has to be done again.
+    /// Whether a transaction's end or a rewind still has to be done again.
     pub fn is_recovering(&self) -> bool {
-        self.recovering
+        self.recovery.is_some()
     }
 
-    /// Finish an abort that failed: abort the transaction if it is still open, then rewind.
+    /// Finish what a failed commit or abort left: call the commit again, or abort, then
+    /// rewind. Each stage is kept until it succeeds, so a later call goes on from there.
     pub fn recover<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EngineError> {
-        if !self.recovering {
-            return Ok(());
+        loop {
+            match self.recovery {
+                None => return Ok(()),
+                Some(Recovery::CommitAgain { since }) => match self.producer.commit() {
+                    Ok(()) => {
+                        self.committed(since)?;
+                        self.recovery = Some(Recovery::Rewind);
+                    }
+                    Err(ProducerError::Retriable(e)) => return Err(EngineError::CommitInDoubt(e)),
+                    Err(e @ ProducerError::Abortable(_)) => {
+                        tracing::warn!(error = %e, "the commit failed after all; aborting the transaction");
+                        self.recovery = Some(Recovery::Abort);
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                Some(Recovery::Abort) => self.abort_open_transaction()?,
+                Some(Recovery::Rewind) => {
+                    self.rewind(consumer)?;
+                    self.recovery = None;
+                }
+            }
         }
-        self.abort_open_transaction()?;
-        self.txn = Txn::default();
-        self.commit_requested = false;
-        self.tracker.next_generation();
-        self.rewind(consumer)?;
-        self.recovering = false;
-        Ok(())
     }
 
-    /// Abort the transaction if one is open; it stays open (for a later try) if that fails.
+    /// Abort the transaction if one is open (it stays open, for a later try, if that fails),
+    /// and forget it: its writes, offsets, and whatever its delivery reports said.
     fn abort_open_transaction(&mut self) -> Result<(), EngineError> {
-        if self.in_txn {
-            retrying(|| self.producer.abort_transaction(TXN_TIMEOUT))?;
-            self.metrics.aborts.with_label_values(&[self.app()]).inc();
-            self.in_txn = false;
+        if self.producer.abort()? {
+            self.metrics
+                .aborts
+                .with_label_values(&[&self.spec.name])
+                .inc();
         }
+        self.txn = Txn::default();
+        self.commit_requested = false;
+        self.collector.aborted();
+        self.recovery = Some(Recovery::Rewind);
         Ok(())
     }
 
@@ -742,69 +619,31 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Partitions were assigned: restore their stores (all store-partitions at once), then
-    /// create their tasks. Broker trouble during the restore is waited out up to the task
-    /// timeout: a partition assigned without its task would have its records skipped.
-    pub fn assigned(&mut self, partitions: &[i32]) -> Result<(), EngineError> {
+    /// Partitions were assigned: their tasks start RESTORING, off the poll loop.
+    pub fn assigned<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+    ) -> Result<(), EngineError> {
         // Restore starts from each tree's checkpoint: let the last commit reach it first.
         self.settle()?;
-        let new: Vec<i32> = partitions
-            .iter()
-            .copied()
-            .filter(|p| !self.tasks.contains_key(p))
-            .collect();
-        let wanted: Vec<Restoring> = new
-            .iter()
-            .flat_map(|&partition| self.spec.stores.iter().map(move |store| (store, partition)))
-            .map(|(store, partition)| Restoring {
-                store: store.clone(),
-                changelog: self.config.topic(&self.spec.changelog(store)),
-                partition,
-            })
-            .collect();
-        let deadline = Instant::now() + self.config.task_timeout();
-        restore_all(
-            &self.config.brokers,
-            &self.spec.name,
-            &self.stores,
-            &wanted,
-            deadline,
-        )?;
-        for p in new {
-            let processor = match self.parked.remove(&p) {
-                Some(processor) => processor,
-                None => (self.factory)(p),
-            };
-            self.tasks.insert(p, Task { processor });
-        }
-        self.metrics
-            .assigned
-            .with_label_values(&[self.app()])
-            .set(self.tasks.len() as i64);
-        crate::health::Health::global().set_tasks(self.tasks.len());
-        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "assigned");
-        Ok(())
+        self.tasks.assign(consumer, partitions)
     }
 
     /// The consumer is gone (replaced after a fatal error) without revoking: drop every task,
     /// and abort the open transaction (now, or in recovery once the broker answers) so that
     /// nothing of it commits.
     pub fn forget_tasks(&mut self) {
-        self.recovering = true;
-        if let Err(e) = self.abort_open_transaction() {
-            tracing::warn!(error = %e, "abort failed; recovery tries again");
+        if !matches!(self.recovery, Some(Recovery::CommitAgain { .. })) {
+            self.recovery = Some(Recovery::Abort);
+            if let Err(e) = self.abort_open_transaction() {
+                tracing::warn!(error = %e, "abort failed; recovery tries again");
+            }
         }
-        for (p, task) in std::mem::take(&mut self.tasks) {
-            self.parked.insert(p, task.processor);
-        }
-        self.metrics
-            .assigned
-            .with_label_values(&[self.app()])
-            .set(0);
-        crate::health::Health::global().set_tasks(0);
+        self.tasks.forget_all();
     }
 
-    /// Partitions are being revoked: commit (or abort when the assignment was lost), then drop
+    /// Partitions are being revoked: commit (or abort when the assignment was lost), then close
     /// their tasks.
     pub fn revoked<C: ConsumerContext>(
         &mut self,
@@ -821,80 +660,189 @@ impl<P: Processor> Engine<P> {
         };
         match ended {
             Ok(()) => {}
-            // The broker is away: the transaction stays to be aborted (and the new assignment
+            // The broker is away: the transaction stays to be ended (and the new assignment
             // rewound) by the poll loop's recovery, which processes nothing until then. Failing
             // here would end the process for an outage it can ride through.
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "could not end the transaction on revocation; recovering");
-                self.recovering = true;
+                if self.recovery.is_none() {
+                    self.recovery = Some(Recovery::Abort);
+                }
             }
             Err(e) => return Err(e),
         }
-        for p in partitions {
-            if let Some(task) = self.tasks.remove(p) {
-                self.parked.insert(*p, task.processor);
-            }
-        }
+        self.tasks.revoke(consumer, partitions)?;
         self.settle()?;
         self.stores.flush()?;
-        self.metrics
-            .assigned
-            .with_label_values(&[self.app()])
-            .set(self.tasks.len() as i64);
-        crate::health::Health::global().set_tasks(self.tasks.len());
-        tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "revoked {partitions:?}");
         Ok(())
     }
 }
 
-/// Run a transactional call again while librdkafka says it may be retried as it is (a timeout
-/// while the broker is away), up to the transaction timeout; then sort its error.
-fn retrying(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), EngineError> {
-    let deadline = Instant::now() + TXN_TIMEOUT;
-    loop {
-        match call() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(t)) if t.is_retriable() && Instant::now() < deadline => {
-                tracing::debug!(error = %t, "retrying a transactional call");
-                std::thread::sleep(Duration::from_millis(50));
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::DefaultConsumerContext;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::ClientConfig;
+
+    use super::*;
+    use crate::collector::DeliveryReports;
+    use crate::producer::Timeouts;
+    use crate::{Context, ProcessError};
+
+    /// Writes `"v"` under the record's key in store `s`.
+    struct Put;
+
+    impl Processor for Put {
+        fn process(
+            &mut self,
+            ctx: &mut Context<'_>,
+            record: &Record<'_>,
+        ) -> Result<(), ProcessError> {
+            ctx.put("s", record.key.unwrap_or_default(), &"v");
+            Ok(())
+        }
+    }
+
+    /// Against librdkafka's mock cluster.
+    #[test]
+    fn a_commit_not_confirmed_in_time_is_called_again_not_aborted_and_its_writes_reach_the_store() {
+        let cluster = MockCluster::new(1).unwrap();
+        for topic in [
+            "in".to_string(),
+            pickple_schemas::topic::changelog("doubt", "s"),
+        ] {
+            cluster.create_topic(&topic, 1, 1).unwrap();
+        }
+        let client = |extra: &[(&str, &str)]| {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", cluster.bootstrap_servers());
+            for (k, v) in extra {
+                c.set(*k, *v);
             }
-            Err(e) => return Err(classify(e)),
-        }
-    }
-}
+            c
+        };
+        let plain: BaseProducer = client(&[]).create().unwrap();
+        plain
+            .send(BaseRecord::to("in").key("k").payload("{}"))
+            .unwrap();
+        plain.flush(Duration::from_secs(10)).unwrap();
 
-/// Sort a producer error: fencing and fatal errors stop the instance, the rest abort and retry.
-fn classify(e: KafkaError) -> EngineError {
-    let code = e.rdkafka_error_code();
-    if matches!(
-        code,
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
+        let mut config = RuntimeConfig::local("unused");
+        config.brokers = cluster.bootstrap_servers();
+        let stores = StateStores::temporary().unwrap();
+        let reports = DeliveryReports::default();
+        let timeouts = Timeouts {
+            call: Duration::from_millis(500),
+            retry_for: Duration::ZERO,
+        };
+        let producer = StreamsProducer::with_client(
+            &client(&[("transactional.id", "doubt-0")]),
+            reports.clone(),
+            timeouts,
+            Duration::from_secs(10),
         )
-    ) {
-        return EngineError::Fenced;
-    }
-    match &e {
-        KafkaError::Transaction(t) if t.is_fatal() => EngineError::Fatal(e),
-        _ => EngineError::Kafka(e),
-    }
-}
-
-/// Count a record in or out of `topic` on a counter resolved once per topic.
-fn count(
-    resolved: &mut HashMap<String, prometheus::IntCounter>,
-    family: &prometheus::IntCounterVec,
-    app: &str,
-    topic: &str,
-) {
-    match resolved.get(topic) {
-        Some(counter) => counter.inc(),
-        None => {
-            let counter = family.with_label_values(&[app, topic]);
-            counter.inc();
-            resolved.insert(topic.to_string(), counter);
+        .unwrap();
+        let collector = RecordCollector::new("doubt", &config, reports);
+        let spec = AppSpec::new("doubt", &["in"], &["s"]);
+        let mut engine = Engine::new(
+            spec,
+            config,
+            stores.clone(),
+            producer,
+            collector,
+            Box::new(|_| Put),
+        )
+        .unwrap();
+        let consumer: BaseConsumer<DefaultConsumerContext> = client(&[
+            ("group.id", "doubt"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ])
+        .create()
+        .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("in", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        engine.assigned(&consumer, &[0]).unwrap();
+        // Turn the loop as the runner does until the record is processed: its task takes
+        // records once its (empty) store is restored.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while engine.txn.records == 0 {
+            assert!(Instant::now() < deadline, "the record was never processed");
+            let polled = consumer.poll(Duration::from_millis(50));
+            engine.maintain(&consumer, Instant::now()).unwrap();
+            if let Some(Ok(msg)) = &polled {
+                engine.process(&consumer, msg).unwrap();
+            }
         }
+
+        // The coordinator keeps answering the commit with a retriable error for longer than
+        // a call waits; librdkafka retries it in the background meanwhile.
+        cluster.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS; 6],
+        );
+        match engine.commit(&consumer) {
+            Err(EngineError::CommitInDoubt(_)) => {}
+            other => panic!("an unconfirmed commit is in doubt, got {other:?}"),
+        }
+        assert!(matches!(
+            engine.recovery,
+            Some(Recovery::CommitAgain { .. })
+        ));
+        assert!(
+            matches!(engine.abort(&consumer), Err(EngineError::CommitInDoubt(_))),
+            "an abort asked for meanwhile calls the commit again instead"
+        );
+        assert!(matches!(
+            engine.recovery,
+            Some(Recovery::CommitAgain { .. })
+        ));
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match engine.recover(&consumer) {
+                Ok(()) => break,
+                Err(EngineError::CommitInDoubt(_)) if Instant::now() < deadline => {}
+                Err(e) => panic!("the commit called again completes, got {e}"),
+            }
+        }
+        assert!(!engine.is_recovering());
+        engine.settle().unwrap();
+        assert_eq!(
+            stores.get("s", 0, b"k").unwrap(),
+            Some(b"\"v\"".to_vec()),
+            "the committed transaction's writes are applied"
+        );
+        assert_eq!(
+            Metrics::global().aborts.with_label_values(&["doubt"]).get(),
+            0,
+            "nothing was aborted"
+        );
+    }
+
+    #[test]
+    fn a_consumer_without_group_metadata_is_its_own_error_and_ridden_through() {
+        // No group.id: librdkafka has no group metadata for this consumer.
+        let consumer: BaseConsumer<DefaultConsumerContext> = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        let Err(e) = group_metadata(&consumer) else {
+            panic!("a consumer without a group has no group metadata");
+        };
+        assert!(matches!(e, EngineError::NoGroupMetadata), "{e:?}");
+        let message = e.to_string();
+        assert!(
+            message.contains("no consumer group metadata") && message.contains("offsets"),
+            "{message}"
+        );
+        assert!(
+            e.is_transient(),
+            "aborted and retried, up to the task timeout"
+        );
     }
 }

@@ -55,6 +55,39 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc"), 479470107);
-        assert!((0..6).contains(&partition_for(b"alice", 6)));
+    }
+
+    /// `(key, murmur2, partition of 6, partition of 7)` as Kafka's Java client 4.1.1 computes
+    /// them: `Utils.murmur2(key)` and `BuiltInPartitioner.partitionForKey(key, n)`, which is
+    /// `Utils.toPositive(murmur2(key)) % n`, what its default partitioner does with a keyed
+    /// record. Keys of 0 to 5 bytes take every tail branch; bytes over 0x7f catch a
+    /// sign-extended byte; "21" hashes negative and lands on 0 of 6 only if the sign bit is
+    /// masked off (`abs` would give 2).
+    const JAVA_CLIENT: &[(&[u8], i32, i32, i32)] = &[
+        (b"", 275646681, 3, 2),
+        (b"a", -1563381124, 4, 5),
+        (b"ab", 316155434, 2, 0),
+        (b"abc", 479470107, 3, 4),
+        (b"abcd", -1323649548, 2, 5),
+        (b"abcde", 461995741, 1, 4),
+        (b"21", -973932308, 0, 3),
+        (b"foobar", -790332482, 0, 0),
+        (b"alice", 1951417749, 3, 1),
+        (b"root", 454932086, 2, 0),
+        (b"order-42", 501153024, 0, 1),
+        ("ünïcødé".as_bytes(), 2147241326, 2, 6),
+        (&[0xff], -311467685, 3, 5),
+        (&[0xff, 0xfe], 1717632651, 3, 0),
+        (&[0xff, 0xfe, 0xfd], 998637092, 2, 5),
+        (&[0x80, 0x81, 0x82, 0x83, 0x84], -1665622439, 3, 4),
+    ];
+
+    #[test]
+    fn hashes_and_partitions_like_kafkas_java_client() {
+        for &(key, hash, of_6, of_7) in JAVA_CLIENT {
+            assert_eq!(murmur2(key), hash, "murmur2 of {key:?}");
+            assert_eq!(partition_for(key, 6), of_6, "partition of 6 for {key:?}");
+            assert_eq!(partition_for(key, 7), of_7, "partition of 7 for {key:?}");
+        }
     }
 }

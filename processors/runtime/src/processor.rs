@@ -28,11 +28,11 @@ impl AppSpec {
     }
 
     pub fn changelog(&self, store: &str) -> String {
-        format!("{}-{}-changelog", self.name, store)
+        pickple_schemas::topic::changelog(&self.name, store)
     }
 
     pub fn dlq(&self) -> String {
-        format!("{}-dlq", self.name)
+        pickple_schemas::topic::dead_letter(&self.name)
     }
 }
 
@@ -70,8 +70,9 @@ pub enum ProcessError {
     /// topic and processing continues. Nothing the processor wrote for it is kept.
     #[error("invalid record: {0}")]
     Invalid(String),
-    /// A transient failure (an SMTP server down...): the transaction is aborted and the records
-    /// since the last commit are processed again after a back-off.
+    /// A transient failure (an SMTP server down...): nothing the processor wrote or sent for
+    /// the record is kept, and the record is processed again after a back-off of its task
+    /// (100 ms, doubling to 5 s while it keeps failing); the other tasks go on meanwhile.
     #[error("transient failure: {0}")]
     Retry(String),
 }

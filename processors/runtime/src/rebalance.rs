@@ -81,9 +81,13 @@ impl<P: Processor> ConsumerContext for RebalanceContext<P> {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let result = self.engine.lock().unwrap().assigned(&partitions(tpl));
+            let result = self
+                .engine
+                .lock()
+                .unwrap()
+                .assigned(consumer, &partitions(tpl));
             self.record(result);
         }
     }

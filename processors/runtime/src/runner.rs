@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-use crate::engine::{DeliveryTracker, Engine, EngineError};
+use crate::collector::{DeliveryReports, RecordCollector};
+use crate::engine::{Engine, EngineError};
 use crate::health::Health;
 use crate::processor::{AppSpec, Processor};
+use crate::producer::StreamsProducer;
 use crate::rebalance::RebalanceContext;
 use crate::store::{StateStores, StoreError};
 use crate::RuntimeConfig;
@@ -84,34 +85,15 @@ where
         crate::metrics::watch_stores(spec.name.clone(), stores.clone());
     }
 
-    let tracker = DeliveryTracker::default();
-    let producer: ThreadedProducer<DeliveryTracker> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set(
-            "transactional.id",
-            format!(
-                "{}{}-{}",
-                config.topic_prefix, spec.name, config.instance_id
-            ),
-        )
-        .set("transaction.timeout.ms", "30000")
-        // Same partitioner as Java clients and Redpanda's tools, so anyone can co-partition.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        // The first produce of a transaction waits for the previous commit's markers (the
-        // broker answers CONCURRENT_TRANSACTIONS until then): retry soon, not after 100 ms.
-        .set("retry.backoff.ms", "10")
-        .set("compression.type", "lz4")
-        .create_with_context(tracker.clone())?;
-    // Fences any zombie with our id and aborts what it left open.
-    producer.init_transactions(Duration::from_secs(60))?;
-
+    let reports = DeliveryReports::default();
+    let producer = StreamsProducer::start(&config, &spec.name, reports.clone())?;
+    let collector = RecordCollector::new(&spec.name, &config, reports);
     let engine = Arc::new(Mutex::new(Engine::new(
         spec.clone(),
         config.clone(),
         stores,
         producer,
-        tracker,
+        collector,
         Box::new(factory),
     )?));
     let failure = Arc::new(Mutex::new(None));
@@ -172,6 +154,7 @@ where
         let mut engine = engine.lock().unwrap();
         let step = (|| {
             engine.recover(&consumer)?;
+            engine.maintain(&consumer, now)?;
             if let Some(Ok(msg)) = &polled {
                 engine.process(&consumer, msg)?;
             }
@@ -197,10 +180,11 @@ where
                         last: e.to_string(),
                     });
                 }
-                tracing::warn!(error = %e, "broker trouble: aborted, will retry from the committed offsets");
+                tracing::warn!(error = %e, "broker trouble: ending the transaction, will go on from the committed offsets");
                 health.update(|f| f.trouble = Some((since, e.to_string())));
-                // The open transaction, if it could not be aborted yet, is aborted on the next
-                // turn; meanwhile polled records are dropped and fetched again after the rewind.
+                // The open transaction, if it could not be aborted yet (or its commit, in doubt,
+                // not confirmed yet), is ended on the next turn; meanwhile polled records are
+                // dropped and fetched again after the rewind.
                 if !engine.is_recovering() {
                     let _ = engine.abort(&consumer);
                 }
@@ -215,6 +199,11 @@ where
     tracing::info!(app = %spec.name, "stopping: committing and leaving the group");
     {
         let mut engine = engine.lock().unwrap();
+        // A transaction left in doubt by broker trouble is ended if the broker answers now;
+        // otherwise the next instance with our transactional.id aborts it when it starts.
+        if let Err(e) = engine.recover(&consumer) {
+            tracing::warn!(error = %e, "stopping with the last transaction unfinished");
+        }
         engine.commit(&consumer)?;
         engine.settle()?;
     }

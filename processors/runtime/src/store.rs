@@ -25,6 +25,17 @@ pub(crate) type Layer = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// `(String, i32)` so a lookup by `&str` needs no allocation (one per read showed in profiles).
 pub(crate) type Writes = HashMap<String, HashMap<i32, Layer>>;
 
+/// Add one step's writes to a transaction's, as partition `partition`'s (later writes win).
+pub(crate) fn buffer(txn: &mut Writes, partition: i32, step: BTreeMap<String, Layer>) {
+    for (store, kv) in step {
+        txn.entry(store)
+            .or_default()
+            .entry(partition)
+            .or_default()
+            .extend(kv);
+    }
+}
+
 /// The layer of `(store, partition)` in `writes`, if any.
 pub(crate) fn layer<'w>(writes: &'w Writes, store: &str, partition: i32) -> Option<&'w Layer> {
     writes.get(store).and_then(|p| p.get(&partition))

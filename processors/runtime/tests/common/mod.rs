@@ -1,5 +1,6 @@
 //! Helpers for the runtime's tests against the real local broker: a private topic prefix per
-//! test, the `pickple-counter` reference app as a child process, and read_committed reads.
+//! test (its topics deleted when the test ends), the `pickple-counter` reference app as a child
+//! process, read_committed reads, and a printed seed for the tests' random choices.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use pickple_schemas::topic;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,46 +21,68 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 pub const PARTITIONS: i32 = 6;
 
+/// The reference app's name and topics (`pickple_runtime::reference`); the runtime prefixes
+/// each with the sandbox's prefix.
+pub const APP: &str = "counter";
+pub const COUNT_INPUT: &str = "count-input";
+pub const COUNT_OUTPUT: &str = "count-output";
+pub const COUNT_REMINDERS: &str = "count-reminders";
+pub const COUNTS_STORE: &str = "counts";
+pub const TIMERS_STORE: &str = "timers";
+
 pub fn brokers() -> String {
     std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap()
 }
 
 /// A private namespace on the shared broker: topics, group and transactional ids.
 pub struct Sandbox {
     pub prefix: String,
     pub state: tempfile::TempDir,
+    names: Vec<String>,
+    /// Deletes the sandbox's topics when the test ends, failed or not, so they do not pile up on
+    /// the shared broker (thousands of them make its restart slow).
+    _topics: pickple_topics::DeleteOnDrop,
 }
 
 impl Sandbox {
     pub async fn new() -> Sandbox {
         let prefix = format!("rt{}.", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-        let compacted = ["counter-counts-changelog", "counter-timers-changelog"];
-        let names: Vec<String> = [
-            "count-input",
-            "count-output",
-            "count-reminders",
-            "counter-dlq",
-        ]
-        .iter()
-        .chain(compacted.iter())
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-        let topics: Vec<NewTopic> = names
+        let compacted = [
+            topic::changelog(APP, COUNTS_STORE),
+            topic::changelog(APP, TIMERS_STORE),
+        ];
+        let plain = [
+            COUNT_INPUT.to_string(),
+            COUNT_OUTPUT.to_string(),
+            COUNT_REMINDERS.to_string(),
+            topic::dead_letter(APP),
+        ];
+        let specs: Vec<(String, bool)> = plain
             .iter()
-            .map(|n| {
-                let t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1));
-                if n.ends_with("-changelog") {
+            .map(|t| (format!("{prefix}{t}"), false))
+            .chain(compacted.iter().map(|t| (format!("{prefix}{t}"), true)))
+            .collect();
+        // Held before the topics exist, so a failed create still cleans up what it made.
+        let guard = pickple_topics::DeleteOnDrop::new(&brokers(), &prefix);
+        let topics: Vec<NewTopic> = specs
+            .iter()
+            .map(|(name, compact)| {
+                let t = NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1));
+                if *compact {
                     t.set("cleanup.policy", "compact")
                 } else {
                     t
                 }
             })
             .collect();
-        for r in admin
+        for r in admin()
             .create_topics(
                 &topics,
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
@@ -69,11 +95,18 @@ impl Sandbox {
         Sandbox {
             prefix,
             state: tempfile::tempdir().unwrap(),
+            names: specs.into_iter().map(|(name, _)| name).collect(),
+            _topics: guard,
         }
     }
 
     pub fn topic(&self, t: &str) -> String {
         format!("{}{}", self.prefix, t)
+    }
+
+    /// Every topic of the sandbox, deleted when it is dropped.
+    pub fn topics(&self) -> &[String] {
+        &self.names
     }
 
     pub fn state_dir(&self, instance: &str) -> PathBuf {
@@ -109,7 +142,7 @@ impl Sandbox {
             .set("partitioner", "murmur2_random")
             .create()
             .unwrap();
-        let topic = self.topic("count-input");
+        let topic = self.topic(COUNT_INPUT);
         for (k, v) in records {
             loop {
                 match producer.send(BaseRecord::to(&topic).key(k).payload(v)) {
@@ -166,6 +199,10 @@ pub fn sigterm(child: &mut Child) {
 #[derive(Debug, Clone)]
 pub struct Read {
     pub key: String,
+    pub raw_key: Vec<u8>,
+    pub partition: i32,
+    /// Milliseconds since the epoch, when the record has a timestamp.
+    pub timestamp: Option<i64>,
     pub value: serde_json::Value,
     pub raw: Vec<u8>,
     pub headers: HashMap<String, String>,
@@ -201,16 +238,30 @@ impl Reader {
 
     /// Read until `done(records)` holds, or panic after `secs`.
     pub fn read_until(&mut self, secs: u64, done: impl Fn(&[Read]) -> bool) -> &[Read] {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !done(&self.records) {
-            assert!(
-                Instant::now() < deadline,
+        if self.read_within(Duration::from_secs(secs), done).is_none() {
+            panic!(
                 "timed out after {secs}s with {} records",
                 self.records.len()
             );
-            self.poll_once(Duration::from_millis(200));
         }
         &self.records
+    }
+
+    /// Read until `done(records)` holds: how long that took, or `None` once `limit` has passed
+    /// first, so that the caller's own assertion says what did not happen in time.
+    pub fn read_within(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&[Read]) -> bool,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        while !done(&self.records) {
+            if started.elapsed() >= limit {
+                return None;
+            }
+            self.poll_once(Duration::from_millis(200));
+        }
+        Some(started.elapsed())
     }
 
     fn poll_once(&mut self, timeout: Duration) {
@@ -229,8 +280,12 @@ impl Reader {
                         .collect()
                 })
                 .unwrap_or_default();
+            let raw_key = m.key().unwrap_or_default().to_vec();
             self.records.push(Read {
-                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                key: String::from_utf8_lossy(&raw_key).into_owned(),
+                raw_key,
+                partition: m.partition(),
+                timestamp: m.timestamp().to_millis(),
                 value: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
                 raw,
                 headers,
@@ -266,6 +321,25 @@ impl Reader {
             self.poll_once(Duration::from_millis(200));
         }
     }
+}
+
+/// The names of the topics on the broker that start with `prefix`, sorted.
+pub fn existing_topics(prefix: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let mut names: Vec<String> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && t.name().starts_with(prefix))
+        .map(|t| t.name().to_string())
+        .collect();
+    names.sort_unstable();
+    names
 }
 
 /// Check counter outputs: for every key, counts are exactly 1..=n with no duplicate or gap.
@@ -312,6 +386,43 @@ pub fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The seed of a test's random choices: `PICKPLE_CHAOS_SEED` if set, else a fresh one. It is
+/// printed when the test starts and again if it panics, so a failing run can be replayed with
+/// the same choices.
+pub struct ChaosSeed(pub u64);
+
+impl ChaosSeed {
+    pub fn from_env_or_fresh() -> ChaosSeed {
+        let seed = match std::env::var("PICKPLE_CHAOS_SEED") {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("PICKPLE_CHAOS_SEED={s:?} is not a u64")),
+            Err(_) => rand::random(),
+        };
+        eprintln!("chaos seed {seed} (replay: PICKPLE_CHAOS_SEED={seed})");
+        ChaosSeed(seed)
+    }
+
+    pub fn rng(&self) -> StdRng {
+        StdRng::seed_from_u64(self.0)
+    }
+}
+
+impl std::fmt::Display for ChaosSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PICKPLE_CHAOS_SEED={}", self.0)
+    }
+}
+
+impl Drop for ChaosSeed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("replay this failure with {self}");
+        }
+    }
 }
 
 pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
