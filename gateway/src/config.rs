@@ -1,6 +1,6 @@
 //! Gateway settings, from flags or `PICKPLE_*` environment variables, with local defaults.
 
-use pickple_views::RedisConfig;
+use pickple_view_model::RedisConfig;
 
 /// The development JWT secret, refused when `PICKPLE_ENV=production`.
 pub const DEV_JWT_SECRET: &str = "pickple-dev-only-insecure-jwt-secret";

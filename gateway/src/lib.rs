@@ -32,7 +32,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
-use pickple_views::ready::ReadyRule;
+use pickple_view_model::ready::ReadyRule;
 
 pub use config::Config;
 

@@ -4,27 +4,40 @@
 //! to the waiters of its key through a broadcast channel, so any number of waiters share one
 //! subscription and keys nobody waits on cost a map lookup. Waiters also re-read the view every
 //! second, so a notice lost during a Redis reconnect delays an answer by at most that.
+//!
+//! The notifier publishes its state as it changes: the subscription connected, the number of
+//! registered waiters (also the gauge `pickple_longpoll_waiters`) and [`Waiting`], which view
+//! version each blocked waiter has read. Whoever must know that a waiter has seen a view and
+//! is waiting for the next one (a test, before it writes that next one) awaits the change
+//! rather than guessing with a delay.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use pickple_views::{Kind, RedisConfig};
-use tokio::sync::broadcast;
+use pickple_view_model::{RedisConfig, View};
+use tokio::sync::{broadcast, watch};
 
 use crate::error::{ApiError, ApiResult};
-use crate::views::{Stored, Views};
+use crate::metrics::ViewMetrics;
+use crate::views::Views;
 
 /// Fallback re-read interval of a waiter.
 const RECHECK: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 pub struct Notifier {
     waiters: Mutex<HashMap<String, broadcast::Sender<u64>>>,
-    connected: AtomicBool,
+    /// The change-notice subscription is up.
+    connected: watch::Sender<bool>,
+    /// Waiters registered now (one per long-poll in progress).
+    registered: watch::Sender<usize>,
+    waiting: watch::Sender<Waiting>,
 }
+
+/// The waiters blocked on a notice now: per change channel, how many last read each version
+/// of the view (`None`: there was no view yet).
+pub type Waiting = HashMap<String, BTreeMap<Option<u64>, usize>>;
 
 /// A waiter's registration; leaving the last one removes the key from the map.
 pub struct Subscription {
@@ -34,12 +47,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Wait for a notice (true) or until `timeout` (false).
-    pub async fn changed(&mut self, timeout: Duration) -> bool {
+    /// Wait for a notice (true) or until `timeout` (false), having read version `read` of the
+    /// view (`None`: none yet); counted in [`Waiting`] meanwhile.
+    pub async fn changed(&mut self, read: Option<u64>, timeout: Duration) -> bool {
         let Some(rx) = self.rx.as_mut() else {
             tokio::time::sleep(timeout).await;
             return false;
         };
+        // A guard, so a waiter dropped mid-wait (its client went away) is uncounted too.
+        let _blocked = Blocked::new(&self.notifier, &self.channel, read);
         match tokio::time::timeout(timeout, rx.recv()).await {
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => true,
             Ok(Err(broadcast::error::RecvError::Closed)) => false,
@@ -48,26 +64,98 @@ impl Subscription {
     }
 }
 
+/// One waiter's entry in [`Waiting`] while it is blocked.
+struct Blocked<'a> {
+    notifier: &'a Notifier,
+    channel: &'a str,
+    read: Option<u64>,
+}
+
+impl<'a> Blocked<'a> {
+    fn new(notifier: &'a Notifier, channel: &'a str, read: Option<u64>) -> Self {
+        notifier.waiting.send_modify(|w| {
+            *w.entry(channel.to_string())
+                .or_default()
+                .entry(read)
+                .or_default() += 1;
+        });
+        Blocked {
+            notifier,
+            channel,
+            read,
+        }
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.notifier.waiting.send_modify(|w| {
+            let Some(versions) = w.get_mut(self.channel) else {
+                return;
+            };
+            if let Some(n) = versions.get_mut(&self.read) {
+                *n -= 1;
+                if *n == 0 {
+                    versions.remove(&self.read);
+                }
+            }
+            if versions.is_empty() {
+                w.remove(self.channel);
+            }
+        });
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.rx.take();
-        let mut map = self.notifier.waiters.lock().expect("waiters lock");
-        if map
-            .get(&self.channel)
-            .is_some_and(|tx| tx.receiver_count() == 0)
         {
-            map.remove(&self.channel);
+            let mut map = self.notifier.waiters.lock().expect("waiters lock");
+            if map
+                .get(&self.channel)
+                .is_some_and(|tx| tx.receiver_count() == 0)
+            {
+                map.remove(&self.channel);
+            }
         }
+        // After the map is cleaned: whoever sees the count drop sees the keys left too.
+        self.notifier.registered.send_modify(|n| *n -= 1);
+        ViewMetrics::global().waiters.dec();
     }
 }
 
 impl Notifier {
     pub fn new() -> Arc<Notifier> {
-        Arc::new(Notifier::default())
+        Arc::new(Notifier {
+            waiters: Mutex::new(HashMap::new()),
+            connected: watch::Sender::new(false),
+            registered: watch::Sender::new(0),
+            waiting: watch::Sender::new(Waiting::new()),
+        })
     }
 
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        *self.connected.borrow()
+    }
+
+    /// Follows [`Notifier::is_connected`] as it changes.
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    /// Waiters registered now (one per long-poll in progress).
+    pub fn waiters(&self) -> usize {
+        *self.registered.borrow()
+    }
+
+    /// Follows [`Notifier::waiters`] as it changes.
+    pub fn watch_waiters(&self) -> watch::Receiver<usize> {
+        self.registered.subscribe()
+    }
+
+    /// Follows [`Waiting`] as it changes.
+    pub fn watch_waiting(&self) -> watch::Receiver<Waiting> {
+        self.waiting.subscribe()
     }
 
     /// Number of keys with at least one waiter.
@@ -76,11 +164,15 @@ impl Notifier {
     }
 
     pub fn subscribe(self: &Arc<Self>, channel: String) -> Subscription {
-        let mut map = self.waiters.lock().expect("waiters lock");
-        let rx = map
-            .entry(channel.clone())
-            .or_insert_with(|| broadcast::channel(16).0)
-            .subscribe();
+        let rx = {
+            let mut map = self.waiters.lock().expect("waiters lock");
+            map.entry(channel.clone())
+                .or_insert_with(|| broadcast::channel(16).0)
+                .subscribe()
+        };
+        // After the map holds the key: whoever sees the count sees the key too.
+        self.registered.send_modify(|n| *n += 1);
+        ViewMetrics::global().waiters.inc();
         Subscription {
             rx: Some(rx),
             channel,
@@ -109,7 +201,7 @@ impl Notifier {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.psubscribe(&pattern).await?;
                     if let Some(n) = me.upgrade() {
-                        n.connected.store(true, Ordering::Relaxed);
+                        n.connected.send_replace(true);
                     }
                     let mut stream = pubsub.into_on_message();
                     while let Some(msg) = stream.next().await {
@@ -125,7 +217,7 @@ impl Notifier {
                 }
                 .await;
                 if let Some(n) = me.upgrade() {
-                    n.connected.store(false, Ordering::Relaxed);
+                    n.connected.send_replace(false);
                 }
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "change-notice subscription lost; reconnecting");
@@ -143,9 +235,6 @@ pub struct WaitFor {
     pub status: Option<String>,
     pub after_version: Option<u64>,
 }
-
-/// Statuses after which a view never changes status again: waiting for another one is pointless.
-const TERMINAL: &[&str] = &["COMPLETED", "CANCELLED", "DELIVERED", "REJECTED", "DELETED"];
 
 impl WaitFor {
     pub fn new(
@@ -173,17 +262,17 @@ impl WaitFor {
 
     /// Is `current` an answer, given the version seen when the request arrived (`None`: there
     /// was no view yet)?
-    fn satisfied(&self, current: &Option<Stored>, initial: Option<u64>) -> bool {
+    fn satisfied<V: View>(&self, current: &Option<V>, initial: Option<u64>) -> bool {
         let Some(view) = current else { return false };
-        let newer = initial.is_none_or(|v| view.version > v);
+        let newer = initial.is_none_or(|v| view.version() > v);
         if let Some(status) = &self.status {
-            let now = view.status().unwrap_or("");
-            // A command refused since the wait began: the status it aimed at will not come.
+            // A command refused since the wait began: the status it aimed at will not come;
+            // nor will any after a final one.
             let refused = newer && view.rejection().is_some();
-            return now == status || TERMINAL.contains(&now) || refused;
+            return view.status().as_ref() == Some(status) || view.is_final() || refused;
         }
         if let Some(v) = self.after_version {
-            return view.version > v;
+            return view.version() > v;
         }
         newer
     }
@@ -192,23 +281,22 @@ impl WaitFor {
 /// Read a view, waiting as `wait_for` says. `visible` says whether the caller may see a view;
 /// an invisible view is answered at once (as not found by the caller). Without `wait`, this is
 /// a plain read.
-pub async fn read_view(
+pub async fn read_view<V: View>(
     views: &Views,
     notifier: &Arc<Notifier>,
-    kind: Kind,
     id: &str,
     wait_for: &WaitFor,
-    visible: impl Fn(&Stored) -> bool,
-) -> ApiResult<Option<Stored>> {
+    visible: impl Fn(&V) -> bool,
+) -> ApiResult<Option<V>> {
     views.ensure_live()?;
     let Some(wait) = wait_for.wait.filter(|w| !w.is_zero()) else {
-        return views.get(kind, id).await;
+        return views.get(id).await;
     };
     let deadline = Instant::now() + wait;
     // Subscribe before the first read: a change between the read and the wait is not missed.
-    let mut sub = notifier.subscribe(views.keys.channel(kind, id));
-    let first = views.get(kind, id).await?;
-    let initial = first.as_ref().map(|s| s.version);
+    let mut sub = notifier.subscribe(views.keys.channel(V::KIND, id));
+    let first = views.get(id).await?;
+    let initial = first.as_ref().map(View::version);
     let mut current = first;
     loop {
         if let Some(view) = &current {
@@ -227,9 +315,10 @@ pub async fn read_view(
                 "the view did not change before the wait ended",
             ));
         }
-        sub.changed(RECHECK.min(deadline - now)).await;
+        let read = current.as_ref().map(View::version);
+        sub.changed(read, RECHECK.min(deadline - now)).await;
         // A sink that died during the wait: what Redis holds can no longer be trusted.
         views.ensure_live()?;
-        current = views.get(kind, id).await?;
+        current = views.get(id).await?;
     }
 }

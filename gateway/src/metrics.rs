@@ -1,6 +1,7 @@
 //! HTTP metrics: `pickple_http_requests_total{route,method,status}`,
 //! `pickple_http_request_duration_seconds{route,method,status}` and `pickple_http_in_flight`,
-//! labelled by the matched route template (never the raw path: bounded cardinality).
+//! labelled by the matched route template (never the raw path: bounded cardinality); and the
+//! views' own: `pickple_views_unreadable_total{kind}` and `pickple_longpoll_waiters`.
 
 use std::time::Instant;
 
@@ -12,6 +13,35 @@ use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, Encoder, HistogramVec,
     IntCounterVec, IntGauge, TextEncoder,
 };
+
+/// What the gateway sees of the views beyond HTTP.
+pub struct ViewMetrics {
+    /// Views that could not be read as their type (each is also logged with its id): a sink
+    /// of another schema version, or a value written by something else than the sink.
+    pub unreadable: IntCounterVec,
+    /// Long-polls waiting for a view to change.
+    pub waiters: IntGauge,
+}
+
+impl ViewMetrics {
+    /// The process's view metrics (registered once in the default registry).
+    pub fn global() -> &'static ViewMetrics {
+        static METRICS: std::sync::OnceLock<ViewMetrics> = std::sync::OnceLock::new();
+        METRICS.get_or_init(|| ViewMetrics {
+            unreadable: register_int_counter_vec!(
+                "pickple_views_unreadable_total",
+                "Views in Redis the gateway could not read as their type",
+                &["kind"]
+            )
+            .expect("register pickple_views_unreadable_total"),
+            waiters: register_int_gauge!(
+                "pickple_longpoll_waiters",
+                "Long-poll requests waiting for a view to change"
+            )
+            .expect("register pickple_longpoll_waiters"),
+        })
+    }
+}
 
 pub struct HttpMetrics {
     pub requests: IntCounterVec,
@@ -79,6 +109,7 @@ pub async fn layer(req: Request, next: Next) -> Response {
 /// `GET /metrics`: the default registry in Prometheus text format.
 pub async fn handler() -> Response {
     HttpMetrics::global();
+    ViewMetrics::global();
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
         return crate::error::ApiError::internal(format!("metrics: {e}")).into_response();

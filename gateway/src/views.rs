@@ -1,10 +1,15 @@
-//! Reading the views the sink keeps in Redis (layout in `pickple_views::keys`), whether the sink
-//! is alive, and how far behind it is.
+//! Reading the views the sink keeps in Redis (layout in `pickple_view_model::keys`), typed as
+//! the sink wrote them; whether the sink is alive, and how far behind it is.
 //!
-//! The rule (`pickple_views::ready`): a view read answers 503 `views_unavailable` only while the
-//! sink has never reported or its last heartbeat is older than `views_max_staleness_ms` (a dead
-//! sink). A live but lagging sink's views are served as they are, with the [`LAG_HEADER`] and
-//! [`STALE_HEADER`] headers; commands never look at the lag.
+//! A view that cannot be read as its type (never written by a sink of this version) is a 500
+//! `view_unreadable`, logged with its kind and id and counted in
+//! `pickple_views_unreadable_total{kind}`, whether it is read alone or as part of a listing: a
+//! page is never served with fewer items than it should hold.
+//!
+//! The rule (`pickple_view_model::ready`): a view read answers 503 `views_unavailable` only
+//! while the sink has never reported or its last heartbeat is older than
+//! `views_max_staleness_ms` (a dead sink). A live but lagging sink's views are served as they
+//! are, with the [`LAG_HEADER`] and [`STALE_HEADER`] headers; commands never look at the lag.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -14,12 +19,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use pickple_views::ready::{evaluate, Readiness, ReadyRule};
-use pickple_views::{Keys, Kind, RedisConfig};
+use pickple_view_model::ready::{evaluate, Readiness, ReadyRule};
+use pickple_view_model::{Keys, Kind, RedisConfig, View};
 use redis::aio::ConnectionManager;
-use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::ViewMetrics;
 use crate::AppState;
 
 pub fn now_millis() -> i64 {
@@ -45,27 +50,23 @@ pub async fn async_client(cfg: &RedisConfig) -> redis::RedisResult<redis::Client
     }
 }
 
-/// A stored view: its version and its JSON.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub version: u64,
-    pub json: serde_json::Value,
+/// Read a stored view's JSON as its type; an unreadable one is logged, counted and a 500.
+fn parse<V: View>(id: &str, json: &str) -> ApiResult<V> {
+    pickple_view_model::decode::<V>(json.as_bytes()).map_err(|e| unreadable(V::KIND, id, &e))
 }
 
-impl Stored {
-    pub fn status(&self) -> Option<&str> {
-        self.json.get("status").and_then(|s| s.as_str())
-    }
-
-    /// Why the last command on this entity was refused by its processor, if it was.
-    pub fn rejection(&self) -> Option<&str> {
-        self.json.get("rejection").and_then(|s| s.as_str())
-    }
-
-    pub fn parse<T: DeserializeOwned>(&self) -> ApiResult<T> {
-        serde_json::from_value(self.json.clone())
-            .map_err(|e| ApiError::internal(format!("unreadable view: {e}")))
-    }
+fn unreadable(kind: Kind, id: &str, error: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(%kind, %id, error = %error, "unreadable view");
+    ViewMetrics::global()
+        .unreadable
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "view_unreadable",
+        // The cause is in the log; the client learns which view, not the decoder's detail.
+        format!("the {kind} view {id} cannot be read"),
+    )
 }
 
 /// Response header of every view read (`GET /api/v1/...`): the views sink's lag, in records
@@ -185,34 +186,16 @@ impl Views {
         }
     }
 
-    pub async fn get(&self, kind: Kind, id: &str) -> ApiResult<Option<Stored>> {
-        let (version, json): (Option<String>, Option<String>) = self
+    /// The view of `id`, if the sink wrote one.
+    pub async fn get<V: View>(&self, id: &str) -> ApiResult<Option<V>> {
+        let json: Option<String> = self
             .query(
-                redis::cmd("HMGET")
-                    .arg(self.keys.view(kind, id))
-                    .arg("version")
+                redis::cmd("HGET")
+                    .arg(self.keys.view(V::KIND, id))
                     .arg("json"),
             )
             .await?;
-        match (version, json) {
-            (Some(v), Some(j)) => Ok(Some(Stored {
-                version: v.parse().unwrap_or(0),
-                json: serde_json::from_str(&j)
-                    .map_err(|e| ApiError::internal(format!("unreadable view: {e}")))?,
-            })),
-            _ => Ok(None),
-        }
-    }
-
-    pub async fn get_typed<T: DeserializeOwned>(
-        &self,
-        kind: Kind,
-        id: &str,
-    ) -> ApiResult<Option<T>> {
-        match self.get(kind, id).await? {
-            Some(s) => s.parse().map(Some),
-            None => Ok(None),
-        }
+        json.map(|json| parse(id, &json)).transpose()
     }
 
     /// Ids of an index, newest first, and the index size.
@@ -251,21 +234,38 @@ impl Views {
         .await
     }
 
-    /// The views of `ids` (missing ones skipped), in order.
-    pub async fn many<T: DeserializeOwned>(&self, kind: Kind, ids: &[String]) -> ApiResult<Vec<T>> {
+    /// The views of `ids`, in order: every id of an index has a view (the sink writes both in
+    /// one script), so a missing or unreadable one fails the whole read (see the module docs).
+    pub async fn many<V: View>(&self, ids: &[String]) -> ApiResult<Vec<V>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HGET").arg(self.keys.view(kind, id)).arg("json");
+            pipe.cmd("HGET")
+                .arg(self.keys.view(V::KIND, id))
+                .arg("json");
         }
         let values: Vec<Option<String>> = self.pipe(&pipe).await?;
-        Ok(values
-            .into_iter()
-            .flatten()
-            .filter_map(|j| serde_json::from_str(&j).ok())
-            .collect())
+        let mut views = Vec::with_capacity(ids.len());
+        let mut failure = None;
+        for (id, json) in ids.iter().zip(values) {
+            let read = match json {
+                Some(json) => parse::<V>(id, &json),
+                None => Err(unreadable(V::KIND, id, &"indexed but not stored")),
+            };
+            match read {
+                Ok(view) => views.push(view),
+                // Log and count every unreadable view of the page, answer with the first.
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(views),
+        }
     }
 
     pub async fn ping(&self) -> Result<(), String> {

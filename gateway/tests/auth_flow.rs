@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use pickple_schemas::Role;
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role};
+use pickple_view_model::Kind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,7 @@ async fn sign_up_sign_in_refresh() {
         .await;
     assert_eq!(s, 202, "{body}");
     assert_eq!(body["id"], "carol1");
-    let records = read_topic(&gw.topic("user-commands"));
+    let records = read_topic(&gw.topic(topic::USER_COMMANDS));
     assert_eq!(records.len(), 1);
     let rec = &records[0];
     assert_eq!(rec.key, "carol1");

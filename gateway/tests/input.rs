@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use pickple_schemas::Role;
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role};
+use pickple_view_model::Kind;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -309,15 +309,13 @@ async fn shape_rules_come_from_the_domain() {
         )
         .await;
     assert_eq!((s, field(&body).as_deref()), (422, Some("price")), "{body}");
-    assert_eq!(
-        message(&body),
-        pickple_domain::stock::check_price(0)
-            .err()
-            .map(|r| match r {
-                pickple_domain::Rejection::Invalid(m) => m,
-                other => other.to_string(),
-            })
-    );
+    let price_rule = pickple_domain::stock::check_price(0)
+        .err()
+        .map(|r| match r {
+            pickple_domain::Rejection::Invalid(m) => m,
+            other => other.to_string(),
+        });
+    assert_eq!(message(&body), price_rule);
     let (s, body) = gw
         .post(
             "/api/v1/products",
@@ -336,6 +334,7 @@ async fn shape_rules_come_from_the_domain() {
         .unwrap();
     let (s, body) = into_parts(res).await;
     assert_eq!((s, field(&body).as_deref()), (422, Some("price")));
+    assert_eq!(message(&body), price_rule);
     // A blank name, a sale that closes before it opens, no units to add.
     let (s, body) = gw
         .post(
@@ -361,7 +360,29 @@ async fn shape_rules_come_from_the_domain() {
         )
         .await;
     assert_eq!((s, field(&body).as_deref()), (422, Some("quantity")));
-    // A vendor for a manager whose name is not a username.
+    // The username rule is the domain user module's, wherever a username comes in: a sign-up,
+    // a vendor for a manager whose name is not a username.
+    let username_rule = |name: &str| {
+        pickple_domain::user::validate_username(name)
+            .err()
+            .map(|r| match r {
+                pickple_domain::Rejection::Invalid(m) => m,
+                other => other.to_string(),
+            })
+    };
+    let (s, body) = gw
+        .post(
+            "/api/v1/auth/sign-up",
+            None,
+            &json!({"username": "ab", "nickname": "Ab", "email": "ab@example.com", "password": "password1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, field(&body).as_deref()),
+        (422, Some("username")),
+        "{body}"
+    );
+    assert_eq!(message(&body), username_rule("ab"));
     let (s, body) = gw
         .post(
             "/api/v1/vendors",
@@ -370,6 +391,7 @@ async fn shape_rules_come_from_the_domain() {
         )
         .await;
     assert_eq!((s, field(&body).as_deref()), (422, Some("manager")));
+    assert_eq!(message(&body), username_rule("x"));
     // Nothing above was published; a valid product is.
     let (s, body) = gw
         .post(
@@ -379,9 +401,10 @@ async fn shape_rules_come_from_the_domain() {
         )
         .await;
     assert_eq!(s, 202, "{body}");
-    let records = read_topic(&gw.topic("stock-commands"));
+    let records = read_topic(&gw.topic(topic::STOCK_COMMANDS));
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].value["type"], "CreateProduct");
     assert_eq!(records[0].value["price"], 1);
-    assert!(read_topic(&gw.topic("vendor-commands")).is_empty());
+    assert!(read_topic(&gw.topic(topic::VENDOR_COMMANDS)).is_empty());
+    assert!(read_topic(&gw.topic(topic::USER_COMMANDS)).is_empty());
 }

@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pickple_schemas::Role;
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role};
+use pickple_view_model::Kind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +57,7 @@ async fn an_idempotency_key_places_one_order() {
     let (_, b) = gw.post("/api/v1/orders", Some(&alice), &body).await;
     assert_ne!(a["id"], b["id"]);
 
-    let records = read_topic(&gw.topic("order-commands"));
+    let records = read_topic(&gw.topic(topic::ORDER_COMMANDS));
     let mine: Vec<_> = records.iter().filter(|r| r.key == id).collect();
     assert_eq!(
         mine.len(),
@@ -111,7 +111,7 @@ async fn a_repeat_publishes_again_unless_the_first_command_was_published() {
     let (_, again) = into_parts(place().await.unwrap()).await;
     assert_eq!(again["replayed"], true);
     let commands = |gw: &Gw| -> Vec<String> {
-        read_topic(&gw.topic("order-commands"))
+        read_topic(&gw.topic(topic::ORDER_COMMANDS))
             .into_iter()
             .filter(|r| r.key == id)
             .map(|r| r.headers["command-id"].clone())
@@ -165,14 +165,14 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
             (start.elapsed(), into_parts(res).await)
         })
     };
-    gw.until_watched(1).await;
+    gw.until_waiting(Kind::Order, "o-lp", None, 1).await;
     gw.put_view(
         Kind::Order,
         "o-lp",
         &order_view("o-lp", "alice", &[], "PENDING", 1),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "PENDING is not the awaited status");
+    // PENDING is not the awaited status: the waiter reads it and waits on.
+    gw.until_waiting(Kind::Order, "o-lp", Some(1), 1).await;
     gw.put_view(
         Kind::Order,
         "o-lp",
@@ -181,6 +181,7 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
     let (elapsed, (s, body)) = waiter.await.unwrap();
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["status"], "AWAITING_PAYMENT");
+    assert_eq!(body["version"], 2);
     assert!(
         elapsed < Duration::from_secs(5),
         "woken by the notice, took {elapsed:?}"
@@ -196,7 +197,8 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
             into_parts(http.get(url).bearer_auth(token).send().await.unwrap()).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    gw.until_waiting(Kind::Order, "o-lp", Some(2), 20).await;
+    assert_eq!(gw.state.notifier.waiters(), 20);
     assert_eq!(
         gw.state.notifier.watched_keys(),
         1,
@@ -213,7 +215,7 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
         assert_eq!((s, body["version"].as_u64()), (200, Some(3)));
     }
     assert!(start.elapsed() < Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.until_waiters(0).await;
     assert_eq!(gw.state.notifier.watched_keys(), 0, "waiters cleaned up");
 
     // An already satisfied condition answers at once; after_version waits for a newer one.
@@ -291,7 +293,7 @@ async fn pay_and_cancel_are_published_whatever_the_order_view_says() {
         (s, body["error"]["fields"][0]["field"].as_str()),
         (422, Some("payment_token"))
     );
-    let records = read_topic(&gw.topic("order-commands"));
+    let records = read_topic(&gw.topic(topic::ORDER_COMMANDS));
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r.value["type"].as_str().unwrap())
@@ -301,6 +303,79 @@ async fn pay_and_cancel_are_published_whatever_the_order_view_says() {
     assert!(records
         .iter()
         .all(|r| r.value["username"] == "alice" && r.value["order_id"] == "o-2"));
+}
+
+/// A MASTER cancels a customer's order: the command names the MASTER as the requester, with
+/// `master` set, and the order processor's rules (`pickple_domain::order`) cancel the
+/// customer's order with it. A customer who does not own the order gets 404, and nothing of
+/// theirs is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_cancels_a_customers_order_a_stranger_cannot() {
+    use pickple_domain::order::{Order, OrderInput};
+    use pickple_domain::Aggregate;
+    use pickple_schemas::{OrderCommand, OrderLine, OrderStatus};
+
+    let gw = Gw::start().await;
+    let root = gw.token("root", Role::Master);
+    let bob = gw.token("bob1", Role::User);
+    gw.put_view(
+        Kind::Order,
+        "o-m",
+        &order_view("o-m", "alice", &[], "PENDING", 1),
+    );
+    let (s, body) = gw
+        .post("/api/v1/orders/o-m/cancel", Some(&bob), &json!({}))
+        .await;
+    assert_eq!(s, 404, "{body}");
+    let (s, body) = gw
+        .post(
+            "/api/v1/orders/o-m/cancel",
+            Some(&root),
+            &json!({"reason": "fraud"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["id"], "o-m");
+
+    let records = read_topic(&gw.topic(topic::ORDER_COMMANDS));
+    assert_eq!(records.len(), 1, "only the MASTER's cancel: {records:?}");
+    let cancel: OrderCommand = serde_json::from_value(records[0].value.clone()).unwrap();
+    assert_eq!(
+        cancel,
+        OrderCommand::CancelOrder {
+            order_id: "o-m".into(),
+            username: "root".into(),
+            reason: "fraud".into(),
+            master: true,
+        }
+    );
+
+    // What the order processor does with it: alice's order ends CANCELLED.
+    let rules = Order {
+        payment_timeout_ms: 300_000,
+    };
+    let place = OrderCommand::PlaceOrder {
+        order_id: "o-m".into(),
+        username: "alice".into(),
+        email: "alice@example.com".into(),
+        lines: vec![OrderLine {
+            product_id: "p1".into(),
+            quantity: 1,
+        }],
+    };
+    let placed = rules.handle(None, &OrderInput::Command(place), 1_000).state;
+    let out = rules.handle(placed.clone(), &OrderInput::Command(cancel), 2_000);
+    assert_eq!(out.rejection, None);
+    assert_eq!(out.state.map(|o| o.status), Some(OrderStatus::Cancelled));
+    // The flag is what lets it through: the same cancel from a non-owner without it is refused.
+    let stranger = OrderCommand::CancelOrder {
+        order_id: "o-m".into(),
+        username: "root".into(),
+        reason: "fraud".into(),
+        master: false,
+    };
+    let out = rules.handle(placed, &OrderInput::Command(stranger), 2_000);
+    assert!(out.rejection.is_some());
 }
 
 /// A long-poll for a status answers when the command is refused instead: a newer view that
@@ -324,7 +399,7 @@ async fn a_status_long_poll_answers_when_the_command_is_refused() {
             (start.elapsed(), into_parts(res).await)
         })
     };
-    gw.until_watched(1).await;
+    gw.until_waiting(Kind::Order, "o-r", Some(1), 1).await;
     let mut refused = order_view("o-r", "alice", &[], "PENDING", 2);
     refused["rejection"] = json!("not allowed now: the stock is not reserved yet");
     gw.put_view(Kind::Order, "o-r", &refused);
@@ -404,7 +479,7 @@ async fn a_silent_or_dead_sink_answers_503() {
     assert_eq!(s, 200);
     assert_eq!(header(&headers, "pickple-views-lag"), Some("0"));
     assert!(header(&headers, "pickple-views-stale").is_none());
-    assert!(read_topic(&gw.topic("order-commands")).is_empty());
+    assert!(read_topic(&gw.topic(topic::ORDER_COMMANDS)).is_empty());
 }
 
 /// A vendor who starts a delivery and ends it at once (the view still says PENDING) gets two
@@ -463,7 +538,7 @@ async fn delivery_steps_are_published_whatever_the_delivery_view_says() {
         (422, Some("description")),
         "the delivery processor refuses an empty description: so does the gateway"
     );
-    let records = read_topic(&gw.topic("delivery-commands"));
+    let records = read_topic(&gw.topic(topic::DELIVERY_COMMANDS));
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r.value["type"].as_str().unwrap())

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use pickple_gateway::auth::{now_secs, Claims, Jwt};
-use pickple_schemas::Role;
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role};
+use pickple_view_model::Kind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn roles_and_ownership_are_enforced() {
     assert_eq!(s, 404);
     let (s, _) = gw.get("/api/v1/deliveries/o-alice", Some(&alice)).await;
     assert_eq!(s, 200);
-    let cmds = read_topic(&gw.topic("delivery-commands"));
+    let cmds = read_topic(&gw.topic(topic::DELIVERY_COMMANDS));
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].value["type"], "StartDelivery");
     assert_eq!(cmds[0].value["by"], "mia1");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pickple_schemas::Role;
-use pickple_views::{apply_upsert, upsert_for, Kind, RedisConfig, UPSERT_LUA};
+use pickple_view_model::{apply_upsert, upsert_for, Kind, RedisConfig, UPSERT_LUA};
 use serde_json::{json, Value};
 
 /// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".

@@ -4,12 +4,12 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::user as user_rules;
-use pickple_schemas::{Role, UserCommand, UserStatus, UserView};
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role, UserCommand, UserStatus, UserView};
+use pickple_view_model::View;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{accepted, new_command_id, validate, view_response, ViewQuery, API};
+use super::{accepted, new_command_id, to_json, validate, view_response, ViewQuery, API};
 use crate::auth::{hash_password, verify_password, AuthUser};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
@@ -101,11 +101,7 @@ pub async fn sign_up(
         .finish()?;
     // Fast path only: the users processor is the single writer of a username and rejects a
     // duplicate even when two sign-ups race past this check.
-    if let Some(existing) = state
-        .views
-        .get_typed::<UserView>(Kind::User, &username)
-        .await?
-    {
+    if let Some(existing) = state.views.get::<UserView>(&username).await? {
         if matches!(existing.status, UserStatus::Pending | UserStatus::Active) {
             return Err(ApiError::conflict("this username is taken"));
         }
@@ -121,7 +117,13 @@ pub async fn sign_up(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("user-commands", &username, &command, &command_id, &trace)
+        .publish(
+            topic::USER_COMMANDS,
+            &username,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &username,
@@ -147,31 +149,17 @@ pub async fn sign_up_status(
     super::check_id(&username, "user")?;
     let username = user_rules::normalize_username(&username);
     let wait = q.wait_for(&state)?;
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::User,
-        &username,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("user"))?;
-    let user: UserView = view.parse()?;
-    let status = serde_json::to_value(user.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let user = read_view::<UserView>(&state.views, &state.notifier, &username, &wait, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let version = user.version;
     let body = SignUpStatus {
+        status: user.status().unwrap_or_default(),
         username: user.username,
-        status,
         rejection: user.rejection,
         version: user.version,
     };
-    Ok(view_response(
-        serde_json::to_value(body).unwrap_or_default(),
-        view.version,
-    ))
+    Ok(view_response(to_json(body), version))
 }
 
 /// Exchange a username and password for an access token.
@@ -192,10 +180,7 @@ pub async fn sign_in(
     // Identity: read the user's view even while the sink lags (the password and role of an
     // account change rarely); only a dead sink makes it a 503.
     state.views.ensure_live()?;
-    let user = state
-        .views
-        .get_typed::<UserView>(Kind::User, &username)
-        .await?;
+    let user = state.views.get::<UserView>(&username).await?;
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         // Same work as a real check, so timing does not tell which usernames exist.
         let _ = verify_password(req.password, DUMMY_HASH.into()).await;
@@ -230,7 +215,7 @@ pub async fn refresh(
     state.views.ensure_live()?;
     let view = state
         .views
-        .get_typed::<UserView>(Kind::User, &user.username)
+        .get::<UserView>(&user.username)
         .await?
         .filter(|u| u.status == UserStatus::Active)
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;

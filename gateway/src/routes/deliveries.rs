@@ -4,19 +4,15 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use pickple_domain::delivery;
-use pickple_schemas::DeliveryCommand;
-use pickple_views::Kind;
+use pickple_schemas::{topic, DeliveryCommand, DeliveryView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    accepted, manages_any_vendor, new_command_id, validate, view_response, ViewQuery, API,
-};
+use super::{accepted, manages_any_vendor, new_command_id, validate, view_answer, ViewQuery, API};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
-use crate::views::Stored;
 use crate::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -38,13 +34,6 @@ pub struct DeliveryDetailRequest {
     pub description: String,
 }
 
-fn owner_of(view: &Stored) -> &str {
-    view.json
-        .get("username")
-        .and_then(|u| u.as_str())
-        .unwrap_or_default()
-}
-
 /// One delivery (long-poll with `?wait=&status=`).
 #[utoipa::path(get, path = "/api/v1/deliveries/{order_id}", tag = "deliveries",
     security(("bearer" = [])),
@@ -64,53 +53,46 @@ pub async fn get_delivery(
     let wait = q.wait_for(&state)?;
     // A delivery's buyer and vendors never change: decide access on the current view, before a
     // long wait, so the vendor's managers can wait on it too (the check needs Redis reads).
-    if let Some(current) = state.views.get(Kind::Delivery, &order_id).await? {
+    if let Some(current) = state.views.get::<DeliveryView>(&order_id).await? {
         if !may_read(&state, &user, &current).await? {
             return Err(ApiError::not_found("delivery"));
         }
     }
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::Delivery,
-        &order_id,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let view = read_view::<DeliveryView>(&state.views, &state.notifier, &order_id, &wait, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
     if !may_read(&state, &user, &view).await? {
         return Err(ApiError::not_found("delivery"));
     }
-    Ok(view_response(view.json, view.version))
+    Ok(view_answer(&view))
 }
 
 /// The buyer, MASTER and the managers of the order's vendors may read a delivery.
-async fn may_read(state: &AppState, user: &AuthUser, view: &Stored) -> ApiResult<bool> {
+async fn may_read(state: &AppState, user: &AuthUser, delivery: &DeliveryView) -> ApiResult<bool> {
     Ok(user.is_master()
-        || owner_of(view) == user.username
-        || manages_any_vendor(state, user, view).await?)
+        || delivery.username == user.username
+        || manages_any_vendor(state, user, &delivery.vendor_ids).await?)
 }
 
 /// 403 unless VENDOR_MANAGER/MASTER, 404 without a delivery, 403 unless the caller manages one
 /// of the order's vendors. Only who the delivery belongs to is read from the view (it never
 /// changes); whether the command fits its status is the delivery processor's business, which
 /// refuses an out-of-order one visibly (`rejection` on the delivery's view).
-async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<Stored> {
+async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(order_id, "delivery")?;
     state.views.ensure_live()?;
-    let view = state
+    let delivery = state
         .views
-        .get(Kind::Delivery, order_id)
+        .get::<DeliveryView>(order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
-    if !manages_any_vendor(state, user, &view).await? {
+    if !manages_any_vendor(state, user, &delivery.vendor_ids).await? {
         return Err(ApiError::forbidden(
             "you do not manage a vendor of this order",
         ));
     }
-    Ok(view)
+    Ok(())
 }
 
 async fn publish(
@@ -122,7 +104,13 @@ async fn publish(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("delivery-commands", order_id, &command, &command_id, trace)
+        .publish(
+            topic::DELIVERY_COMMANDS,
+            order_id,
+            &command,
+            &command_id,
+            trace,
+        )
         .await?;
     Ok(accepted(
         order_id,

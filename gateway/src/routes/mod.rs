@@ -13,15 +13,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use pickple_schemas::Role;
-use pickple_views::Kind;
+use pickple_schemas::{Role, VendorView};
+use pickple_view_model::View;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::longpoll::WaitFor;
-use crate::views::Stored;
 use crate::AppState;
 
 pub const API: &str = "/api/v1";
@@ -122,6 +121,16 @@ pub fn view_response(json: serde_json::Value, version: u64) -> Response {
     res
 }
 
+/// A view as served, with its version in `X-View-Version`.
+pub fn view_answer<V: View>(view: &V) -> Response {
+    view_response(to_json(view), view.version())
+}
+
+/// A view (or any answer) as JSON.
+pub fn to_json<T: Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).expect("views serialize to JSON")
+}
+
 pub fn new_command_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -170,30 +179,65 @@ impl PageQuery {
     }
 }
 
-/// A page of a listing, newest first.
+/// A page of a listing, newest first. `items` holds every view of the page: a view that cannot
+/// be read fails the request (500 `view_unreadable`) rather than leaving a gap the `total` does
+/// not show.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Listing {
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<serde_json::Value>,
+    /// Items in the whole listing.
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
 }
 
+/// The description of a listing's 500, for the OpenAPI text.
+pub const UNREADABLE_LISTING: &str = "`view_unreadable`: a view of the page cannot be read (logged with its id, counted in `pickple_views_unreadable_total`); the page is refused rather than served with fewer items than its `total` says";
+
 /// One page of the views listed in `index`.
-pub async fn list_index(
+pub async fn list_index<V: View>(
     state: &AppState,
-    kind: Kind,
     index: &str,
     page: &PageQuery,
-    map: impl Fn(serde_json::Value) -> serde_json::Value,
+    map: impl Fn(V) -> serde_json::Value,
 ) -> ApiResult<Json<Listing>> {
     state.views.ensure_live()?;
     let (offset, limit) = page.bounds();
     let (ids, total) = state.views.page(index, offset, limit).await?;
-    let items: Vec<serde_json::Value> = state.views.many(kind, &ids).await?;
+    let items: Vec<V> = state.views.many(&ids).await?;
     Ok(Json(Listing {
         items: items.into_iter().map(map).collect(),
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// How many ids a filtered listing scans at most (a search, a vendor's public products).
+pub const FILTER_SCAN: usize = 10_000;
+
+/// One page of the views of `index` that pass `keep` (at most [`FILTER_SCAN`] scanned): the
+/// `total` counts the views kept, so it agrees with the pages.
+pub async fn list_filtered<V: View>(
+    state: &AppState,
+    index: &str,
+    page: &PageQuery,
+    keep: impl Fn(&V) -> bool,
+    map: impl Fn(V) -> serde_json::Value,
+) -> ApiResult<Json<Listing>> {
+    state.views.ensure_live()?;
+    let (offset, limit) = page.bounds();
+    let ids = state.views.all_ids(index, FILTER_SCAN).await?;
+    let mut kept = Vec::new();
+    for chunk in ids.chunks(500) {
+        let views: Vec<V> = state.views.many(chunk).await?;
+        kept.extend(views.into_iter().filter(|v| keep(v)));
+    }
+    let total = kept.len();
+    let items = kept.into_iter().skip(offset).take(limit).map(map).collect();
+    Ok(Json(Listing {
+        items,
         total,
         offset,
         limit,
@@ -217,18 +261,15 @@ pub async fn manages_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) 
     if user.role != Role::VendorManager {
         return Ok(false);
     }
-    let vendor = state.views.get(Kind::Vendor, vendor_id).await?;
-    Ok(vendor.is_some_and(|v| {
-        v.json.get("manager").and_then(|m| m.as_str()) == Some(user.username.as_str())
-            && v.json.get("deleted").and_then(|d| d.as_bool()) != Some(true)
-    }))
+    let vendor = state.views.get::<VendorView>(vendor_id).await?;
+    Ok(vendor.is_some_and(|v| v.manager == user.username && !v.deleted))
 }
 
-/// Does `user` manage any of the vendors in the view's `vendor_ids`?
+/// Does `user` manage any of `vendor_ids` (an order's or a delivery's vendors)?
 pub async fn manages_any_vendor(
     state: &AppState,
     user: &AuthUser,
-    view: &Stored,
+    vendor_ids: &[String],
 ) -> ApiResult<bool> {
     if user.role == Role::Master {
         return Ok(true);
@@ -236,18 +277,8 @@ pub async fn manages_any_vendor(
     if user.role != Role::VendorManager {
         return Ok(false);
     }
-    let vendors: Vec<String> = view
-        .json
-        .get("vendor_ids")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    for vendor in vendors {
-        if manages_vendor(state, user, &vendor).await? {
+    for vendor in vendor_ids {
+        if manages_vendor(state, user, vendor).await? {
             return Ok(true);
         }
     }

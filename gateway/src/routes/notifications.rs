@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use axum::Json;
-use pickple_views::Kind;
+use pickple_schemas::NotificationView;
 
-use super::{list_index, Listing, PageQuery};
+use super::{list_index, to_json, Listing, PageQuery, UNREADABLE_LISTING};
 use crate::auth::AuthUser;
 use crate::error::{ApiQuery, ApiResult, ErrorBody};
 use crate::AppState;
@@ -15,6 +15,7 @@ use crate::AppState;
     responses(
         (status = 200, description = "notifications (NotificationView items)", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
@@ -22,5 +23,5 @@ pub async fn mine(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Listing>> {
     let index = state.views.keys.notifications_of_user(&user.username);
-    list_index(&state, Kind::Notification, &index, &page, |v| v).await
+    list_index::<NotificationView>(&state, &index, &page, to_json).await
 }

@@ -7,21 +7,19 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::order;
-use pickple_schemas::{OrderCommand, OrderLine, UserStatus, UserView};
-use pickple_views::Kind;
+use pickple_schemas::{topic, OrderCommand, OrderLine, OrderView, UserStatus, UserView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
-    mark_published, new_command_id, release_key, validate, view_response, Listing, PageQuery,
-    ViewQuery, API,
+    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
+    PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
-use crate::views::Stored;
 use crate::AppState;
 
 pub const MAX_LINE_QUANTITY: u64 = 1000;
@@ -53,13 +51,6 @@ pub struct PayRequest {
 pub struct CancelRequest {
     /// Up to 500 characters.
     pub reason: Option<String>,
-}
-
-fn owner_of(view: &Stored) -> &str {
-    view.json
-        .get("username")
-        .and_then(|u| u.as_str())
-        .unwrap_or_default()
 }
 
 /// Place an order. With `Idempotency-Key`, a repeat from the same user returns the same order
@@ -115,7 +106,7 @@ pub async fn place(
     state.views.ensure_live()?;
     let profile = state
         .views
-        .get_typed::<UserView>(Kind::User, &user.username)
+        .get::<UserView>(&user.username)
         .await?
         .filter(|u| u.status == UserStatus::Active)
         .ok_or_else(|| ApiError::conflict("the user is not active"))?;
@@ -131,7 +122,13 @@ pub async fn place(
         };
         if let Err(e) = state
             .kafka
-            .publish("order-commands", &order_id, &command, &command_id, &trace)
+            .publish(
+                topic::ORDER_COMMANDS,
+                &order_id,
+                &command,
+                &command_id,
+                &trace,
+            )
             .await
         {
             release_key(&state, "order", &user.username, key.as_deref()).await;
@@ -161,6 +158,7 @@ pub async fn place(
     responses(
         (status = 200, description = "orders", body = Listing),
         (status = 403, description = "not MASTER", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list_all(
     State(state): State<AppState>,
@@ -169,7 +167,7 @@ pub async fn list_all(
 ) -> ApiResult<Json<Listing>> {
     user.require_master()?;
     let index = state.views.keys.orders_all();
-    list_index(&state, Kind::Order, &index, &page, |v| v).await
+    list_index::<OrderView>(&state, &index, &page, to_json).await
 }
 
 /// The signed-in user's orders, newest first.
@@ -178,6 +176,7 @@ pub async fn list_all(
     responses(
         (status = 200, description = "orders", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
@@ -185,12 +184,13 @@ pub async fn mine(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Listing>> {
     let index = state.views.keys.orders_of_user(&user.username);
-    list_index(&state, Kind::Order, &index, &page, |v| v).await
+    list_index::<OrderView>(&state, &index, &page, to_json).await
 }
 
 /// Can `user` see this order? Its owner, MASTER, or a manager of one of its vendors.
-async fn can_see(state: &AppState, user: &AuthUser, view: &Stored) -> ApiResult<bool> {
-    Ok(owner_of(view) == user.username || manages_any_vendor(state, user, view).await?)
+async fn can_see(state: &AppState, user: &AuthUser, order: &OrderView) -> ApiResult<bool> {
+    Ok(order.username == user.username
+        || manages_any_vendor(state, user, &order.vendor_ids).await?)
 }
 
 /// One order. `?wait=<s>` long-polls until it changes, `&status=AWAITING_PAYMENT` until it
@@ -213,41 +213,34 @@ pub async fn get_order(
     let wait = q.wait_for(&state)?;
     // An order's buyer and vendors never change: decide access on the current view, before a
     // long wait, so its vendors' managers can wait on it too (the check needs Redis reads).
-    if let Some(current) = state.views.get(Kind::Order, &order_id).await? {
+    if let Some(current) = state.views.get::<OrderView>(&order_id).await? {
         if !can_see(&state, &user, &current).await? {
             return Err(ApiError::not_found("order"));
         }
     }
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::Order,
-        &order_id,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("order"))?;
+    let view = read_view::<OrderView>(&state.views, &state.notifier, &order_id, &wait, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     if !can_see(&state, &user, &view).await? {
         return Err(ApiError::not_found("order"));
     }
-    Ok(view_response(view.json, view.version))
+    Ok(view_answer(&view))
 }
 
 /// The caller's own order (MASTER: any order), else 404. Only who the order belongs to is read
 /// from the view (it never changes); its status is the order processor's business.
-async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<Stored> {
+async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<OrderView> {
     super::check_id(order_id, "order")?;
     state.views.ensure_live()?;
-    let view = state
+    let order = state
         .views
-        .get(Kind::Order, order_id)
+        .get::<OrderView>(order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
-    if owner_of(&view) != user.username && !user.is_master() {
+    if order.username != user.username && !user.is_master() {
         return Err(ApiError::not_found("order"));
     }
-    Ok(view)
+    Ok(order)
 }
 
 /// Pay an order (its owner). Whatever the order's status, the command is queued: the order
@@ -280,8 +273,8 @@ pub async fn pay(
             "1 to 256 characters",
         )
         .finish()?;
-    let view = own_order(&state, &user, &order_id).await?;
-    if owner_of(&view) != user.username {
+    let order = own_order(&state, &user, &order_id).await?;
+    if order.username != user.username {
         return Err(ApiError::forbidden("only the buyer pays an order"));
     }
     let command = OrderCommand::PayOrder {
@@ -292,7 +285,13 @@ pub async fn pay(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("order-commands", &order_id, &command, &command_id, &trace)
+        .publish(
+            topic::ORDER_COMMANDS,
+            &order_id,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &order_id,
@@ -329,10 +328,13 @@ pub async fn cancel(
             "up to 500 characters",
         )
         .finish()?;
-    let view = own_order(&state, &user, &order_id).await?;
+    // The views only tell a missing order (404) from someone else's; the order processor checks
+    // ownership again against its own state, so the command names the real requester.
+    own_order(&state, &user, &order_id).await?;
     let command = OrderCommand::CancelOrder {
         order_id: order_id.clone(),
-        username: owner_of(&view).to_string(),
+        username: user.username.clone(),
+        master: user.is_master(),
         reason: if reason.trim().is_empty() {
             format!("cancelled by {}", user.username)
         } else {
@@ -342,7 +344,13 @@ pub async fn cancel(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("order-commands", &order_id, &command, &command_id, &trace)
+        .publish(
+            topic::ORDER_COMMANDS,
+            &order_id,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &order_id,

@@ -6,20 +6,19 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::stock;
-use pickple_schemas::{SaleTerms, StockCommand};
-use pickple_views::Kind;
+use pickple_schemas::{topic, ProductView, SaleTerms, StockCommand, VendorView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    accepted, claim_id, fingerprint, idempotency_key, manages_vendor, mark_published,
-    new_command_id, release_key, validate, view_response, Listing, ViewQuery, API,
+    accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
+    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
+    ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
-use crate::views::Stored;
 use crate::AppState;
 
 const MAX_PRICE: i64 = 1_000_000_000_000;
@@ -83,20 +82,9 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
-/// How many public products a search scans at most.
-const SEARCH_SCAN: usize = 10_000;
-
-fn is_public(json: &serde_json::Value) -> bool {
-    json.get("public").and_then(|v| v.as_bool()) == Some(true)
-        && json.get("deleted").and_then(|v| v.as_bool()) != Some(true)
-}
-
-fn vendor_of(view: &Stored) -> String {
-    view.json
-        .get("vendor_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string()
+/// Listed for anyone: public and not deleted.
+pub fn is_public(product: &ProductView) -> bool {
+    product.public && !product.deleted
 }
 
 /// Create a product of a vendor the caller manages. Honours `Idempotency-Key`.
@@ -141,7 +129,7 @@ pub async fn create(
     state.views.ensure_live()?;
     if state
         .views
-        .get(Kind::Vendor, &req.vendor_id)
+        .get::<VendorView>(&req.vendor_id)
         .await?
         .is_none()
     {
@@ -165,7 +153,13 @@ pub async fn create(
         };
         if let Err(e) = state
             .kafka
-            .publish("stock-commands", &product_id, &command, &command_id, &trace)
+            .publish(
+                topic::STOCK_COMMANDS,
+                &product_id,
+                &command,
+                &command_id,
+                &trace,
+            )
             .await
         {
             release_key(&state, "product", &user.username, key.as_deref()).await;
@@ -189,11 +183,13 @@ pub async fn create(
     ))
 }
 
-/// Public products, most recently updated first; `q` searches names.
+/// Public products, most recently updated first; `q` searches names (the `total` counts the
+/// matches).
 #[utoipa::path(get, path = "/api/v1/products", tag = "products", params(SearchQuery),
     responses(
         (status = 200, description = "public products", body = Listing),
-        (status = 503, description = "views not caught up", body = ErrorBody)))]
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
+        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SearchQuery>,
@@ -208,29 +204,10 @@ pub async fn list(
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty());
     let Some(needle) = needle else {
-        return super::list_index(&state, Kind::Product, &index, &page, |v| v).await;
+        return list_index::<ProductView>(&state, &index, &page, to_json).await;
     };
-    state.views.ensure_live()?;
-    let (offset, limit) = page.bounds();
-    let ids = state.views.all_ids(&index, SEARCH_SCAN).await?;
-    let mut matches = Vec::new();
-    for chunk in ids.chunks(500) {
-        let views: Vec<serde_json::Value> = state.views.many(Kind::Product, chunk).await?;
-        matches.extend(views.into_iter().filter(|p| {
-            is_public(p)
-                && p.get("name")
-                    .and_then(|n| n.as_str())
-                    .is_some_and(|n| n.to_lowercase().contains(&needle))
-        }));
-    }
-    let total = matches.len();
-    let items = matches.into_iter().skip(offset).take(limit).collect();
-    Ok(Json(Listing {
-        items,
-        total,
-        offset,
-        limit,
-    }))
+    let matches = |p: &ProductView| is_public(p) && p.name.to_lowercase().contains(&needle);
+    list_filtered(&state, &index, &page, matches, to_json).await
 }
 
 /// One product: public ones for anyone, private or deleted ones for the vendor's manager and
@@ -250,44 +227,38 @@ pub async fn get_product(
 ) -> ApiResult<Response> {
     super::check_id(&product_id, "product")?;
     let wait = q.wait_for(&state)?;
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::Product,
-        &product_id,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("product"))?;
-    if !is_public(&view.json) {
+    let view =
+        read_view::<ProductView>(&state.views, &state.notifier, &product_id, &wait, |_| true)
+            .await?
+            .ok_or_else(|| ApiError::not_found("product"))?;
+    if !is_public(&view) {
         let owner = match &user {
-            Some(u) => manages_vendor(&state, u, &vendor_of(&view)).await?,
+            Some(u) => manages_vendor(&state, u, &view.vendor_id).await?,
             None => false,
         };
         if !owner {
             return Err(ApiError::not_found("product"));
         }
     }
-    Ok(view_response(view.json, view.version))
+    Ok(view_answer(&view))
 }
 
 /// 404 if the product does not exist, 403 unless the caller manages its vendor.
-async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<Stored> {
+async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(product_id, "product")?;
     state.views.ensure_live()?;
-    let view = state
+    let product = state
         .views
-        .get(Kind::Product, product_id)
+        .get::<ProductView>(product_id)
         .await?
         .ok_or_else(|| ApiError::not_found("product"))?;
-    if !manages_vendor(state, user, &vendor_of(&view)).await? {
+    if !manages_vendor(state, user, &product.vendor_id).await? {
         return Err(ApiError::forbidden(
             "you do not manage this product's vendor",
         ));
     }
-    Ok(view)
+    Ok(())
 }
 
 async fn publish(
@@ -299,7 +270,13 @@ async fn publish(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("stock-commands", product_id, &command, &command_id, trace)
+        .publish(
+            topic::STOCK_COMMANDS,
+            product_id,
+            &command,
+            &command_id,
+            trace,
+        )
         .await?;
     Ok(accepted(
         product_id,

@@ -87,7 +87,10 @@ fn check(r: Result<(), String>) -> Check {
         (status = 200, description = "ready; `degraded` (and `views.stale`) when the views lag over the maximum", body = ReadyReport),
         (status = 503, description = "not ready: Kafka, Redis or the notices fail, or the views sink never reported or stopped reporting", body = ReadyReport)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let (kafka, redis) = tokio::join!(state.kafka.check("order-commands"), state.views.ping());
+    let (kafka, redis) = tokio::join!(
+        state.kafka.check(pickple_schemas::topic::ORDER_COMMANDS),
+        state.views.ping()
+    );
     let r = state.views.refresh_readiness().await;
     let views_ok = r.live || state.views.ignores_readiness();
     let views = ViewsCheck {

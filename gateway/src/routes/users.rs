@@ -4,14 +4,13 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::user as user_rules;
-use pickple_schemas::{Role, UserCommand};
-use pickple_views::Kind;
+use pickple_schemas::{topic, Role, UserCommand, UserView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    accepted, list_index, new_command_id, validate, view_response, Listing, PageQuery, ViewQuery,
-    API,
+    accepted, list_index, new_command_id, to_json, validate, view_response, Listing, PageQuery,
+    ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{hash_password, AuthUser};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -19,8 +18,9 @@ use crate::longpoll::read_view;
 use crate::trace::TraceParent;
 use crate::AppState;
 
-/// A user view without the password hash.
-pub fn public_user(mut json: serde_json::Value) -> serde_json::Value {
+/// A user view as served: without the password hash.
+pub fn public_user(user: UserView) -> serde_json::Value {
+    let mut json = to_json(user);
     if let Some(obj) = json.as_object_mut() {
         obj.remove("password_hash");
     }
@@ -57,17 +57,13 @@ pub async fn me(
     ApiQuery(q): ApiQuery<ViewQuery>,
 ) -> ApiResult<Response> {
     let wait = q.wait_for(&state)?;
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::User,
-        &user.username,
-        &wait,
-        |_| true,
-    )
+    let view = read_view::<UserView>(&state.views, &state.notifier, &user.username, &wait, |_| {
+        true
+    })
     .await?
     .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(view_response(public_user(view.json), view.version))
+    let version = view.version;
+    Ok(view_response(public_user(view), version))
 }
 
 /// Change the signed-in user's nickname, e-mail or password.
@@ -134,7 +130,7 @@ pub async fn update_me(
     state
         .kafka
         .publish(
-            "user-commands",
+            topic::USER_COMMANDS,
             &user.username,
             &command,
             &command_id,
@@ -166,7 +162,7 @@ pub async fn delete_me(
     state
         .kafka
         .publish(
-            "user-commands",
+            topic::USER_COMMANDS,
             &user.username,
             &command,
             &command_id,
@@ -188,6 +184,7 @@ pub async fn delete_me(
         (status = 200, description = "users, most recently updated first", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not MASTER", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -196,7 +193,7 @@ pub async fn list(
 ) -> ApiResult<Json<Listing>> {
     user.require_master()?;
     let index = state.views.keys.users_all();
-    list_index(&state, Kind::User, &index, &page, public_user).await
+    list_index(&state, &index, &page, public_user).await
 }
 
 /// One user (MASTER).
@@ -216,17 +213,11 @@ pub async fn get_user(
     user.require_master()?;
     super::check_id(&username, "user")?;
     let wait = q.wait_for(&state)?;
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::User,
-        &username,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(view_response(public_user(view.json), view.version))
+    let view = read_view::<UserView>(&state.views, &state.notifier, &username, &wait, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let version = view.version;
+    Ok(view_response(public_user(view), version))
 }
 
 /// Change a user's role (MASTER).
@@ -247,7 +238,7 @@ pub async fn change_role(
     user.require_master()?;
     super::check_id(&username, "user")?;
     state.views.ensure_live()?;
-    if state.views.get(Kind::User, &username).await?.is_none() {
+    if state.views.get::<UserView>(&username).await?.is_none() {
         return Err(ApiError::not_found("user"));
     }
     let command = UserCommand::ChangeRole {
@@ -258,7 +249,13 @@ pub async fn change_role(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("user-commands", &username, &command, &command_id, &trace)
+        .publish(
+            topic::USER_COMMANDS,
+            &username,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &username,

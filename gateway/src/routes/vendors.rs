@@ -5,14 +5,17 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::{user as user_rules, vendor};
-use pickple_schemas::{Role, VendorCommand};
-use pickple_views::Kind;
+use pickple_schemas::{
+    topic, DeliveryView, OrderView, ProductView, Role, VendorCommand, VendorView,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::products::is_public;
 use super::{
-    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_vendor, mark_published,
-    new_command_id, release_key, validate, view_response, Listing, PageQuery, ViewQuery, API,
+    accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
+    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
+    PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -33,10 +36,6 @@ pub struct CreateVendorRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateVendorRequest {
     pub name: String,
-}
-
-fn is_live(json: &serde_json::Value) -> bool {
-    json.get("deleted").and_then(|d| d.as_bool()) != Some(true)
 }
 
 /// Create a vendor (VENDOR_MANAGER or MASTER). Honours `Idempotency-Key`.
@@ -88,7 +87,13 @@ pub async fn create(
         };
         if let Err(e) = state
             .kafka
-            .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+            .publish(
+                topic::VENDOR_COMMANDS,
+                &vendor_id,
+                &command,
+                &command_id,
+                &trace,
+            )
             .await
         {
             release_key(&state, "vendor", &user.username, key.as_deref()).await;
@@ -115,13 +120,14 @@ pub async fn create(
 /// Every vendor (public).
 #[utoipa::path(get, path = "/api/v1/vendors", tag = "vendors", params(PageQuery),
     responses((status = 200, description = "vendors", body = Listing),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Listing>> {
     let index = state.views.keys.vendors_all();
-    list_index(&state, Kind::Vendor, &index, &page, |v| v).await
+    list_index::<VendorView>(&state, &index, &page, to_json).await
 }
 
 /// The vendors the signed-in manager owns.
@@ -130,6 +136,7 @@ pub async fn list(
     responses(
         (status = 200, description = "the caller's vendors", body = Listing),
         (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
@@ -138,7 +145,7 @@ pub async fn mine(
 ) -> ApiResult<Json<Listing>> {
     user.require_manager()?;
     let index = state.views.keys.vendors_of_manager(&user.username);
-    list_index(&state, Kind::Vendor, &index, &page, |v| v).await
+    list_index::<VendorView>(&state, &index, &page, to_json).await
 }
 
 /// One vendor (public; long-poll with `?wait=`).
@@ -156,17 +163,10 @@ pub async fn get_vendor(
 ) -> ApiResult<Response> {
     super::check_id(&vendor_id, "vendor")?;
     let wait = q.wait_for(&state)?;
-    let view = read_view(
-        &state.views,
-        &state.notifier,
-        Kind::Vendor,
-        &vendor_id,
-        &wait,
-        |_| true,
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("vendor"))?;
-    Ok(view_response(view.json, view.version))
+    let view = read_view::<VendorView>(&state.views, &state.notifier, &vendor_id, &wait, |_| true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("vendor"))?;
+    Ok(view_answer(&view))
 }
 
 /// 404 if the vendor does not exist, 403 if the caller does not manage it.
@@ -174,14 +174,13 @@ async fn owned_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> Api
     user.require_manager()?;
     super::check_id(vendor_id, "vendor")?;
     state.views.ensure_live()?;
-    let view = state
+    let vendor = state
         .views
-        .get(Kind::Vendor, vendor_id)
+        .get::<VendorView>(vendor_id)
         .await?
-        .filter(|v| is_live(&v.json))
+        .filter(|v| !v.deleted)
         .ok_or_else(|| ApiError::not_found("vendor"))?;
-    let manager = view.json.get("manager").and_then(|m| m.as_str());
-    if user.role == Role::Master || manager == Some(user.username.as_str()) {
+    if user.role == Role::Master || vendor.manager == user.username {
         Ok(())
     } else {
         Err(ApiError::forbidden("you do not manage this vendor"))
@@ -220,7 +219,13 @@ pub async fn update(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+        .publish(
+            topic::VENDOR_COMMANDS,
+            &vendor_id,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &vendor_id,
@@ -251,7 +256,13 @@ pub async fn delete(
     let command_id = new_command_id();
     state
         .kafka
-        .publish("vendor-commands", &vendor_id, &command, &command_id, &trace)
+        .publish(
+            topic::VENDOR_COMMANDS,
+            &vendor_id,
+            &command,
+            &command_id,
+            &trace,
+        )
         .await?;
     Ok(accepted(
         &vendor_id,
@@ -261,10 +272,12 @@ pub async fn delete(
     ))
 }
 
-/// A vendor's products: all of them for its manager or MASTER, the public ones for others.
+/// A vendor's products: all of them for its manager or MASTER, the public ones for others (the
+/// `total` counts what the caller may see).
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
     responses((status = 200, description = "products", body = Listing),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn products(
     State(state): State<AppState>,
@@ -278,14 +291,11 @@ pub async fn products(
         None => false,
     };
     let index = state.views.keys.products_of_vendor(&vendor_id);
-    let mut listing = list_index(&state, Kind::Product, &index, &page, |v| v).await?;
-    if !owner {
-        listing
-            .0
-            .items
-            .retain(|p| p.get("public").and_then(|v| v.as_bool()) == Some(true));
+    if owner {
+        list_index::<ProductView>(&state, &index, &page, to_json).await
+    } else {
+        list_filtered(&state, &index, &page, is_public, to_json).await
     }
-    Ok(listing)
 }
 
 /// Orders with a line of the vendor (its manager or MASTER).
@@ -296,6 +306,7 @@ pub async fn products(
         (status = 200, description = "orders, newest first", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn orders(
     State(state): State<AppState>,
@@ -305,7 +316,7 @@ pub async fn orders(
 ) -> ApiResult<Json<Listing>> {
     owned_vendor(&state, &user, &vendor_id).await?;
     let index = state.views.keys.orders_of_vendor(&vendor_id);
-    list_index(&state, Kind::Order, &index, &page, |v| v).await
+    list_index::<OrderView>(&state, &index, &page, to_json).await
 }
 
 /// Deliveries of the vendor's orders (its manager or MASTER).
@@ -316,6 +327,7 @@ pub async fn orders(
         (status = 200, description = "deliveries", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
@@ -325,5 +337,5 @@ pub async fn deliveries(
 ) -> ApiResult<Json<Listing>> {
     owned_vendor(&state, &user, &vendor_id).await?;
     let index = state.views.keys.deliveries_of_vendor(&vendor_id);
-    list_index(&state, Kind::Delivery, &index, &page, |v| v).await
+    list_index::<DeliveryView>(&state, &index, &page, to_json).await
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pickple_gateway::{app, AppState, Config};
 use pickple_schemas::Role;
-use pickple_views::ready::PartitionStatus;
-use pickple_views::{apply_upsert, upsert_for, Kind, UPSERT_LUA};
+use pickple_view_model::ready::PartitionStatus;
+use pickple_view_model::{apply_upsert, upsert_for, Kind, UPSERT_LUA};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -31,6 +31,7 @@ pub struct Gw {
     pub config: Config,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    _topics: pickple_topics::DeleteOnDrop,
 }
 
 impl Drop for Gw {
@@ -76,16 +77,18 @@ impl Gw {
             axum::serve(listener, router).await.unwrap();
         });
         // Wait for the change-notice subscription so long-poll tests are not racing it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !state.notifier.is_connected() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut connected = state.notifier.watch_connected();
+        tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|up| *up))
+            .await
+            .expect("the change-notice subscription connects within 10 s")
+            .expect("the notifier is alive");
         Gw {
             base,
             state,
             config,
             http: reqwest::Client::new(),
             server,
+            _topics: pickple_topics::DeleteOnDrop::new(&brokers(), &prefix),
         }
     }
 
@@ -211,14 +214,36 @@ impl Gw {
         (status, headers, body)
     }
 
-    /// Wait (up to 10 s) until `n` view keys have long-poll waiters.
-    pub async fn until_watched(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.state.notifier.watched_keys() != n {
-            assert!(Instant::now() < deadline, "no {n} watched keys in time");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Wait (up to 10 s) until exactly `n` long-polls on the view `kind`/`id` have read its
+    /// version `read` (`None`: no view yet) and wait for a change: a view written after this
+    /// is one they see change.
+    pub async fn until_waiting(&self, kind: Kind, id: &str, read: Option<u64>, n: usize) {
+        let channel = self.config.redis.keys().channel(kind, id);
+        let mut waiting = self.state.notifier.watch_waiting();
+        let blocked = |w: &pickple_gateway::longpoll::Waiting| {
+            w.get(&channel)
+                .and_then(|versions| versions.get(&read))
+                .copied()
+                .unwrap_or(0)
+                == n
+        };
+        tokio::time::timeout(Duration::from_secs(10), waiting.wait_for(blocked))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "not {n} long-polls waiting on {kind} {id} after version {read:?} within 10 s"
+                )
+            })
+            .expect("the notifier is alive");
+    }
+
+    /// Wait (up to 10 s) until exactly `n` long-polls are registered with the notifier.
+    pub async fn until_waiters(&self, n: usize) {
+        let mut waiters = self.state.notifier.watch_waiters();
+        tokio::time::timeout(Duration::from_secs(10), waiters.wait_for(|w| *w == n))
+            .await
+            .unwrap_or_else(|_| panic!("not {n} long-poll waiters within 10 s"))
+            .expect("the notifier is alive");
     }
 }
 

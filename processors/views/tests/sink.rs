@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pickple_runtime::RuntimeConfig;
-use pickple_views::{apply_upsert, upsert_for, Keys, Kind, RedisConfig, UPSERT_LUA};
+use pickple_schemas::topic;
+use pickple_topics::catalogue::app;
+use pickple_view_model::{apply_upsert, ready, upsert_for, Keys, Kind, RedisConfig, UPSERT_LUA};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use redis::Commands;
@@ -218,11 +220,10 @@ fn a_change_notice_is_published_only_for_a_write() {
 async fn the_sink_writes_view_topics_into_redis() {
     let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let prefix = unique("vs") + ".";
-    let views: Vec<_> = pickple_topics::catalogue(&prefix)
-        .into_iter()
-        .filter(|t| t.name.contains("view-") || t.name.contains("views-"))
-        .collect();
-    pickple_topics::apply(&brokers, &views, 1).await.unwrap();
+    let _topics = pickple_topics::DeleteOnDrop::new(&brokers, &prefix);
+    pickple_topics::apply(&brokers, &sink_topics(&prefix), 1)
+        .await
+        .unwrap();
     let redis_cfg = RedisConfig::local(unique("vs:") + ":");
     let keys = redis_cfg.keys();
     let state = tempfile::tempdir().unwrap();
@@ -235,7 +236,7 @@ async fn the_sink_writes_view_topics_into_redis() {
         .set("partitioner", "murmur2_random")
         .create()
         .unwrap();
-    let topic = format!("{prefix}view-orders");
+    let topic = format!("{prefix}{}", topic::VIEW_ORDERS);
     for (status, version) in [("PENDING", 1), ("PAID", 3), ("AWAITING_PAYMENT", 2)] {
         let value = order_json("ord-1", "ann", &["v1"], status, version);
         producer
@@ -250,10 +251,10 @@ async fn the_sink_writes_view_topics_into_redis() {
         let v = stored_version(&mut con, &keys, Kind::Order, "ord-1");
         let caught_up = {
             let fields: Vec<(String, String)> = con.hgetall(keys.sink_status()).unwrap();
-            pickple_views::ready::evaluate(
+            ready::evaluate(
                 &fields,
                 pickple_runtime::now_millis(),
-                pickple_views::ready::ReadyRule::default(),
+                ready::ReadyRule::default(),
             )
             .caught_up
         };
@@ -274,7 +275,17 @@ async fn the_sink_writes_view_topics_into_redis() {
     sink.join().unwrap().unwrap();
 }
 
-/// Start the sink as its binary would, on the given prefixes, until `stop`.
+/// The topics the sink reads and dead-letters to, under `prefix`.
+fn sink_topics(prefix: &str) -> Vec<pickple_topics::TopicSpec> {
+    let mut own: Vec<String> = topic::VIEWS.iter().map(|t| t.to_string()).collect();
+    own.push(topic::dead_letter(app::VIEWS.name));
+    pickple_topics::catalogue(prefix)
+        .into_iter()
+        .filter(|t| own.iter().any(|o| t.name == format!("{prefix}{o}")))
+        .collect()
+}
+
+/// Start the sink as `pickple-processor --app views` would, on the given prefixes, until `stop`.
 fn start_sink(
     state: &std::path::Path,
     prefix: &str,
@@ -327,15 +338,14 @@ async fn the_reported_lag_comes_back_to_a_few_records_when_idle() {
     const AFTER: usize = 3_000;
     let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let prefix = unique("vl") + ".";
-    let views: Vec<_> = pickple_topics::catalogue(&prefix)
-        .into_iter()
-        .filter(|t| t.name.contains("view-") || t.name.contains("views-"))
-        .collect();
-    pickple_topics::apply(&brokers, &views, 1).await.unwrap();
+    let _topics = pickple_topics::DeleteOnDrop::new(&brokers, &prefix);
+    pickple_topics::apply(&brokers, &sink_topics(&prefix), 1)
+        .await
+        .unwrap();
     let redis_cfg = RedisConfig::local(unique("vl:") + ":");
     let keys = redis_cfg.keys();
     let state = tempfile::tempdir().unwrap();
-    let topic = format!("{prefix}view-orders");
+    let topic = format!("{prefix}{}", topic::VIEW_ORDERS);
     let mut con = redis_con();
     let written =
         |con: &mut redis::Connection| -> usize { con.zcard(keys.orders_of_user("ann")).unwrap() };

@@ -23,6 +23,8 @@
 
 use std::fmt;
 
+use pickple_schemas::topic;
+
 /// The six views, one per `view-*` topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -47,12 +49,12 @@ impl Kind {
     /// The logical topic the view is published on.
     pub fn topic(self) -> &'static str {
         match self {
-            Kind::User => "view-users",
-            Kind::Vendor => "view-vendors",
-            Kind::Product => "view-products",
-            Kind::Order => "view-orders",
-            Kind::Delivery => "view-deliveries",
-            Kind::Notification => "view-notifications",
+            Kind::User => topic::VIEW_USERS,
+            Kind::Vendor => topic::VIEW_VENDORS,
+            Kind::Product => topic::VIEW_PRODUCTS,
+            Kind::Order => topic::VIEW_ORDERS,
+            Kind::Delivery => topic::VIEW_DELIVERIES,
+            Kind::Notification => topic::VIEW_NOTIFICATIONS,
         }
     }
 
@@ -159,5 +161,19 @@ impl Keys {
 
     pub fn idempotency(&self, username: &str, key: &str) -> String {
         format!("{}idem:{username}:{key}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_view_topic_has_one_kind() {
+        let topics: Vec<&str> = Kind::ALL.iter().map(|k| k.topic()).collect();
+        assert_eq!(topics, topic::VIEWS);
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_topic(kind.topic()), Some(kind));
+        }
     }
 }
