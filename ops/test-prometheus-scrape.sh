@@ -38,10 +38,10 @@ base="${PROM_SCRAPE_PORT_BASE:-19500}"
 gateway_port=$((base + 10))
 prom_port=$((base + 20))
 dead_smtp_port=$((base + 99))
-apps=(users catalog stock order payment delivery notification views)
 started_at=$SECONDS
 
 . "$here/test-lib.sh"
+mapfile -t apps < <("$topics" apps)
 require kcat curl prometheus
 
 metrics_port() { # metrics_port APP
@@ -79,10 +79,13 @@ for t in active:
     done
   fi
   if ((${#pid_of[@]})); then stop_pids "${pid_of[@]}"; fi
-  # The views this run wrote to the shared Redis (best effort; topics stay, like other tests').
+  # The views this run wrote to the shared Redis (best effort).
   if [[ -n "${run_id:-}" ]]; then
     redis-cli -u "$redis_url" --scan --pattern "$run_id:*" 2>/dev/null |
       xargs -r redis-cli -u "$redis_url" del >/dev/null 2>&1 || true
+  fi
+  if [[ -n "${prefix:-}" ]]; then
+    "$topics" delete --brokers "$brokers" --name-prefix "$prefix" >/dev/null 2>&1 || true
   fi
   rm -rf "$tmp"
   exit "$rc"

@@ -57,6 +57,9 @@ cleanup() {
     done
   fi
   if ((${#pid_of[@]})); then stop_pids "${pid_of[@]}"; fi
+  if [[ -n "${prefix:-}" ]]; then
+    "$topics" delete --brokers "$brokers" --name-prefix "$prefix" >/dev/null 2>&1 || true
+  fi
   rm -rf "$tmp"
   exit "$rc"
 }

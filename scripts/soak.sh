@@ -25,7 +25,13 @@ export PICKPLE_METRICS_BASE_PORT=${PICKPLE_SOAK_METRICS_BASE_PORT:-19101}
 # final and the expiry path is exercised.
 export PICKPLE_PAYMENT_TIMEOUT_MS=${PICKPLE_PAYMENT_TIMEOUT_MS:-30000}
 
-stop_shop() { PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true; }
+stop_shop() {
+  PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true
+  # The run's topics go with it (the report and the logs in $run stay): a broker that keeps
+  # every soak's 33 topics restarts ever more slowly.
+  "$root/target/$PICKPLE_PROFILE/topics" delete --name-prefix "$PICKPLE_TOPIC_PREFIX" >/dev/null 2>&1 ||
+    log "could not delete the topics under $PICKPLE_TOPIC_PREFIX"
+}
 trap stop_shop EXIT
 "$here/up.sh"
 if [ "$PICKPLE_PROFILE" = release ]; then

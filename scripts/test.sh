@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: starts the local servers it needs (Kafka, Redis, SMTP sink), checks the
 # operations files (Prometheus rules with promtool, Alertmanager to a stand-in Slack, Grafana,
-# compose, Dockerfile), builds, applies the topic catalogue, runs the two end-to-end operations
-# tests on the built binaries (a real Prometheus scraping every process; a Redis Sentinel
-# failover under the views sink and the gateway), then runs every Rust test, then soaks a private
-# copy of the whole shop for 90 s of traffic while a random process is SIGKILLed every 8 s and
-# checks every invariant (scripts/soak.sh). Extra arguments go to `cargo test`.
+# compose, Dockerfile), builds, deletes the topics that killed test runs left behind, applies the
+# topic catalogue, runs the two end-to-end operations tests on the built binaries (a real
+# Prometheus scraping every process; a Redis Sentinel failover under the views sink and the
+# gateway), then runs every Rust test, then soaks a private copy of the whole shop for 90 s of
+# traffic while a random process is SIGKILLed every 8 s and checks every invariant
+# (scripts/soak.sh). Extra arguments go to `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -18,6 +19,27 @@ log "checking the operations files"
 "$here/check-ops.sh"
 "$root/ops/alertmanager/test-slack.sh"
 cargo build --workspace --all-targets --quiet
+
+# Test fixtures delete their topics when they end; a run killed midway leaves them behind, and
+# thousands of them make the broker's restart slow. Only names in a test fixture's own format
+# are deleted (never a catalogue name): rt = runtime tests, gw = gateway, vs/vl = views sink,
+# saga|stockstate|flash|otel|bin|e2e|bench = Pipeline::start tags (apps tests, benches), bench =
+# runtime-bench, t/del/txn-check- = topics tests, obs/sentinel = ops/test-*.sh. And only topics
+# older than any test run (PICKPLE_SWEEP_MIN_AGE_MIN, 60 minutes), so a test running meanwhile
+# against the same broker keeps its own. The age is that of the topic's partition.metadata in
+# the local broker's data dir (written once, at creation); with no such dir nothing is swept.
+sweep_test_topics() {
+  local data=${PICKPLE_WORK:-$root/.work}/kafka/data min_age=${PICKPLE_SWEEP_MIN_AGE_MIN:-60}
+  local tests='^((rt|gw|vs|vl|del)[0-9a-f]{12}|(saga|stockstate|flash|otel|bin|e2e|bench)[0-9a-f]{10}|t[0-9a-f]{32}|(obs|sentinel)[0-9]+-[0-9]+)[.]|^txn-check-[0-9a-f]{32}$'
+  if [ ! -d "$data" ]; then log "topic sweep: no broker data in $data, nothing swept"; return; fi
+  local deleted
+  deleted=$(find "$data" -mindepth 2 -maxdepth 2 -path '*-0/partition.metadata' -mmin "+$min_age" -printf '%h\n' \
+    | sed -e 's|.*/||' -e 's|-0$||' | { grep -E "$tests" || true; } \
+    | xargs -r -n 500 cargo run --quiet -p pickple-topics --bin topics -- delete \
+    | { grep -c '^deleted ' || true; })
+  log "topic sweep: deleted ${deleted:-0} topics of earlier test runs (older than $min_age minutes)"
+}
+sweep_test_topics
 cargo run --quiet -p pickple-topics --bin topics -- apply
 log "observability: Prometheus scrapes every process; Redis Sentinel failover"
 "$root/ops/test-prometheus-scrape.sh"

@@ -55,7 +55,7 @@ start() { # start NAME COMMAND...: run under scripts/supervise.sh (restarted whe
 
 # Metrics (and /health) of the processors on consecutive ports from this one: the first
 # instance of each app in this order, then the extra instances.
-apps="users catalog stock order payment delivery notification views"
+apps=$("$bin/topics" apps)
 port=${PICKPLE_METRICS_BASE_PORT:-9101}
 for app in $apps; do
   PICKPLE_INSTANCE_ID=${app}-1 PICKPLE_METRICS_ADDR=127.0.0.1:$port \

@@ -1,5 +1,6 @@
 //! Command line of `pickple-soak`, and the parsing of its lists (action mix, chaos targets).
 
+use pickple_topics::APPS;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -317,29 +318,18 @@ impl Mix {
 /// What chaos may kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    /// A processor (index into [`PROCESSORS`]).
+    /// A processor: an index into the catalogue's [`APPS`], the order in which scripts/up.sh
+    /// gives them metrics ports.
     Processor(usize),
     Gateway,
     Kafka,
     Redis,
 }
 
-/// The processors, in the order of their metrics ports.
-pub const PROCESSORS: [&str; 8] = [
-    "users",
-    "catalog",
-    "stock",
-    "order",
-    "payment",
-    "delivery",
-    "notification",
-    "views",
-];
-
 impl Target {
     pub fn name(self) -> &'static str {
         match self {
-            Target::Processor(i) => PROCESSORS[i],
+            Target::Processor(i) => APPS[i].name,
             Target::Gateway => "gateway",
             Target::Kafka => "kafka",
             Target::Redis => "redis",
@@ -351,10 +341,7 @@ impl Target {
             "gateway" => Some(Target::Gateway),
             "kafka" => Some(Target::Kafka),
             "redis" => Some(Target::Redis),
-            _ => PROCESSORS
-                .iter()
-                .position(|p| *p == s)
-                .map(Target::Processor),
+            _ => APPS.iter().position(|p| p.name == s).map(Target::Processor),
         }
     }
 
