@@ -1,30 +1,41 @@
 //! `runtime-bench`: records/s through the stateful exactly-once path (the reference counter:
 //! a sled store changelogged, outputs and offsets in Kafka transactions) against a plain
-//! consume+produce loop (no state, no transactions, auto-committed offsets), on the same local
+//! consume+produce loop (no state, no transactions, auto-committed offsets) and, with
+//! `--peer kstreams`, the same counter on Kafka Streams (bench/kstreams-peer), on the same local
 //! broker, alternating runs, each on fresh topics (deleted after it) with the same input.
-//! Throughput is measured from the first record processed to the last one committed (start-up:
-//! group join, producer init, restore, is printed apart). Prints every run, the medians and
-//! their ratio.
+//!
+//! Every mode runs as a process of its own (the runtime's counter and the plain loop are this
+//! binary again, in a hidden worker mode; the peer is a JVM), so that its CPU and peak RSS are
+//! read from /proc for it alone. Throughput is measured from the first record the worker
+//! handles to the last one committed (start-up: process start, group join, producer init, is
+//! printed apart). Prints every run, the medians and their ratios.
 //!
 //!   cargo run --release -p pickple-bench --bin runtime-bench -- --records 200000 --runs 5
+//!   cargo run --release -p pickple-bench --bin runtime-bench -- --peer kstreams --runs 3
 //!
 //! `--traced` gives every input the standard headers and a trace of its own, as records from the
 //! gateway have.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use pickple_bench::{
+    announce_first, cores, create_topics, delete_topics, dir_size, machine_busy, median, peak_rss,
+    process_cpu, run_prefix, wait_for_stdin_close, KStreamsPeer, Worker,
+};
 use pickple_runtime::reference::{counter_spec, Counter};
-use pickple_runtime::{run_until, Metrics, RuntimeConfig, FETCH_QUEUE_BACKOFF_MS};
+use pickple_runtime::{
+    run_until, Context, Metrics, ProcessError, Processor, Record, RuntimeConfig,
+    FETCH_QUEUE_BACKOFF_MS,
+};
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// jemalloc for Rust and for librdkafka's C alike; see docs/runtime.md, "Allocator".
 #[global_allocator]
@@ -34,9 +45,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Args {
     #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
     brokers: String,
-    /// Input records per run.
-    #[arg(long, default_value_t = 100_000)]
-    records: usize,
+    /// Input records per run [default: 100000, or 1000000 with --peer, so that the JVM's JIT
+    /// has warmed up for most of the run].
+    #[arg(long)]
+    records: Option<usize>,
     /// Distinct keys (state entries).
     #[arg(long, default_value_t = 10_000)]
     keys: usize,
@@ -46,99 +58,68 @@ struct Args {
     /// The runtime's commit interval (ms).
     #[arg(long, default_value_t = 100)]
     commit_interval_ms: u64,
+    /// The runtime's adaptive commit: commit once the input is drained and this long has passed
+    /// since the last commit (ms). Equal to --commit-interval-ms, commits are periodic only.
+    #[arg(long, default_value_t = 10)]
+    min_commit_interval_ms: u64,
     /// Runs of each mode (alternating).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Give every input the standard headers with a trace of its own, as the gateway does for
-    /// each command: the runtime then processes each record in a span; the plain loop forwards
-    /// the headers.
+    /// each command: the runtime then processes each record in a span; the plain loop and
+    /// Kafka Streams forward the headers.
     #[arg(long)]
     traced: bool,
+    /// Also run the counter on this peer, alternating with the runtime and the plain loop.
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
+    /// Options for the peer's JVM (e.g. "-Xmx256m"); none by default: the JVM's own defaults.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    java_opts: String,
+    /// Internal: run as the worker process of one mode.
+    #[arg(long, value_enum, hide = true)]
+    worker: Option<WorkerMode>,
+    /// Internal: the worker's topic prefix.
+    #[arg(long, hide = true, default_value = "")]
+    prefix: String,
+    /// Internal: the runtime worker's state directory.
+    #[arg(long, hide = true)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Peer {
+    /// The counter on Kafka Streams (bench/kstreams-peer), built with scripts/kstreams-peer.sh.
+    Kstreams,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum WorkerMode {
+    Counter,
+    Plain,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Plain,
+    Runtime,
+    KStreams,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain loop",
+            Mode::Runtime => "runtime EOS",
+            Mode::KStreams => "kstreams EOS",
+        }
+    }
 }
 
 const PARTITIONS: i32 = 6;
 
-/// CPU used so far: by this process (the client side: poll loop, librdkafka's threads, sled)
-/// and, on Linux, by the whole machine (broker included). Taken at both ends of a measured
-/// window, it tells what a record costs and whether the cores were saturated.
-struct Cpu {
-    process: Duration,
-    machine_busy: Option<Duration>,
-}
-
-impl Cpu {
-    fn now() -> Cpu {
-        // SAFETY: getrusage writes into the zeroed struct we own.
-        let process = unsafe {
-            let mut usage: libc::rusage = std::mem::zeroed();
-            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-            let tv = |t: libc::timeval| {
-                Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-            };
-            tv(usage.ru_utime) + tv(usage.ru_stime)
-        };
-        Cpu {
-            process,
-            machine_busy: machine_busy(),
-        }
-    }
-
-    /// What the window since `start` cost per record.
-    fn report(&self, start: &Cpu, records: usize, elapsed: Duration) -> CpuUse {
-        let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
-        let client = per_record(self.process - start.process);
-        let busy = match (self.machine_busy, start.machine_busy) {
-            (Some(end), Some(begin)) => Some(end - begin),
-            _ => None,
-        };
-        let text = match busy {
-            Some(busy) => format!(
-                "client CPU {client:.1} µs/record, machine CPU {:.1} µs/record, machine busy {:.2} of {} cores",
-                per_record(busy),
-                busy.as_secs_f64() / elapsed.as_secs_f64(),
-                cores()
-            ),
-            None => format!("client CPU {client:.1} µs/record"),
-        };
-        CpuUse {
-            client,
-            machine: busy.map(per_record),
-            text,
-        }
-    }
-}
-
-/// CPU per record (µs) over a measured window: this process's, and the whole machine's (broker
-/// included) where known.
-struct CpuUse {
-    client: f64,
-    machine: Option<f64>,
-    /// As printed.
-    text: String,
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Busy time of all CPUs since boot, from the first line of /proc/stat (Linux only).
-fn machine_busy() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
-    let busy: u64 = ticks.iter().sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| Duration::from_secs_f64(busy as f64 / hz as f64))
-}
-
-/// The topics of one run, all under `prefix`.
+/// The topics of one run, all under `prefix`: the runtime counter's (the other modes use the
+/// first two).
 fn topic_names(prefix: &str) -> Vec<String> {
     [
         "count-input",
@@ -153,50 +134,9 @@ fn topic_names(prefix: &str) -> Vec<String> {
     .collect()
 }
 
-fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?)
-}
-
-fn admin_options() -> AdminOptions {
-    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
-}
-
-async fn create_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
-    let full = topic_names(prefix);
-    let topics: Vec<NewTopic> = full
-        .iter()
-        .map(|n| {
-            let t = NewTopic::new(n, PARTITIONS, TopicReplication::Fixed(1));
-            if n.ends_with("-changelog") {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t
-            }
-        })
-        .collect();
-    for r in admin(brokers)?
-        .create_topics(&topics, &admin_options())
-        .await?
-    {
-        r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Delete a run's topics: a broker left holding every earlier run's partitions (thousands after
-/// a day of runs) spends ever more of the shared cores on them, and the figures drift.
-async fn delete_topics(brokers: &str, prefix: &str) -> anyhow::Result<()> {
-    let full = topic_names(prefix);
-    let names: Vec<&str> = full.iter().map(String::as_str).collect();
-    for r in admin(brokers)?
-        .delete_topics(&names, &admin_options())
-        .await?
-    {
-        r.map_err(|(t, e)| anyhow::anyhow!("delete {t}: {e}"))?;
-    }
-    Ok(())
+/// The peer's application id, hence its group and the prefix of the changelog it creates.
+fn kstreams_app(prefix: &str) -> String {
+    format!("{prefix}kstreams-counter")
 }
 
 fn produce_input(
@@ -234,10 +174,9 @@ fn produce_input(
     Ok(())
 }
 
-/// Plain loop: consume every input record and produce one output per record, no state.
-fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured> {
-    let started = Instant::now();
-    let mut first: Option<(Instant, Cpu)> = None;
+/// Worker: the plain loop. Consumes every input record and produces one output per record, no
+/// state; prints `done` once `records` outputs are acknowledged.
+fn plain_worker(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{prefix}plain"))
@@ -259,7 +198,9 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
     while seen < records {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                first.get_or_insert_with(|| (Instant::now(), Cpu::now()));
+                if seen == 0 {
+                    announce_first();
+                }
                 let mut record = BaseRecord::to(&out)
                     .key(m.key().unwrap_or_default())
                     .payload(m.payload().unwrap_or_default());
@@ -283,194 +224,398 @@ fn plain(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<Measured
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60))?;
-    Ok(Measured::until_now(started, first, records))
+    println!("done");
+    wait_for_stdin_close();
+    Ok(())
 }
 
-/// One run's figures: start-up, the measured window, and its CPU use.
-struct Measured {
-    startup: Duration,
-    elapsed: Duration,
-    cpu: CpuUse,
+/// The counter, announcing its first record to the benchmark.
+struct Announced {
+    counter: Counter,
+    seen: Arc<AtomicBool>,
 }
 
-impl Measured {
-    /// The window from the first record (`first`: when, and the CPU then) to now, for a run
-    /// started at `started`.
-    fn until_now(started: Instant, first: Option<(Instant, Cpu)>, records: usize) -> Measured {
-        let (first, cpu) = first.unwrap_or_else(|| (started, Cpu::now()));
-        let elapsed = first.elapsed();
-        Measured {
-            startup: first - started,
-            elapsed,
-            cpu: Cpu::now().report(&cpu, records, elapsed),
+impl Processor for Announced {
+    fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::Relaxed) {
+            announce_first();
         }
+        self.counter.process(ctx, record)
+    }
+
+    fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        self.counter.punctuate(ctx)
     }
 }
 
-/// The runtime's exactly-once path with the counting processor, in-process.
-fn stateful(
-    mut config: RuntimeConfig,
-    prefix: &str,
-    records: usize,
-) -> anyhow::Result<(Measured, u64)> {
-    let state = config.state_dir.clone();
-    config.topic_prefix = prefix.to_string();
-    let counter = Metrics::global()
-        .records_in
-        .with_label_values(&["counter", "count-input"]);
-    let commits = Metrics::global().commits.with_label_values(&["counter"]);
-    let base = counter.get();
+/// Worker: the runtime's reference counter until stdin closes; then prints
+/// `commits <count> <seconds committing>`.
+fn counter_worker(args: &Args) -> anyhow::Result<()> {
+    let state = args
+        .state_dir
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--state-dir is required"))?;
+    let mut config = RuntimeConfig::local(state);
+    config.brokers = args.brokers.clone();
+    config.topic_prefix = args.prefix.clone();
+    config.commit_records = args.commit_records;
+    config.commit_interval_ms = args.commit_interval_ms;
+    config.min_commit_interval_ms = args.min_commit_interval_ms;
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let handle = {
+    {
         let stop = stop.clone();
-        std::thread::spawn(move || run_until(config, counter_spec(), |_| Counter, stop))
-    };
-    // The record count is bumped before the commit; wait for one more commit after reaching it
-    // so the figure includes committing the last records.
-    let mut reached = None;
-    let mut first: Option<(Instant, Cpu)> = None;
+        std::thread::spawn(move || {
+            wait_for_stdin_close();
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let seen = Arc::new(AtomicBool::new(false));
+    run_until(
+        config,
+        counter_spec(),
+        move |_| Announced {
+            counter: Counter,
+            seen: seen.clone(),
+        },
+        stop,
+    )?;
     let latency = Metrics::global()
         .commit_latency
         .with_label_values(&["counter"]);
-    let (c0, s0) = (latency.get_sample_count(), latency.get_sample_sum());
-    loop {
-        if first.is_none() && counter.get() > base {
-            first = Some((Instant::now(), Cpu::now()));
-        }
-        if handle.is_finished() {
-            anyhow::bail!("runtime stopped early: {:?}", handle.join());
-        }
-        let done = counter.get() - base >= records as u64;
-        match (done, reached) {
-            (true, None) => reached = Some(commits.get()),
-            (true, Some(c)) if commits.get() > c => break,
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let measured = Measured::until_now(started, first, records);
     println!(
-        "      {} commits, {:.2} s committing",
-        latency.get_sample_count() - c0,
-        latency.get_sample_sum() - s0
+        "commits {} {}",
+        latency.get_sample_count(),
+        latency.get_sample_sum()
     );
-    stop.store(true, Ordering::Relaxed);
-    handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("runtime panicked"))??;
-    let disk = dir_size(&state);
-    Ok((measured, disk))
+    Ok(())
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
+/// How the benchmark tells that a worker has committed all `records`.
+enum End {
+    /// The worker prints `done` (the plain loop: its outputs are visible once acknowledged).
+    Printed,
+    /// The group's committed offsets on the input reach the record count: committed in the
+    /// same transactions as the outputs, they mean every output is visible read_committed.
+    Committed { group: String, input: String },
+}
+
+/// One run's figures.
+struct Measured {
+    rate: f64,
+    startup: Duration,
+    elapsed: Duration,
+    /// CPU of the worker process per record (µs) over the measured window.
+    cpu: f64,
+    /// CPU of the whole machine (broker included) per record (µs), where known.
+    machine: Option<f64>,
+    machine_cores_busy: Option<f64>,
+    peak_rss: Option<u64>,
+    /// What the worker printed after the window.
+    tail: Vec<String>,
+}
+
+fn committed_total(consumer: &BaseConsumer, input: &str) -> anyhow::Result<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(input, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
         })
-        .unwrap_or(0)
+        .sum())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+/// Watch a worker through its run: from its first record to `end`, then stop it.
+fn measure(
+    brokers: &str,
+    mut worker: Worker,
+    spawned: Instant,
+    end: End,
+    records: usize,
+) -> anyhow::Result<Measured> {
+    let pid = worker.pid();
+    // A JVM's start-up and the first group join take seconds on a busy machine.
+    worker.wait_for_line("first", Duration::from_secs(180))?;
+    let first = Instant::now();
+    let (cpu0, busy0) = (process_cpu(pid), machine_busy());
+    // Generous: only a stalled worker takes this long.
+    let limit = Duration::from_secs(60) + Duration::from_millis(records as u64 / 5);
+    match end {
+        End::Printed => {
+            worker.wait_for_line("done", limit)?;
+        }
+        End::Committed { group, input } => {
+            let observer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", &group)
+                // Asks the coordinator for stable offsets only (KIP-447): none of a
+                // transaction still open.
+                .set("isolation.level", "read_committed")
+                .create()?;
+            while committed_total(&observer, &input)? < records as i64 {
+                worker.check_alive()?;
+                anyhow::ensure!(first.elapsed() < limit, "not all committed after {limit:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    let elapsed = first.elapsed();
+    let (cpu1, busy1, peak) = (process_cpu(pid), machine_busy(), peak_rss(pid));
+    let tail = worker.stop(Duration::from_secs(60))?;
+    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => per_record(b - a),
+        _ => anyhow::bail!("cannot read /proc/{pid}/stat"),
+    };
+    let busy = busy0.zip(busy1).map(|(a, b)| b - a);
+    Ok(Measured {
+        rate: records as f64 / elapsed.as_secs_f64(),
+        startup: first - spawned,
+        elapsed,
+        cpu,
+        machine: busy.map(per_record),
+        machine_cores_busy: busy.map(|b| b.as_secs_f64() / elapsed.as_secs_f64()),
+        peak_rss: peak,
+        tail,
+    })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    // As in the processors' binaries, so that traced records cost here what they cost there
-    // (their spans are enabled at info). Logs go to stderr.
-    let _telemetry = pickple_telemetry::init("runtime-bench", "info,rdkafka=warn");
-    let (mut plain_rates, mut eos_rates) = (Vec::new(), Vec::new());
-    let (mut plain_cpu, mut eos_cpu) = (Vec::new(), Vec::new());
-    let (mut plain_machine, mut eos_machine) = (Vec::new(), Vec::new());
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// One run of one mode on fresh topics.
+async fn run_mode(
+    args: &Args,
+    records: usize,
+    mode: Mode,
+    peer: Option<&KStreamsPeer>,
+) -> anyhow::Result<Measured> {
+    let prefix = run_prefix("bench");
+    let topics = topic_names(&prefix);
+    create_topics(&args.brokers, &topics, PARTITIONS).await?;
+    produce_input(&args.brokers, &topics[0], records, args.keys, args.traced)?;
+    let state = tempfile::tempdir()?;
+    let this = std::env::current_exe()?;
+    let (command, end) = match mode {
+        Mode::Plain => {
+            let mut c = std::process::Command::new(this);
+            c.args(["--worker", "plain", "--brokers", &args.brokers])
+                .args(["--prefix", &prefix, "--records", &records.to_string()]);
+            (c, End::Printed)
+        }
+        Mode::Runtime => {
+            let mut c = std::process::Command::new(this);
+            c.args(["--worker", "counter", "--brokers", &args.brokers])
+                .args(["--prefix", &prefix])
+                .arg("--state-dir")
+                .arg(state.path())
+                .args(["--commit-records", &args.commit_records.to_string()])
+                .args(["--commit-interval-ms", &args.commit_interval_ms.to_string()])
+                .args([
+                    "--min-commit-interval-ms",
+                    &args.min_commit_interval_ms.to_string(),
+                ]);
+            let end = End::Committed {
+                group: format!("{prefix}counter"),
+                input: topics[0].clone(),
+            };
+            (c, end)
+        }
+        Mode::KStreams => {
+            let peer = peer.expect("peer built");
+            let state_dir = state.path().to_string_lossy().to_string();
+            let c = peer.command(
+                "counter",
+                &[
+                    "--brokers",
+                    &args.brokers,
+                    "--topic-prefix",
+                    &prefix,
+                    "--state-dir",
+                    &state_dir,
+                ],
+            );
+            let end = End::Committed {
+                group: kstreams_app(&prefix),
+                input: topics[0].clone(),
+            };
+            (c, end)
+        }
+    };
+    let spawned = Instant::now();
+    let worker = Worker::spawn(mode.label(), command)?;
+    let brokers = args.brokers.clone();
+    let measured =
+        tokio::task::spawn_blocking(move || measure(&brokers, worker, spawned, end, records))
+            .await?;
+    let disk = dir_size(state.path());
+    let mut to_delete = topics;
+    to_delete.push(format!("{}-counts-changelog", kstreams_app(&prefix)));
+    delete_topics(&args.brokers, &to_delete).await?;
+    let mut m = measured?;
+    if mode != Mode::Plain {
+        m.tail.push(format!("state on disk {:.1} MiB", mib(disk)));
+    }
+    Ok(m)
+}
+
+fn print_run(run: usize, mode: Mode, m: &Measured) {
+    let mut line = format!(
+        "run {run} {:>12}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), process CPU {:.1} µs/record",
+        mode.label(),
+        m.rate,
+        m.elapsed.as_secs_f64(),
+        m.startup.as_secs_f64(),
+        m.cpu
+    );
+    if let (Some(machine), Some(busy)) = (m.machine, m.machine_cores_busy) {
+        line += &format!(
+            ", machine CPU {machine:.1} µs/record, machine busy {busy:.2} of {} cores",
+            cores()
+        );
+    }
+    if let Some(peak) = m.peak_rss {
+        line += &format!(", peak RSS {:.1} MiB", mib(peak));
+    }
+    for extra in &m.tail {
+        match extra
+            .strip_prefix("commits ")
+            .and_then(|s| s.split_once(' '))
+        {
+            Some((n, secs)) => {
+                let secs: f64 = secs.parse().unwrap_or(f64::NAN);
+                line += &format!(", {n} commits ({secs:.2} s committing, shutdown included)");
+            }
+            None => line += &format!(", {extra}"),
+        }
+    }
+    println!("{line}");
+}
+
+/// The medians of one mode's runs.
+struct Medians {
+    rate: f64,
+    cpu: f64,
+    machine: Option<f64>,
+    peak_rss: Option<f64>,
+}
+
+fn medians(runs: &[Measured]) -> Medians {
+    let all = |f: &dyn Fn(&Measured) -> Option<f64>| {
+        let v: Option<Vec<f64>> = runs.iter().map(f).collect();
+        v.filter(|v| !v.is_empty()).map(median)
+    };
+    Medians {
+        rate: median(runs.iter().map(|m| m.rate).collect()),
+        cpu: median(runs.iter().map(|m| m.cpu).collect()),
+        machine: all(&|m| m.machine),
+        peak_rss: all(&|m| m.peak_rss.map(mib)),
+    }
+}
+
+fn opt(v: Option<f64>, precision: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.precision$}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    opt(a.zip(b).map(|(a, b)| a / b), 2)
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let records = args.records.unwrap_or(if args.peer.is_some() {
+        1_000_000
+    } else {
+        100_000
+    });
+    let peer = match args.peer {
+        Some(Peer::Kstreams) => Some(KStreamsPeer::build(&args.java_opts)?),
+        None => None,
+    };
+    let mut modes = vec![Mode::Plain, Mode::Runtime];
+    if peer.is_some() {
+        modes.push(Mode::KStreams);
+    }
     println!(
-        "{} records{}, {} keys, {} partitions, broker {}",
-        args.records,
+        "{} records{}, {} keys, {} partitions, broker {}, runtime commits every {} ms / {} records (adaptive from {} ms)",
+        records,
         if args.traced { " (traced)" } else { "" },
         args.keys,
         PARTITIONS,
-        args.brokers
+        args.brokers,
+        args.commit_interval_ms,
+        args.commit_records,
+        args.min_commit_interval_ms
     );
+    let mut results: Vec<Vec<Measured>> = modes.iter().map(|_| Vec::new()).collect();
     for run in 1..=args.runs {
-        for mode in ["plain", "stateful-eos"] {
-            let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-            create_topics(&args.brokers, &prefix).await?;
-            produce_input(
-                &args.brokers,
-                &format!("{prefix}count-input"),
-                args.records,
-                args.keys,
-                args.traced,
-            )?;
-            let (brokers, run_prefix) = (args.brokers.clone(), prefix.clone());
-            let records = args.records;
-            if mode == "plain" {
-                let m = tokio::task::spawn_blocking(move || plain(&brokers, &run_prefix, records))
-                    .await??;
-                let rate = records as f64 / m.elapsed.as_secs_f64();
-                println!(
-                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), {}",
-                    rate,
-                    m.elapsed.as_secs_f64(),
-                    m.startup.as_secs_f64(),
-                    m.cpu.text
-                );
-                plain_rates.push(rate);
-                plain_cpu.push(m.cpu.client);
-                plain_machine.extend(m.cpu.machine);
-            } else {
-                let dir = tempfile::tempdir()?;
-                let mut config = RuntimeConfig::local(dir.path());
-                config.brokers = brokers;
-                config.commit_records = args.commit_records;
-                config.commit_interval_ms = args.commit_interval_ms;
-                let (m, disk) =
-                    tokio::task::spawn_blocking(move || stateful(config, &run_prefix, records))
-                        .await??;
-                let rate = records as f64 / m.elapsed.as_secs_f64();
-                println!(
-                    "run {run} {mode:>13}: {:>8.0} records/s ({:.2} s after a {:.2} s start-up), {}, sled on disk {:.1} MiB",
-                    rate,
-                    m.elapsed.as_secs_f64(),
-                    m.startup.as_secs_f64(),
-                    m.cpu.text,
-                    disk as f64 / (1024.0 * 1024.0)
-                );
-                eos_rates.push(rate);
-                eos_cpu.push(m.cpu.client);
-                eos_machine.extend(m.cpu.machine);
-            }
-            delete_topics(&args.brokers, &prefix).await?;
+        for (i, &mode) in modes.iter().enumerate() {
+            let m = run_mode(&args, records, mode, peer.as_ref()).await?;
+            print_run(run, mode, &m);
+            results[i].push(m);
         }
     }
-    let (p, e) = (median(plain_rates), median(eos_rates));
-    println!("median plain loop:          {p:>8.0} records/s");
-    println!("median stateful EOS path:   {e:>8.0} records/s");
-    println!("ratio stateful EOS / plain: {:.2}", e / p);
-    let (pc, ec) = (median(plain_cpu), median(eos_cpu));
+    let med: Vec<Medians> = results.iter().map(|r| medians(r)).collect();
     println!(
-        "median client CPU per record: plain {pc:.1} µs, stateful EOS {ec:.1} µs (x{:.1})",
-        ec / pc
+        "medians of {} runs:  {:>10} {:>18} {:>18} {:>14}",
+        args.runs, "records/s", "process µs/record", "machine µs/record", "peak RSS MiB"
     );
-    if !plain_machine.is_empty() && !eos_machine.is_empty() {
-        let (pm, em) = (median(plain_machine), median(eos_machine));
+    for (mode, m) in modes.iter().zip(&med) {
+        println!(
+            "  {:<18} {:>10.0} {:>18.1} {:>18} {:>14}",
+            mode.label(),
+            m.rate,
+            m.cpu,
+            opt(m.machine, 1),
+            opt(m.peak_rss, 1)
+        );
+    }
+    let (plain, eos) = (&med[0], &med[1]);
+    println!(
+        "ratio runtime EOS / plain loop: {:.2} records/s, x{:.1} process CPU per record",
+        eos.rate / plain.rate,
+        eos.cpu / plain.cpu
+    );
+    if let Some(em) = eos.machine {
         // What the EOS path could reach here if it kept every core busy, as nothing else may
-        // use them: the ceiling of the ratio on this machine.
+        // use them: the ceiling of that ratio on this machine.
         let ceiling = cores() as f64 * 1e6 / em;
         println!(
-            "median machine CPU per record (broker included): plain {pm:.1} µs, stateful EOS {em:.1} µs; \
-             with all {} cores busy the EOS path would reach {ceiling:.0} records/s, {:.2} of the plain loop's median",
+            "  with all {} cores busy at its machine CPU per record the runtime would reach {ceiling:.0} records/s, {:.2} of the plain loop's median",
             cores(),
-            ceiling / p
+            ceiling / plain.rate
+        );
+    }
+    if let Some(ks) = med.get(2) {
+        println!(
+            "ratio runtime / kstreams:       {:.2} records/s, {:.2} process CPU per record, {} machine CPU per record, {} peak RSS",
+            eos.rate / ks.rate,
+            eos.cpu / ks.cpu,
+            ratio(eos.machine, ks.machine),
+            ratio(eos.peak_rss, ks.peak_rss)
         );
     }
     Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // As in the processors' binaries, so that traced records cost here what they cost there
+    // (their spans are enabled at info). Logs go to stderr; a worker's stdout talks to us.
+    let _telemetry = pickple_telemetry::init("runtime-bench", "info,rdkafka=warn");
+    match args.worker {
+        Some(WorkerMode::Counter) => counter_worker(&args),
+        Some(WorkerMode::Plain) => {
+            let records = args.records.unwrap_or(0);
+            plain_worker(&args.brokers, &args.prefix, records)
+        }
+        // Workers run without tokio: nothing of theirs needs it, and its threads would count
+        // in their figures.
+        None => tokio::runtime::Runtime::new()?.block_on(bench(args)),
+    }
 }
