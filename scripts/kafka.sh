@@ -46,8 +46,9 @@ start() {
       || { cat "$work/format.log"; die "storage format failed"; }
   fi
   log "starting kafka on 127.0.0.1:$port (logs: $work/server.log)"
+  # 9>&-: the broker must not inherit the start lock, or it would hold it for its whole life.
   nohup java -cp "$(classpath)" $(java_opts) kafka.Kafka "$work/server.properties" \
-    > "$work/server.log" 2>&1 &
+    > "$work/server.log" 2>&1 9>&- &
   echo $! > "$work/pid"
   wait_for "kafka" 120 kafka_ready
 }
@@ -70,7 +71,7 @@ case "${1:-start}" in
     # different cluster ids; the second waits here and then finds the broker up.
     mkdir -p "$work"
     exec 9> "$work/start.lock"
-    flock 9
+    flock -w 300 9 || die "another kafka.sh start has held $work/start.lock for 5 minutes"
     start
     ;;
   stop) stop ;;
