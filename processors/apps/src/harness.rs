@@ -2,6 +2,7 @@
 //! app on its own thread under a private topic prefix, an idempotent producer for commands, and a
 //! read_committed watcher that keeps the latest value of every view.
 
+use pickple_schemas::topic;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,13 +25,13 @@ pub fn brokers() -> String {
 
 /// Topics the watcher follows: the views, plus the saga's and the deliveries' events.
 pub const WATCHED: &[&str] = &[
-    "view-orders",
-    "view-products",
-    "view-deliveries",
-    "view-notifications",
-    "view-users",
-    "view-vendors",
-    "order-events",
+    topic::VIEW_ORDERS,
+    topic::VIEW_PRODUCTS,
+    topic::VIEW_DELIVERIES,
+    topic::VIEW_NOTIFICATIONS,
+    topic::VIEW_USERS,
+    topic::VIEW_VENDORS,
+    topic::ORDER_EVENTS,
     "stock-dlq",
     "users-dlq",
 ];

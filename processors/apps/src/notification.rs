@@ -43,9 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::checked_key;
 
 pub const STORE: &str = "sent";
-pub const ORDER_EVENTS: &str = "order-events";
-pub const DELIVERY_EVENTS: &str = "delivery-events";
-pub const VIEW: &str = "view-notifications";
+pub use pickple_schemas::topic::{DELIVERY_EVENTS, ORDER_EVENTS, VIEW_NOTIFICATIONS as VIEW};
 pub const DOMAIN: &str = "pickple.local";
 
 const DAY_MS: Millis = 24 * 60 * 60 * 1000;
