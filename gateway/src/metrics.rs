@@ -27,18 +27,26 @@ impl ViewMetrics {
     /// The process's view metrics (registered once in the default registry).
     pub fn global() -> &'static ViewMetrics {
         static METRICS: std::sync::OnceLock<ViewMetrics> = std::sync::OnceLock::new();
-        METRICS.get_or_init(|| ViewMetrics {
-            unreadable: register_int_counter_vec!(
+        METRICS.get_or_init(|| {
+            let unreadable = register_int_counter_vec!(
                 "pickple_views_unreadable_total",
                 "Views in Redis the gateway could not read as their type",
                 &["kind"]
             )
-            .expect("register pickple_views_unreadable_total"),
-            waiters: register_int_gauge!(
-                "pickple_longpoll_waiters",
-                "Long-poll requests waiting for a view to change"
-            )
-            .expect("register pickple_longpoll_waiters"),
+            .expect("register pickple_views_unreadable_total");
+            // Every kind's series exists from the start at 0, so dashboards and the alert see
+            // the first unreadable view as an increase, not as a series appearing.
+            for kind in pickple_view_model::Kind::ALL {
+                unreadable.with_label_values(&[kind.as_str()]);
+            }
+            ViewMetrics {
+                unreadable,
+                waiters: register_int_gauge!(
+                    "pickple_longpoll_waiters",
+                    "Long-poll requests waiting for a view to change"
+                )
+                .expect("register pickple_longpoll_waiters"),
+            }
         })
     }
 }

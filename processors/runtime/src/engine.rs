@@ -134,6 +134,9 @@ impl<P: Processor> Engine<P> {
         factory: Box<dyn Fn(i32) -> P + Send>,
     ) -> Result<Self, StoreError> {
         let applier = Applier::start(stores.clone())?;
+        let metrics = Metrics::global();
+        // At 0 from the start: a first abort is then an increase, as the alert expects.
+        metrics.aborts.with_label_values(&[&spec.name]);
         let tasks = TaskManager::new(spec.clone(), config.clone(), stores.clone(), factory);
         Ok(Engine {
             spec,
@@ -147,7 +150,7 @@ impl<P: Processor> Engine<P> {
             commit_requested: false,
             last_commit: Instant::now(),
             next_punctuate: Instant::now() + config.punctuate_interval(),
-            metrics: Metrics::global(),
+            metrics,
             counted_in: HashMap::new(),
             config,
         })
@@ -257,6 +260,10 @@ impl<P: Processor> Engine<P> {
                 let (until, failures) =
                     self.tasks
                         .back_off(consumer, msg.topic(), partition, msg.offset(), now)?;
+                self.metrics
+                    .retries
+                    .with_label_values(&[&self.spec.name, topic])
+                    .inc();
                 tracing::warn!(
                     %reason,
                     topic,

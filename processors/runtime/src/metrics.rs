@@ -15,6 +15,8 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     pub commit_latency: HistogramVec,
     pub aborts: IntCounterVec,
+    /// Records a task will process again after its back-off (`ProcessError::Retry`).
+    pub retries: IntCounterVec,
     pub restore_records: IntCounterVec,
     pub restore_remaining: IntGaugeVec,
     pub dlq: IntCounterVec,
@@ -61,6 +63,12 @@ impl Metrics {
                 "pickple_transaction_aborts_total",
                 "Transactions aborted",
                 &["app"]
+            )
+            .unwrap(),
+            retries: register_int_counter_vec!(
+                "pickple_task_retries_total",
+                "Records failed transiently (ProcessError::Retry), to be processed again after the task's back-off",
+                &["app", "topic"]
             )
             .unwrap(),
             restore_records: register_int_counter_vec!(
