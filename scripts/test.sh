@@ -47,7 +47,7 @@ log "observability: Prometheus scrapes every process; Redis Sentinel failover"
 log "running tests"
 cargo test --workspace --no-fail-fast "$@"
 log "soak: the whole shop under traffic while its processes are SIGKILLed"
-# 5 orders/s: a check of the invariants under crashes, not a load test. The debug shop, the broker
-# and the soak share 2 cores; on a slow day here the debug gateway saturated between 2 and 8/s
+# 3 orders/s: a check of the invariants under crashes, not a load test. The debug shop, the broker
+# and the soak share 2 cores; on a slow day here the debug shop saturated between 2 and 8/s
 # (docs/soak.md, "CI rate").
-"$here/soak.sh" --duration 90 --rate 5 --chaos --chaos-every 8
+"$here/soak.sh" --duration 90 --rate 3 --chaos --chaos-every 8

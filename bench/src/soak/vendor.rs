@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{status_of, version_of, Reply, Session};
 use crate::ctx::Ctx;
+use crate::stats::Stats;
 
 /// Deliveries one manager handles at once.
 const PER_MANAGER: usize = 32;
@@ -37,6 +38,25 @@ pub async fn manager_loop(ctx: Arc<Ctx>, idx: usize, mut rx: mpsc::UnboundedRece
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Whether a delivery step went unanswered (no answer after the retries, or a 5xx) rather than
+/// refused: the availability figures count those; the invariant on valid sequences counts only
+/// refusals (a 4xx, or a `rejection` on the view).
+fn unanswered(r: &Result<Reply, String>) -> bool {
+    match r {
+        Err(_) => true,
+        Ok(reply) => reply.status >= 500,
+    }
+}
+
+/// Note a step that did not get its 202: unanswered, or refused under `refusal`.
+fn not_accepted(stats: &Stats, refusal: &str, r: &Result<Reply, String>, context: String) {
+    if unanswered(r) {
+        stats.anomaly("delivery step unanswered (5xx or no answer)", context);
+    } else {
+        stats.anomaly(refusal, context);
+    }
 }
 
 fn describe(r: &Result<Reply, String>) -> String {
@@ -108,7 +128,12 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         )
         .await;
     if !matches!(&start, Ok(r) if r.status == 202) {
-        stats.anomaly("start of a PENDING delivery refused", describe(&start));
+        not_accepted(
+            stats,
+            "start of a PENDING delivery refused",
+            &start,
+            describe(&start),
+        );
         stats.outcome("ship: start refused by the gateway");
         return;
     }
@@ -119,8 +144,10 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         // End right after the start, without waiting for IN_TRANSIT to be visible.
         let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
         if !matches!(&end, Ok(r) if r.status == 202) {
-            stats.anomaly(
+            not_accepted(
+                stats,
                 "end right after an accepted start refused",
+                &end,
                 format!("{order_id}: {}", describe(&end)),
             );
             stats.outcome("ship: immediate end refused by the gateway");
@@ -201,14 +228,21 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
                 Err(e) => stats.anomaly("delivery detail not visible in time", e),
             }
         } else {
-            stats.anomaly(
+            not_accepted(
+                stats,
                 "detail on an IN_TRANSIT delivery refused",
+                &detail,
                 describe(&detail),
             );
         }
         let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
         if !matches!(&end, Ok(r) if r.status == 202) {
-            stats.anomaly("end of an IN_TRANSIT delivery refused", describe(&end));
+            not_accepted(
+                stats,
+                "end of an IN_TRANSIT delivery refused",
+                &end,
+                describe(&end),
+            );
             return;
         }
         match settle(ctx, &mgr, &path, &current, |v| status_of(v) == "DELIVERED").await {
