@@ -103,11 +103,7 @@ async fn other_tasks_process_while_one_restores_a_big_changelog_which_ends_with_
     let outputs = reader.read_to_end(&sb.topic(COUNT_OUTPUT)).to_vec();
     assert_eq!(outputs.len(), total);
 
-    let restored: HashMap<&str, u64> = outputs
-        .iter()
-        .filter(|o| o.partition == 0)
-        .map(|o| (o.key.as_str(), o.value["count"].as_u64().unwrap()))
-        .collect();
+    let restored = restoring::counts_of(&outputs, 0);
     assert_eq!(
         restored,
         HashMap::from([

@@ -72,11 +72,7 @@ async fn a_restore_cancelled_by_a_rebalance_is_taken_up_again_with_the_full_stat
     let outputs = reader.read_to_end(&sb.topic(COUNT_OUTPUT)).to_vec();
     assert_eq!(outputs.len(), total, "nothing processed twice");
 
-    let restored: HashMap<&str, u64> = outputs
-        .iter()
-        .filter(|o| o.partition == 0)
-        .map(|o| (o.key.as_str(), o.value["count"].as_u64().unwrap()))
-        .collect();
+    let restored = restoring::counts_of(&outputs, 0);
     assert_eq!(
         restored,
         HashMap::from([

@@ -12,7 +12,7 @@ use pickple_schemas::topic;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::common::{brokers, Sandbox, APP, COUNTS_STORE, COUNT_INPUT, PARTITIONS};
+use crate::common::{brokers, Read, Sandbox, APP, COUNTS_STORE, COUNT_INPUT, PARTITIONS};
 
 /// What a test learns of each record processed: its instance, its partition, and how many
 /// changelog records of the `counts` store were left to restore in the process at that moment.
@@ -116,5 +116,14 @@ pub fn other_keys(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("other-{i}"))
         .filter(|k| partition_for(k.as_bytes(), PARTITIONS) != 0)
+        .collect()
+}
+
+/// The last count output for each key of `partition` (outputs are read in order per partition).
+pub fn counts_of(outputs: &[Read], partition: i32) -> std::collections::HashMap<&str, u64> {
+    outputs
+        .iter()
+        .filter(|o| o.partition == partition)
+        .map(|o| (o.key.as_str(), o.value["count"].as_u64().unwrap()))
         .collect()
 }
