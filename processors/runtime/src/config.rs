@@ -23,7 +23,7 @@ pub struct RuntimeConfig {
     pub commit_interval_ms: u64,
     /// Commit sooner, as soon as the input is drained, but no sooner than this after the last
     /// commit (milliseconds): latency stays low under light traffic, batching holds under load.
-    #[arg(long, env = "PICKPLE_MIN_COMMIT_INTERVAL_MS", default_value_t = 10)]
+    #[arg(long, env = "PICKPLE_MIN_COMMIT_INTERVAL_MS", default_value_t = 1)]
     pub min_commit_interval_ms: u64,
     /// ...or after this many input records, whichever comes first.
     #[arg(long, env = "PICKPLE_COMMIT_RECORDS", default_value_t = 20000)]
@@ -55,7 +55,7 @@ impl RuntimeConfig {
             instance_id: "0".into(),
             state_dir: state_dir.into(),
             commit_interval_ms: 100,
-            min_commit_interval_ms: 10,
+            min_commit_interval_ms: 1,
             commit_records: 20000,
             punctuate_interval_ms: 1000,
             task_timeout_ms: 300_000,
