@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use pickple_bench::{create_topics, delete_topics, epoch_micros, run_prefix, KStreamsPeer, Worker};
+use pickple_bench::{
+    create_topics, delete_topics, epoch_micros, run_prefix, CommitTuning, KStreamsPeer, Worker,
+};
 use pickple_runtime::{
     run_until, AppSpec, Context, ProcessError, Processor, Record, RuntimeConfig, RuntimeError,
 };
@@ -64,13 +66,8 @@ struct Args {
         default_value = "runtime,kstreams"
     )]
     systems: Vec<System>,
-    /// The runtime's commit interval (ms) [default: RuntimeConfig's].
-    #[arg(long)]
-    commit_interval_ms: Option<u64>,
-    /// The runtime's adaptive commit: commit once the input is drained and this long has passed
-    /// since the last commit (ms) [default: RuntimeConfig's].
-    #[arg(long)]
-    min_commit_interval_ms: Option<u64>,
+    #[command(flatten)]
+    tuning: CommitTuning,
     /// Options for the Kafka Streams peer's JVM; none by default.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     java_opts: String,
@@ -183,12 +180,7 @@ fn start_runtime_chain(args: &Args, prefix: &str, hops: usize) -> anyhow::Result
     let mut config = RuntimeConfig::local(state.path());
     config.brokers = args.brokers.clone();
     config.topic_prefix = prefix.to_string();
-    if let Some(ms) = args.commit_interval_ms {
-        config.commit_interval_ms = ms;
-    }
-    if let Some(ms) = args.min_commit_interval_ms {
-        config.min_commit_interval_ms = ms;
-    }
+    args.tuning.apply(&mut config);
     let stop = Arc::new(AtomicBool::new(false));
     let handles = (1..=hops)
         .map(|i| {
@@ -355,6 +347,39 @@ struct Outcome {
     latencies: Histogram<u64>,
     duplicates: u64,
     max_behind: Duration,
+    /// The runtime's transactions over the run, all hops together (none for Kafka Streams).
+    commits: Option<CommitStats>,
+}
+
+/// Transactions committed, and the time spent committing them, from the runtime's own metrics
+/// (`pickple_commits_total`, `pickple_commit_latency_seconds`), summed over every hop.
+#[derive(Clone, Copy, Default)]
+struct CommitStats {
+    count: u64,
+    seconds: f64,
+}
+
+impl CommitStats {
+    fn now() -> Self {
+        let mut stats = CommitStats::default();
+        for family in prometheus::gather() {
+            if family.name() == "pickple_commit_latency_seconds" {
+                for metric in family.get_metric() {
+                    let h = metric.get_histogram();
+                    stats.count += h.get_sample_count();
+                    stats.seconds += h.get_sample_sum();
+                }
+            }
+        }
+        stats
+    }
+
+    fn since(self, before: CommitStats) -> Self {
+        CommitStats {
+            count: self.count - before.count,
+            seconds: self.seconds - before.seconds,
+        }
+    }
 }
 
 /// Drive a running chain: load it, wait for the first record through, warm up, measure, and
@@ -419,6 +444,7 @@ fn drive(args: &Args, prefix: &str, hops: usize, chain: &mut Chain) -> anyhow::R
         latencies: read.latencies,
         duplicates: read.duplicates,
         max_behind: sent.max_behind,
+        commits: None,
     })
 }
 
@@ -444,6 +470,7 @@ async fn run_chain(
         }
     }
     create_topics(&args.brokers, &topics, PARTITIONS).await?;
+    let commits_before = CommitStats::now();
     let chain = match system {
         System::Runtime => start_runtime_chain(args, &prefix, hops),
         System::Kstreams => (|| {
@@ -478,7 +505,11 @@ async fn run_chain(
     };
     topics.extend(peer_changelogs);
     delete_topics(&args.brokers, &topics).await?;
-    outcome
+    let mut outcome = outcome?;
+    if system == System::Runtime {
+        outcome.commits = Some(CommitStats::now().since(commits_before));
+    }
+    Ok(outcome)
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -488,7 +519,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 fn print_outcome(hops: usize, system: System, o: &Outcome) {
     let h = &o.latencies;
     println!(
-        "{hops:>4}  {:<9} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>8.1} {:>8} {:>10} {:>13.1}",
+        "{hops:>4}  {:<9} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>8.1} {:>8} {:>10} {:>13.1} {:>9} {:>9}",
         if hops == 0 { "direct" } else { system.label() },
         h.len(),
         ms(h, 0.5),
@@ -497,7 +528,14 @@ fn print_outcome(hops: usize, system: System, o: &Outcome) {
         h.max() as f64 / 1000.0,
         o.sent.saturating_sub(h.len()),
         o.duplicates,
-        o.max_behind.as_secs_f64() * 1000.0
+        o.max_behind.as_secs_f64() * 1000.0,
+        o.commits.map_or("-".to_string(), |c| c.count.to_string()),
+        o.commits
+            .filter(|c| c.count > 0)
+            .map_or("-".to_string(), |c| format!(
+                "{:.1}",
+                c.seconds * 1000.0 / c.count as f64
+            )),
     );
 }
 
@@ -510,22 +548,20 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let defaults = RuntimeConfig::local(".");
     println!(
         "offered {} records/s (open loop), {} s measured after {} s of warm-up, {} partitions, {} keys, broker {}; \
-         runtime commits every {} ms, adaptive from {} ms; kstreams at its defaults (exactly_once_v2)",
+         {}; kstreams at its defaults (exactly_once_v2)",
         args.rate,
         args.seconds,
         args.warmup_secs,
         PARTITIONS,
         args.keys,
         args.brokers,
-        args.commit_interval_ms.unwrap_or(defaults.commit_interval_ms),
-        args.min_commit_interval_ms.unwrap_or(defaults.min_commit_interval_ms)
+        args.tuning.describe()
     );
     println!("produce → read_committed at the end of the chain, ms:");
     println!(
-        "hops  system     records      p50      p99     p99.9      max  missing duplicates  sender late ms"
+        "hops  system     records      p50      p99     p99.9      max  missing duplicates  sender late ms   commits commit ms"
     );
     let mut rows = Vec::new();
     for &hops in &args.hops {

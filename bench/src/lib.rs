@@ -7,6 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use pickple_runtime::RuntimeConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
@@ -67,6 +68,70 @@ pub async fn delete_topics(brokers: &str, topics: &[String]) -> anyhow::Result<(
 }
 
 /// A fresh prefix for one run's topics, groups and transactional ids on the shared broker.
+/// The runtime's commit settings a benchmark may change; the ones left unset keep the runtime's
+/// own defaults ([`RuntimeConfig`]), so a benchmark measures what the shop runs.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CommitTuning {
+    /// Commit at least this often (ms) [default: the runtime's].
+    #[arg(long)]
+    pub commit_interval_ms: Option<u64>,
+    /// Adaptive commit: commit once the input is drained and this long has passed since the
+    /// last commit (ms). Equal to --commit-interval-ms, commits are periodic only [default: the
+    /// runtime's].
+    #[arg(long)]
+    pub min_commit_interval_ms: Option<u64>,
+    /// Records per transaction at most [default: the runtime's].
+    #[arg(long)]
+    pub commit_records: Option<usize>,
+}
+
+impl CommitTuning {
+    pub fn apply(&self, config: &mut RuntimeConfig) {
+        if let Some(ms) = self.commit_interval_ms {
+            config.commit_interval_ms = ms;
+        }
+        if let Some(ms) = self.min_commit_interval_ms {
+            config.min_commit_interval_ms = ms;
+        }
+        if let Some(n) = self.commit_records {
+            config.commit_records = n;
+        }
+    }
+
+    /// The same settings as arguments, for a worker process.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut push = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.extend([name.to_string(), v]);
+            }
+        };
+        push(
+            "--commit-interval-ms",
+            self.commit_interval_ms.map(|v| v.to_string()),
+        );
+        push(
+            "--min-commit-interval-ms",
+            self.min_commit_interval_ms.map(|v| v.to_string()),
+        );
+        push(
+            "--commit-records",
+            self.commit_records.map(|v| v.to_string()),
+        );
+        args
+    }
+
+    /// The settings in effect, for a benchmark's header line.
+    pub fn describe(&self) -> String {
+        let mut config = RuntimeConfig::local(".");
+        self.apply(&mut config);
+        format!(
+            "runtime commits every {} ms / {} records, adaptively from {} ms",
+            config.commit_interval_ms, config.commit_records, config.min_commit_interval_ms
+        )
+    }
+}
+
 pub fn run_prefix(kind: &str) -> String {
     format!(
         "{kind}{}.",

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use pickple_bench::{
     announce_first, cores, create_topics, delete_topics, dir_size, machine_busy, median, peak_rss,
-    process_cpu, run_prefix, wait_for_stdin_close, KStreamsPeer, Worker,
+    process_cpu, run_prefix, wait_for_stdin_close, CommitTuning, KStreamsPeer, Worker,
 };
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{
@@ -52,16 +52,8 @@ struct Args {
     /// Distinct keys (state entries).
     #[arg(long, default_value_t = 10_000)]
     keys: usize,
-    /// The runtime's commit batch (records per transaction at most).
-    #[arg(long, default_value_t = 20000)]
-    commit_records: usize,
-    /// The runtime's commit interval (ms).
-    #[arg(long, default_value_t = 100)]
-    commit_interval_ms: u64,
-    /// The runtime's adaptive commit: commit once the input is drained and this long has passed
-    /// since the last commit (ms). Equal to --commit-interval-ms, commits are periodic only.
-    #[arg(long, default_value_t = 10)]
-    min_commit_interval_ms: u64,
+    #[command(flatten)]
+    tuning: CommitTuning,
     /// Runs of each mode (alternating).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -258,9 +250,7 @@ fn counter_worker(args: &Args) -> anyhow::Result<()> {
     let mut config = RuntimeConfig::local(state);
     config.brokers = args.brokers.clone();
     config.topic_prefix = args.prefix.clone();
-    config.commit_records = args.commit_records;
-    config.commit_interval_ms = args.commit_interval_ms;
-    config.min_commit_interval_ms = args.min_commit_interval_ms;
+    args.tuning.apply(&mut config);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -415,12 +405,7 @@ async fn run_mode(
                 .args(["--prefix", &prefix])
                 .arg("--state-dir")
                 .arg(state.path())
-                .args(["--commit-records", &args.commit_records.to_string()])
-                .args(["--commit-interval-ms", &args.commit_interval_ms.to_string()])
-                .args([
-                    "--min-commit-interval-ms",
-                    &args.min_commit_interval_ms.to_string(),
-                ]);
+                .args(args.tuning.to_args());
             let end = End::Committed {
                 group: format!("{prefix}counter"),
                 input: topics[0].clone(),
@@ -542,15 +527,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         modes.push(Mode::KStreams);
     }
     println!(
-        "{} records{}, {} keys, {} partitions, broker {}, runtime commits every {} ms / {} records (adaptive from {} ms)",
+        "{} records{}, {} keys, {} partitions, broker {}, {}",
         records,
         if args.traced { " (traced)" } else { "" },
         args.keys,
         PARTITIONS,
         args.brokers,
-        args.commit_interval_ms,
-        args.commit_records,
-        args.min_commit_interval_ms
+        args.tuning.describe()
     );
     let mut results: Vec<Vec<Measured>> = modes.iter().map(|_| Vec::new()).collect();
     for run in 1..=args.runs {
