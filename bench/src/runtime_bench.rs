@@ -29,7 +29,7 @@ use pickple_bench::{
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{
     run_until, Context, Metrics, ProcessError, Processor, Record, RuntimeConfig,
-    FETCH_QUEUE_BACKOFF_MS,
+    FETCH_QUEUE_BACKOFF_MS, INPUT_FETCH,
 };
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
@@ -169,15 +169,20 @@ fn produce_input(
 /// Worker: the plain loop. Consumes every input record and produces one output per record, no
 /// state; prints `done` once `records` outputs are acknowledged.
 fn plain_worker(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{prefix}plain"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         // As the runtime's consumers: librdkafka's default (1 s) stalls a consumer that
         // empties its queue faster than that.
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .create()?;
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    // And as much fetched ahead as theirs.
+    for (key, value) in INPUT_FETCH {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create()?;
     consumer.subscribe(&[&format!("{prefix}count-input")])?;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

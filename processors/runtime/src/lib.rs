@@ -53,7 +53,7 @@ mod task;
 mod task_manager;
 mod trace;
 
-pub use config::{RuntimeConfig, FETCH_QUEUE_BACKOFF_MS};
+pub use config::{RuntimeConfig, FETCH_QUEUE_BACKOFF_MS, INPUT_FETCH};
 pub use context::{Context, Output, StoreView};
 pub use driver::TestDriver;
 pub use metrics::{serve_metrics, Metrics};

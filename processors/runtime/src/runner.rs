@@ -239,5 +239,8 @@ fn consumer_config(config: &RuntimeConfig, app: &str) -> ClientConfig {
         )
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000");
+    for (key, value) in crate::INPUT_FETCH {
+        c.set(key, value);
+    }
     c
 }
