@@ -239,10 +239,15 @@ pub async fn wait_quiet(ctx: &Ctx, reader: &Reader) -> Quiet {
             stable_since = Instant::now();
             last = Some(versions);
         }
+        // Wait for the unpaid orders that will expire while there is still time for their
+        // expiry to be processed and for the views to stay still for `quiet_for` after it;
+        // the ones due later are left unpaid before their deadline.
         let horizon = epoch_ms()
             + deadline
                 .saturating_duration_since(Instant::now())
-                .as_millis() as i64;
+                .as_millis() as i64
+            - quiet_for.as_millis() as i64
+            - 5_000;
         let mut transient = 0;
         let mut expiring = 0;
         for v in orders.values() {
