@@ -55,20 +55,16 @@ impl Http {
     }
 
     /// The view, long-polling until it exists (and reaches `status`, when given): the gateway
-    /// answers as soon as the views sink writes the change. (A bare `?wait=` waits for the next
-    /// change, so an existing view is read plainly first.)
+    /// answers as soon as the views sink writes the change. (`after_version=0` answers with any
+    /// view there is: a bare `?wait=` would wait for the change after the one that created a
+    /// view between a plain read's 404 and the wait.)
     async fn wait_view(&self, path: &str, token: Option<&str>, status: Option<&str>) -> Value {
         let sep = if path.contains('?') { '&' } else { '?' };
-        let (code, view) = match status {
-            Some(s) => {
-                self.get(&format!("{path}{sep}wait=30&status={s}"), token)
-                    .await
-            }
-            None => match self.get(path, token).await {
-                (StatusCode::NOT_FOUND, _) => self.get(&format!("{path}{sep}wait=30"), token).await,
-                found => found,
-            },
+        let wait = match status {
+            Some(s) => format!("wait=30&status={s}"),
+            None => "wait=30&after_version=0".to_string(),
         };
+        let (code, view) = self.get(&format!("{path}{sep}{wait}"), token).await;
         assert_eq!(code, StatusCode::OK, "{path}: {view}");
         if let Some(s) = status {
             assert_eq!(view["status"], s, "{path}: {view}");
