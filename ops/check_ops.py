@@ -45,7 +45,7 @@ KNOWN_METRICS = {
     "pickple_order_oldest_waiting_seconds", "pickple_http_requests_total",
     "pickple_http_in_flight", "pickple_store_largest_value_bytes",
     "pickple_store_value_limit_bytes", "pickple_store_entries", "pickple_store_bytes",
-    "pickple_state_disk_bytes", "pickple_views_unreadable_total", "pickple_task_retries_total", "pickple_longpoll_waiters", "up",
+    "pickple_state_disk_bytes", "pickple_views_unreadable_total", "pickple_task_retries_total", "pickple_longpoll_waiters", "pickple_views_sink_live", "up",
 }
 KNOWN_HISTOGRAMS = {"pickple_commit_latency_seconds", "pickple_http_request_duration_seconds"}
 # Series Prometheus itself adds to every scrape: never in a /metrics text.

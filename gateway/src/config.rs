@@ -34,15 +34,16 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PICKPLE_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
-    /// The views sink is alive while its heartbeat is at most this old (ms); older (or never
-    /// written), view reads and `/ready` answer 503.
+    /// The views sink is alive while its heartbeat is at most this old (ms); older, view reads
+    /// are served marked `Pickple-Views-Stale: true` and `/ready` reports itself degraded. Never
+    /// written, they answer 503.
     #[arg(long, env = "PICKPLE_VIEWS_MAX_STALENESS_MS", default_value_t = 15_000)]
     pub views_max_staleness_ms: i64,
     /// Over this lag (records), view reads are still served but marked
     /// `Pickple-Views-Stale: true`, and `/ready` reports itself degraded.
     #[arg(long, env = "PICKPLE_VIEWS_MAX_LAG", default_value_t = 100)]
     pub views_max_lag: i64,
-    /// Serve views even when the sink is not reporting (development without the sink).
+    /// Serve views even when the sink has never reported (development without the sink).
     #[arg(long, env = "PICKPLE_VIEWS_IGNORE_READINESS", default_value_t = false)]
     pub views_ignore_readiness: bool,
 }

@@ -288,7 +288,7 @@ pub async fn read_view<V: View>(
     wait_for: &WaitFor,
     visible: impl Fn(&V) -> bool,
 ) -> ApiResult<Option<V>> {
-    views.ensure_live()?;
+    views.ensure_servable()?;
     let Some(wait) = wait_for.wait.filter(|w| !w.is_zero()) else {
         return views.get(id).await;
     };
@@ -318,7 +318,7 @@ pub async fn read_view<V: View>(
         let read = current.as_ref().map(View::version);
         sub.changed(read, RECHECK.min(deadline - now)).await;
         // A sink that died during the wait: what Redis holds can no longer be trusted.
-        views.ensure_live()?;
+        views.ensure_servable()?;
         current = views.get(id).await?;
     }
 }

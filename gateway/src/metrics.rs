@@ -1,7 +1,8 @@
 //! HTTP metrics: `pickple_http_requests_total{route,method,status}`,
 //! `pickple_http_request_duration_seconds{route,method,status}` and `pickple_http_in_flight`,
 //! labelled by the matched route template (never the raw path: bounded cardinality); and the
-//! views' own: `pickple_views_unreadable_total{kind}` and `pickple_longpoll_waiters`.
+//! views' own: `pickple_views_unreadable_total{kind}`, `pickple_longpoll_waiters` and
+//! `pickple_views_sink_live`.
 
 use std::time::Instant;
 
@@ -21,6 +22,9 @@ pub struct ViewMetrics {
     pub unreadable: IntCounterVec,
     /// Long-polls waiting for a view to change.
     pub waiters: IntGauge,
+    /// 1 while the views sink reports (a fresh heartbeat), 0 while the views are served
+    /// without one (degraded) or not at all.
+    pub sink_live: IntGauge,
 }
 
 impl ViewMetrics {
@@ -46,6 +50,11 @@ impl ViewMetrics {
                     "Long-poll requests waiting for a view to change"
                 )
                 .expect("register pickple_longpoll_waiters"),
+                sink_live: register_int_gauge!(
+                    "pickple_views_sink_live",
+                    "1 while the views sink reports a fresh heartbeat; 0 while the views are served stale without one, or not at all"
+                )
+                .expect("register pickple_views_sink_live"),
             }
         })
     }

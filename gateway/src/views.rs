@@ -7,9 +7,11 @@
 //! page is never served with fewer items than it should hold.
 //!
 //! The rule (`pickple_view_model::ready`): a view read answers 503 `views_unavailable` only
-//! while the sink has never reported or its last heartbeat is older than
-//! `views_max_staleness_ms` (a dead sink). A live but lagging sink's views are served as they
-//! are, with the [`LAG_HEADER`] and [`STALE_HEADER`] headers; commands never look at the lag.
+//! while the sink has never reported (nothing in Redis is worth serving). A lagging sink's views
+//! are served with the [`LAG_HEADER`] and [`STALE_HEADER`] headers; a sink that stopped
+//! reporting (its heartbeat older than `views_max_staleness_ms`: killed, restarting, waiting for
+//! a broker) degrades the answers the same way, [`STALE_HEADER`] without a lag, rather than
+//! failing them. Commands never look at the lag.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -70,12 +72,13 @@ fn unreadable(kind: Kind, id: &str, error: &dyn std::fmt::Display) -> ApiError {
 }
 
 /// Response header of every view read (`GET /api/v1/...`): the views sink's lag, in records
-/// (the largest over its partitions). Absent only while the sink is not reporting (then the
-/// read is a 503, unless `PICKPLE_VIEWS_IGNORE_READINESS` is set).
+/// (the largest over its partitions). Absent while the sink is not reporting: the lag is then
+/// unknown (and [`STALE_HEADER`] is set).
 pub const LAG_HEADER: &str = "pickple-views-lag";
 /// Response header of a view read while the lag is over the configured maximum
-/// (`PICKPLE_VIEWS_MAX_LAG`): `true`. The view served is the latest Redis has, possibly behind
-/// the commands already accepted. Absent when the views are caught up.
+/// (`PICKPLE_VIEWS_MAX_LAG`) or the sink has stopped reporting: `true`. The view served is the
+/// latest Redis has, possibly behind the commands already accepted. Absent when the views are
+/// caught up.
 pub const STALE_HEADER: &str = "pickple-views-stale";
 /// [`LAG_HEADER`] as documented.
 pub const LAG_HEADER_NAME: &str = "Pickple-Views-Lag";
@@ -85,16 +88,20 @@ pub const STALE_HEADER_NAME: &str = "Pickple-Views-Stale";
 /// How far behind the views are, as the sink last reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
-    /// Records behind the end of the view topics (the largest partition's lag).
-    pub lag: i64,
-    /// The lag is over the configured maximum.
+    /// Records behind the end of the view topics (the largest partition's lag); unknown while
+    /// the sink is not reporting.
+    pub lag: Option<i64>,
+    /// The lag is over the configured maximum, or unknown.
     pub stale: bool,
 }
 
 impl Freshness {
-    /// Set [`LAG_HEADER`] and, when stale, [`STALE_HEADER`].
+    /// Set [`LAG_HEADER`] when the lag is known and, when stale, [`STALE_HEADER`].
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(LAG_HEADER, HeaderValue::from(self.lag.max(0)));
+        match self.lag {
+            Some(lag) => headers.insert(LAG_HEADER, HeaderValue::from(lag.max(0))),
+            None => headers.remove(LAG_HEADER),
+        };
         if self.stale {
             headers.insert(STALE_HEADER, HeaderValue::from_static("true"));
         } else {
@@ -284,6 +291,9 @@ impl Views {
             Ok(fields) => evaluate(&fields, now, self.rule),
             Err(e) => Readiness::dead(e.message),
         };
+        ViewMetrics::global()
+            .sink_live
+            .set(i64::from(readiness.live));
         *self.readiness.write().expect("readiness lock") = readiness.clone();
         readiness
     }
@@ -297,35 +307,45 @@ impl Views {
         self.ignore_readiness
     }
 
-    /// 503 `views_unavailable` unless the views sink is alive: it has reported and its last
-    /// report is recent (or readiness is ignored by configuration). How far behind it is does
-    /// not matter here: a lagging sink's views are served, with [`Freshness`] headers, and
-    /// commands never wait for it.
-    pub fn ensure_live(&self) -> ApiResult<()> {
+    /// 503 `views_unavailable` unless the views sink has reported (or readiness is ignored by
+    /// configuration). Whether it is alive and how far behind it is do not matter here: a
+    /// lagging or silent sink's views are served, with [`Freshness`] headers, and commands
+    /// never wait for it.
+    pub fn ensure_servable(&self) -> ApiResult<()> {
         if self.ignore_readiness {
             return Ok(());
         }
         let r = self.readiness();
-        if r.live {
+        if r.servable() {
             Ok(())
         } else {
             Err(ApiError::unavailable(
                 "views_unavailable",
                 format!(
-                    "the views sink is not reporting, the views cannot be trusted: {}",
+                    "the views sink has not reported, there are no views to serve yet: {}",
                     r.reason.unwrap_or_default()
                 ),
             ))
         }
     }
 
-    /// How far behind the views are, when a live sink says so.
+    /// How far behind the views are: the lag a live sink reports, or stale with the lag
+    /// unknown once it has stopped reporting.
     pub fn freshness(&self) -> Option<Freshness> {
         let r = self.readiness();
-        r.live.then(|| Freshness {
-            lag: r.max_lag.unwrap_or(0),
-            stale: r.lagging,
-        })
+        if r.live {
+            Some(Freshness {
+                lag: Some(r.max_lag.unwrap_or(0)),
+                stale: r.lagging,
+            })
+        } else if r.servable() {
+            Some(Freshness {
+                lag: None,
+                stale: true,
+            })
+        } else {
+            None
+        }
     }
 
     /// Refresh the readiness every `every` in the background.

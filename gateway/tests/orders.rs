@@ -419,11 +419,17 @@ async fn a_status_long_poll_answers_when_the_command_is_refused() {
     assert!(start.elapsed() >= Duration::from_millis(900));
 }
 
-/// Reads and commands while the views sink is silent or dead, and back.
+/// Reads and commands while the views sink has never reported (503: nothing to serve), after
+/// it stopped reporting (degraded: stale views served, commands accepted), and back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_or_dead_sink_answers_503() {
+async fn a_silent_sink_answers_503_and_a_dead_one_degrades_the_views() {
     let gw = Gw::start_with(false, |_| {}).await;
     let alice = gw.token("alice", Role::User);
+    gw.put_view(
+        Kind::Order,
+        "o-1",
+        &order_view("o-1", "alice", &["v-1"], "AWAITING_PAYMENT", 2),
+    );
     // Never reported.
     let (s, headers, body) = gw
         .get_with_headers("/api/v1/orders/mine", Some(&alice))
@@ -441,32 +447,43 @@ async fn a_silent_or_dead_sink_answers_503() {
     assert_eq!(body["kafka"]["ok"], true);
     assert_eq!(body["redis"]["ok"], true);
     assert_eq!(body["views"]["ok"], false);
-    // An ownership check needs a live sink: 503, nothing published.
-    let (s, body) = gw
-        .post(
-            "/api/v1/orders/o-1/pay",
-            Some(&alice),
-            &json!({"payment_token": "tok"}),
-        )
+    // An ownership check needs views: 503, nothing published.
+    let pay = json!({"payment_token": "tok"});
+    let (s, body) = gw.post("/api/v1/orders/o-1/pay", Some(&alice), &pay).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("views_unavailable"))
+    );
+    assert!(read_topic(&gw.topic(topic::ORDER_COMMANDS)).is_empty());
+
+    // Reported, then stopped (killed, restarting, waiting for a broker): the last heartbeat is
+    // older than the staleness bound (15 s). The views are served, marked stale, lag unknown.
+    gw.heartbeat(&[0; 6], 60_000).await;
+    let (s, headers, body) = gw
+        .get_with_headers("/api/v1/orders/o-1", Some(&alice))
         .await;
     assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (503, Some("views_unavailable"))
+        (s, body["status"].as_str()),
+        (200, Some("AWAITING_PAYMENT")),
+        "{body}"
     );
-
-    // Reported, then died: the last heartbeat is older than the staleness bound (15 s).
-    gw.heartbeat(&[0; 6], 60_000).await;
-    let (s, body) = gw.get("/api/v1/orders/mine", Some(&alice)).await;
+    assert_eq!(header(&headers, "pickple-views-stale"), Some("true"));
+    assert!(header(&headers, "pickple-views-lag").is_none());
+    let (s, body) = gw.get("/ready", None).await;
     assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (503, Some("views_unavailable"))
+        s, 200,
+        "a silent sink degrades the gateway, it does not take it out: {body}"
     );
-    assert!(body["error"]["message"]
+    assert_eq!(body["degraded"], true);
+    assert_eq!(body["views"]["ok"], false);
+    assert!(body["views"]["error"]
         .as_str()
         .unwrap()
         .contains("no heartbeat"));
-    let (s, body) = gw.get("/ready", None).await;
-    assert_eq!((s, body["views"]["ok"].as_bool()), (503, Some(false)));
+    // Commands go on: the ownership check reads the (stale) view.
+    let (s, body) = gw.post("/api/v1/orders/o-1/pay", Some(&alice), &pay).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(read_topic(&gw.topic(topic::ORDER_COMMANDS)).len(), 1);
 
     // Alive again.
     gw.heartbeat(&[0; 6], 0).await;
@@ -479,7 +496,6 @@ async fn a_silent_or_dead_sink_answers_503() {
     assert_eq!(s, 200);
     assert_eq!(header(&headers, "pickple-views-lag"), Some("0"));
     assert!(header(&headers, "pickple-views-stale").is_none());
-    assert!(read_topic(&gw.topic(topic::ORDER_COMMANDS)).is_empty());
 }
 
 /// A vendor who starts a delivery and ends it at once (the view still says PENDING) gets two

@@ -139,7 +139,7 @@ pub async fn sign_up(
     responses(
         (status = 200, description = "sign-up status", body = SignUpStatus),
         (status = 404, description = "no such sign-up", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody),
+        (status = 503, description = "the views sink has never reported", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody)))]
 pub async fn sign_up_status(
     State(state): State<AppState>,
@@ -168,7 +168,7 @@ pub async fn sign_up_status(
         (status = 200, description = "signed in", body = TokenResponse),
         (status = 401, description = "wrong credentials", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SignInRequest>,
@@ -177,9 +177,9 @@ pub async fn sign_in(
     if user_rules::validate_username(&username).is_err() || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    // Identity: read the user's view even while the sink lags (the password and role of an
-    // account change rarely); only a dead sink makes it a 503.
-    state.views.ensure_live()?;
+    // Identity: read the user's view even while the sink lags or is silent (the password and
+    // role of an account change rarely); only a sink that never reported makes it a 503.
+    state.views.ensure_servable()?;
     let user = state.views.get::<UserView>(&username).await?;
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         // Same work as a real check, so timing does not tell which usernames exist.
@@ -207,12 +207,12 @@ const DUMMY_HASH: &str =
     responses(
         (status = 200, description = "new token", body = TokenResponse),
         (status = 401, description = "no, expired or invalid token; user gone", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let view = state
         .views
         .get::<UserView>(&user.username)

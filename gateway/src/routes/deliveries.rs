@@ -42,7 +42,7 @@ pub struct DeliveryDetailRequest {
         (status = 200, description = "the delivery", body = crate::openapi::docs::DeliveryView),
         (status = 404, description = "no such delivery (or not yours)", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_delivery(
     State(state): State<AppState>,
     user: AuthUser,
@@ -81,7 +81,7 @@ async fn may_read(state: &AppState, user: &AuthUser, delivery: &DeliveryView) ->
 async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(order_id, "delivery")?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let delivery = state
         .views
         .get::<DeliveryView>(order_id)
@@ -131,7 +131,7 @@ async fn publish(
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -186,7 +186,7 @@ pub async fn start(
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn add_detail(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -232,7 +232,7 @@ pub async fn add_detail(
         (status = 202, description = "end queued; long-poll the delivery with ?wait=&status=DELIVERED (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendors", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn end(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,

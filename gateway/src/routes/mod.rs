@@ -202,7 +202,7 @@ pub async fn list_index<V: View>(
     page: &PageQuery,
     map: impl Fn(V) -> serde_json::Value,
 ) -> ApiResult<Json<Listing>> {
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let (offset, limit) = page.bounds();
     let (ids, total) = state.views.page(index, offset, limit).await?;
     let items: Vec<V> = state.views.many(&ids).await?;
@@ -226,7 +226,7 @@ pub async fn list_filtered<V: View>(
     keep: impl Fn(&V) -> bool,
     map: impl Fn(V) -> serde_json::Value,
 ) -> ApiResult<Json<Listing>> {
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let (offset, limit) = page.bounds();
     let ids = state.views.all_ids(index, FILTER_SCAN).await?;
     let mut kept = Vec::new();

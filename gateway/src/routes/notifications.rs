@@ -16,7 +16,7 @@ use crate::AppState;
         (status = 200, description = "notifications (NotificationView items)", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,

@@ -65,7 +65,7 @@ pub struct CancelRequest {
         (status = 409, description = "the user is not active", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (the user cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (the user cannot be checked)", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -103,7 +103,7 @@ pub async fn place(
     }
     v.finish()?;
     // Identity: the buyer is an active user (and the order needs their e-mail).
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let profile = state
         .views
         .get::<UserView>(&user.username)
@@ -159,7 +159,7 @@ pub async fn place(
         (status = 200, description = "orders", body = Listing),
         (status = 403, description = "not MASTER", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list_all(
     State(state): State<AppState>,
     user: AuthUser,
@@ -177,7 +177,7 @@ pub async fn list_all(
         (status = 200, description = "orders", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
@@ -201,7 +201,7 @@ async fn can_see(state: &AppState, user: &AuthUser, order: &OrderView) -> ApiRes
         (status = 200, description = "the order", body = crate::openapi::docs::OrderView),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody),
+        (status = 503, description = "the views sink has never reported", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody)))]
 pub async fn get_order(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ pub async fn get_order(
 /// from the view (it never changes); its status is the order processor's business.
 async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResult<OrderView> {
     super::check_id(order_id, "order")?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let order = state
         .views
         .get::<OrderView>(order_id)
@@ -254,7 +254,7 @@ async fn own_order(state: &AppState, user: &AuthUser, order_id: &str) -> ApiResu
         (status = 403, description = "not the buyer (MASTER cannot pay for a user)", body = ErrorBody),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn pay(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -312,7 +312,7 @@ pub async fn pay(
         (status = 202, description = "cancellation queued; long-poll the order with ?wait=&status=CANCELLED (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting (ownership cannot be checked)", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,

@@ -126,7 +126,7 @@ pub async fn create(
             "an http(s) URL",
         )
         .finish()?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     if state
         .views
         .get::<VendorView>(&req.vendor_id)
@@ -189,7 +189,7 @@ pub async fn create(
     responses(
         (status = 200, description = "public products", body = Listing),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SearchQuery>,
@@ -218,7 +218,7 @@ pub async fn list(
         (status = 200, description = "the product", body = crate::openapi::docs::ProductView),
         (status = 404, description = "no such product", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_product(
     State(state): State<AppState>,
     MaybeAuth(user): MaybeAuth,
@@ -247,7 +247,7 @@ pub async fn get_product(
 async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(product_id, "product")?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let product = state
         .views
         .get::<ProductView>(product_id)

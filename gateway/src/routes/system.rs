@@ -32,9 +32,10 @@ pub struct Check {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyReport {
-    /// Kafka, Redis, a live views sink and the change notices are all OK.
+    /// Kafka, Redis and the change notices are OK, and the views sink has reported.
     pub ready: bool,
-    /// Ready, but the views lag behind (`views.stale`): reads are served and marked stale.
+    /// Ready, but the views lag behind (`views.stale`) or the sink has stopped reporting
+    /// (`views.ok` false): reads are served and marked stale.
     pub degraded: bool,
     /// Kafka answers a metadata request for the command topics.
     pub kafka: Check,
@@ -79,13 +80,14 @@ fn check(r: Result<(), String>) -> Check {
     }
 }
 
-/// Readiness: Kafka metadata, Redis PING, a live views sink (fresh heartbeat) and the change
-/// notices. A lagging sink does not fail it: the gateway serves (degraded), the body says how
-/// far behind the views are. 503 with the failing checks.
+/// Readiness: Kafka metadata, Redis PING, a views sink that has reported, and the change
+/// notices. A lagging sink, or one that stopped reporting (restarting, waiting for a broker),
+/// does not fail it: the gateway serves stale views (degraded), and the body says why. 503 with
+/// the failing checks.
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses(
-        (status = 200, description = "ready; `degraded` (and `views.stale`) when the views lag over the maximum", body = ReadyReport),
-        (status = 503, description = "not ready: Kafka, Redis or the notices fail, or the views sink never reported or stopped reporting", body = ReadyReport)))]
+        (status = 200, description = "ready; `degraded` when the views lag over the maximum (`views.stale`) or the sink has stopped reporting (`views.ok` false)", body = ReadyReport),
+        (status = 503, description = "not ready: Kafka, Redis or the notices fail, or the views sink has never reported", body = ReadyReport)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (kafka, redis) = tokio::join!(
         state.kafka.check(pickple_schemas::topic::ORDER_COMMANDS),
@@ -106,10 +108,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         Err("not subscribed to change notices".to_string())
     };
-    let ready = kafka.is_ok() && redis.is_ok() && views.ok && notices.is_ok();
+    let servable = views.ok || r.servable();
+    let ready = kafka.is_ok() && redis.is_ok() && servable && notices.is_ok();
     let report = ReadyReport {
         ready,
-        degraded: ready && views.stale,
+        degraded: ready && (views.stale || !views.ok),
         kafka: check(kafka),
         redis: check(redis),
         views,

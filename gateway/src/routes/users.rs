@@ -50,7 +50,7 @@ pub struct ChangeRoleRequest {
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no view yet", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn me(
     State(state): State<AppState>,
     user: AuthUser,
@@ -185,7 +185,7 @@ pub async fn delete_me(
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not MASTER", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -203,7 +203,7 @@ pub async fn list(
         (status = 200, description = "the user view without the password hash", body = crate::openapi::docs::UserView),
         (status = 403, description = "not MASTER", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_user(
     State(state): State<AppState>,
     user: AuthUser,
@@ -237,7 +237,7 @@ pub async fn change_role(
 ) -> ApiResult<Response> {
     user.require_master()?;
     super::check_id(&username, "user")?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     if state.views.get::<UserView>(&username).await?.is_none() {
         return Err(ApiError::not_found("user"));
     }

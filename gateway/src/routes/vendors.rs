@@ -121,7 +121,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/vendors", tag = "vendors", params(PageQuery),
     responses((status = 200, description = "vendors", body = Listing),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(page): ApiQuery<PageQuery>,
@@ -137,7 +137,7 @@ pub async fn list(
         (status = 200, description = "the caller's vendors", body = Listing),
         (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
@@ -155,7 +155,7 @@ pub async fn mine(
         (status = 200, description = "the vendor", body = crate::openapi::docs::VendorView),
         (status = 404, description = "no such vendor", body = ErrorBody),
         (status = 504, description = "wait timed out", body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_vendor(
     State(state): State<AppState>,
     Path(vendor_id): Path<String>,
@@ -173,7 +173,7 @@ pub async fn get_vendor(
 async fn owned_vendor(state: &AppState, user: &AuthUser, vendor_id: &str) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(vendor_id, "vendor")?;
-    state.views.ensure_live()?;
+    state.views.ensure_servable()?;
     let vendor = state
         .views
         .get::<VendorView>(vendor_id)
@@ -278,7 +278,7 @@ pub async fn delete(
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
     responses((status = 200, description = "products", body = Listing),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn products(
     State(state): State<AppState>,
     MaybeAuth(user): MaybeAuth,
@@ -307,7 +307,7 @@ pub async fn products(
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn orders(
     State(state): State<AppState>,
     user: AuthUser,
@@ -328,7 +328,7 @@ pub async fn orders(
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
-        (status = 503, description = "the views sink is not reporting", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     user: AuthUser,

@@ -8,14 +8,17 @@
 //! first statistics have arrived before it claims to be caught up. The hash expires after
 //! [`EXPIRY_SECS`] without a write.
 //!
-//! **Rule** ([`evaluate`]), in two parts:
+//! **Rule** ([`evaluate`]), in three parts:
 //! - **live**: the hash holds at least one partition, every field is readable and every
-//!   partition's `at` is at most `max_staleness_ms` old. A sink that never reported, or a dead
-//!   one, is not live: the gateway answers its view reads (and its `/ready`) with 503, because
-//!   what Redis holds may be arbitrarily old.
+//!   partition's `at` is at most `max_staleness_ms` old.
 //! - **lagging**: live, but some partition's lag is over `max_lag`. The gateway still serves the
 //!   views (the latest it has) and says how far behind they are (`Pickple-Views-Lag`,
 //!   `Pickple-Views-Stale`); commands are never refused for it.
+//! - **servable** ([`Readiness::servable`]): the sink has reported (the hash holds a partition),
+//!   live or not. A sink that stopped reporting (killed, restarting, or waiting for a broker)
+//!   degrades the answers: the gateway serves what Redis holds, marked stale, and stays ready
+//!   (degraded). Only a sink that never reported (or not for [`EXPIRY_SECS`]) leaves nothing
+//!   worth serving: 503.
 //!
 //! `caught_up` is "live and not lagging".
 
@@ -23,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 /// A task stays silent this long after it starts (the first consumer statistics arrive at 1 s).
 pub const WARMUP_MS: i64 = 2_000;
-/// The heartbeat hash disappears when no task has written it for this long.
-pub const EXPIRY_SECS: i64 = 120;
+/// The heartbeat hash disappears when no task has written it for this long: a sink silent for
+/// a day is gone, not restarting.
+pub const EXPIRY_SECS: i64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
@@ -70,6 +74,12 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// The sink has reported, live or not: its views are worth serving (marked stale when it
+    /// is not live).
+    pub fn servable(&self) -> bool {
+        self.partitions > 0
+    }
+
     /// Not live, for the given reason (e.g. Redis could not be read).
     pub fn dead(reason: impl Into<String>) -> Readiness {
         Readiness {
@@ -152,14 +162,20 @@ mod tests {
 
         let never = evaluate(&[], 1000, rule);
         assert!(!never.live && !never.lagging && never.max_lag.is_none());
+        assert!(!never.servable(), "nothing reported, nothing to serve");
 
         // One silent partition makes the sink dead even if another one lags: dead wins.
         let dead = evaluate(&[field(0, 1000, 500), field(1, -20_000, 0)], 1000, rule);
         assert!(!dead.live && !dead.lagging);
+        assert!(
+            dead.servable(),
+            "a sink that stopped reporting degrades the views"
+        );
         assert!(dead.reason.unwrap().starts_with("p1: no heartbeat"));
 
         let unreadable = evaluate(&[("p0".into(), "{".into())], 1000, rule);
         assert!(!unreadable.live);
         assert!(!Readiness::dead("redis down").live);
+        assert!(!Readiness::dead("redis down").servable());
     }
 }
