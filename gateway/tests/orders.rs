@@ -475,6 +475,7 @@ async fn a_silent_sink_answers_503_and_a_dead_one_degrades_the_views() {
         "a silent sink degrades the gateway, it does not take it out: {body}"
     );
     assert_eq!(body["degraded"], true);
+    assert_eq!(body["views"]["stale"], true);
     assert_eq!(body["views"]["ok"], false);
     assert!(body["views"]["error"]
         .as_str()

@@ -58,7 +58,8 @@ pub struct ViewsCheck {
     /// Records the views are behind (the largest partition's lag), when the sink reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
-    /// The lag is over `views_max_lag`: reads are served with `Pickple-Views-Stale: true`.
+    /// The lag is over `views_max_lag`, or the sink has stopped reporting: reads are served
+    /// with `Pickple-Views-Stale: true`.
     pub stale: bool,
     /// Sink partitions that reported.
     pub partitions: usize,
@@ -86,7 +87,7 @@ fn check(r: Result<(), String>) -> Check {
 /// the failing checks.
 #[utoipa::path(get, path = "/ready", tag = "system",
     responses(
-        (status = 200, description = "ready; `degraded` when the views lag over the maximum (`views.stale`) or the sink has stopped reporting (`views.ok` false)", body = ReadyReport),
+        (status = 200, description = "ready; `degraded` (and `views.stale`) when the views lag over the maximum or the sink has stopped reporting (then `views.ok` is false)", body = ReadyReport),
         (status = 503, description = "not ready: Kafka, Redis or the notices fail, or the views sink has never reported", body = ReadyReport)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (kafka, redis) = tokio::join!(
@@ -99,7 +100,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         ok: views_ok,
         error: (!views_ok).then(|| r.reason.clone().unwrap_or_else(|| "not live".into())),
         lag: r.max_lag,
-        stale: r.lagging,
+        stale: r.lagging || (!r.live && r.servable()),
         partitions: r.partitions,
         reason: r.reason.clone(),
     };
@@ -112,7 +113,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let ready = kafka.is_ok() && redis.is_ok() && servable && notices.is_ok();
     let report = ReadyReport {
         ready,
-        degraded: ready && (views.stale || !views.ok),
+        degraded: ready && views.stale,
         kafka: check(kafka),
         redis: check(redis),
         views,
