@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use pickple_schemas::RecordHeaders;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::Span;
 
@@ -77,6 +78,23 @@ pub(crate) fn group_metadata<C: ConsumerContext>(
     consumer
         .group_metadata()
         .ok_or(EngineError::NoGroupMetadata)
+}
+
+/// Where to rewind an input partition to, from the group coordinator's answer for it: the
+/// committed offset, or the beginning when nothing was ever committed (as `auto.offset.reset`
+/// does). An answer that is an error is not "nothing committed": a coordinator still loading
+/// its offsets after a broker restart answers per partition, and rewinding such a partition to
+/// the beginning processed all of it again (a SetStock replayed over later reservations). The
+/// error is transient: the rewind is tried again on the next turn.
+fn rewind_target(committed: Offset, answer: KafkaResult<()>) -> KafkaResult<Offset> {
+    answer?;
+    Ok(match committed {
+        Offset::Offset(o) => Offset::Offset(o),
+        // Nothing committed yet.
+        Offset::Invalid => Offset::Beginning,
+        // librdkafka answers an offset or INVALID; anything else is no answer to act on.
+        _ => return Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
+    })
 }
 
 /// What must happen before anything else is processed, after a transaction's end went wrong.
@@ -616,10 +634,7 @@ impl<P: Processor> Engine<P> {
         let committed = consumer.committed_offsets(assignment, Duration::from_secs(30))?;
         let mut rewind = TopicPartitionList::new();
         for elem in committed.elements() {
-            let offset = match elem.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
+            let offset = rewind_target(elem.offset(), elem.error())?;
             rewind.add_partition_offset(elem.topic(), elem.partition(), offset)?;
         }
         consumer.seek_partitions(rewind, Duration::from_secs(30))?;
@@ -697,6 +712,26 @@ mod tests {
     use crate::collector::DeliveryReports;
     use crate::producer::Timeouts;
     use crate::{Context, ProcessError};
+
+    #[test]
+    fn a_rewind_goes_to_the_committed_offset_and_never_to_the_beginning_on_an_error() {
+        assert_eq!(
+            rewind_target(Offset::Offset(42), Ok(())).unwrap(),
+            Offset::Offset(42)
+        );
+        // Nothing committed yet: from the beginning, as auto.offset.reset says.
+        assert_eq!(
+            rewind_target(Offset::Invalid, Ok(())).unwrap(),
+            Offset::Beginning
+        );
+        // A coordinator loading its offsets after a restart answers the partition with an
+        // error and no offset: that is no reason to process the partition from its start.
+        let loading = Err(KafkaError::OffsetFetch(
+            RDKafkaErrorCode::CoordinatorLoadInProgress,
+        ));
+        assert!(rewind_target(Offset::Invalid, loading).is_err());
+        assert!(rewind_target(Offset::End, Ok(())).is_err());
+    }
 
     /// Writes `"v"` under the record's key in store `s`.
     struct Put;
