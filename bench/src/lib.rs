@@ -67,7 +67,6 @@ pub async fn delete_topics(brokers: &str, topics: &[String]) -> anyhow::Result<(
     Ok(())
 }
 
-/// A fresh prefix for one run's topics, groups and transactional ids on the shared broker.
 /// The runtime's commit settings a benchmark may change; the ones left unset keep the runtime's
 /// own defaults ([`RuntimeConfig`]), so a benchmark measures what the shop runs.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -132,6 +131,7 @@ impl CommitTuning {
     }
 }
 
+/// A fresh prefix for one run's topics, groups and transactional ids on the shared broker.
 pub fn run_prefix(kind: &str) -> String {
     format!(
         "{kind}{}.",
