@@ -317,7 +317,8 @@ pub async fn read_view<V: View>(
         }
         let read = current.as_ref().map(View::version);
         sub.changed(read, RECHECK.min(deadline - now)).await;
-        // A sink that died during the wait: what Redis holds can no longer be trusted.
+        // A sink gone for good since the wait began (its heartbeat expired, Redis wiped):
+        // nothing left worth serving.
         views.ensure_servable()?;
         current = views.get(id).await?;
     }

@@ -333,19 +333,10 @@ impl Views {
     /// unknown once it has stopped reporting.
     pub fn freshness(&self) -> Option<Freshness> {
         let r = self.readiness();
-        if r.live {
-            Some(Freshness {
-                lag: Some(r.max_lag.unwrap_or(0)),
-                stale: r.lagging,
-            })
-        } else if r.servable() {
-            Some(Freshness {
-                lag: None,
-                stale: true,
-            })
-        } else {
-            None
-        }
+        r.servable().then(|| Freshness {
+            lag: r.live.then(|| r.max_lag.unwrap_or(0)),
+            stale: r.stale(),
+        })
     }
 
     /// Refresh the readiness every `every` in the background.

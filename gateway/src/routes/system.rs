@@ -100,7 +100,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         ok: views_ok,
         error: (!views_ok).then(|| r.reason.clone().unwrap_or_else(|| "not live".into())),
         lag: r.max_lag,
-        stale: r.lagging || (!r.live && r.servable()),
+        stale: r.stale(),
         partitions: r.partitions,
         reason: r.reason.clone(),
     };

@@ -80,6 +80,11 @@ impl Readiness {
         self.partitions > 0
     }
 
+    /// The views are served marked stale: the live sink lags, or it has stopped reporting.
+    pub fn stale(&self) -> bool {
+        self.lagging || (!self.live && self.servable())
+    }
+
     /// Not live, for the given reason (e.g. Redis could not be read).
     pub fn dead(reason: impl Into<String>) -> Readiness {
         Readiness {
@@ -153,22 +158,26 @@ mod tests {
     fn a_lagging_sink_is_live_a_silent_one_is_not() {
         let rule = ReadyRule::default();
         let lagging = evaluate(&[field(0, 1000, 0), field(1, 900, 500)], 1000, rule);
-        assert!(lagging.live && lagging.lagging && !lagging.caught_up);
+        assert!(lagging.live && lagging.lagging && !lagging.caught_up && lagging.stale());
         assert_eq!(lagging.max_lag, Some(500));
         assert_eq!(lagging.reason.as_deref(), Some("p1: lag 500"));
 
         let fresh = evaluate(&[field(0, 1000, 100)], 1000, rule);
         assert!(fresh.live && !fresh.lagging && fresh.caught_up && fresh.reason.is_none());
+        assert!(!fresh.stale());
 
         let never = evaluate(&[], 1000, rule);
         assert!(!never.live && !never.lagging && never.max_lag.is_none());
-        assert!(!never.servable(), "nothing reported, nothing to serve");
+        assert!(
+            !never.servable() && !never.stale(),
+            "nothing reported, nothing to serve"
+        );
 
         // One silent partition makes the sink dead even if another one lags: dead wins.
         let dead = evaluate(&[field(0, 1000, 500), field(1, -20_000, 0)], 1000, rule);
         assert!(!dead.live && !dead.lagging);
         assert!(
-            dead.servable(),
+            dead.servable() && dead.stale(),
             "a sink that stopped reporting degrades the views"
         );
         assert!(dead.reason.unwrap().starts_with("p1: no heartbeat"));
