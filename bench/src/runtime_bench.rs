@@ -28,8 +28,7 @@ use pickple_bench::{
 };
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{
-    run_until, Context, Metrics, ProcessError, Processor, Record, RuntimeConfig,
-    FETCH_QUEUE_BACKOFF_MS, INPUT_FETCH,
+    run_until, Context, Metrics, ProcessError, Processor, Record, RuntimeConfig, INPUT_FETCH,
 };
 use pickple_schemas::RecordHeaders;
 use pickple_telemetry::TraceParent;
@@ -174,11 +173,8 @@ fn plain_worker(brokers: &str, prefix: &str, records: usize) -> anyhow::Result<(
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{prefix}plain"))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        // As the runtime's consumers: librdkafka's default (1 s) stalls a consumer that
-        // empties its queue faster than that.
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
-    // And as much fetched ahead as theirs.
+        .set("enable.auto.commit", "true");
+    // As the runtime's input consumers fetch (see INPUT_FETCH).
     for (key, value) in INPUT_FETCH {
         config.set(key, value);
     }

@@ -92,13 +92,15 @@ impl RuntimeConfig {
 /// headers). Looking again soon keeps the queue fed.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
-/// How much of its input a runtime consumer fetches ahead. librdkafka's defaults (up to 64 MiB
+/// How a runtime input consumer fetches: [`FETCH_QUEUE_BACKOFF_MS`], and how much it fetches
+/// ahead. librdkafka's defaults (up to 64 MiB
 /// and 100,000 records per partition queued, 1 MiB per partition and 50 MiB per fetch) let a
 /// processor catching up on a backlog grow to ~130-220 MiB, mostly fetch buffers: a fetched
 /// buffer lives until its last record is processed. These bounds kept the reference counter
 /// at 60-70 MiB reading a backlog of 1,000,000 records, at the same records/s (runtime-bench);
 /// records over 256 KiB are still fetched (librdkafka grows the size for them).
-pub const INPUT_FETCH: [(&str, &str); 4] = [
+pub const INPUT_FETCH: [(&str, &str); 5] = [
+    ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
     ("queued.max.messages.kbytes", "8192"),
     ("queued.min.messages", "10000"),
     ("fetch.message.max.bytes", "262144"),

@@ -225,7 +225,6 @@ fn consumer_config(config: &RuntimeConfig, app: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", crate::FETCH_QUEUE_BACKOFF_MS)
         // Range gives partition p of every co-partitioned input to the same member (one task per
         // partition number). Cooperative-sticky would not: it places topic-partitions alone.
         .set("partition.assignment.strategy", "range")
