@@ -11,10 +11,12 @@ use std::thread::JoinHandle;
 use crate::store::{StateStores, StoreError, Writes};
 
 /// One committed transaction: its writes, and per store and partition the changelog position
-/// the tree reflects once they are applied (its checkpoint).
+/// the tree reflects once they are applied (its checkpoint), and the input positions the
+/// transaction committed (physical topic, partition, next offset).
 pub(crate) struct Committed {
     pub writes: Arc<Writes>,
     pub checkpoints: HashMap<String, HashMap<i32, i64>>,
+    pub inputs: Vec<(String, i32, i64)>,
 }
 
 pub(crate) struct Applier {
@@ -151,6 +153,15 @@ fn apply(stores: &StateStores, committed: &Committed) -> Result<(), StoreError> 
             let kv = kv.iter().map(|(k, v)| (k, v.as_ref()));
             stores.apply(store, *partition, kv, checkpoint)?;
         }
+    }
+    // After the state: a position is never ahead of the state it stands for.
+    if !committed.inputs.is_empty() {
+        stores.set_input_positions(
+            committed
+                .inputs
+                .iter()
+                .map(|(t, p, o)| (t.as_str(), *p, *o)),
+        )?;
     }
     Ok(())
 }

@@ -217,6 +217,7 @@ impl<P: Processor> TestDriver<P> {
             .submit(Committed {
                 writes: std::sync::Arc::new(txn.writes),
                 checkpoints: Default::default(),
+                inputs: Vec::new(),
             })
             .expect("in-memory sled write");
     }

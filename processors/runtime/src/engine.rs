@@ -80,21 +80,38 @@ pub(crate) fn group_metadata<C: ConsumerContext>(
         .ok_or(EngineError::NoGroupMetadata)
 }
 
-/// Where to rewind an input partition to, from the group coordinator's answer for it: the
-/// committed offset, or the beginning when nothing was ever committed (as `auto.offset.reset`
-/// does). An answer that is an error is not "nothing committed": a coordinator still loading
-/// its offsets after a broker restart answers per partition, and rewinding such a partition to
-/// the beginning processed all of it again (a SetStock replayed over later reservations). The
-/// error is transient: the rewind is tried again on the next turn.
-fn rewind_target(committed: Offset, answer: KafkaResult<()>) -> KafkaResult<Offset> {
+/// Where an input partition goes on from: the group's committed offset, unless this instance's
+/// state has gone past it. The state's own position (kept in sled with each committed
+/// transaction, [`StateStores::input_position`]) guards against a coordinator that answers with
+/// no offset, or an older one, after it lost the group's latest commits: a single broker
+/// SIGKILLed twice under load rebuilt group `stock` as Empty, and the partition was processed
+/// from its beginning again (every SetStock re-applied over the reservations since). Only
+/// with neither is it the beginning. An answer that is an error is not "nothing committed": a
+/// coordinator still loading its offsets answers per partition, and the error is transient.
+fn start_position(
+    committed: Offset,
+    answer: KafkaResult<()>,
+    local: Option<i64>,
+) -> KafkaResult<(Offset, Guarded)> {
     answer?;
-    Ok(match committed {
-        Offset::Offset(o) => Offset::Offset(o),
-        // Nothing committed yet.
-        Offset::Invalid => Offset::Beginning,
+    Ok(match (committed, local) {
+        (Offset::Offset(c), Some(l)) if l > c => (Offset::Offset(l), Guarded::Behind(c)),
+        (Offset::Offset(c), _) => (Offset::Offset(c), Guarded::No),
+        (Offset::Invalid, Some(l)) => (Offset::Offset(l), Guarded::Missing),
+        (Offset::Invalid, None) => (Offset::Beginning, Guarded::No),
         // librdkafka answers an offset or INVALID; anything else is no answer to act on.
         _ => return Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
     })
+}
+
+/// Whether [`start_position`] overruled the coordinator, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    No,
+    /// The coordinator had no offset for a partition this instance has processed.
+    Missing,
+    /// The coordinator's offset was behind this instance's state.
+    Behind(i64),
 }
 
 /// What must happen before anything else is processed, after a transaction's end went wrong.
@@ -155,6 +172,7 @@ impl<P: Processor> Engine<P> {
         let metrics = Metrics::global();
         // At 0 from the start: a first abort is then an increase, as the alert expects.
         metrics.aborts.with_label_values(&[&spec.name]);
+        metrics.offsets_guarded.with_label_values(&[&spec.name]);
         let tasks = TaskManager::new(spec.clone(), config.clone(), stores.clone(), factory);
         Ok(Engine {
             spec,
@@ -536,9 +554,15 @@ impl<P: Processor> Engine<P> {
                 checkpoints.insert(store.clone(), partitions);
             }
         }
+        let inputs = txn
+            .offsets
+            .iter()
+            .flat_map(|(topic, ps)| ps.iter().map(|(p, o)| (topic.clone(), *p, *o)))
+            .collect();
         self.applier.submit(Committed {
             writes: Arc::new(txn.writes),
             checkpoints,
+            inputs,
         })?;
         self.last_commit = Instant::now();
         self.metrics
@@ -631,14 +655,43 @@ impl<P: Processor> Engine<P> {
         if assignment.count() == 0 {
             return Ok(());
         }
-        let committed = consumer.committed_offsets(assignment, Duration::from_secs(30))?;
-        let mut rewind = TopicPartitionList::new();
-        for elem in committed.elements() {
-            let offset = rewind_target(elem.offset(), elem.error())?;
-            rewind.add_partition_offset(elem.topic(), elem.partition(), offset)?;
-        }
+        let rewind = self.start_positions(consumer, &assignment)?;
         consumer.seek_partitions(rewind, Duration::from_secs(30))?;
         Ok(())
+    }
+
+    /// Where each of `partitions` goes on from ([`start_position`]): asked of the group
+    /// coordinator, checked against the positions this instance's state reflects. Called with
+    /// a new assignment, before librdkafka starts fetching, and on every rewind.
+    pub fn start_positions<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) -> Result<TopicPartitionList, EngineError> {
+        // The positions in sled are the last applied transaction's: let the last commit land.
+        self.settle()?;
+        let committed = consumer.committed_offsets(partitions.clone(), Duration::from_secs(30))?;
+        let mut positions = TopicPartitionList::new();
+        for elem in committed.elements() {
+            let (topic, partition) = (elem.topic(), elem.partition());
+            let local = self.stores.input_position(topic, partition)?;
+            let (offset, guarded) = start_position(elem.offset(), elem.error(), local)?;
+            if guarded != Guarded::No {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    coordinator = ?guarded,
+                    state = ?local,
+                    "the group coordinator's offset is behind this instance's state; going on from the state's position"
+                );
+                self.metrics
+                    .offsets_guarded
+                    .with_label_values(&[&self.spec.name])
+                    .inc();
+            }
+            positions.add_partition_offset(topic, partition, offset)?;
+        }
+        Ok(positions)
     }
 
     /// Partitions were assigned: their tasks start RESTORING, off the poll loop.
@@ -714,23 +767,30 @@ mod tests {
     use crate::{Context, ProcessError};
 
     #[test]
-    fn a_rewind_goes_to_the_committed_offset_and_never_to_the_beginning_on_an_error() {
+    fn inputs_go_on_from_the_committed_offset_unless_the_state_has_gone_past_it() {
+        let at = |o, local| start_position(Offset::Offset(o), Ok(()), local).unwrap();
+        assert_eq!(at(42, None), (Offset::Offset(42), Guarded::No));
+        assert_eq!(at(42, Some(42)), (Offset::Offset(42), Guarded::No));
+        // Another instance went on from where this one's state stopped.
+        assert_eq!(at(42, Some(30)), (Offset::Offset(42), Guarded::No));
+        // The coordinator lost the latest commits: the state knows better.
+        assert_eq!(at(42, Some(50)), (Offset::Offset(50), Guarded::Behind(42)));
         assert_eq!(
-            rewind_target(Offset::Offset(42), Ok(())).unwrap(),
-            Offset::Offset(42)
+            start_position(Offset::Invalid, Ok(()), Some(50)).unwrap(),
+            (Offset::Offset(50), Guarded::Missing)
         );
-        // Nothing committed yet: from the beginning, as auto.offset.reset says.
+        // Nothing committed and nothing processed here: from the beginning.
         assert_eq!(
-            rewind_target(Offset::Invalid, Ok(())).unwrap(),
-            Offset::Beginning
+            start_position(Offset::Invalid, Ok(()), None).unwrap(),
+            (Offset::Beginning, Guarded::No)
         );
         // A coordinator loading its offsets after a restart answers the partition with an
         // error and no offset: that is no reason to process the partition from its start.
         let loading = Err(KafkaError::OffsetFetch(
             RDKafkaErrorCode::CoordinatorLoadInProgress,
         ));
-        assert!(rewind_target(Offset::Invalid, loading).is_err());
-        assert!(rewind_target(Offset::End, Ok(())).is_err());
+        assert!(start_position(Offset::Invalid, loading, None).is_err());
+        assert!(start_position(Offset::End, Ok(()), None).is_err());
     }
 
     /// Writes `"v"` under the record's key in store `s`.

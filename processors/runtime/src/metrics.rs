@@ -15,6 +15,9 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     pub commit_latency: HistogramVec,
     pub aborts: IntCounterVec,
+    /// Input partitions started from this instance's own position because the group
+    /// coordinator's offset was missing or behind it.
+    pub offsets_guarded: IntCounterVec,
     /// Records a task will process again after its back-off (`ProcessError::Retry`).
     pub retries: IntCounterVec,
     pub restore_records: IntCounterVec,
@@ -62,6 +65,12 @@ impl Metrics {
             aborts: register_int_counter_vec!(
                 "pickple_transaction_aborts_total",
                 "Transactions aborted",
+                &["app"]
+            )
+            .unwrap(),
+            offsets_guarded: register_int_counter_vec!(
+                "pickple_offsets_guarded_total",
+                "Input partitions started from the state's own position, the group coordinator's offset being missing or behind it",
                 &["app"]
             )
             .unwrap(),

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 
 use crate::engine::{Engine, EngineError};
@@ -69,6 +70,43 @@ impl<P: Processor> ClientContext for RebalanceContext<P> {
 }
 
 impl<P: Processor> ConsumerContext for RebalanceContext<P> {
+    /// librdkafka's eager rebalance, with one change: an assignment is taken with explicit
+    /// start offsets ([`Engine::start_positions`]), so that librdkafka never falls back to
+    /// `auto.offset.reset` for a partition the coordinator answers without an offset. That
+    /// fallback replayed a whole stock partition after a broker lost the group's offsets.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positioned = self.engine.lock().unwrap().start_positions(consumer, tpl);
+                let assigned = match positioned {
+                    Ok(positions) => consumer.assign(&positions),
+                    Err(e) => {
+                        // The poll loop stops before processing anything: the supervisor's
+                        // restart asks the coordinator again.
+                        self.record(Err(e));
+                        consumer.assign(tpl)
+                    }
+                };
+                if let Err(e) = assigned {
+                    self.record(Err(e.into()));
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                if let Err(e) = consumer.unassign() {
+                    self.record(Err(e.into()));
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let lost = consumer.assignment_lost();

@@ -223,6 +223,8 @@ fn consumer_config(config: &RuntimeConfig, app: &str) -> ClientConfig {
         .set("group.id", format!("{}{}", config.topic_prefix, app))
         .set("client.id", format!("{}-{}", app, config.instance_id))
         .set("enable.auto.commit", "false")
+        // Only for a position out of range (records deleted ahead of it): an assignment starts
+        // at explicit offsets (see RebalanceContext::rebalance), never at librdkafka's reset.
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         // Range gives partition p of every co-partitioned input to the same member (one task per

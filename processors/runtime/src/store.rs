@@ -14,6 +14,10 @@ const POSITION: &[u8] = b"p";
 /// `offset + 1` and replaced by [`POSITION`] on the next write, so existing stores upgrade in
 /// place.
 const LAST_APPLIED: &[u8] = b"c";
+/// The tree of input positions: per input topic and partition, the offset of the next record
+/// to process, as of the last transaction applied here. Its name has no `/`, so it is no
+/// store's tree.
+const INPUTS: &str = "__inputs";
 
 /// Key-value pairs read from a store, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -148,6 +152,28 @@ impl StateStores {
         Ok(())
     }
 
+    /// The input position this instance's state reflects for `topic`'s `partition`: the offset
+    /// of the next record to process, as of the last committed transaction applied here.
+    pub fn input_position(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let tree = self.db.open_tree(INPUTS)?;
+        Ok(tree
+            .get(input_key(topic, partition))?
+            .and_then(|v| v.as_ref().try_into().ok().map(i64::from_be_bytes)))
+    }
+
+    /// Record the input positions a committed transaction reached.
+    pub fn set_input_positions<'a>(
+        &self,
+        positions: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (topic, partition, offset) in positions {
+            batch.insert(input_key(topic, partition), &offset.to_be_bytes());
+        }
+        self.db.open_tree(INPUTS)?.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Forget a tree (its changelog no longer matches it).
     pub fn wipe(&self, store: &str, partition: i32) -> Result<(), StoreError> {
         self.tree(store, partition)?.clear()?;
@@ -184,6 +210,10 @@ impl StateStores {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+fn input_key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("{topic}/{partition}").into_bytes()
 }
 
 fn data_key(key: &[u8]) -> Vec<u8> {
@@ -269,6 +299,23 @@ mod tests {
         stores.wipe("s", 0).unwrap();
         assert_eq!(stores.checkpoint("s", 0).unwrap(), None);
         assert_eq!(stores.get("s", 0, b"b").unwrap(), None);
+    }
+
+    #[test]
+    fn input_positions_are_kept_per_topic_and_partition_and_are_no_store_data() {
+        let stores = StateStores::temporary().unwrap();
+        assert_eq!(stores.input_position("in", 0).unwrap(), None);
+        stores
+            .set_input_positions([("in", 0, 7), ("in", 1, 3), ("other", 0, 9)])
+            .unwrap();
+        stores.set_input_positions([("in", 0, 12)]).unwrap();
+        assert_eq!(stores.input_position("in", 0).unwrap(), Some(12));
+        assert_eq!(stores.input_position("in", 1).unwrap(), Some(3));
+        assert_eq!(stores.input_position("other", 0).unwrap(), Some(9));
+        assert!(
+            stores.stats().unwrap().is_empty(),
+            "positions are not a store"
+        );
     }
 
     #[test]
