@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
     #[arg(long, env = "PICKPLE_MAX_VALUE_BYTES", default_value_t = 256 * 1024)]
     pub max_value_bytes: usize,
     /// Where to serve Prometheus `/metrics` and `/health` (e.g. 127.0.0.1:9101); none when unset.
+    /// sled's page cache per instance, in MiB (sled's own default is 1 GiB, which each of a
+    /// machine's processes would grow into as its state grows).
+    #[arg(long, env = "PICKPLE_STORE_CACHE_MB", default_value_t = 128)]
+    pub store_cache_mb: u64,
     #[arg(long, env = "PICKPLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -60,6 +64,7 @@ impl RuntimeConfig {
             punctuate_interval_ms: 1000,
             task_timeout_ms: 300_000,
             max_value_bytes: 256 * 1024,
+            store_cache_mb: 128,
             metrics_addr: None,
         }
     }

@@ -76,7 +76,7 @@ where
         "{}{}-{}",
         config.topic_prefix, spec.name, config.instance_id
     ));
-    let stores = StateStores::open(&dir)?;
+    let stores = StateStores::open(&dir, config.store_cache_mb * 1024 * 1024)?;
     crate::Metrics::global()
         .value_limit
         .with_label_values(&[&spec.name])

@@ -62,9 +62,13 @@ pub struct StateStores {
 }
 
 impl StateStores {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Open (or create) the stores at `path`, with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         Ok(StateStores {
-            db: sled::open(path)?,
+            db: sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open()?,
             trees: Default::default(),
         })
     }
