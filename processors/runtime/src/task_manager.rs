@@ -103,26 +103,30 @@ impl<P: Processor> TaskManager<P> {
         tpl
     }
 
-    fn pause<C: ConsumerContext>(
+    /// Pause (or resume) the inputs of the tasks of `partitions`.
+    fn set_paused<C: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         partitions: &[i32],
+        paused: bool,
     ) -> KafkaResult<()> {
         if partitions.is_empty() {
             return Ok(());
         }
-        consumer.pause(&self.inputs_of(partitions))
+        let inputs = self.inputs_of(partitions);
+        if paused {
+            consumer.pause(&inputs)
+        } else {
+            consumer.resume(&inputs)
+        }
     }
 
-    fn resume<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        partitions: &[i32],
-    ) -> KafkaResult<()> {
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        consumer.resume(&self.inputs_of(partitions))
+    fn pause<C: ConsumerContext>(&self, c: &BaseConsumer<C>, ps: &[i32]) -> KafkaResult<()> {
+        self.set_paused(c, ps, true)
+    }
+
+    fn resume<C: ConsumerContext>(&self, c: &BaseConsumer<C>, ps: &[i32]) -> KafkaResult<()> {
+        self.set_paused(c, ps, false)
     }
 
     /// Partitions were assigned: create the new tasks as RESTORING, pause their inputs, and
