@@ -141,13 +141,13 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             &p(topic::VENDOR_COMMANDS),
             "vendor id",
             7,
-            "vendor create/update/delete",
+            "vendor create/update/delete; products listed under their vendor (from stock)",
         ),
         stream(
             &p(topic::STOCK_COMMANDS),
             "product id",
             7,
-            "product, stock, sale and reservation commands",
+            "product, stock, sale and reservation commands; deletions of a deleted vendor's products",
         ),
         stream(
             &p(topic::ORDER_COMMANDS),

@@ -1,6 +1,9 @@
 //! The stock app: the single writer of every product (stock levels, reservations, sale), keyed by
 //! product id. Reserve answers the order saga on `order-replies` (keyed by order id); every
-//! change publishes `view-products`.
+//! change publishes `view-products`. A product created is listed under its vendor
+//! (`ProductListed` on `vendor-commands`, keyed by vendor id), so that the catalog app deletes it
+//! (`DeleteProduct`) when the vendor is deleted. Only a public product that is not deleted is
+//! sold.
 //!
 //! A refused Reserve is the order's business, not the product's: it is answered to the saga (the
 //! order's view shows the reason) and leaves the product and its view untouched, so a flash sale
@@ -16,14 +19,15 @@
 
 pub mod entries;
 pub mod keys;
+pub mod listing;
 #[cfg(test)]
 mod store_tests;
 pub mod sweep;
 
-use pickple_domain::stock::Product;
+use pickple_domain::stock::{Product, StockEffect};
 use pickple_domain::{Aggregate, Millis};
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
-use pickple_schemas::topic::{ORDER_REPLIES, STOCK_COMMANDS, VIEW_PRODUCTS};
+use pickple_schemas::topic::{ORDER_REPLIES, STOCK_COMMANDS, VENDOR_COMMANDS, VIEW_PRODUCTS};
 use pickple_schemas::StockCommand;
 use pickple_topics::catalogue::app;
 
@@ -49,14 +53,19 @@ pub fn spec() -> AppSpec {
 /// The stock processor of one task: keeps released and restocked reservations for
 /// `retention_ms` (`PICKPLE_RESERVATION_RETENTION_MS`, default
 /// [`FINISHED_RESERVATION_RETENTION_MS`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StockProcessor {
     pub retention_ms: Millis,
+    /// The products made before they were listed under their vendors, still to list.
+    listing: listing::Backlog,
 }
 
 impl StockProcessor {
     pub fn new(retention_ms: Millis) -> Self {
-        StockProcessor { retention_ms }
+        StockProcessor {
+            retention_ms,
+            listing: listing::Backlog::default(),
+        }
     }
 }
 
@@ -111,15 +120,23 @@ impl Processor for StockProcessor {
                 entries::write_back(ctx, &key, &before, after, self.retention_ms)?;
             }
         }
-        // The answer to a Reserve, keyed by its order.
-        for reply in &out.effects {
-            ctx.send(ORDER_REPLIES, reply.order_id(), reply);
+        for effect in &out.effects {
+            match effect {
+                // The answer to a Reserve, keyed by its order.
+                StockEffect::Reply(reply) => ctx.send(ORDER_REPLIES, reply.order_id(), reply),
+                // A new product, listed under its vendor by the catalog app.
+                StockEffect::Vendor(command) => {
+                    ctx.send(VENDOR_COMMANDS, command.vendor_id(), command)
+                }
+            }
         }
         Ok(())
     }
 
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        sweep::sweep(ctx)
+        sweep::sweep(ctx)?;
+        self.listing.list(ctx, listing::LISTING_BATCH)?;
+        Ok(())
     }
 }
 
@@ -127,7 +144,7 @@ impl Processor for StockProcessor {
 mod tests {
     use super::*;
     use pickple_runtime::TestDriver;
-    use pickple_schemas::{OrderReply, ProductView, RecordHeaders, SaleTerms};
+    use pickple_schemas::{OrderReply, ProductView, RecordHeaders, SaleTerms, VendorCommand};
 
     fn create(p: &str) -> StockCommand {
         StockCommand::CreateProduct {
@@ -230,6 +247,81 @@ mod tests {
         let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
         assert_eq!(views[0].version, 3);
         assert_eq!(views[0].rejection, None);
+    }
+
+    #[test]
+    fn a_private_product_is_not_sold_and_its_view_tells_nothing() {
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
+        let mut private = create("p1");
+        if let StockCommand::CreateProduct { public, .. } = &mut private {
+            *public = false;
+        }
+        d.pipe(STOCK_COMMANDS, "p1", &private).unwrap();
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::SetStock {
+                product_id: "p1".into(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        d.take_outputs(VIEW_PRODUCTS);
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 1))
+            .unwrap();
+        // Refused as a product that does not exist would be, keyed by the order, which the saga
+        // then cancels with that reason.
+        d.pipe(STOCK_COMMANDS, "p9", &reserve("p9", "o2", "ann1", 1))
+            .unwrap();
+        let replies = d.take_outputs(ORDER_REPLIES);
+        let keys: Vec<&str> = replies.iter().map(|o| o.key_str()).collect();
+        assert_eq!(keys, ["o1", "o2"]);
+        let reasons: Vec<String> = replies
+            .iter()
+            .map(
+                |o| match pickple_schemas::decode(o.value.as_deref()).unwrap() {
+                    OrderReply::StockRejected { reason, .. } => reason,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(reasons[0], "not found: no such product");
+        assert_eq!(reasons[0], reasons[1]);
+        // Nothing reserved, no new view.
+        assert!(d.take_outputs(VIEW_PRODUCTS).is_empty());
+        let stored: crate::state::Versioned<pickple_domain::stock::ProductState> =
+            d.get(STORE, "p1").unwrap();
+        assert_eq!(
+            (stored.state.stock.available, stored.state.stock.reserved),
+            (3, 0)
+        );
+    }
+
+    #[test]
+    fn a_new_product_is_listed_under_its_vendor_once() {
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::AddStock {
+                product_id: "p1".into(),
+                quantity: 1,
+            },
+        )
+        .unwrap();
+        let listed = d.take_outputs(VENDOR_COMMANDS);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].key_str(), "v1");
+        assert_eq!(listed[0].headers.event_type, "ProductListed");
+        assert_eq!(
+            pickple_schemas::decode::<VendorCommand>(listed[0].value.as_deref()).unwrap(),
+            VendorCommand::ProductListed {
+                vendor_id: "v1".into(),
+                product_id: "p1".into(),
+            }
+        );
     }
 
     #[test]

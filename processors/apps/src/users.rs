@@ -118,6 +118,7 @@ fn command_username(c: &UserCommand) -> &str {
         | UserCommand::UpdateProfile { username, .. }
         | UserCommand::DeleteUser { username }
         | UserCommand::ChangeRole { username, .. }
+        | UserCommand::RevokeTokens { username }
         | UserCommand::EmailClaimed { username, .. }
         | UserCommand::EmailTaken { username, .. } => username,
     }
@@ -175,6 +176,8 @@ impl Processor for UsersProcessor {
         }
         let input = UserInput::BootstrapMaster {
             username: m.username,
+            // Used only when the account is created: a no-op bootstrap keeps the first one.
+            user_id: uuid::Uuid::new_v4().to_string(),
             email: m.email,
             password_hash: m.password_hash,
         };
@@ -205,6 +208,7 @@ mod tests {
     fn sign_up(u: &str, email: &str) -> UserCommand {
         UserCommand::SignUp {
             username: u.into(),
+            user_id: format!("id-{u}"),
             nickname: "Ann".into(),
             email: email.into(),
             password_hash: "$argon2id$x".into(),

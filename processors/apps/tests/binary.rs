@@ -89,6 +89,7 @@ fn binary_runs_stock_and_users_apps() {
             "user-commands",
             user,
             &UserCommand::SignUp {
+                user_id: "id-1".into(),
                 username: user.into(),
                 nickname: user.into(),
                 email: email.into(),

@@ -3,6 +3,8 @@
 //! up and sign in; the vendor creates a vendor, a product and its stock; the buyer places an
 //! order (twice with the same Idempotency-Key), waits for AWAITING_PAYMENT, pays; the vendor
 //! starts and ends the delivery; the order is COMPLETED and the buyer has three notifications.
+//! Then the vendor manager deletes the vendor, and the buyer's next order of its product ends
+//! CANCELLED, the product deleted with its vendor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,7 +59,8 @@ impl Http {
     /// The view, long-polling until it exists (and reaches `status`, when given): the gateway
     /// answers as soon as the views sink writes the change. (`after_version=0` answers with any
     /// view there is: a bare `?wait=` would wait for the change after the one that created a
-    /// view between a plain read's 404 and the wait.)
+    /// view between a plain read's 404 and the wait.) A wait that ends first answers the current
+    /// view (200, `Pickple-Wait: timeout`), which the status check below rejects, or 404.
     async fn wait_view(&self, path: &str, token: Option<&str>, status: Option<&str>) -> Value {
         let sep = if path.contains('?') { '&' } else { '?' };
         let wait = match status {
@@ -86,6 +89,12 @@ impl Http {
                 .get(&format!("{path}?wait=30&after_version={version}"), token)
                 .await;
             assert_eq!(code, StatusCode::OK, "{path} after v{version}: {next}");
+            // A wait that ends without a newer version answers the same view (`Pickple-Wait:
+            // timeout`): nothing happened in 30 s, which is a failure here.
+            assert!(
+                next["version"].as_u64() > Some(version),
+                "{path}: no version after v{version} within 30 s: {next}"
+            );
             view = next;
         }
         view
@@ -100,8 +109,10 @@ impl Http {
             )
             .await;
         assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-        self.wait_view(&format!("/auth/sign-up/{username}"), None, Some("ACTIVE"))
-            .await;
+        // The signer's own status link (it carries the sign-up's token), under /api/v1.
+        let location = body["location"].as_str().unwrap();
+        let status = location.strip_prefix("/api/v1").unwrap_or(location);
+        self.wait_view(status, None, Some("ACTIVE")).await;
         let (code, body) = self
             .post(
                 "/auth/sign-in",
@@ -315,6 +326,49 @@ async fn a_customer_orders_pays_and_receives_through_http() {
     assert_eq!(
         notified, 3,
         "order confirmed, delivery started, delivery completed"
+    );
+
+    // The manager deletes the vendor: its product goes with it, and is no longer sold. The
+    // catalog sends the product's deletion in the transaction that publishes the deleted
+    // vendor, so an order placed once the view shows it reserves after the deletion.
+    let (code, body) = http
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/vendors/{vendor_id}"),
+            Some(&vendor_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_until(&format!("/vendors/{vendor_id}"), None, |v| {
+        v["deleted"] == true
+    })
+    .await;
+    let (code, placed) = http
+        .post(
+            "/orders",
+            Some(&buyer_token),
+            json!({"lines": [{"product_id": product_id, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{placed}");
+    let refused = http
+        .wait_view(
+            &format!("/orders/{}", placed["id"].as_str().unwrap()),
+            Some(&buyer_token),
+            Some("CANCELLED"),
+        )
+        .await;
+    let reason = refused["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|t| t["reason"].as_str())
+        .unwrap_or_default();
+    assert_eq!(
+        reason,
+        format!("{product_id}: not found: the product was deleted"),
+        "{refused}"
     );
 
     server.abort();

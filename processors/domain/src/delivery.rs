@@ -9,6 +9,7 @@ use pickple_schemas::{
 use serde::{Deserialize, Serialize};
 
 pub use crate::rules::non_empty;
+use crate::rules::visible_text;
 use crate::{Aggregate, Rejection, ViewMeta};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +92,22 @@ pub const ALREADY_STARTED: &str = "the delivery has already started";
 /// location, 1,000 of description) a full list stays near 130 KB, under the runtime's
 /// 256 KiB size guard.
 pub const MAX_DETAILS: usize = 100;
+
+// The shape rules of the delivery commands; the gateway checks its requests with these same
+// functions, so a command it accepts is never refused here for its shape.
+
+/// A start's carrier, delivery type or tracking number, or a detail's location: not blank, and
+/// one line of visible text (no control or format characters: see [`visible_text`]).
+pub fn check_line(what: &str, value: &str) -> Result<(), Rejection> {
+    non_empty(what, value)?;
+    visible_text(what, value, false)
+}
+
+/// A detail's description: not blank, and visible text that may hold several lines and tabs.
+pub fn check_description(description: &str) -> Result<(), Rejection> {
+    non_empty("description", description)?;
+    visible_text("description", description, true)
+}
 
 /// Records a fact calls for: a `delivery-events` record (for notifications) and the saga's reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,10 +195,10 @@ impl Aggregate for Delivery {
                             ("carrier", carrier),
                             ("delivery type", delivery_type),
                             ("tracking number", tracking_number),
-                            ("by", by),
                         ] {
-                            non_empty(what, v)?;
+                            check_line(what, v)?;
                         }
+                        non_empty("by", by)?;
                         let shipment = Shipment {
                             carrier: carrier.trim().to_string(),
                             delivery_type: delivery_type.trim().to_string(),
@@ -209,8 +226,8 @@ impl Aggregate for Delivery {
                         by,
                         ..
                     } => {
-                        non_empty("location", location)?;
-                        non_empty("description", description)?;
+                        check_line("location", location)?;
+                        check_description(description)?;
                         non_empty("by", by)?;
                         if d.status != InTransit {
                             return Err(Rejection::transition(
@@ -436,6 +453,39 @@ mod tests {
     }
     fn code(state: &Option<DeliveryState>, input: DeliveryInput) -> &'static str {
         decide(state, &input, 0).unwrap_err().code()
+    }
+
+    /// A command published around the gateway meets the same character rule: one visible line
+    /// for a start's fields and a detail's location, visible text (lines and tabs allowed) for
+    /// a detail's description.
+    #[test]
+    fn invisible_characters_are_refused() {
+        let mut s = None;
+        step(&mut s, confirmed(), 1);
+        assert_eq!(code(&s, start("T\u{200B}1")), "INVALID");
+        assert_eq!(code(&s, start("T1\u{202E}")), "INVALID");
+        assert_eq!(code(&s, start("T1\nT2")), "INVALID");
+        let mut carrier = start("T1");
+        if let DeliveryInput::Command(DeliveryCommand::StartDelivery { carrier: c, .. }) =
+            &mut carrier
+        {
+            *c = "C\u{2066}J".into();
+        }
+        assert_eq!(code(&s, carrier), "INVALID");
+        step(&mut s, start("한진1234"), 2);
+        assert_eq!(code(&s, detail("Seoul\u{FEFF}")), "INVALID");
+        let described = |description: &str| {
+            DeliveryInput::Command(DeliveryCommand::AddDeliveryDetail {
+                order_id: O.into(),
+                location: "서울".into(),
+                description: description.into(),
+                by: "boss1".into(),
+            })
+        };
+        assert_eq!(code(&s, described("sorted\u{200D}")), "INVALID");
+        assert_eq!(code(&s, described("sorted\r\n")), "INVALID");
+        step(&mut s, described("분류 완료\n\tcentre d'Évry"), 3);
+        assert_eq!(s.as_ref().unwrap().details.len(), 1);
     }
 
     #[test]

@@ -925,9 +925,69 @@ impl OrderState {
     }
 }
 
+/// What the manager of `vendors` may see of an order: those vendors' lines, and the amount of
+/// those lines only. The other vendors' lines and the buyer's total stay with the buyer and
+/// MASTER.
+pub fn vendor_share(order: &OrderView, vendors: &[String]) -> OrderView {
+    let lines: Vec<OrderLineView> = order
+        .lines
+        .iter()
+        .filter(|l| l.vendor_id.as_ref().is_some_and(|v| vendors.contains(v)))
+        .cloned()
+        .collect();
+    let amount = lines
+        .iter()
+        .map(|l| l.unit_price.unwrap_or(0) * qty_i64(l.quantity))
+        .sum();
+    OrderView {
+        lines,
+        amount,
+        vendor_ids: order
+            .vendor_ids
+            .iter()
+            .filter(|v| vendors.contains(v))
+            .cloned()
+            .collect(),
+        ..order.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vendor_sees_its_own_lines_and_their_amount_only() {
+        let line = |product: &str, vendor: &str, qty: u64, price: i64| OrderLineView {
+            product_id: product.into(),
+            quantity: qty,
+            unit_price: Some(price),
+            vendor_id: Some(vendor.into()),
+            reserved: true,
+        };
+        let order = OrderView {
+            order_id: "o1".into(),
+            username: "ann1".into(),
+            status: OrderStatus::Paid,
+            lines: vec![line("p1", "v1", 2, 100), line("p2", "v2", 1, 999)],
+            amount: 1199,
+            payment_deadline: None,
+            payment_status: None,
+            delivery_status: None,
+            vendor_ids: vec!["v1".into(), "v2".into()],
+            history: vec![],
+            cancel_requested: None,
+            rejection: None,
+            version: 3,
+        };
+        let share = vendor_share(&order, &["v1".to_string()]);
+        assert_eq!(share.lines, vec![line("p1", "v1", 2, 100)]);
+        assert_eq!(
+            (share.amount, share.vendor_ids),
+            (200, vec!["v1".to_string()])
+        );
+        assert_eq!((share.status, share.version), (OrderStatus::Paid, 3));
+    }
     use OrderStatus::*;
 
     const TIMEOUT: Millis = 300_000;

@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 
 use pickple_schemas::{
     Amount, Millis, OrderReply, ProductView, SaleStatus, SaleTerms, StockCommand, StockLevels,
+    VendorCommand,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{non_empty, positive};
+use crate::rules::{non_empty, positive, visible_text};
 use crate::{is_false, qty_i64, Aggregate, Rejection, ViewMeta};
 
 /// The product's own stored value.
@@ -358,6 +359,17 @@ pub enum StockFact {
     },
 }
 
+/// A record the stock processor sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StockEffect {
+    /// The answer to a Reserve, on `order-replies` keyed by order id.
+    Reply(OrderReply),
+    /// To the vendor's catalog, on `vendor-commands` keyed by vendor id: a product created under
+    /// it (`ProductListed`), so that deleting the vendor deletes the product (see
+    /// [`crate::vendor`]).
+    Vendor(VendorCommand),
+}
+
 /// The rules of products: catalogue entry, stock levels, reservations and sale.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Product;
@@ -366,7 +378,7 @@ impl Aggregate for Product {
     type State = ProductSlice;
     type Input = StockCommand;
     type Fact = StockFact;
-    type Effect = OrderReply;
+    type Effect = StockEffect;
 
     /// `now` only matters for OpenSale (is the current sale over?); a reservation's sale window
     /// is checked against the order's `placed_at`, so a reply delayed by a rebalance does not
@@ -413,6 +425,7 @@ impl Aggregate for Product {
                     return Err(Rejection::invalid("product and vendor ids are required"));
                 }
                 check_name(name)?;
+                check_description(description)?;
                 check_price(*price)?;
                 Ok(vec![created])
             }
@@ -427,6 +440,9 @@ impl Aggregate for Product {
                 live(state)?;
                 if let Some(name) = name {
                     check_name(name)?;
+                }
+                if let Some(description) = description {
+                    check_description(description)?;
                 }
                 if let Some(price) = price {
                     check_price(*price)?;
@@ -512,6 +528,12 @@ impl Aggregate for Product {
                 if product.reservations.contains_key(order_id) {
                     return Ok(vec![]);
                 }
+                // Only a public product is for sale. A private one is refused in the very words
+                // of a product that does not exist, before any other check, so that a buyer
+                // learns nothing of it (not even that it is deleted).
+                if !p.public {
+                    return Err(Rejection::not_found("no such product"));
+                }
                 check_quantity(*quantity)?;
                 if order_id.is_empty() || username.is_empty() {
                     return Err(Rejection::invalid("order id and username are required"));
@@ -596,14 +618,25 @@ impl Aggregate for Product {
         product
     }
 
-    /// A product's facts call for no record of their own: what the saga hears of a Reserve is
-    /// the [`Aggregate::answer`], which a redelivered or refused Reserve gets too.
+    /// A product created is listed under its vendor in the catalog (the deletion of the vendor
+    /// then deletes it). No other fact calls for a record of its own: what the saga hears of a
+    /// Reserve is the [`Aggregate::answer`], which a redelivered or refused Reserve gets too.
     fn effects(
         _before: &ProductSlice,
-        _fact: &StockFact,
+        fact: &StockFact,
         _after: &ProductSlice,
-    ) -> Vec<OrderReply> {
-        Vec::new()
+    ) -> Vec<StockEffect> {
+        match fact {
+            StockFact::ProductCreated {
+                product_id,
+                vendor_id,
+                ..
+            } => vec![StockEffect::Vendor(VendorCommand::ProductListed {
+                vendor_id: vendor_id.clone(),
+                product_id: product_id.clone(),
+            })],
+            _ => Vec::new(),
+        }
     }
 
     /// A Reserve is answered from the product once its facts (if any) are applied: a
@@ -613,7 +646,7 @@ impl Aggregate for Product {
         after: &ProductSlice,
         cmd: &StockCommand,
         rejection: Option<&Rejection>,
-    ) -> Option<OrderReply> {
+    ) -> Option<StockEffect> {
         let StockCommand::Reserve {
             product_id,
             order_id,
@@ -622,7 +655,9 @@ impl Aggregate for Product {
         else {
             return None;
         };
-        Some(reserve_reply(after, product_id, order_id, rejection))
+        Some(StockEffect::Reply(reserve_reply(
+            after, product_id, order_id, rejection,
+        )))
     }
 }
 
@@ -652,9 +687,17 @@ fn live(state: Option<&ProductState>) -> Result<&ProductState, Rejection> {
 // The shape rules of the stock commands. The gateway checks a request with these same
 // functions (field by field), so a command it accepts is never refused here for its shape.
 
-/// A product's name is not blank.
+/// A product's name is not blank and is one line of visible text (no control or format
+/// characters: see [`visible_text`]).
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    non_empty("name", name)
+    non_empty("name", name)?;
+    visible_text("name", name, false)
+}
+
+/// A product's description (which may be empty) is visible text; it may hold several lines
+/// and tabs.
+pub fn check_description(description: &str) -> Result<(), Rejection> {
+    visible_text("description", description, true)
 }
 
 /// A product's price is positive (in the shop's minor unit).
@@ -1094,6 +1137,49 @@ mod tests {
         assert_eq!(rejected(None, &update(None, None), 1), "NOT_FOUND");
     }
 
+    /// A command published around the gateway meets the same character rule.
+    #[test]
+    fn invisible_characters_in_a_name_or_description_are_refused() {
+        let with = |name: &str, description: &str| {
+            let mut cmd = create();
+            if let StockCommand::CreateProduct {
+                name: n,
+                description: d,
+                ..
+            } = &mut cmd
+            {
+                *n = name.into();
+                *d = description.into();
+            }
+            cmd
+        };
+        assert_eq!(rejected(None, &with("Mug\u{202E}", "a mug"), 0), "INVALID");
+        assert_eq!(rejected(None, &with("Mug", "a\u{200B}mug"), 0), "INVALID");
+        assert_eq!(rejected(None, &with("Mug\nCup", "a mug"), 0), "INVALID");
+        assert_eq!(
+            decide(None, &with("녹차 머그", "Crème brûlée\n\tcup"), 0).map(|f| f.len()),
+            Ok(1)
+        );
+        let p = product(1);
+        let update = |name: Option<&str>, description: Option<&str>| StockCommand::UpdateProduct {
+            product_id: P.into(),
+            name: name.map(String::from),
+            description: description.map(String::from),
+            price: None,
+            image_url: None,
+            public: None,
+        };
+        assert_eq!(
+            rejected(Some(&p), &update(Some("\u{2066}Mug"), None), 1),
+            "INVALID"
+        );
+        assert_eq!(
+            rejected(Some(&p), &update(None, Some("\u{FEFF}a mug")), 1),
+            "INVALID"
+        );
+        assert!(decide(Some(&p), &update(Some("큰 머그"), Some("two\nlines")), 1).is_ok());
+    }
+
     #[test]
     fn deleted_products_refuse_changes_but_finish_orders() {
         let p = run(Some(product(5)), &reserve("o1", "ann", 2, 0), 0).unwrap();
@@ -1332,13 +1418,117 @@ mod tests {
         ));
     }
 
+    fn publish(public: bool) -> StockCommand {
+        StockCommand::UpdateProduct {
+            product_id: P.into(),
+            name: None,
+            description: None,
+            price: None,
+            image_url: None,
+            public: Some(public),
+        }
+    }
+
+    /// The reason the saga hears for a refused Reserve (what the order's view shows).
+    fn refusal(p: Option<&Whole>, cmd: &StockCommand) -> String {
+        let StockCommand::Reserve { order_id, .. } = cmd else {
+            panic!("{cmd:?}")
+        };
+        let err = decide(p, cmd, 0).unwrap_err();
+        match reserve_reply(p, P, order_id, Some(&err)) {
+            OrderReply::StockRejected { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_private_product_is_not_for_sale_and_reads_as_no_product_at_all() {
+        let private = run(Some(product(5)), &publish(false), 0).unwrap();
+        assert!(!private.public);
+        let cmd = reserve("o1", "ann", 1, 0);
+        assert_eq!(rejected(Some(&private), &cmd, 0), "NOT_FOUND");
+        // The buyer hears what they would of a product that does not exist.
+        let unknown = refusal(None, &cmd);
+        assert_eq!(unknown, "not found: no such product");
+        assert_eq!(refusal(Some(&private), &cmd), unknown);
+        // Before any other check: a bad quantity, or the product's deletion, tells nothing more.
+        assert_eq!(
+            refusal(Some(&private), &reserve("o1", "ann", 0, 0)),
+            refusal(None, &reserve("o1", "ann", 0, 0))
+        );
+        let deleted = run(
+            Some(private.clone()),
+            &StockCommand::DeleteProduct {
+                product_id: P.into(),
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(refusal(Some(&deleted), &cmd), unknown);
+        assert_eq!(levels(&private), (5, 5, 0, 0), "nothing taken");
+
+        // Made public, it sells; made private again, what was reserved finishes as usual and a
+        // redelivered Reserve of it is answered as before, but a new order is refused.
+        let p = run(Some(private), &publish(true), 2).unwrap();
+        let p = run(Some(p), &cmd, 2).unwrap();
+        let p = run(Some(p), &publish(false), 3).unwrap();
+        assert!(decide(Some(&p), &cmd, 3).unwrap().is_empty());
+        assert!(matches!(
+            reserve_reply(Some(&p), P, "o1", None),
+            OrderReply::StockReserved { quantity: 1, .. }
+        ));
+        assert_eq!(refusal(Some(&p), &reserve("o2", "bob", 1, 0)), unknown);
+        let p = run(Some(p), &commit("o1"), 4).unwrap();
+        assert_eq!(levels(&p), (5, 4, 0, 1));
+        let p = run(Some(p), &restock("o1"), 5).unwrap();
+        assert_eq!(levels(&p), (5, 5, 0, 0));
+    }
+
+    #[test]
+    fn a_deleted_product_is_refused_with_its_reason() {
+        let p = run(
+            Some(product(5)),
+            &StockCommand::DeleteProduct {
+                product_id: P.into(),
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            refusal(Some(&p), &reserve("o1", "ann", 1, 0)),
+            "not found: the product was deleted"
+        );
+    }
+
+    #[test]
+    fn a_created_product_is_listed_under_its_vendor_once() {
+        let out = Product.handle(ProductSlice::default(), &create(), 0);
+        assert_eq!(
+            out.effects,
+            vec![StockEffect::Vendor(VendorCommand::ProductListed {
+                vendor_id: "v1".into(),
+                product_id: P.into(),
+            })]
+        );
+        // A redelivered create changes nothing and lists nothing again.
+        let again = Product.handle(out.state.clone(), &create(), 0);
+        assert!(again.facts.is_empty() && again.effects.is_empty());
+        for cmd in [add(3), publish(false), set(1)] {
+            let out = Product.handle(out.state.clone(), &cmd, 0);
+            assert!(out.effects.is_empty(), "{cmd:?}: {:?}", out.effects);
+        }
+    }
+
     #[test]
     fn a_reserve_is_answered_whatever_it_did_and_nothing_else_is() {
         let out = Product.handle(product(2).0, &reserve("o1", "ann", 2, 0), 0);
         assert!(
             matches!(
                 &out.effects[..],
-                [OrderReply::StockReserved { quantity: 2, .. }]
+                [StockEffect::Reply(OrderReply::StockReserved {
+                    quantity: 2,
+                    ..
+                })]
             ),
             "{:?}",
             out.effects
@@ -1352,7 +1542,10 @@ mod tests {
             Some("OUT_OF_STOCK")
         );
         assert!(
-            matches!(&refused.effects[..], [OrderReply::StockRejected { .. }]),
+            matches!(
+                &refused.effects[..],
+                [StockEffect::Reply(OrderReply::StockRejected { .. })]
+            ),
             "{:?}",
             refused.effects
         );

@@ -12,10 +12,17 @@ pub use crate::rules::non_empty;
 use crate::{Aggregate, Rejection, ViewMeta};
 
 pub const EMAIL_IN_USE: &str = "e-mail already in use";
+pub const USERNAME_TAKEN: &str = "username already taken";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserState {
     pub username: String,
+    /// Immutable identity (UUID), fixed at sign-up; empty for accounts older than it.
+    #[serde(default)]
+    pub user_id: String,
+    /// Moves on whenever every token issued so far must stop working.
+    #[serde(default)]
+    pub token_version: u64,
     pub nickname: String,
     pub email: String,
     pub password_hash: String,
@@ -35,6 +42,8 @@ pub struct UserState {
 pub enum UserFact {
     SignedUp {
         username: String,
+        #[serde(default)]
+        user_id: String,
         nickname: String,
         email: String,
         password_hash: String,
@@ -67,6 +76,8 @@ pub enum UserFact {
     RoleChanged {
         role: Role,
     },
+    /// Every token issued so far is void (sign-out everywhere).
+    TokensRevoked,
 }
 
 /// A record for the e-mail registry (topic `email-claims`, keyed by the address).
@@ -140,6 +151,16 @@ pub fn validate_email(email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Whether an account in `status` holds its username against a new sign-up. A deleted one
+/// does, for good: its orders, vendors and notifications are linked by the name. A rejected
+/// sign-up does not.
+pub fn holds_name(status: UserStatus) -> bool {
+    matches!(
+        status,
+        UserStatus::Pending | UserStatus::Active | UserStatus::Deleted
+    )
+}
+
 /// Only USER and VENDOR_MANAGER accounts sign up.
 pub fn check_sign_up_role(role: Role) -> Result<(), Rejection> {
     if role == Role::Master {
@@ -163,6 +184,7 @@ pub enum UserInput {
     /// so the app may ask on every start.
     BootstrapMaster {
         username: String,
+        user_id: String,
         email: String,
         password_hash: String,
     },
@@ -191,16 +213,19 @@ impl Aggregate for User {
             } => decide_command(state.as_ref(), command, *actor_role),
             UserInput::BootstrapMaster {
                 username,
+                user_id,
                 email,
                 password_hash,
-            } => bootstrap_master(state.as_ref(), username, email, password_hash),
+            } => bootstrap_master(state.as_ref(), username, user_id, email, password_hash),
         }
     }
 
-    /// `SignedUp` (re)creates the user: a rejected or deleted username is free again.
+    /// `SignedUp` (re)creates the user: a rejected username is free again, under a new
+    /// identity (a deleted one never is, see `decide`).
     fn apply(state: Option<UserState>, fact: &UserFact) -> Option<UserState> {
         if let UserFact::SignedUp {
             username,
+            user_id,
             nickname,
             email,
             password_hash,
@@ -209,6 +234,9 @@ impl Aggregate for User {
         {
             return Some(UserState {
                 username: username.clone(),
+                user_id: user_id.clone(),
+                // Past the version of any token an earlier account under this name held.
+                token_version: state.map_or(0, |old| old.token_version + 1),
                 nickname: nickname.clone(),
                 email: email.clone(),
                 password_hash: password_hash.clone(),
@@ -266,6 +294,7 @@ fn decide_command(
     match cmd {
         UserCommand::SignUp {
             username,
+            user_id,
             nickname,
             email,
             password_hash,
@@ -275,25 +304,22 @@ fn decide_command(
             let email = normalize_email(email);
             validate_username(&username)?;
             non_empty("nickname", nickname)?;
+            crate::rules::visible_text("nickname", nickname, false)?;
             validate_email(&email)?;
             non_empty("password", password_hash)?;
             check_sign_up_role(*role)?;
             let signed_up = UserFact::SignedUp {
                 username,
+                user_id: user_id.clone(),
                 nickname: nickname.trim().to_string(),
                 email,
                 password_hash: password_hash.clone(),
                 role: *role,
             };
             match state {
-                Some(u) if matches!(u.status, UserStatus::Pending | UserStatus::Active) => {
-                    // A redelivered sign-up is not a second user.
-                    if u.status == UserStatus::Pending && signed_up_state(&signed_up) == *u {
-                        Ok(vec![])
-                    } else {
-                        Err(Rejection::conflict("username already taken"))
-                    }
-                }
+                // A redelivered sign-up is not a second user.
+                Some(u) if u.status == UserStatus::Pending && u.user_id == *user_id => Ok(vec![]),
+                Some(u) if holds_name(u.status) => Err(Rejection::conflict(USERNAME_TAKEN)),
                 _ => Ok(vec![signed_up]),
             }
         }
@@ -337,6 +363,7 @@ fn decide_command(
             let u = active(state)?;
             if let Some(n) = nickname {
                 non_empty("nickname", n)?;
+                crate::rules::visible_text("nickname", n, false)?;
             }
             if let Some(p) = password_hash {
                 non_empty("password", p)?;
@@ -372,6 +399,10 @@ fn decide_command(
                 Ok(vec![UserFact::Deleted])
             }
         },
+        UserCommand::RevokeTokens { .. } => {
+            active(state)?;
+            Ok(vec![UserFact::TokensRevoked])
+        }
         UserCommand::ChangeRole { role, by, .. } => {
             if actor_role != Some(Role::Master) {
                 return Err(Rejection::forbidden("only a MASTER may change roles"));
@@ -406,6 +437,7 @@ fn active(state: Option<&UserState>) -> Result<&UserState, Rejection> {
 fn bootstrap_master(
     state: Option<&UserState>,
     username: &str,
+    user_id: &str,
     email: &str,
     password_hash: &str,
 ) -> Result<Vec<UserFact>, Rejection> {
@@ -423,19 +455,13 @@ fn bootstrap_master(
             UserFact::SignedUp {
                 nickname: username.clone(),
                 username,
+                user_id: user_id.to_string(),
                 email,
                 password_hash: password_hash.to_string(),
                 role: Role::Master,
             },
             UserFact::Activated,
         ]),
-    }
-}
-
-fn signed_up_state(fact: &UserFact) -> UserState {
-    match User::apply(None, fact) {
-        Some(u) => u,
-        None => unreachable!("SignedUp always creates a user"),
     }
 }
 
@@ -457,6 +483,7 @@ impl UserState {
                 }
                 if let Some(p) = password_hash {
                     self.password_hash = p.clone();
+                    self.token_version += 1;
                 }
             }
             UserFact::EmailChangeRequested { email } => {
@@ -474,14 +501,21 @@ impl UserState {
             UserFact::Deleted => {
                 self.status = UserStatus::Deleted;
                 self.pending_email = None;
+                self.token_version += 1;
             }
-            UserFact::RoleChanged { role } => self.role = *role,
+            UserFact::RoleChanged { role } => {
+                self.role = *role;
+                self.token_version += 1;
+            }
+            UserFact::TokensRevoked => self.token_version += 1,
         }
     }
 
     pub fn to_view(&self, meta: &ViewMeta) -> UserView {
         UserView {
             username: self.username.clone(),
+            user_id: self.user_id.clone(),
+            token_version: self.token_version,
             nickname: self.nickname.clone(),
             email: self.email.clone(),
             password_hash: self.password_hash.clone(),
@@ -499,8 +533,12 @@ mod tests {
     use super::*;
 
     fn sign_up(username: &str, email: &str, role: Role) -> UserCommand {
+        sign_up_as(username, "id-1", email, role)
+    }
+    fn sign_up_as(username: &str, user_id: &str, email: &str, role: Role) -> UserCommand {
         UserCommand::SignUp {
             username: username.into(),
+            user_id: user_id.into(),
             nickname: "Ann".into(),
             email: email.into(),
             password_hash: "$argon2id$x".into(),
@@ -564,6 +602,7 @@ mod tests {
     ) -> Result<Vec<UserFact>, Rejection> {
         let input = UserInput::BootstrapMaster {
             username: username.into(),
+            user_id: "id-master".into(),
             email: email.into(),
             password_hash: password_hash.into(),
         };
@@ -618,7 +657,8 @@ mod tests {
             (u.username.as_str(), u.status),
             ("ann1", UserStatus::Pending)
         );
-        // Redelivered sign-up: nothing new. Another sign-up for the same name: conflict.
+        // Redelivered sign-up (the same identity): nothing new. Another sign-up for the same
+        // name: conflict.
         assert_eq!(
             decide(
                 s.as_ref(),
@@ -628,7 +668,11 @@ mod tests {
             Ok(vec![])
         );
         assert_eq!(
-            code(&s, sign_up("ann1", "z@example.com", Role::User), None),
+            code(
+                &s,
+                sign_up_as("ann1", "id-2", "z@example.com", Role::User),
+                None
+            ),
             "CONFLICT"
         );
         assert_eq!(step(&mut s, claimed("ann@example.com"), None), vec![]);
@@ -689,20 +733,133 @@ mod tests {
         );
         let no_nick = UserCommand::SignUp {
             username: "ann1".into(),
+            user_id: "id-1".into(),
             nickname: " ".into(),
             email: "a@b.co".into(),
             password_hash: "h".into(),
             role: Role::User,
         };
         assert_eq!(code(&none, no_nick, None), "INVALID");
+        let mut hidden = sign_up("ann1", "a@b.co", Role::User);
+        if let UserCommand::SignUp { nickname, .. } = &mut hidden {
+            *nickname = "Ann\u{202e}".into();
+        }
+        assert_eq!(
+            code(&none, hidden, None),
+            "INVALID",
+            "a right-to-left override"
+        );
         let no_hash = UserCommand::SignUp {
             username: "ann1".into(),
+            user_id: "id-1".into(),
             nickname: "n".into(),
             email: "a@b.co".into(),
             password_hash: "".into(),
             role: Role::User,
         };
         assert_eq!(code(&none, no_hash, None), "INVALID");
+    }
+
+    #[test]
+    fn a_deleted_name_is_never_signed_up_again_and_a_rejected_one_gets_a_new_identity() {
+        let mut s = active_ann();
+        step(
+            &mut s,
+            UserCommand::DeleteUser {
+                username: "ann1".into(),
+            },
+            None,
+        );
+        assert_eq!(
+            code(&s, sign_up_as("ann1", "id-2", "new@b.co", Role::User), None),
+            "CONFLICT",
+            "the old account's orders, vendors and notifications are linked by its name"
+        );
+
+        let mut s = None;
+        step(
+            &mut s,
+            sign_up_as("bob1", "id-1", "b@b.co", Role::User),
+            None,
+        );
+        step(
+            &mut s,
+            UserCommand::EmailTaken {
+                username: "bob1".into(),
+                email: "b@b.co".into(),
+            },
+            None,
+        );
+        assert_eq!(s.as_ref().unwrap().status, UserStatus::Rejected);
+        let rejected_version = s.as_ref().unwrap().token_version;
+        step(
+            &mut s,
+            sign_up_as("bob1", "id-2", "c@b.co", Role::User),
+            None,
+        );
+        let u = s.unwrap();
+        assert_eq!(u.user_id, "id-2");
+        assert!(
+            u.token_version > rejected_version,
+            "no token of the first sign-up fits"
+        );
+    }
+
+    #[test]
+    fn tokens_are_voided_by_a_password_change_a_role_change_a_deletion_and_a_revocation() {
+        let version = |s: &Option<UserState>| s.as_ref().unwrap().token_version;
+        let mut s = active_ann();
+        let mut last = version(&s);
+        let voiding = [
+            (
+                UserCommand::UpdateProfile {
+                    username: "ann1".into(),
+                    nickname: None,
+                    email: None,
+                    password_hash: Some("$argon2id$new".into()),
+                },
+                None,
+            ),
+            (
+                UserCommand::RevokeTokens {
+                    username: "ann1".into(),
+                },
+                None,
+            ),
+            (
+                UserCommand::ChangeRole {
+                    username: "ann1".into(),
+                    role: Role::VendorManager,
+                    by: "root".into(),
+                },
+                Some(Role::Master),
+            ),
+            (
+                UserCommand::DeleteUser {
+                    username: "ann1".into(),
+                },
+                None,
+            ),
+        ];
+        for (cmd, actor) in voiding {
+            step(&mut s, cmd.clone(), actor);
+            assert!(version(&s) > last, "{cmd:?} must void earlier tokens");
+            last = version(&s);
+        }
+        // A nickname change voids nothing.
+        let mut s = active_ann();
+        let before = version(&s);
+        step(
+            &mut s,
+            UserCommand::UpdateProfile {
+                username: "ann1".into(),
+                nickname: Some("Annie".into()),
+                email: None,
+                password_hash: None,
+            },
+            None,
+        );
+        assert_eq!(version(&s), before);
     }
 
     #[test]
@@ -804,13 +961,15 @@ mod tests {
             step(&mut s, claimed("new@example.com"), None),
             vec![release("new@example.com")]
         );
-        // The name is free again.
-        assert!(decide(
-            s.as_ref(),
-            &sign_up("ann1", "ann@example.com", Role::User),
-            None
-        )
-        .is_ok());
+        // The name is not free again: it stays the deleted account's.
+        assert_eq!(
+            code(
+                &s,
+                sign_up_as("ann1", "id-2", "ann@example.com", Role::User),
+                None
+            ),
+            "CONFLICT"
+        );
     }
 
     #[test]
@@ -864,6 +1023,7 @@ mod tests {
             &mut s,
             UserInput::BootstrapMaster {
                 username: "Root".into(),
+                user_id: "id-root".into(),
                 email: "root@pickple.io".into(),
                 password_hash: "$h".into(),
             },

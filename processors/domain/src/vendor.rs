@@ -1,12 +1,21 @@
 //! Vendors, keyed by vendor id. Who may act on a vendor (its manager or a MASTER) is checked by
 //! the gateway, which knows the caller; these rules keep the vendor itself consistent.
+//!
+//! A vendor's products are sold by the stock processor, the only writer of each product, so a
+//! deleted vendor's products are deleted through it, without a lock: the stock processor tells
+//! the catalog of every product it creates (`ProductListed`), the catalog keeps one entry per
+//! product under the vendor (keys of their own, never one growing value), and deleting the
+//! vendor sends `DeleteProduct` for each of them. A product listed once its vendor is deleted
+//! (created while the deletion was on its way) is deleted at once. A command sees a
+//! [`VendorSlice`]: the vendor's value and the listed products the app loaded for it
+//! ([`VendorSlice::product_of`], [`VendorSlice::needs_every_product`]).
 
-use std::convert::Infallible;
+use std::collections::BTreeSet;
 
-use pickple_schemas::{Millis, VendorCommand, VendorView};
+use pickple_schemas::{Millis, StockCommand, VendorCommand, VendorView};
 use serde::{Deserialize, Serialize};
 
-use crate::rules::non_empty;
+use crate::rules::{non_empty, visible_text};
 use crate::user::{normalize_username, validate_username};
 use crate::{is_false, Aggregate, Rejection, ViewMeta};
 
@@ -31,27 +40,67 @@ pub enum VendorFact {
     Renamed {
         name: String,
     },
+    /// The vendor and, through the effects, every product listed under it.
     Deleted,
+    /// A product of the vendor, to delete with it. Changes nothing of the vendor's own value.
+    ProductListed {
+        product_id: String,
+    },
 }
 
-/// The rules of vendors. A vendor's changes call for no record but its view, so it has no
-/// effects.
+/// A vendor as one command sees it: its own value and the products listed under it that the app
+/// loaded (each listed product is an entry of its own in the store): the one a `ProductListed`
+/// names, if listed, and every one for a `DeleteVendor` of a live vendor. `decide` and `apply`
+/// read and write only those, so a slice holding just them decides as the whole vendor would.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VendorSlice {
+    pub vendor: Option<VendorState>,
+    /// Ids of products listed under the vendor (as loaded).
+    pub products: BTreeSet<String>,
+}
+
+impl VendorSlice {
+    pub fn new(vendor: Option<VendorState>) -> Self {
+        VendorSlice {
+            vendor,
+            products: BTreeSet::new(),
+        }
+    }
+
+    /// The listed product whose entry the command reads: the one a `ProductListed` names.
+    pub fn product_of(cmd: &VendorCommand) -> Option<&str> {
+        match cmd {
+            VendorCommand::ProductListed { product_id, .. } => Some(product_id),
+            _ => None,
+        }
+    }
+
+    /// Whether the command needs every product listed under the vendor: the deletion of a live
+    /// vendor deletes them all. (A deleted vendor keeps no listed product.)
+    pub fn needs_every_product(&self, cmd: &VendorCommand) -> bool {
+        matches!(cmd, VendorCommand::DeleteVendor { .. })
+            && self.vendor.as_ref().is_some_and(|v| !v.deleted)
+    }
+}
+
+/// The rules of vendors. A vendor's own changes call for no record but its view; its deletion
+/// (and a product listed after it) sends the stock processor a `DeleteProduct` per product.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Vendor;
 
 impl Aggregate for Vendor {
-    type State = Option<VendorState>;
+    type State = VendorSlice;
     type Input = VendorCommand;
     type Fact = VendorFact;
-    type Effect = Infallible;
+    type Effect = StockCommand;
 
     fn decide(
         &self,
-        state: &Option<VendorState>,
+        slice: &VendorSlice,
         cmd: &VendorCommand,
         _now: Millis,
     ) -> Result<Vec<VendorFact>, Rejection> {
-        let state = state.as_ref();
+        let state = slice.vendor.as_ref();
         match cmd {
             VendorCommand::CreateVendor {
                 vendor_id,
@@ -95,35 +144,87 @@ impl Aggregate for Vendor {
                 Some(v) if v.deleted => Ok(vec![]),
                 Some(_) => Ok(vec![VendorFact::Deleted]),
             },
+            VendorCommand::ProductListed { product_id, .. } => {
+                if product_id.trim().is_empty() {
+                    return Err(Rejection::invalid("product id is required"));
+                }
+                match state {
+                    // Only the stock processor sends this, for a vendor the gateway saw: an
+                    // unknown vendor is a record from elsewhere (dead-lettered by the app).
+                    None => Err(Rejection::not_found("no such vendor")),
+                    // Deleted already: the product goes too, by the answer (nothing to keep).
+                    Some(v) if v.deleted => Ok(vec![]),
+                    // A redelivery.
+                    Some(_) if slice.products.contains(product_id) => Ok(vec![]),
+                    Some(_) => Ok(vec![VendorFact::ProductListed {
+                        product_id: product_id.clone(),
+                    }]),
+                }
+            }
         }
     }
 
-    fn apply(state: Option<VendorState>, fact: &VendorFact) -> Option<VendorState> {
+    fn apply(mut slice: VendorSlice, fact: &VendorFact) -> VendorSlice {
         match fact {
             VendorFact::Created {
                 vendor_id,
                 name,
                 manager,
-            } => Some(VendorState {
-                vendor_id: vendor_id.clone(),
-                name: name.clone(),
-                manager: manager.clone(),
-                deleted: false,
-            }),
-            VendorFact::Renamed { name } => state.map(|v| VendorState {
-                name: name.clone(),
-                ..v
-            }),
-            VendorFact::Deleted => state.map(|v| VendorState { deleted: true, ..v }),
+            } => {
+                slice.vendor = Some(VendorState {
+                    vendor_id: vendor_id.clone(),
+                    name: name.clone(),
+                    manager: manager.clone(),
+                    deleted: false,
+                });
+            }
+            VendorFact::Renamed { name } => {
+                if let Some(v) = slice.vendor.as_mut() {
+                    v.name = name.clone();
+                }
+            }
+            VendorFact::Deleted => {
+                if let Some(v) = slice.vendor.as_mut() {
+                    v.deleted = true;
+                }
+                // Their deletion is on its way (the effects): nothing is left to list.
+                slice.products.clear();
+            }
+            VendorFact::ProductListed { product_id } => {
+                if slice.vendor.is_some() {
+                    slice.products.insert(product_id.clone());
+                }
+            }
+        }
+        slice
+    }
+
+    /// The deletion of a vendor deletes every product listed under it.
+    fn effects(before: &VendorSlice, fact: &VendorFact, _after: &VendorSlice) -> Vec<StockCommand> {
+        match fact {
+            VendorFact::Deleted => before.products.iter().map(|p| delete_product(p)).collect(),
+            _ => Vec::new(),
         }
     }
 
-    fn effects(
-        _before: &Option<VendorState>,
-        _fact: &VendorFact,
-        _after: &Option<VendorState>,
-    ) -> Vec<Infallible> {
-        Vec::new()
+    /// A product listed under a deleted vendor is deleted at once, however often it is listed
+    /// (a repeated `DeleteProduct` is a no-op for the stock processor). Nothing else is answered.
+    fn answer(
+        after: &VendorSlice,
+        cmd: &VendorCommand,
+        rejection: Option<&Rejection>,
+    ) -> Option<StockCommand> {
+        let VendorCommand::ProductListed { product_id, .. } = cmd else {
+            return None;
+        };
+        let deleted = after.vendor.as_ref().is_some_and(|v| v.deleted);
+        (deleted && rejection.is_none()).then(|| delete_product(product_id))
+    }
+}
+
+fn delete_product(product_id: &str) -> StockCommand {
+    StockCommand::DeleteProduct {
+        product_id: product_id.to_string(),
     }
 }
 
@@ -135,9 +236,11 @@ fn live(state: Option<&VendorState>) -> Result<&VendorState, Rejection> {
     }
 }
 
-/// A vendor's name is not blank; the gateway checks its requests with this same rule.
+/// A vendor's name is not blank and is one line of visible text (no control or format
+/// characters: see [`visible_text`]); the gateway checks its requests with this same rule.
 pub fn check_name(name: &str) -> Result<(), Rejection> {
-    non_empty("vendor name", name)
+    non_empty("vendor name", name)?;
+    visible_text("vendor name", name, false)
 }
 
 impl VendorState {
@@ -179,12 +282,13 @@ mod tests {
         state: Option<&VendorState>,
         cmd: &VendorCommand,
     ) -> Result<Vec<VendorFact>, Rejection> {
-        Vendor.decide(&state.cloned(), cmd, 0)
+        Vendor.decide(&VendorSlice::new(state.cloned()), cmd, 0)
     }
     fn run(state: Option<VendorState>, cmd: &VendorCommand) -> Option<VendorState> {
-        let out = Vendor.handle(state, cmd, 0);
+        let out = Vendor.handle(VendorSlice::new(state), cmd, 0);
         assert_eq!(out.rejection, None, "{cmd:?}");
-        out.state
+        assert!(out.effects.is_empty(), "{cmd:?}: {:?}", out.effects);
+        out.state.vendor
     }
     fn code(state: Option<&VendorState>, cmd: &VendorCommand) -> &'static str {
         decide(state, cmd).unwrap_err().code()
@@ -226,6 +330,117 @@ mod tests {
         assert_eq!(code(None, &no_id), "INVALID");
         assert_eq!(code(None, &rename("x")), "NOT_FOUND");
         assert_eq!(code(None, &DELETE), "NOT_FOUND");
+    }
+
+    /// A command published around the gateway meets the same character rule.
+    #[test]
+    fn invisible_characters_in_a_name_are_refused() {
+        assert_eq!(code(None, &create("Mugs\u{202E}cnI", "boss1")), "INVALID");
+        assert_eq!(code(None, &create("Mu\u{200B}gs", "boss1")), "INVALID");
+        assert_eq!(code(None, &create("Mugs\u{7}", "boss1")), "INVALID");
+        let v = run(None, &create("픽플 상점", "boss1")).unwrap();
+        assert_eq!(v.name, "픽플 상점");
+        assert_eq!(code(Some(&v), &rename("Caf\u{2069}é")), "INVALID");
+        assert_eq!(code(Some(&v), &rename("Two\nlines")), "INVALID");
+        assert!(decide(Some(&v), &rename("Café Crème")).is_ok());
+    }
+
+    fn listed(product: &str) -> VendorCommand {
+        VendorCommand::ProductListed {
+            vendor_id: "v1".into(),
+            product_id: product.into(),
+        }
+    }
+    fn slice(vendor: &VendorState, products: &[&str]) -> VendorSlice {
+        VendorSlice {
+            vendor: Some(vendor.clone()),
+            products: products.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+    fn deletions(effects: &[StockCommand]) -> Vec<&str> {
+        effects
+            .iter()
+            .map(|e| match e {
+                StockCommand::DeleteProduct { product_id } => product_id.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vendor_keeps_its_products_listed_once_and_deletes_them_with_itself() {
+        let v = run(None, &create("Mugs", "boss1")).unwrap();
+        let out = Vendor.handle(slice(&v, &[]), &listed("p1"), 0);
+        assert_eq!(
+            out.facts,
+            vec![VendorFact::ProductListed {
+                product_id: "p1".into()
+            }]
+        );
+        assert_eq!(
+            out.state,
+            slice(&v, &["p1"]),
+            "listed, the vendor unchanged"
+        );
+        assert!(out.effects.is_empty());
+        // A redelivery finds the product listed: nothing to do.
+        let again = Vendor.handle(slice(&v, &["p1"]), &listed("p1"), 0);
+        assert!(again.facts.is_empty() && again.effects.is_empty());
+        assert_eq!(again.rejection, None);
+
+        // The deletion deletes every product listed, and keeps none.
+        let before = slice(&v, &["p1", "p2"]);
+        assert!(before.needs_every_product(&DELETE));
+        let out = Vendor.handle(before, &DELETE, 0);
+        assert_eq!(out.facts, vec![VendorFact::Deleted]);
+        assert_eq!(deletions(&out.effects), ["p1", "p2"]);
+        assert!(out.state.vendor.as_ref().unwrap().deleted);
+        assert!(out.state.products.is_empty());
+        // A redelivered deletion deletes nothing again, and needs no product loaded.
+        assert!(!out.state.needs_every_product(&DELETE));
+        let again = Vendor.handle(out.state, &DELETE, 0);
+        assert!(again.facts.is_empty() && again.effects.is_empty());
+        assert_eq!(again.rejection, None);
+    }
+
+    #[test]
+    fn a_product_listed_after_its_vendor_was_deleted_is_deleted_at_once() {
+        let v = run(run(None, &create("Mugs", "boss1")), &DELETE).unwrap();
+        let out = Vendor.handle(slice(&v, &[]), &listed("p3"), 0);
+        assert!(out.facts.is_empty(), "the deleted vendor lists nothing");
+        assert_eq!(out.rejection, None);
+        assert_eq!(deletions(&out.effects), ["p3"]);
+        assert_eq!(out.state, slice(&v, &[]));
+        // Redelivered: the same deletion again, which the stock processor takes as a no-op.
+        let again = Vendor.handle(out.state, &listed("p3"), 0);
+        assert_eq!(deletions(&again.effects), ["p3"]);
+        assert!(again.facts.is_empty());
+    }
+
+    #[test]
+    fn a_product_listing_needs_a_known_vendor_and_a_product_id() {
+        let unknown = Vendor.handle(VendorSlice::default(), &listed("p1"), 0);
+        assert_eq!(
+            unknown.rejection.as_ref().map(Rejection::code),
+            Some("NOT_FOUND")
+        );
+        assert!(unknown.effects.is_empty());
+        let v = run(None, &create("Mugs", "boss1")).unwrap();
+        assert_eq!(code(Some(&v), &listed(" ")), "INVALID");
+        let deleted = run(Some(v.clone()), &DELETE).unwrap();
+        let refused = Vendor.handle(slice(&deleted, &[]), &listed(""), 0);
+        assert_eq!(
+            refused.rejection.as_ref().map(Rejection::code),
+            Some("INVALID")
+        );
+        assert!(refused.effects.is_empty());
+        // What the app loads: the one product a listing names; every product only to delete a
+        // live vendor.
+        assert_eq!(VendorSlice::product_of(&listed("p1")), Some("p1"));
+        assert_eq!(VendorSlice::product_of(&DELETE), None);
+        assert!(!slice(&v, &[]).needs_every_product(&listed("p1")));
+        assert!(!slice(&v, &[]).needs_every_product(&rename("x")));
+        assert!(!VendorSlice::default().needs_every_product(&DELETE));
     }
 
     #[test]

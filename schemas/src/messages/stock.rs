@@ -35,6 +35,8 @@ pub enum StockCommand {
         image_url: Option<String>,
         public: Option<bool>,
     },
+    /// From the gateway (the vendor's manager), or from the catalog processor when the product's
+    /// vendor is deleted. Idempotent.
     DeleteProduct {
         product_id: String,
     },

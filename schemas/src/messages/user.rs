@@ -18,6 +18,11 @@ pub enum Role {
 pub enum UserCommand {
     SignUp {
         username: String,
+        /// The account's immutable identity, minted by the gateway (UUID). Tokens carry it, so
+        /// a token of one account never works for another under the same name. Empty in
+        /// records older than it.
+        #[serde(default)]
+        user_id: String,
         nickname: String,
         email: String,
         /// argon2 PHC string; the plain password never reaches Kafka.
@@ -38,6 +43,10 @@ pub enum UserCommand {
         role: Role,
         by: String,
     },
+    /// Sign out everywhere: every access and refresh token issued so far stops working.
+    RevokeTokens {
+        username: String,
+    },
     /// Reply from the e-mail registry: the address is now held by `username`.
     EmailClaimed {
         username: String,
@@ -54,6 +63,7 @@ message_type!(UserCommand {
     UpdateProfile,
     DeleteUser,
     ChangeRole,
+    RevokeTokens,
     EmailClaimed,
     EmailTaken
 });
@@ -81,6 +91,13 @@ pub enum UserStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserView {
     pub username: String,
+    /// The account's immutable identity (empty for accounts older than it).
+    #[serde(default)]
+    pub user_id: String,
+    /// Tokens carry the version they were issued under; a password change, a role change, a
+    /// deletion or a sign-out everywhere moves it on, and older tokens stop working.
+    #[serde(default)]
+    pub token_version: u64,
     pub nickname: String,
     pub email: String,
     pub password_hash: String,

@@ -13,6 +13,7 @@
 //! | `FF 't' <due: i64 BE> <product id> FF <order id>` | expiry of a final reservation (`null`) |
 //! | `FF 'c'` | the expiry sweep's cursor |
 //! | `FF 'g' <product id>` | the product's counters of sales before this epoch are to be swept |
+//! | `FF 'l'` | how far the listing of products made before vendors kept them has got |
 
 use pickple_domain::Millis;
 
@@ -24,6 +25,13 @@ const CLOSED_SALE: u8 = b'g';
 
 /// Where the expiry sweep has got to (one per store partition).
 pub const CURSOR: [u8; 2] = [MARK, b'c'];
+
+/// How far the listing of the products created before the catalog kept its vendors' products
+/// has got (one per store partition, [`super::listing`]).
+pub const LISTING: [u8; 2] = [MARK, b'l'];
+
+/// The end of the products' own values: every product id (UTF-8) sorts below it.
+pub const PRODUCTS_END: [u8; 1] = [MARK];
 
 /// What a key of the store names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +53,7 @@ pub enum Entry<'a> {
     },
     Cursor,
     ClosedSale(&'a str),
+    Listing,
 }
 
 fn tagged(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -152,6 +161,7 @@ fn text(b: &[u8]) -> Option<&str> {
 pub fn parse(key: &[u8]) -> Option<Entry<'_>> {
     match key {
         [MARK, b'c'] => Some(Entry::Cursor),
+        [MARK, b'l'] => Some(Entry::Listing),
         [MARK, RESERVATION, rest @ ..] => {
             let (product_id, order) = split_id(rest)?;
             Some(Entry::Reservation {
@@ -215,6 +225,7 @@ mod tests {
             ),
             (CURSOR.to_vec(), Entry::Cursor),
             (closed_sale("p1"), Entry::ClosedSale("p1")),
+            (LISTING.to_vec(), Entry::Listing),
         ];
         for (key, entry) in cases {
             assert_eq!(parse(&key), Some(entry));
@@ -222,8 +233,9 @@ mod tests {
             assert!(std::str::from_utf8(&key).is_err());
         }
         // Ids that look like entry keys are products, whatever they contain.
-        for id in ["r/p1/o1", "u/p1/1/ann", "\u{0}r", "ÿp1"] {
+        for id in ["r/p1/o1", "u/p1/1/ann", "\u{0}r", "ÿp1", "\u{10FFFF}"] {
             assert_eq!(parse(id.as_bytes()), Some(Entry::Product(id)));
+            assert!(id.as_bytes() < PRODUCTS_END.as_slice(), "{id}");
         }
     }
 

@@ -508,3 +508,89 @@ fn an_old_value_is_split_on_the_first_command_that_loads_it() {
         status(&[("o1", "RESERVED"), ("o2", "COMMITTED"), ("o5", "RESERVED")])
     );
 }
+
+/// A product stored before products were listed under their vendors (no listing was sent).
+fn unlisted_product(id: &str, vendor: &str, deleted: bool) -> Value {
+    json!({
+        "state": {
+            "product_id": id, "vendor_id": vendor, "name": "Mug", "description": "a mug",
+            "price": 1200, "public": true, "deleted": deleted,
+            "stock": {"initial": 0, "added": 1, "available": 1, "reserved": 0, "sold": 0}
+        },
+        "version": 2,
+        "updated_at": 500
+    })
+}
+
+#[test]
+fn products_made_before_the_listing_are_listed_once_in_bounded_batches() {
+    use super::listing::{Progress, LISTING_BATCH};
+    use pickple_schemas::topic::VENDOR_COMMANDS;
+    use pickple_schemas::VendorCommand;
+
+    let mut shop = Shop::new(FINISHED_RESERVATION_RETENTION_MS);
+    shop.snapshots.store(false, Ordering::Relaxed);
+    let total = 2 * LISTING_BATCH + 100;
+    for i in 0..total {
+        let id = format!("p{i:04}");
+        shop.seed(&id, &unlisted_product(&id, &format!("v{}", i % 3), i == 7));
+    }
+    let progress = |shop: &Shop| -> Option<Progress> {
+        let store = shop.store.lock().unwrap();
+        store
+            .get(keys::LISTING.as_slice())
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+    };
+    let mut listed: Vec<(String, String)> = Vec::new();
+    let mut take = |shop: &mut Shop| -> usize {
+        let out = shop.d.take_outputs(VENDOR_COMMANDS);
+        for o in &out {
+            let cmd: VendorCommand = pickple_schemas::decode(o.value.as_deref()).unwrap();
+            let VendorCommand::ProductListed {
+                vendor_id,
+                product_id,
+            } = cmd
+            else {
+                panic!("{cmd:?}")
+            };
+            assert_eq!(o.key_str(), vendor_id, "keyed by the vendor");
+            listed.push((product_id, vendor_id));
+        }
+        out.len()
+    };
+
+    shop.advance(1_000);
+    assert_eq!(take(&mut shop), LISTING_BATCH);
+    // p0007 is deleted: the batch ends one further on.
+    let first = format!("p{:04}", LISTING_BATCH);
+    assert_eq!(progress(&shop), Some(Progress::After(first)));
+    // A lost transaction leaves the stored progress behind what the task sent: it goes on from
+    // the stored progress (p0200 to p0500 are listed twice, which the catalog takes as a no-op).
+    let behind = serde_json::to_vec(&Progress::After("p0199".into())).unwrap();
+    shop.d
+        .pipe_raw(
+            SEED,
+            Some(&keys::LISTING),
+            Some(&behind),
+            RecordHeaders::new("Seed", "seed"),
+        )
+        .unwrap();
+    shop.advance(1_000);
+    assert_eq!(take(&mut shop), LISTING_BATCH);
+    assert_eq!(progress(&shop), Some(Progress::After("p0699".into())));
+    shop.advance(1_000);
+    assert_eq!(take(&mut shop), total - 700);
+    assert_eq!(progress(&shop), Some(Progress::Done));
+    shop.advance(1_000);
+    assert_eq!(take(&mut shop), 0, "done: nothing more, ever");
+
+    let mut ids: Vec<&str> = listed.iter().map(|(p, _)| p.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total - 1, "every product but the deleted one");
+    assert!(!ids.contains(&"p0007"));
+    assert!(listed.iter().all(|(p, v)| {
+        let i: usize = p[1..].parse().unwrap();
+        *v == format!("v{}", i % 3)
+    }));
+}

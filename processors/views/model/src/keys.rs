@@ -162,6 +162,12 @@ impl Keys {
     pub fn idempotency(&self, username: &str, key: &str) -> String {
         format!("{}idem:{username}:{key}", self.prefix)
     }
+
+    /// The gateway's own authentication records (signing secret, refresh tokens, revoked
+    /// token ids, rate limits): `name` says which.
+    pub fn auth(&self, name: &str) -> String {
+        format!("{}auth:{name}", self.prefix)
+    }
 }
 
 #[cfg(test)]
