@@ -209,6 +209,7 @@ mod tests {
         d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
         d.pipe(DELIVERY_COMMANDS, "o1", &start("o1")).unwrap();
         let detail = |i: usize| DeliveryCommand::AddDeliveryDetail {
+            request_id: None,
             order_id: "o1".into(),
             location: format!("hub {i}"),
             description: "sorted".into(),

@@ -226,6 +226,7 @@ mod tests {
             STOCK_COMMANDS,
             "p1",
             &StockCommand::AddStock {
+                request_id: None,
                 product_id: "p1".into(),
                 quantity: 0,
             },
@@ -239,6 +240,7 @@ mod tests {
             STOCK_COMMANDS,
             "p1",
             &StockCommand::AddStock {
+                request_id: None,
                 product_id: "p1".into(),
                 quantity: 5,
             },
@@ -306,6 +308,7 @@ mod tests {
             STOCK_COMMANDS,
             "p1",
             &StockCommand::AddStock {
+                request_id: None,
                 product_id: "p1".into(),
                 quantity: 1,
             },
@@ -383,6 +386,7 @@ mod tests {
             STOCK_COMMANDS,
             "p9",
             &StockCommand::AddStock {
+                request_id: None,
                 product_id: "p9".into(),
                 quantity: 1,
             },

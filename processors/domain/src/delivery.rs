@@ -51,6 +51,9 @@ pub struct Detail {
     pub location: String,
     pub description: String,
     pub by: String,
+    /// The command's request id (from the client's Idempotency-Key): a repeat adds nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,11 +227,17 @@ impl Aggregate for Delivery {
                         location,
                         description,
                         by,
+                        request_id,
                         ..
                     } => {
                         check_line("location", location)?;
                         check_description(description)?;
                         non_empty("by", by)?;
+                        if request_id.is_some()
+                            && d.details.iter().any(|x| x.request_id == *request_id)
+                        {
+                            return Ok(vec![]);
+                        }
                         if d.status != InTransit {
                             return Err(Rejection::transition(
                                 "details can only be added while in transit",
@@ -245,6 +254,7 @@ impl Aggregate for Delivery {
                             location: location.trim().to_string(),
                             description: description.trim().to_string(),
                             by: by.clone(),
+                            request_id: request_id.clone(),
                         })])
                     }
                     DeliveryCommand::EndDelivery { by, .. } => {
@@ -418,11 +428,15 @@ mod tests {
         })
     }
     fn detail(location: &str) -> DeliveryInput {
+        detail_with(location, None)
+    }
+    fn detail_with(location: &str, request_id: Option<&str>) -> DeliveryInput {
         DeliveryInput::Command(DeliveryCommand::AddDeliveryDetail {
             order_id: O.into(),
             location: location.into(),
             description: "sorted".into(),
             by: "boss1".into(),
+            request_id: request_id.map(String::from),
         })
     }
     fn end() -> DeliveryInput {
@@ -480,6 +494,7 @@ mod tests {
                 location: "서울".into(),
                 description: description.into(),
                 by: "boss1".into(),
+                request_id: None,
             })
         };
         assert_eq!(code(&s, described("sorted\u{200D}")), "INVALID");
@@ -643,5 +658,24 @@ mod tests {
             email: "ann@x.io".into(),
         });
         assert_eq!(step(&mut s, completed, 3), vec![]);
+    }
+
+    #[test]
+    fn a_detail_repeated_under_its_request_id_is_added_once() {
+        let mut s = None;
+        step(&mut s, confirmed(), 1);
+        step(&mut s, start("T-1"), 2);
+        step(&mut s, detail_with("Seoul hub", Some("r-1")), 3);
+        step(&mut s, detail_with("Seoul hub", Some("r-1")), 4);
+        step(&mut s, detail_with("Busan hub", Some("r-2")), 5);
+        step(&mut s, detail("Busan hub"), 6);
+        let locations: Vec<&str> = s
+            .as_ref()
+            .unwrap()
+            .details
+            .iter()
+            .map(|d| d.location.as_str())
+            .collect();
+        assert_eq!(locations, ["Seoul hub", "Busan hub", "Busan hub"]);
     }
 }

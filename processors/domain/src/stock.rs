@@ -48,7 +48,15 @@ pub struct ProductState {
     pub legacy_reservations: BTreeMap<String, Reservation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sale: Option<Sale>,
+    /// The request ids of the last [`RECENT_ADDS`] AddStock that carried one: a repeat of one
+    /// of them adds nothing. A repeat comes seconds after the original (a client retrying after
+    /// a gateway crash), so a short window bounds the value and still catches it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_adds: Vec<String>,
 }
+
+/// How many AddStock request ids a product remembers.
+pub const RECENT_ADDS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
@@ -335,6 +343,8 @@ pub enum StockFact {
     },
     StockAdded {
         quantity: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     /// Same epoch as the current sale: new terms, counters kept. New epoch: a fresh sale.
     SaleOpened {
@@ -477,11 +487,22 @@ impl Aggregate for Product {
                     vec![StockFact::StockAdjusted { delta }]
                 })
             }
-            StockCommand::AddStock { quantity, .. } => {
-                live(state)?;
+            StockCommand::AddStock {
+                quantity,
+                request_id,
+                ..
+            } => {
+                let p = live(state)?;
                 check_quantity(*quantity)?;
+                if request_id
+                    .as_ref()
+                    .is_some_and(|id| p.recent_adds.contains(id))
+                {
+                    return Ok(vec![]);
+                }
                 Ok(vec![StockFact::StockAdded {
                     quantity: *quantity,
+                    request_id: request_id.clone(),
                 }])
             }
             StockCommand::OpenSale { sale: terms, .. } => {
@@ -771,6 +792,7 @@ impl ProductState {
             stock: StockLevels::default(),
             legacy_reservations: BTreeMap::new(),
             sale: None,
+            recent_adds: Vec::new(),
         })
     }
 
@@ -781,6 +803,7 @@ impl ProductState {
             stock: StockLevels::default(),
             legacy_reservations: BTreeMap::new(),
             sale: None,
+            recent_adds: Vec::new(),
             ..self.clone()
         }
     }
@@ -817,9 +840,17 @@ impl ProductState {
                 self.stock.added += delta;
                 self.stock.available += delta;
             }
-            StockFact::StockAdded { quantity } => {
+            StockFact::StockAdded {
+                quantity,
+                request_id,
+            } => {
                 self.stock.added += qty_i64(*quantity);
                 self.stock.available += qty_i64(*quantity);
+                if let Some(id) = request_id {
+                    self.recent_adds.push(id.clone());
+                    let over = self.recent_adds.len().saturating_sub(RECENT_ADDS);
+                    self.recent_adds.drain(..over);
+                }
             }
             StockFact::SaleOpened { terms, epoch } => match &mut self.sale {
                 Some(s) if s.epoch == *epoch => s.terms = terms.clone(),
@@ -978,9 +1009,13 @@ mod tests {
         }
     }
     fn add(quantity: u64) -> StockCommand {
+        add_as(quantity, None)
+    }
+    fn add_as(quantity: u64, request_id: Option<&str>) -> StockCommand {
         StockCommand::AddStock {
             product_id: P.into(),
             quantity,
+            request_id: request_id.map(String::from),
         }
     }
     fn set(quantity: u64) -> StockCommand {
@@ -1209,6 +1244,24 @@ mod tests {
         assert_eq!(levels(&p), (5, 3, 0, 2));
         let p = run(Some(p), &restock("o1"), 3).unwrap();
         assert_eq!(levels(&p), (5, 5, 0, 0));
+    }
+
+    #[test]
+    fn an_add_repeated_under_its_request_id_adds_once_within_the_window() {
+        let mut p = product(5);
+        for _ in 0..2 {
+            p = run(Some(p), &add_as(3, Some("r-1")), 0).unwrap();
+        }
+        assert_eq!(levels(&p).0, 8, "r-1 added once");
+        // Adds without an id are each their own; the window forgets the oldest ids.
+        p = run(Some(p), &add(1), 0).unwrap();
+        p = run(Some(p), &add(1), 0).unwrap();
+        assert_eq!(levels(&p).0, 10);
+        for i in 0..RECENT_ADDS {
+            p = run(Some(p), &add_as(1, Some(&format!("w-{i}"))), 0).unwrap();
+        }
+        assert_eq!(p.recent_adds.len(), RECENT_ADDS, "bounded");
+        assert!(!p.recent_adds.contains(&"r-1".to_string()));
     }
 
     #[test]

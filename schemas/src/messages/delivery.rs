@@ -29,6 +29,9 @@ pub enum DeliveryCommand {
         location: String,
         description: String,
         by: String,
+        /// Made from the client's Idempotency-Key: a repeat of it adds nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     EndDelivery {
         order_id: String,

@@ -48,6 +48,10 @@ pub enum StockCommand {
     AddStock {
         product_id: String,
         quantity: u64,
+        /// Made from the client's Idempotency-Key: a repeat of it adds nothing (a gateway that
+        /// died between publishing and remembering the key publishes it again).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     OpenSale {
         product_id: String,
