@@ -4,7 +4,8 @@
 //! order (twice with the same Idempotency-Key), waits for AWAITING_PAYMENT, pays; the vendor
 //! starts and ends the delivery; the order is COMPLETED and the buyer has three notifications.
 //! Then the vendor manager deletes the vendor, and the buyer's next order of its product ends
-//! CANCELLED, the product deleted with its vendor.
+//! CANCELLED, the product deleted with its vendor. Last, the buyer changes their password: the
+//! old token stops working once the users processor has recorded the change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -370,6 +371,50 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         format!("{product_id}: not found: the product was deleted"),
         "{refused}"
     );
+
+    // A password change voids the buyer's tokens as soon as the users processor has recorded
+    // it: the token version in the user's view moves on.
+    let (code, me) = http.get("/users/me", Some(&buyer_token)).await;
+    assert_eq!(code, StatusCode::OK, "{me}");
+    let (code, body) = http
+        .call(
+            reqwest::Method::PATCH,
+            "/users/me",
+            Some(&buyer_token),
+            Some(json!({"password": "another-horse-2"})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let (code, changed) = http
+        .get(
+            &format!("/users/me?wait=30&after_version={}", me["version"]),
+            Some(&buyer_token),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{changed}");
+    assert!(
+        changed["version"].as_u64() > me["version"].as_u64(),
+        "{changed}"
+    );
+    let (code, _) = http.get("/users/me", Some(&buyer_token)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "the old token is void");
+    let (code, _) = http
+        .post(
+            "/auth/sign-in",
+            None,
+            json!({"username": buyer, "password": "correct-horse-1"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "the old password");
+    let (code, body) = http
+        .post(
+            "/auth/sign-in",
+            None,
+            json!({"username": buyer, "password": "another-horse-2"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
 
     server.abort();
     stop_views.store(true, Ordering::Relaxed);
