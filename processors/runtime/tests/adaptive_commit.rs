@@ -15,12 +15,7 @@ use pickple_runtime::{run_until, RuntimeConfig};
 
 /// Transactions the counter has committed in this process (`pickple_commits_total`).
 fn commits() -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|family| family.name() == "pickple_commits_total")
-        .flat_map(|family| family.get_metric())
-        .map(|m| m.get_counter().value() as u64)
-        .sum()
+    counter_total("pickple_commits_total")
 }
 
 #[tokio::test(flavor = "multi_thread")]

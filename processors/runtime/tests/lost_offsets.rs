@@ -22,12 +22,7 @@ use rdkafka::ClientConfig;
 
 /// Partitions this process started from its own position (`pickple_offsets_guarded_total`).
 fn guarded() -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|family| family.name() == "pickple_offsets_guarded_total")
-        .flat_map(|family| family.get_metric())
-        .map(|m| m.get_counter().value() as u64)
-        .sum()
+    counter_total("pickple_offsets_guarded_total")
 }
 
 fn round(sb: &Sandbox, expected: &mut HashMap<String, u64>) -> usize {

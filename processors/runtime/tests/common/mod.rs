@@ -436,3 +436,13 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 pub fn dir_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// The sum of a counter's series in this process's default registry (the runtime in-process).
+pub fn counter_total(name: &str) -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().value() as u64)
+        .sum()
+}
