@@ -1,5 +1,12 @@
 //! Passwords (argon2) and access tokens (JWT HS256), and the extractors that authenticate a
 //! request.
+//!
+//! A token is only as good as the account behind it: every request reads the user's view and
+//! refuses a token whose account is gone, is another account under the same name (`uid`), or
+//! has moved its token version on since (password, role, deletion, sign-out everywhere), and a
+//! token whose sign-in was signed out ([`crate::sessions`]).
+
+use std::sync::{Arc, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -7,10 +14,11 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use pickple_schemas::Role;
+use pickple_schemas::{Role, UserStatus, UserView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::views::Views;
 use crate::AppState;
 
 /// What an access token says.
@@ -18,6 +26,15 @@ use crate::AppState;
 pub struct Claims {
     /// The username.
     pub sub: String,
+    /// The account's immutable identity.
+    #[serde(default)]
+    pub uid: String,
+    /// The account's token version when the token was issued.
+    #[serde(default)]
+    pub ver: u64,
+    /// The sign-in (refresh token family) the token belongs to.
+    #[serde(default)]
+    pub sid: String,
     pub role: Role,
     pub iat: i64,
     pub exp: i64,
@@ -25,50 +42,120 @@ pub struct Claims {
     pub jti: String,
 }
 
-pub struct Jwt {
+/// Who a token is issued to: the user's view as it stands, and the sign-in.
+pub struct Subject<'a> {
+    pub user: &'a UserView,
+    pub sid: &'a str,
+}
+
+struct Keys {
+    secret: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+}
+
+impl Keys {
+    fn new(secret: String) -> Keys {
+        Keys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            secret,
+        }
+    }
+}
+
+/// The signing key and token lifetime. The key is the configured secret, or else one this
+/// deployment generated on first start and keeps in Redis, where every gateway instance finds
+/// it: there is no secret in the source.
+pub struct Jwt {
+    keys: RwLock<Option<Arc<Keys>>>,
     validation: Validation,
     pub ttl_secs: u64,
 }
 
 impl Jwt {
-    pub fn new(secret: &str, ttl_secs: u64) -> Jwt {
+    /// With `secret`, ready at once; without, [`Jwt::ready`] fetches (or makes) the shared one.
+    pub fn new(secret: Option<&str>, ttl_secs: u64) -> Jwt {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Jwt {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            keys: RwLock::new(secret.map(|s| Arc::new(Keys::new(s.to_string())))),
             validation,
             ttl_secs,
         }
     }
 
-    /// A new token for `username` with `role`; returns the token and its expiry (seconds).
-    pub fn issue(&self, username: &str, role: Role) -> ApiResult<(String, i64)> {
+    fn keys(&self) -> ApiResult<Arc<Keys>> {
+        self.keys.read().unwrap().clone().ok_or_else(|| {
+            ApiError::unavailable(
+                "auth_unavailable",
+                "the token signing key is not loaded yet",
+            )
+        })
+    }
+
+    /// Load the deployment's generated secret from Redis, making it if no gateway has yet
+    /// (`SET NX`, so concurrent first starts agree). A configured secret needs nothing.
+    pub async fn ready(&self, views: &Views) -> ApiResult<()> {
+        if self.keys.read().unwrap().is_some() {
+            return Ok(());
+        }
+        self.sync(views).await
+    }
+
+    /// Agree with Redis on the generated secret: offer ours (or a new one) and take what Redis
+    /// holds. Run now and then, so a Redis that lost its data converges on one secret again.
+    pub async fn sync(&self, views: &Views) -> ApiResult<()> {
+        let key = views.keys.auth("jwt-secret");
+        let offer = match self.keys.read().unwrap().as_ref() {
+            Some(k) => k.secret.clone(),
+            None => crate::sessions::secret(),
+        };
+        let _: Option<String> = views
+            .query(redis::cmd("SET").arg(&key).arg(&offer).arg("NX"))
+            .await?;
+        let held: Option<String> = views.query(redis::cmd("GET").arg(&key)).await?;
+        let held = held.ok_or_else(|| ApiError::internal("the token signing key vanished"))?;
+        let mut keys = self.keys.write().unwrap();
+        if keys.as_ref().is_none_or(|k| k.secret != held) {
+            if keys.is_some() {
+                tracing::warn!("the shared token signing key changed; earlier tokens are void");
+            }
+            *keys = Some(Arc::new(Keys::new(held)));
+        }
+        Ok(())
+    }
+
+    /// A new token for `subject`; returns the token and its expiry (seconds).
+    pub fn issue(&self, subject: &Subject<'_>) -> ApiResult<(String, i64)> {
         let now = now_secs();
         let exp = now + self.ttl_secs as i64;
         let claims = Claims {
-            sub: username.to_string(),
-            role,
+            sub: subject.user.username.clone(),
+            uid: subject.user.user_id.clone(),
+            ver: subject.user.token_version,
+            sid: subject.sid.to_string(),
+            role: subject.user.role,
             iat: now,
             exp,
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map(|t| (t, exp))
-            .map_err(|e| ApiError::internal(format!("cannot sign a token: {e}")))
+        Ok((self.sign(&claims)?, exp))
     }
 
     /// Encode arbitrary claims with the gateway's key (tests make expired tokens with it).
-    pub fn sign(&self, claims: &Claims) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .unwrap_or_default()
+    pub fn sign(&self, claims: &Claims) -> ApiResult<String> {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.keys()?.encoding,
+        )
+        .map_err(|e| ApiError::internal(format!("cannot sign a token: {e}")))
     }
 
     pub fn verify(&self, token: &str) -> ApiResult<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        jsonwebtoken::decode::<Claims>(token, &self.keys()?.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -86,11 +173,28 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether the account behind a token still stands by it: the same account (not another under
+/// the same name), active, with the token's version and role.
+pub fn still_valid(claims: &Claims, user: Option<&UserView>) -> Result<(), &'static str> {
+    let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
+        return Err("the account no longer exists");
+    };
+    if user.user_id != claims.uid {
+        return Err("the access token belongs to another account");
+    }
+    if user.token_version != claims.ver || user.role != claims.role {
+        return Err("the access token has been revoked; sign in again");
+    }
+    Ok(())
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub username: String,
     pub role: Role,
+    /// The token's claims (sign-out revokes its sign-in).
+    pub claims: Claims,
 }
 
 impl AuthUser {
@@ -143,10 +247,19 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         let token = bearer(parts)
             .ok_or_else(|| ApiError::unauthorized("an access token is required"))??;
+        state.jwt.ready(&state.views).await?;
         let claims = state.jwt.verify(token)?;
+        // The account's current view, even while the sink lags: identity changes rarely, and
+        // a revocation is seen as soon as the sink has written it.
+        let user = state.views.get::<UserView>(&claims.sub).await?;
+        still_valid(&claims, user.as_ref()).map_err(ApiError::unauthorized)?;
+        if crate::sessions::is_revoked(&state.views, &claims).await? {
+            return Err(ApiError::unauthorized("signed out; sign in again"));
+        }
         Ok(AuthUser {
-            username: claims.sub,
+            username: claims.sub.clone(),
             role: claims.role,
+            claims,
         })
     }
 }
@@ -201,25 +314,74 @@ pub async fn verify_password(password: String, hash: String) -> bool {
 mod tests {
     use super::*;
 
+    fn view(user_id: &str, version: u64, role: Role, status: UserStatus) -> UserView {
+        UserView {
+            username: "alice".into(),
+            user_id: user_id.into(),
+            token_version: version,
+            nickname: "A".into(),
+            email: "a@b.co".into(),
+            password_hash: String::new(),
+            role,
+            status,
+            rejection: None,
+            updated_at: 0,
+            version: 1,
+        }
+    }
+
     #[test]
     fn tokens_round_trip_and_tampering_fails() {
-        let jwt = Jwt::new("s3cret", 60);
-        let (token, _) = jwt.issue("alice", Role::User).unwrap();
-        assert_eq!(jwt.verify(&token).unwrap().sub, "alice");
-        let other = Jwt::new("other", 60);
+        let jwt = Jwt::new(Some("s3cret"), 60);
+        let alice = view("u1", 0, Role::User, UserStatus::Active);
+        let subject = Subject {
+            user: &alice,
+            sid: "s1",
+        };
+        let (token, _) = jwt.issue(&subject).unwrap();
+        let claims = jwt.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.uid.as_str()), ("alice", "u1"));
+        let other = Jwt::new(Some("other"), 60);
         assert!(other.verify(&token).is_err());
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = "eyJzdWIiOiJib2IiLCJyb2xlIjoiTUFTVEVSIiwiaWF0IjowLCJleHAiOjk5OTk5OTk5OTksImp0aSI6IngifQ";
         parts[1] = forged;
         assert!(jwt.verify(&parts.join(".")).is_err());
-        let expired = jwt.sign(&Claims {
-            sub: "alice".into(),
-            role: Role::User,
-            iat: 0,
-            exp: now_secs() - 3600,
-            jti: "x".into(),
-        });
+        let expired = jwt
+            .sign(&Claims {
+                exp: now_secs() - 3600,
+                ..claims
+            })
+            .unwrap();
         assert!(jwt.verify(&expired).is_err());
+        // Without a configured secret nothing is signed or verified until the shared one is
+        // loaded: there is no fallback key.
+        let unloaded = Jwt::new(None, 60);
+        assert!(unloaded.issue(&subject).is_err());
+        assert!(unloaded.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_holds_only_while_its_account_stands_by_it() {
+        let jwt = Jwt::new(Some("s3cret"), 60);
+        let alice = view("u1", 3, Role::VendorManager, UserStatus::Active);
+        let (token, _) = jwt
+            .issue(&Subject {
+                user: &alice,
+                sid: "s",
+            })
+            .unwrap();
+        let claims = jwt.verify(&token).unwrap();
+        assert_eq!(still_valid(&claims, Some(&alice)), Ok(()));
+        assert!(still_valid(&claims, None).is_err(), "no account");
+        for changed in [
+            view("u2", 3, Role::VendorManager, UserStatus::Active), // a newcomer under the name
+            view("u1", 4, Role::VendorManager, UserStatus::Active), // password, sign-out...
+            view("u1", 3, Role::User, UserStatus::Active),          // role
+            view("u1", 3, Role::VendorManager, UserStatus::Deleted),
+        ] {
+            assert!(still_valid(&claims, Some(&changed)).is_err(), "{changed:?}");
+        }
     }
 
     #[tokio::test]

@@ -2,8 +2,7 @@
 
 use pickple_view_model::RedisConfig;
 
-/// The development JWT secret, refused when `PICKPLE_ENV=production`.
-pub const DEV_JWT_SECRET: &str = "pickple-dev-only-insecure-jwt-secret";
+use crate::limits::Rates;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "pickple-gateway", about = "Pickple's HTTP API")]
@@ -19,15 +18,27 @@ pub struct Config {
     pub topic_prefix: String,
     #[command(flatten)]
     pub redis: RedisConfig,
-    /// HS256 secret of the access tokens (required in production).
+    /// HS256 secret of the access tokens (required in production). Without it, the gateways
+    /// of a deployment share one they generate on first start and keep in Redis.
     #[arg(long, env = "PICKPLE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// `production` makes the JWT secret mandatory.
     #[arg(long = "env", env = "PICKPLE_ENV", default_value = "development")]
     pub environment: String,
-    /// Lifetime of an access token, in seconds.
-    #[arg(long, env = "PICKPLE_JWT_TTL_SECS", default_value_t = 3600)]
+    /// Lifetime of an access token, in seconds: short, as a refresh token renews it.
+    #[arg(long, env = "PICKPLE_JWT_TTL_SECS", default_value_t = 900)]
     pub jwt_ttl_secs: u64,
+    /// Lifetime of a refresh token (and of a sign-in left unused), in seconds.
+    #[arg(long, env = "PICKPLE_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_secs: u64,
+    #[command(flatten)]
+    pub rates: Rates,
+    /// Password hashes (argon2id, 19 MiB each) computed at once; more wait.
+    #[arg(long, env = "PICKPLE_PASSWORD_HASHERS", default_value_t = 4)]
+    pub password_hashers: usize,
+    /// How long a sign-in or sign-up waits for a hasher before it is shed with 503, in ms.
+    #[arg(long, env = "PICKPLE_PASSWORD_WAIT_MS", default_value_t = 2_000)]
+    pub password_wait_ms: u64,
     /// Longest `?wait=` a GET may ask for, in seconds.
     #[arg(long, env = "PICKPLE_MAX_WAIT_SECS", default_value_t = 30)]
     pub max_wait_secs: u64,
@@ -58,7 +69,11 @@ impl Config {
             redis: RedisConfig::local(redis_prefix),
             jwt_secret: Some("test-secret".into()),
             environment: "test".into(),
-            jwt_ttl_secs: 3600,
+            jwt_ttl_secs: 900,
+            refresh_ttl_secs: 3600,
+            rates: Rates::off(),
+            password_hashers: 4,
+            password_wait_ms: 2_000,
             max_wait_secs: 30,
             body_limit: 64 * 1024,
             views_max_staleness_ms: 15_000,
@@ -71,21 +86,22 @@ impl Config {
         self.environment.eq_ignore_ascii_case("production")
     }
 
-    /// The JWT secret: the configured one, or the development default outside production.
-    pub fn jwt_secret(&self) -> anyhow::Result<String> {
+    /// The configured JWT secret, if any. Production refuses to start without a real one;
+    /// elsewhere `None` means the shared generated secret ([`crate::auth::Jwt::sync`]).
+    pub fn jwt_secret(&self) -> anyhow::Result<Option<String>> {
         match self.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => {
-                if self.is_production() && (s.contains("insecure") || s.len() < 32) {
+                if self.is_production() && s.len() < 32 {
                     anyhow::bail!(
-                        "PICKPLE_JWT_SECRET must be at least 32 characters and not a development default in production"
+                        "PICKPLE_JWT_SECRET must be at least 32 characters in production"
                     );
                 }
-                Ok(s.to_string())
+                Ok(Some(s.to_string()))
             }
             None if self.is_production() => {
                 anyhow::bail!("PICKPLE_JWT_SECRET is required when PICKPLE_ENV=production")
             }
-            None => Ok(DEV_JWT_SECRET.to_string()),
+            None => Ok(None),
         }
     }
 
@@ -102,7 +118,11 @@ mod tests {
     fn production_requires_a_real_secret() {
         let mut c = Config::local("", "x:");
         c.jwt_secret = None;
-        assert_eq!(c.jwt_secret().unwrap(), DEV_JWT_SECRET);
+        assert_eq!(
+            c.jwt_secret().unwrap(),
+            None,
+            "no secret in the source to fall back on"
+        );
         c.environment = "production".into();
         assert!(c.jwt_secret().is_err());
         c.jwt_secret = Some("short".into());

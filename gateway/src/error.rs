@@ -43,6 +43,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Option<Vec<FieldError>>,
+    /// Seconds for the `Retry-After` header (429, and 503 under load).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -52,6 +54,23 @@ impl ApiError {
             code,
             message: message.into(),
             fields: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: a rate limit; try again in `retry_after` seconds.
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    /// 503 because the gateway sheds load now, not because something is down.
+    pub fn busy(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
         }
     }
 
@@ -85,6 +104,7 @@ impl ApiError {
             code: "validation_failed",
             message: "the request has invalid fields".into(),
             fields: Some(fields),
+            retry_after: None,
         }
     }
 
@@ -112,7 +132,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, code = self.code, message = %self.message, "error");
         }
-        (self.status, Json(self.body())).into_response()
+        let mut res = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        res
     }
 }
 

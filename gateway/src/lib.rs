@@ -17,10 +17,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod kafka;
+pub mod limits;
 pub mod longpoll;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod sessions;
 pub mod trace;
 pub mod views;
 
@@ -39,6 +41,7 @@ pub use config::Config;
 use crate::auth::Jwt;
 use crate::error::ApiError;
 use crate::kafka::Publisher;
+use crate::limits::{Limiter, PasswordPool};
 use crate::longpoll::Notifier;
 use crate::views::Views;
 
@@ -52,6 +55,8 @@ pub struct Shared {
     pub kafka: Publisher,
     pub views: Arc<Views>,
     pub notifier: Arc<Notifier>,
+    pub limits: Limiter,
+    pub passwords: PasswordPool,
 }
 
 impl Deref for AppState {
@@ -66,7 +71,8 @@ impl AppState {
     /// Must run inside a tokio runtime. Nothing here needs Kafka or Redis to be up yet.
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let secret = config.jwt_secret()?;
-        let jwt = Jwt::new(&secret, config.jwt_ttl_secs);
+        let generated = secret.is_none();
+        let jwt = Jwt::new(secret.as_deref(), config.jwt_ttl_secs);
         let kafka = Publisher::new(&config.brokers, &config.topic_prefix)?;
         let rule = ReadyRule {
             max_staleness_ms: config.views_max_staleness_ms,
@@ -81,13 +87,37 @@ impl AppState {
         views.spawn_readiness(Duration::from_millis(500));
         let notifier = Notifier::new();
         notifier.spawn(config.redis.clone());
-        Ok(AppState(Arc::new(Shared {
+        let limits = Limiter::new(config.rates.clone());
+        let passwords = PasswordPool::new(
+            config.password_hashers,
+            Duration::from_millis(config.password_wait_ms),
+        );
+        let state = AppState(Arc::new(Shared {
+            limits,
+            passwords,
             config,
             jwt,
             kafka,
             views,
             notifier,
-        })))
+        }));
+        if generated {
+            // Redis may be down now; requests load the key when they need it. Later syncs let
+            // the gateways agree again should Redis lose the key.
+            let _ = state.jwt.sync(&state.views).await;
+            let weak = Arc::downgrade(&state.0);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    every.tick().await;
+                    let Some(shared) = weak.upgrade() else { return };
+                    if let Err(e) = shared.jwt.sync(&shared.views).await {
+                        tracing::debug!(error = ?e, "token key sync failed; trying again");
+                    }
+                }
+            });
+        }
+        Ok(state)
     }
 }
 
@@ -121,7 +151,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %config.brokers, redis = %config.redis.describe(), "gateway listening");
     let state = AppState::new(config).await?;
-    axum::serve(listener, app(state))
+    // The peer address is the client's for the rate limits (crate::limits::client_address).
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

@@ -1,5 +1,11 @@
 //! Long-poll: `GET ...?wait=<seconds>` answers when the view changes (or reaches a status).
 //!
+//! A wait is never an error: it answers 200 with the view as soon as the condition holds, or
+//! with the current view when the wait ends first, and says which in the header
+//! [`Pickple-Wait`](WAIT_HEADER): `met` or `timeout` ([`WaitOutcome`], set by [`layer`] on the
+//! 200 of a read that waited; absent on a read without a wait). A view that still does not
+//! exist when the wait ends is the caller's 404, as without a wait.
+//!
 //! One Redis connection per gateway PSUBSCRIBEs to every change channel; a notice is forwarded
 //! to the waiters of its key through a broadcast channel, so any number of waiters share one
 //! subscription and keys nobody waits on cost a map lookup. Waiters also re-read the view every
@@ -11,10 +17,15 @@
 //! is waiting for the next one (a test, before it writes that next one) awaits the change
 //! rather than guessing with a delay.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use futures::StreamExt;
 use pickple_view_model::{RedisConfig, View};
 use tokio::sync::{broadcast, watch};
@@ -25,6 +36,59 @@ use crate::views::Views;
 
 /// Fallback re-read interval of a waiter.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// Response header of a view read that waited (`?wait=` > 0) and answers 200: `met` (the view
+/// served fulfils the condition) or `timeout` (the wait ended first; the view served is the
+/// current one). Absent on a read without a wait.
+pub const WAIT_HEADER: &str = "pickple-wait";
+/// [`WAIT_HEADER`] as documented.
+pub const WAIT_HEADER_NAME: &str = "Pickple-Wait";
+
+/// How a long-poll ended, answered in [`WAIT_HEADER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The condition held, when the request arrived or during the wait.
+    Met,
+    /// The wait ended without the condition: the view served is the current one.
+    Timeout,
+}
+
+impl WaitOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitOutcome::Met => "met",
+            WaitOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+tokio::task_local! {
+    /// How the long-poll of the request [`layer`] is serving ended, as [`read_view`] saw it.
+    static OUTCOME: Cell<Option<WaitOutcome>>;
+}
+
+/// Note how this request's wait ended (no-op outside [`layer`]).
+fn record(outcome: WaitOutcome) {
+    let _ = OUTCOME.try_with(|o| o.set(Some(outcome)));
+}
+
+/// Middleware: the 200 of a request whose [`read_view`] waited carries [`WAIT_HEADER`]. Any
+/// other answer (a 404 after the wait, someone else's view, an error) says nothing of the wait.
+pub async fn layer(req: Request, next: Next) -> Response {
+    let (mut res, outcome) = OUTCOME
+        .scope(Cell::new(None), async {
+            let res = next.run(req).await;
+            (res, OUTCOME.with(Cell::get))
+        })
+        .await;
+    if let Some(outcome) = outcome {
+        if res.status() == StatusCode::OK {
+            res.headers_mut()
+                .insert(WAIT_HEADER, HeaderValue::from_static(outcome.as_str()));
+        }
+    }
+    res
+}
 
 pub struct Notifier {
     waiters: Mutex<HashMap<String, broadcast::Sender<u64>>>,
@@ -279,8 +343,9 @@ impl WaitFor {
 }
 
 /// Read a view, waiting as `wait_for` says. `visible` says whether the caller may see a view;
-/// an invisible view is answered at once (as not found by the caller). Without `wait`, this is
-/// a plain read.
+/// an invisible view is answered at once (as not found by the caller). Without `wait` (or with
+/// 0), this is a plain read. A wait that ends without the condition answers the current view
+/// (`None`: there is none), never an error; how the wait ended is recorded for [`layer`].
 pub async fn read_view<V: View>(
     views: &Views,
     notifier: &Arc<Notifier>,
@@ -305,15 +370,13 @@ pub async fn read_view<V: View>(
             }
         }
         if wait_for.satisfied(&current, initial) {
+            record(WaitOutcome::Met);
             return Ok(current);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ApiError::new(
-                axum::http::StatusCode::GATEWAY_TIMEOUT,
-                "wait_timeout",
-                "the view did not change before the wait ended",
-            ));
+            record(WaitOutcome::Timeout);
+            return Ok(current);
         }
         let read = current.as_ref().map(View::version);
         sub.changed(read, RECHECK.min(deadline - now)).await;
@@ -321,5 +384,61 @@ pub async fn read_view<V: View>(
         // nothing left worth serving.
         views.ensure_servable()?;
         current = views.get(id).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use axum::Router;
+
+    /// [`layer`] answers what the handler's wait recorded, on a 200 only.
+    #[tokio::test]
+    async fn the_layer_reports_how_the_wait_ended_on_a_200() {
+        let app = Router::new()
+            .route("/plain", get(|| async { "view" }))
+            .route(
+                "/met",
+                get(|| async {
+                    record(WaitOutcome::Met);
+                    "view"
+                }),
+            )
+            .route(
+                "/timeout",
+                get(|| async {
+                    // Recorded across an await, as read_view does.
+                    tokio::task::yield_now().await;
+                    record(WaitOutcome::Timeout);
+                    "view"
+                }),
+            )
+            .route(
+                "/missing",
+                get(|| async {
+                    record(WaitOutcome::Timeout);
+                    StatusCode::NOT_FOUND
+                }),
+            )
+            .layer(axum::middleware::from_fn(layer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let http = reqwest::Client::new();
+        for (path, status, wait) in [
+            ("/plain", 200, None),
+            ("/met", 200, Some("met")),
+            ("/timeout", 200, Some("timeout")),
+            ("/missing", 404, None),
+        ] {
+            let res = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), status, "{path}");
+            let header = res.headers().get(WAIT_HEADER).map(|v| v.to_str().unwrap());
+            assert_eq!(header, wait, "{path}");
+        }
+        server.abort();
+        // Outside the layer, recording is a no-op.
+        record(WaitOutcome::Met);
     }
 }

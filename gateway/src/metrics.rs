@@ -133,3 +133,42 @@ pub async fn handler() -> Response {
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
 }
+
+/// The gateway's abuse limits at work: `pickple_rate_limited_total{limit}` (requests answered
+/// 429) and `pickple_password_shed_total` (sign-ins and sign-ups shed with 503 for want of a
+/// password hasher).
+struct AbuseMetrics {
+    limited: IntCounterVec,
+    shed: prometheus::IntCounter,
+}
+
+fn abuse() -> &'static AbuseMetrics {
+    static METRICS: std::sync::OnceLock<AbuseMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let limited = register_int_counter_vec!(
+            "pickple_rate_limited_total",
+            "Requests refused with 429 by a rate limit",
+            &["limit"]
+        )
+        .expect("register pickple_rate_limited_total");
+        for limit in crate::limits::Limit::ALL {
+            limited.with_label_values(&[limit.name()]);
+        }
+        AbuseMetrics {
+            limited,
+            shed: prometheus::register_int_counter!(
+                "pickple_password_shed_total",
+                "Sign-ins and sign-ups shed with 503: every password hasher was busy"
+            )
+            .expect("register pickple_password_shed_total"),
+        }
+    })
+}
+
+pub fn rate_limited(limit: &str) {
+    abuse().limited.with_label_values(&[limit]).inc();
+}
+
+pub fn password_shed() {
+    abuse().shed.inc();
+}

@@ -100,18 +100,244 @@ impl Modify for ViewHeaders {
     }
 }
 
+/// [`crate::longpoll::WAIT_HEADER`] on the success of every read that can long-poll (a `GET`
+/// with a `wait` query parameter), as [`crate::longpoll::layer`] sets it.
+/// Documents `Idempotency-Key` on every POST and PUT that publishes a command (all under
+/// `/api/v1` but sign-in, refresh and sign-out, which publish none or are idempotent anyway),
+/// where the annotation does not already.
+struct IdempotencyHeader;
+
+impl Modify for IdempotencyHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        let param = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(128))
+                    .pattern(Some("^[!-~]*$")),
+            ))
+            .description(Some(
+                "Repeat-safe command (an empty key is none): the same key and request within \
+                 24 h answer the first command id (`replayed: true`) and publish nothing again; another request under \
+                 the same key is a 422 `idempotency_key_reused`.",
+            ))
+            .build();
+        const NOT_COMMANDS: [&str; 4] = [
+            "/api/v1/auth/sign-in",
+            "/api/v1/auth/refresh",
+            "/api/v1/auth/sign-out",
+            "/api/v1/auth/sign-up",
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") || NOT_COMMANDS.contains(&path.as_str()) {
+                continue;
+            }
+            for op in [item.post.as_mut(), item.put.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                if !params.iter().any(|p| p.name == "Idempotency-Key") {
+                    params.push(param.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The answers every operation can give besides its own, documented where the annotation does
+/// not already (so that the document lists every status a route gives; the API contract is
+/// fuzzed against it by `scripts/schemathesis.sh`):
+/// - 400 where a body, a query string or an `Idempotency-Key` is read ([`crate::error::ApiJson`],
+///   [`crate::error::ApiQuery`], [`crate::routes::IdempotencyKey`]);
+/// - 413, 415 and 422 where a JSON body is read;
+/// - 401 where a bearer token is read (an operation with `security`, optional ones included:
+///   a token that is sent must be valid);
+/// - 404 where the path names an entity;
+/// - 429 (with `Retry-After`) on the rate-limited routes ([`crate::limits`]);
+/// - 503 on every API operation: Redis (views, sessions, limits) or Kafka unreachable.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+        let error = |description: &str, retry_after: bool| {
+            let mut response = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if retry_after {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .minimum(Some(1)),
+                        )
+                        .description(Some("Seconds to wait before trying again."))
+                        .build(),
+                );
+            }
+            response.build()
+        };
+        const LIMITED: [(&str, &str); 4] = [
+            ("post", "/api/v1/auth/sign-up"),
+            ("get", "/api/v1/auth/sign-up/{username}"),
+            ("post", "/api/v1/auth/sign-in"),
+            ("post", "/api/v1/orders"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let ops = [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("put", item.put.as_mut()),
+                ("patch", item.patch.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let params = op.parameters.iter().flatten();
+                let query = params
+                    .clone()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let key = params.clone().any(|p| p.name == "Idempotency-Key");
+                let in_path = params
+                    .clone()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let body = op.request_body.is_some();
+                let token = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let limited = LIMITED.contains(&(method, path.as_str()));
+                let mut add = |status: &str, description: &str, retry_after: bool| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description, retry_after).into());
+                };
+                if body || query || key {
+                    add(
+                        "400",
+                        "`malformed_json` or `unreadable_body` (the body), `invalid_query` (the \
+                         query string does not parse or is out of range), \
+                         `invalid_idempotency_key`",
+                        false,
+                    );
+                }
+                if token {
+                    add(
+                        "401",
+                        "no access token where one is required, or an invalid, expired or \
+                         revoked one (signed out, password or role changed, account deleted)",
+                        false,
+                    );
+                }
+                if in_path {
+                    add(
+                        "404",
+                        "no such entity (or not visible to the caller)",
+                        false,
+                    );
+                }
+                if body {
+                    add(
+                        "413",
+                        "`payload_too_large`: the body is over the limit",
+                        false,
+                    );
+                    add(
+                        "415",
+                        "`unsupported_media_type`: the body is not `application/json`",
+                        false,
+                    );
+                    add(
+                        "422",
+                        "`validation_failed`: the body does not have the documented shape \
+                         (`fields` names each invalid field)",
+                        false,
+                    );
+                }
+                if limited {
+                    add("429", "`rate_limited`: try again after `Retry-After`", true);
+                }
+                add(
+                    "503",
+                    "`views_unavailable` (Redis unreachable, or the views sink has never \
+                     reported), `kafka_unavailable` (a command could not be queued) or `busy` \
+                     (with `Retry-After`)",
+                    true,
+                );
+            }
+        }
+    }
+}
+
+struct WaitHeader;
+
+impl Modify for WaitHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ObjectBuilder, RefOr, Type};
+        let wait = HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["met", "timeout"])),
+            )
+            .description(Some(
+                "Only on the 200 of a read that waited (`wait` > 0). `met`: the wait's \
+                 condition held, at once or during the wait (`after_version`: a newer version; \
+                 `status`: that status, a terminal one, or a refusal in `rejection`; neither: a \
+                 change since the request arrived). `timeout`: the wait ended first and the \
+                 view served is the current one; a timed-out wait is not an error (never a \
+                 5xx). A view that does not exist when the wait ends is a 404.",
+            ))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let Some(get) = item.get.as_mut() else {
+                continue;
+            };
+            let long_polls = get
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| p.name == "wait" && matches!(p.parameter_in, ParameterIn::Query));
+            if !long_polls {
+                continue;
+            }
+            if let Some(RefOr::T(ok)) = get.responses.responses.get_mut("200") {
+                ok.headers
+                    .insert(crate::longpoll::WAIT_HEADER_NAME.into(), wait.clone());
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Pickple API",
         version = "1",
-        description = "Commands are accepted (202) once the gateway has checked who asks (identity, ownership) and the request's shape (422 with the field); the processors decide whether the command fits the entity's current state, and a refusal shows in the view's `rejection` (with a new version, so a long-poll wakes). Views are read from Redis and may be long-polled with ?wait=. Every view read (GET under /api/v1) answers with the header `Pickple-Views-Lag: <records>` (how far the views are behind the commands, the largest over the sink's partitions) and, when that is over the configured maximum, `Pickple-Views-Stale: true`: the view served is the latest there is, possibly behind commands already accepted. A view read is a 503 `views_unavailable` only while the views sink has never reported; a sink that has stopped reporting (its heartbeat older than the staleness bound: killed, restarting, waiting for a broker) degrades the reads instead: `Pickple-Views-Stale: true` without `Pickple-Views-Lag`. Neither a lagging nor a silent sink makes a command fail. A listing's `total` counts exactly the items its pages hold (a search or a stranger's view of a vendor's products counts the matches); a view in Redis that cannot be read, alone or in a listing, is a 500 `view_unreadable` naming it, never a page with a gap."
+        description = "Commands are accepted (202) once the gateway has checked who asks (identity, ownership) and the request's shape (422 with the field); the processors decide whether the command fits the entity's current state, and a refusal shows in the view's `rejection` (with a new version, so a long-poll wakes). Views are read from Redis and may be long-polled with ?wait=<seconds> (optionally &status= or &after_version=): the answer is 200 with the view either way, with the header `Pickple-Wait: met` once the condition holds or `Pickple-Wait: timeout` (the current view) when the wait ends first; a timed-out wait is never a 5xx, and a view that does not exist when it ends is a 404. Every view read (GET under /api/v1) answers with the header `Pickple-Views-Lag: <records>` (how far the views are behind the commands, the largest over the sink's partitions) and, when that is over the configured maximum, `Pickple-Views-Stale: true`: the view served is the latest there is, possibly behind commands already accepted. A view read is a 503 `views_unavailable` only while the views sink has never reported; a sink that has stopped reporting (its heartbeat older than the staleness bound: killed, restarting, waiting for a broker) degrades the reads instead: `Pickple-Views-Stale: true` without `Pickple-Views-Lag`. Neither a lagging nor a silent sink makes a command fail. A listing's `total` counts exactly the items its pages hold (a search or a stranger's view of a vendor's products counts the matches); a view in Redis that cannot be read, alone or in a listing, is a 500 `view_unreadable` naming it, never a page with a gap."
     ),
     paths(
         routes::auth::sign_up,
         routes::auth::sign_up_status,
         routes::auth::sign_in,
         routes::auth::refresh,
+        routes::auth::sign_out,
         routes::users::me,
         routes::users::update_me,
         routes::users::delete_me,
@@ -157,9 +383,9 @@ impl Modify for ViewHeaders {
         routes::Listing,
         docs::NotificationView,
     )),
-    modifiers(&Security, &ViewHeaders),
+    modifiers(&Security, &ViewHeaders, &WaitHeader, &IdempotencyHeader, &CommonResponses),
     tags(
-        (name = "auth", description = "sign-up, sign-in, tokens"),
+        (name = "auth", description = "sign-up, sign-in, tokens: a short-lived access token and a refresh token that works once (its reuse revokes the sign-in); sign-out. Sign-in, sign-up, sign-up status and order placement are rate-limited (429 with Retry-After)"),
         (name = "users", description = "profiles and roles"),
         (name = "vendors", description = "vendors and their listings"),
         (name = "products", description = "products, stock, reservation sales"),
@@ -204,7 +430,248 @@ pub fn document() -> serde_json::Value {
             schemas.insert(name, schema);
         }
     }
+    constraints::apply(&mut doc);
     doc
+}
+
+/// The shape rules of the request bodies, as JSON Schema keywords on their properties: the
+/// rules the gateway enforces (`routes::validate` and the domain's validators it calls), so a
+/// body the document allows is accepted and one it forbids is refused (422). What JSON Schema
+/// cannot say (a sale closing after it opens, one order line per product) stays in the
+/// descriptions.
+pub mod constraints {
+    use serde_json::{json, Value};
+
+    /// Control characters (Cc), which free text never holds (`\n` and `\t` aside in text of
+    /// several lines), as inclusive ranges.
+    const CONTROL: &[(char, char)] = &[('\u{0}', '\u{1F}'), ('\u{7F}', '\u{9F}')];
+    const CONTROL_MULTILINE: &[(char, char)] = &[
+        ('\u{0}', '\u{8}'),
+        ('\u{B}', '\u{1F}'),
+        ('\u{7F}', '\u{9F}'),
+    ];
+    /// The format characters (Cf) free text never holds: the domain's own table.
+    const FORMAT: &[(char, char)] = pickple_domain::rules::FORMAT_CHARACTERS;
+    /// Unicode White_Space, what `str::trim` strips and `char::is_whitespace` finds.
+    const SPACE: &[(char, char)] = &[
+        ('\u{9}', '\u{D}'),
+        (' ', ' '),
+        ('\u{85}', '\u{85}'),
+        ('\u{A0}', '\u{A0}'),
+        ('\u{1680}', '\u{1680}'),
+        ('\u{2000}', '\u{200A}'),
+        ('\u{2028}', '\u{2029}'),
+        ('\u{202F}', '\u{202F}'),
+        ('\u{205F}', '\u{205F}'),
+        ('\u{3000}', '\u{3000}'),
+    ];
+
+    /// The inside of a regex character class holding `sets` (the characters themselves, so that
+    /// ECMA-262 and Python read it alike; none of them is special in a class).
+    fn class(sets: &[&[(char, char)]], extra: &str) -> String {
+        let mut out = String::from(extra);
+        for set in sets {
+            for &(a, b) in *set {
+                out.push(a);
+                if b != a {
+                    out.push('-');
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// One line of visible text, not blank (`validate::text` with a minimum of 1).
+    pub fn line(max: u64) -> Value {
+        let bad = class(&[CONTROL, FORMAT], "");
+        let shown = class(&[CONTROL, FORMAT, SPACE], "");
+        json!({"maxLength": max, "pattern": format!("^[^{bad}]*[^{shown}][^{bad}]*$")})
+    }
+
+    /// Visible text of several lines (`validate::multiline_text`): not blank with `min` 1.
+    pub fn multiline(min: u64, max: u64) -> Value {
+        let bad = class(&[CONTROL_MULTILINE, FORMAT], "");
+        let shown = class(&[CONTROL_MULTILINE, FORMAT, SPACE], "");
+        let pattern = if min == 0 {
+            format!("^[^{bad}]*$")
+        } else {
+            format!("^[^{bad}]*[^{shown}][^{bad}]*$")
+        };
+        json!({"maxLength": max, "pattern": pattern})
+    }
+
+    /// An id (`validate::id`): 1 to 128 characters, no space or control character.
+    pub fn id() -> Value {
+        let bad = class(&[CONTROL, SPACE], "");
+        json!({"minLength": 1, "maxLength": 128, "pattern": format!("^[^{bad}]+$")})
+    }
+
+    /// `user::validate_username` after `normalize_username` (trimmed, lower-cased).
+    pub fn username() -> Value {
+        let space = class(&[SPACE], "");
+        json!({"pattern": format!("^[{space}]*[A-Za-z0-9]{{4,10}}[{space}]*$")})
+    }
+
+    /// `user::validate_email` of the trimmed address, and `validate::email_size`.
+    pub fn email() -> Value {
+        // Trimmed, but a control character is refused even at the edges.
+        let edge = class(&[&SPACE[1..2], &SPACE[3..]], "");
+        let no = class(&[CONTROL, SPACE], "@");
+        json!({
+            "maxLength": 254,
+            "pattern": format!("^[{edge}]*[^{no}]+@[^{no}.][^{no}]*[.][^{no}]*[^{no}.][{edge}]*$"),
+        })
+    }
+
+    /// `validate::url`.
+    pub fn url() -> Value {
+        let bad = class(&[CONTROL, SPACE], "");
+        json!({"maxLength": 2048, "pattern": format!("^https?://[^{bad}]*$")})
+    }
+
+    fn merge(target: &mut Value, with: Value) {
+        if let (Some(t), Value::Object(w)) = (target.as_object_mut(), with) {
+            t.extend(w);
+        }
+    }
+
+    /// The table: (schema, property, keywords).
+    fn table() -> Vec<(&'static str, &'static str, Value)> {
+        let price = json!({"minimum": 1, "maximum": 1_000_000_000_000u64});
+        vec![
+            ("SignUpRequest", "username", username()),
+            ("SignUpRequest", "nickname", line(30)),
+            ("SignUpRequest", "email", email()),
+            (
+                "SignUpRequest",
+                "password",
+                json!({"minLength": 8, "maxLength": 128}),
+            ),
+            (
+                "SignUpRequest",
+                "role",
+                json!({"enum": ["USER", "VENDOR_MANAGER", null]}),
+            ),
+            ("UpdateProfileRequest", "nickname", line(30)),
+            ("UpdateProfileRequest", "email", email()),
+            (
+                "UpdateProfileRequest",
+                "password",
+                json!({"minLength": 8, "maxLength": 128}),
+            ),
+            (
+                "ChangeRoleRequest",
+                "role",
+                json!({"enum": ["USER", "VENDOR_MANAGER", "MASTER"]}),
+            ),
+            ("CreateVendorRequest", "name", line(100)),
+            ("CreateVendorRequest", "manager", username()),
+            ("UpdateVendorRequest", "name", line(100)),
+            ("CreateProductRequest", "vendor_id", id()),
+            ("CreateProductRequest", "name", line(200)),
+            ("CreateProductRequest", "description", multiline(0, 5000)),
+            ("CreateProductRequest", "price", price.clone()),
+            ("CreateProductRequest", "image_url", url()),
+            ("UpdateProductRequest", "name", line(200)),
+            ("UpdateProductRequest", "description", multiline(0, 5000)),
+            ("UpdateProductRequest", "price", price),
+            ("UpdateProductRequest", "image_url", url()),
+            (
+                "StockRequest",
+                "quantity",
+                json!({"minimum": 0, "maximum": 1_000_000_000}),
+            ),
+            (
+                "AddStockRequest",
+                "quantity",
+                json!({"minimum": 1, "maximum": 1_000_000_000}),
+            ),
+            ("SaleRequest", "quantity", json!({"minimum": 1})),
+            ("SaleRequest", "per_user_limit", json!({"minimum": 1})),
+            (
+                "PlaceOrderRequest",
+                "lines",
+                json!({"minItems": 1, "maxItems": 50}),
+            ),
+            ("OrderLineRequest", "product_id", id()),
+            (
+                "OrderLineRequest",
+                "quantity",
+                json!({"minimum": 1, "maximum": 1000}),
+            ),
+            ("PayRequest", "payment_token", line(256)),
+            ("CancelRequest", "reason", multiline(0, 500)),
+            ("StartDeliveryRequest", "carrier", line(100)),
+            ("StartDeliveryRequest", "delivery_type", line(50)),
+            ("StartDeliveryRequest", "tracking_number", line(100)),
+            ("DeliveryDetailRequest", "location", line(200)),
+            ("DeliveryDetailRequest", "description", multiline(1, 1000)),
+        ]
+    }
+
+    pub fn apply(doc: &mut Value) {
+        for (schema, property, keywords) in table() {
+            let pointer = format!("/components/schemas/{schema}/properties/{property}");
+            if let Some(target) = doc.pointer_mut(&pointer) {
+                merge(target, keywords);
+            }
+        }
+        // Required by the rules though serde has a default for it.
+        if let Some(req) = doc
+            .pointer_mut("/components/schemas/DeliveryDetailRequest/required")
+            .and_then(Value::as_array_mut)
+        {
+            if !req.contains(&json!("description")) {
+                req.push(json!("description"));
+            }
+        }
+        // A profile change names something to change.
+        if let Some(target) = doc.pointer_mut("/components/schemas/UpdateProfileRequest") {
+            let any: Vec<Value> = ["nickname", "email", "password"]
+                .iter()
+                .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
+                .collect();
+            merge(target, json!({"anyOf": any}));
+        }
+        // Unsigned query integers (offset, limit, after_version) parse as u64: any up to
+        // u64::MAX is taken (offset and limit are then capped), a larger one is a 400.
+        let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+            return;
+        };
+        for op in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|i| i.values_mut())
+        {
+            let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for p in params.iter_mut().filter(|p| p["in"] == "query") {
+                let schema = &mut p["schema"];
+                let unsigned = schema["type"] == "integer" && schema["minimum"] == json!(0);
+                if let (true, Some(s)) = (unsigned, schema.as_object_mut()) {
+                    s.remove("format");
+                    s.insert("maximum".into(), json!(u64::MAX));
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Every property of the table exists in the document.
+        #[test]
+        fn every_constrained_property_exists() {
+            let doc = super::super::document();
+            for (schema, property, _) in table() {
+                let pointer = format!("/components/schemas/{schema}/properties/{property}");
+                assert!(doc.pointer(&pointer).is_some(), "{pointer}");
+            }
+        }
+    }
 }
 
 /// [`document`] serialized once.
@@ -212,4 +679,45 @@ pub fn document_json() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| serde_json::to_string(&document()).unwrap_or_else(|_| "{}".into()))
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every read that can long-poll documents `Pickple-Wait` on its 200.
+    #[test]
+    fn long_polls_document_the_wait_header() {
+        let doc = document();
+        let mut long_polls = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let Some(get) = item.get("get") else { continue };
+            let waits = get["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "wait" && p["in"] == "query"));
+            let header = &get["responses"]["200"]["headers"][crate::longpoll::WAIT_HEADER_NAME];
+            assert_eq!(header.is_object(), waits, "{path}: {get}");
+            long_polls += usize::from(waits);
+        }
+        assert!(long_polls >= 7, "{long_polls} long-pollable reads");
+        let orders = &doc["paths"]["/api/v1/orders/{order_id}"]["get"]["responses"];
+        assert_eq!(
+            orders["200"]["headers"]["Pickple-Wait"]["schema"]["enum"],
+            serde_json::json!(["met", "timeout"])
+        );
+    }
+
+    /// A long-poll that times out is a 200: no operation documents a 504.
+    #[test]
+    fn no_operation_documents_a_504() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                assert!(
+                    op["responses"].get("504").is_none(),
+                    "{method} {path} documents a 504"
+                );
+            }
+        }
+    }
 }

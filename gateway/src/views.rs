@@ -182,6 +182,21 @@ impl Views {
         }
     }
 
+    /// Run a Lua script (loaded on first use), reconnecting on error like [`Views::query`].
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> ApiResult<T> {
+        let mut con = self.con().await?;
+        match script.invoke_async::<T>(&mut con).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.con.write().await.take();
+                Err(e.into())
+            }
+        }
+    }
+
     pub async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> ApiResult<T> {
         let mut con = self.con().await?;
         match pipe.query_async::<T>(&mut con).await {

@@ -1,5 +1,5 @@
 //! Sign-up publishes an argon2 hash (never the password); sign-in checks it against the user
-//! view and issues a JWT; refresh re-reads the role.
+//! view and issues a short-lived JWT and a refresh token; refresh re-reads the account.
 
 mod common;
 
@@ -40,16 +40,28 @@ async fn sign_up_sign_in_refresh() {
         )
         .await;
     assert_eq!(s, 401, "no view yet");
-    gw.put_view(
-        Kind::User,
-        "carol1",
-        &user_view("carol1", &hash, Role::VendorManager, "ACTIVE", 1),
-    );
+    let mut view = user_view("carol1", &hash, Role::VendorManager, "ACTIVE", 1);
+    view["user_id"] = rec.value["user_id"].clone();
+    gw.put_view(Kind::User, "carol1", &view);
+    // The status is the signer's alone: its location carries a token.
+    let location = body["location"].as_str().unwrap().to_string();
+    assert!(location.contains("?token="), "{location}");
     let (s, status) = gw
-        .get("/api/v1/auth/sign-up/carol1?wait=2&status=ACTIVE", None)
+        .get(&format!("{location}&wait=2&status=ACTIVE"), None)
         .await;
     assert_eq!((s, status["status"].as_str()), (200, Some("ACTIVE")));
     assert!(status.get("password_hash").is_none());
+    for stranger in [
+        "/api/v1/auth/sign-up/carol1".to_string(),
+        "/api/v1/auth/sign-up/carol1?token=guess".to_string(),
+        location.replace("carol1", "dave1"),
+    ] {
+        let (s, _) = gw.get(&stranger, None).await;
+        assert_eq!(
+            s, 404,
+            "{stranger}: the same answer as for a name nobody has"
+        );
+    }
 
     let (s, _) = gw
         .post(
@@ -98,21 +110,44 @@ async fn sign_up_sign_in_refresh() {
         (422, Some("role"))
     );
 
-    // A role change shows at refresh.
-    gw.put_view(
-        Kind::User,
-        "carol1",
-        &user_view("carol1", &hash, Role::User, "ACTIVE", 2),
+    // A refresh token gives the next tokens, with the account as it stands.
+    let (s, refreshed) = gw
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            &json!({"refresh_token": token["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, refreshed["role"].as_str()),
+        (200, Some("VENDOR_MANAGER"))
     );
-    let res = gw
-        .http
-        .post(gw.url("/api/v1/auth/refresh"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    let (s, refreshed) = into_parts(res).await;
-    assert_eq!((s, refreshed["role"].as_str()), (200, Some("USER")));
+    assert_ne!(
+        refreshed["refresh_token"], token["refresh_token"],
+        "rotated"
+    );
+    let (s, _) = gw
+        .get("/api/v1/users/me", refreshed["access_token"].as_str())
+        .await;
+    assert_eq!(s, 200);
+
+    // A role change (the processor moves the token version on with it) voids the tokens.
+    let mut changed = user_view("carol1", &hash, Role::User, "ACTIVE", 2);
+    changed["user_id"] = rec.value["user_id"].clone();
+    changed["token_version"] = json!(1);
+    gw.put_view(Kind::User, "carol1", &changed);
+    let (s, _) = gw
+        .get("/api/v1/users/me", refreshed["access_token"].as_str())
+        .await;
+    assert_eq!(s, 401, "the access token of the old role");
+    let (s, _) = gw
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            &json!({"refresh_token": refreshed["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(s, 401, "the refresh token of the old role");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,3 +408,346 @@ async fn shape_rules_come_from_the_domain() {
     assert!(read_topic(&gw.topic(topic::VENDOR_COMMANDS)).is_empty());
     assert!(read_topic(&gw.topic(topic::USER_COMMANDS)).is_empty());
 }
+
+/// The first invalid field of a 422 answer and its message.
+fn first_field(body: &Value) -> (Option<&str>, Option<&str>) {
+    let field = &body["error"]["fields"][0];
+    (field["field"].as_str(), field["message"].as_str())
+}
+
+/// The domain's character rule's message for `what` holding `c` (the one the processor gives).
+fn invisible_rule(what: &str, c: char) -> String {
+    match pickple_domain::rules::visible_text(what, &format!("a{c}"), false) {
+        Err(pickple_domain::Rejection::Invalid(m)) => m,
+        other => panic!("{c:?} is not refused: {other:?}"),
+    }
+}
+
+async fn patch(gw: &Gw, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let res = gw
+        .http
+        .patch(gw.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    into_parts(res).await
+}
+
+/// Right-to-left overrides, zero-width and other format characters, and control characters in
+/// a vendor's name are a 422 naming `name`, escaped in the JSON or not; Hangul is a name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_a_vendor_name_are_refused() {
+    let gw = Gw::start().await;
+    let mia = gw.token("mia1", Role::VendorManager);
+    gw.put_view(Kind::Vendor, "v1", &vendor_view("v1", "mia1", 1));
+    for name in [
+        "Shop\u{202E}gnp.exe",
+        "\u{2066}Shop",
+        "Sh\u{200B}op",
+        "Shop\u{FEFF}",
+        "Shop\u{AD}",
+        "Shop\u{7}",
+        "Shop\nTwo",
+        "Shop\tTwo",
+    ] {
+        let (s, body) = gw
+            .post("/api/v1/vendors", Some(&mia), &json!({ "name": name }))
+            .await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some("name")),
+            "{name:?}: {body}"
+        );
+        let (s, body) = patch(&gw, "/api/v1/vendors/v1", &mia, &json!({ "name": name })).await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some("name")),
+            "{name:?}: {body}"
+        );
+    }
+    let (_, body) = gw
+        .post(
+            "/api/v1/vendors",
+            Some(&mia),
+            &json!({"name": "Shop\u{202E}gnp.exe"}),
+        )
+        .await;
+    assert_eq!(
+        first_field(&body).1,
+        Some(invisible_rule("vendor name", '\u{202E}').as_str()),
+        "{body}"
+    );
+    // Written as a JSON escape, it is the same character.
+    let res = gw
+        .http
+        .post(gw.url("/api/v1/vendors"))
+        .bearer_auth(&mia)
+        .header("content-type", "application/json")
+        .body(r#"{"name": "Shop\u202egnp.exe"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (s, body) = into_parts(res).await;
+    assert_eq!((s, first_field(&body).0), (422, Some("name")), "{body}");
+    // Letters of any script are names.
+    let (s, body) = gw
+        .post("/api/v1/vendors", Some(&mia), &json!({"name": "픽플 상점"}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let records = read_topic(&gw.topic(topic::VENDOR_COMMANDS));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].value["name"], "픽플 상점");
+}
+
+/// A zero-width space in a product's description, an isolate in its name: 422 naming the
+/// field, on create and on update. A Hangul name with a description of several lines is
+/// accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_a_product_are_refused() {
+    let gw = Gw::start().await;
+    let mia = gw.token("mia1", Role::VendorManager);
+    gw.put_view(Kind::Vendor, "v1", &vendor_view("v1", "mia1", 1));
+    gw.put_view(Kind::Product, "p1", &product_view("p1", "v1", true, 1));
+
+    let product = |name: &str, description: &str| json!({"vendor_id": "v1", "name": name, "description": description, "price": 5});
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &product("Green tea", "Fresh\u{200B}leaves"),
+        )
+        .await;
+    assert_eq!(
+        (s, first_field(&body)),
+        (
+            422,
+            (
+                Some("description"),
+                Some(invisible_rule("description", '\u{200B}').as_str())
+            )
+        ),
+        "{body}"
+    );
+    for (name, description, field) in [
+        ("Green\u{2066} tea", "leaves", "name"),
+        ("Green tea\u{202D}", "leaves", "name"),
+        ("Green\ntea", "leaves", "name"),
+        ("Green tea", "\u{202E}sevael", "description"),
+        ("Green tea", "leaves\u{2060}", "description"),
+        ("Green tea", "leaves\r\nmore", "description"),
+        ("Green tea", "leaves\u{1B}[31m", "description"),
+    ] {
+        let (s, body) = gw
+            .post("/api/v1/products", Some(&mia), &product(name, description))
+            .await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some(field)),
+            "{name:?} {description:?}: {body}"
+        );
+        let update = if field == "name" {
+            json!({ "name": name })
+        } else {
+            json!({ "description": description })
+        };
+        let (s, body) = patch(&gw, "/api/v1/products/p1", &mia, &update).await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some(field)),
+            "{update}: {body}"
+        );
+    }
+    // Hangul, accented Latin, several lines with a tab: accepted.
+    let (s, body) = gw
+        .post(
+            "/api/v1/products",
+            Some(&mia),
+            &product("녹차 세트", "제주 녹차.\n\tCrème brûlée à côté."),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (s, body) = patch(
+        &gw,
+        "/api/v1/products/p1",
+        &mia,
+        &json!({"name": "보성 녹차", "description": "두 줄\n설명"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{body}");
+    // Two keys, two partitions: no order between the records read back.
+    let records = read_topic(&gw.topic(topic::STOCK_COMMANDS));
+    assert_eq!(records.len(), 2, "{records:?}");
+    let of = |kind: &str| {
+        records
+            .iter()
+            .find(|r| r.value["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {records:?}"))
+    };
+    assert_eq!(of("CreateProduct").value["name"], "녹차 세트");
+    assert_eq!(
+        of("CreateProduct").value["description"],
+        "제주 녹차.\n\tCrème brûlée à côté."
+    );
+    assert_eq!(of("UpdateProduct").value["name"], "보성 녹차");
+}
+
+/// A zero-width space in a tracking number, an override in a carrier or a detail: 422 naming
+/// the field. Hangul is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_a_delivery_are_refused() {
+    let gw = Gw::start().await;
+    let mia = gw.token("mia1", Role::VendorManager);
+    gw.put_view(Kind::Vendor, "v1", &vendor_view("v1", "mia1", 1));
+    gw.put_view(
+        Kind::Delivery,
+        "o1",
+        &delivery_view("o1", "ann1", &["v1"], "PENDING", 1),
+    );
+    let start = |carrier: &str, delivery_type: &str, tracking: &str| json!({"carrier": carrier, "delivery_type": delivery_type, "tracking_number": tracking});
+    let (s, body) = gw
+        .post(
+            "/api/v1/deliveries/o1/start",
+            Some(&mia),
+            &start("CJ", "STANDARD", "1234\u{200B}5678"),
+        )
+        .await;
+    assert_eq!(
+        (s, first_field(&body)),
+        (
+            422,
+            (
+                Some("tracking_number"),
+                Some(invisible_rule("tracking number", '\u{200B}').as_str())
+            )
+        ),
+        "{body}"
+    );
+    for (body, field) in [
+        (start("CJ\u{202E}", "STANDARD", "12345678"), "carrier"),
+        (start("CJ", "EXPRESS\u{2069}", "12345678"), "delivery_type"),
+        (
+            start("CJ", "STANDARD", "\u{FEFF}12345678"),
+            "tracking_number",
+        ),
+        (start("CJ", "STANDARD", "1234\n5678"), "tracking_number"),
+    ] {
+        let (s, answer) = gw
+            .post("/api/v1/deliveries/o1/start", Some(&mia), &body)
+            .await;
+        assert_eq!(
+            (s, first_field(&answer).0),
+            (422, Some(field)),
+            "{body}: {answer}"
+        );
+    }
+    for (location, description, field) in [
+        ("Seoul\u{202E}", "sorted", "location"),
+        ("Seoul\tHub", "sorted", "location"),
+        ("Seoul", "sorted\u{200D}", "description"),
+        ("Seoul", "\u{2067}sorted", "description"),
+    ] {
+        let (s, body) = gw
+            .post(
+                "/api/v1/deliveries/o1/details",
+                Some(&mia),
+                &json!({"location": location, "description": description}),
+            )
+            .await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some(field)),
+            "{location:?} {description:?}: {body}"
+        );
+    }
+    let (s, body) = gw
+        .post(
+            "/api/v1/deliveries/o1/start",
+            Some(&mia),
+            &start("한진택배", "STANDARD", "HJ-1234-5678"),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (s, body) = gw
+        .post(
+            "/api/v1/deliveries/o1/details",
+            Some(&mia),
+            &json!({"location": "서울 허브", "description": "분류 완료\n\tÉvry"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let records = read_topic(&gw.topic(topic::DELIVERY_COMMANDS));
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].value["carrier"], "한진택배");
+}
+
+/// Sign-up checks its nickname with the gateway's one-line text check, which refuses invisible
+/// characters; a Hangul nickname signs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_a_nickname_are_refused() {
+    let gw = Gw::start().await;
+    let sign_up = |username: &str, nickname: &str| {
+        json!({
+            "username": username, "nickname": nickname,
+            "email": format!("{username}@example.com"), "password": "password1"
+        })
+    };
+    for nickname in [
+        "\u{2066}Ann",
+        "An\u{200B}n",
+        "Ann\u{202E}",
+        "Ann\u{0}",
+        "Ann\nAnn",
+    ] {
+        let (s, body) = gw
+            .post("/api/v1/auth/sign-up", None, &sign_up("ann1", nickname))
+            .await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some("nickname")),
+            "{nickname:?}: {body}"
+        );
+    }
+    let (s, body) = gw
+        .post("/api/v1/auth/sign-up", None, &sign_up("ann1", "김민지"))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let records = read_topic(&gw.topic(topic::USER_COMMANDS));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].value["nickname"], "김민지");
+}
+
+/// A cancel's reason is free text of several lines, but no invisible characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_characters_in_a_cancel_reason_are_refused() {
+    let gw = Gw::start().await;
+    let ann = gw.token("ann1", Role::User);
+    gw.put_view(
+        Kind::Order,
+        "o1",
+        &order_view("o1", "ann1", &["v1"], "PENDING", 1),
+    );
+    for reason in ["too late\u{202E}", "\u{200B}", "changed\u{2066} mind"] {
+        let (s, body) = gw
+            .post(
+                "/api/v1/orders/o1/cancel",
+                Some(&ann),
+                &json!({ "reason": reason }),
+            )
+            .await;
+        assert_eq!(
+            (s, first_field(&body).0),
+            (422, Some("reason")),
+            "{reason:?}: {body}"
+        );
+    }
+    let (s, body) = gw
+        .post(
+            "/api/v1/orders/o1/cancel",
+            Some(&ann),
+            &json!({"reason": "마음이 바뀌었어요.\n\tSorry"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+}

@@ -228,14 +228,17 @@ async fn a_long_poll_wakes_when_the_view_is_written() {
         .await;
     assert_eq!(s, 200);
 
-    // Nothing changes: 504 after the wait.
+    // Nothing changes: the current view after the wait, which says so.
     let start = Instant::now();
-    let (s, body) = gw.get("/api/v1/orders/o-lp?wait=1", Some(&alice)).await;
-    assert_eq!(s, 504);
-    assert_eq!(body["error"]["code"], "wait_timeout");
+    let (s, headers, body) = gw
+        .get_with_headers("/api/v1/orders/o-lp?wait=1", Some(&alice))
+        .await;
+    assert_eq!((s, body["version"].as_u64()), (200, Some(3)), "{body}");
+    assert_eq!(header(&headers, "pickple-wait"), Some("timeout"));
     assert!(start.elapsed() >= Duration::from_millis(900));
+    // No view, before or after the wait: 404.
     let (s, _) = gw.get("/api/v1/orders/never?wait=0.5", Some(&alice)).await;
-    assert_eq!(s, 504);
+    assert_eq!(s, 404);
     let (s, _) = gw.get("/api/v1/orders/never", Some(&alice)).await;
     assert_eq!(s, 404);
 }
@@ -412,10 +415,11 @@ async fn a_status_long_poll_answers_when_the_command_is_refused() {
 
     // A rejection that was there before the wait began does not answer it.
     let start = Instant::now();
-    let (s, _) = gw
-        .get("/api/v1/orders/o-r?wait=1&status=PAID", Some(&alice))
+    let (s, headers, body) = gw
+        .get_with_headers("/api/v1/orders/o-r?wait=1&status=PAID", Some(&alice))
         .await;
-    assert_eq!(s, 504);
+    assert_eq!((s, body["version"].as_u64()), (200, Some(2)), "{body}");
+    assert_eq!(header(&headers, "pickple-wait"), Some("timeout"));
     assert!(start.elapsed() >= Duration::from_millis(900));
 }
 
@@ -572,4 +576,85 @@ async fn delivery_steps_are_published_whatever_the_delivery_view_says() {
     assert!(records
         .iter()
         .all(|r| r.key == "o-d" && r.value["by"] == "mia1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_honours_an_idempotency_key() {
+    let gw = Gw::start().await;
+    let alice = gw.token("alice", Role::User);
+    let mia = gw.token("mia1", Role::VendorManager);
+    gw.put_view(
+        Kind::Order,
+        "o-3",
+        &order_view("o-3", "alice", &[], "PENDING", 1),
+    );
+    gw.put_view(Kind::Vendor, "v-1", &vendor_view("v-1", "mia1", 1));
+    gw.put_view(Kind::Product, "p-1", &product_view("p-1", "v-1", true, 1));
+    let send = |path: &'static str, token: String, key: &'static str, body: serde_json::Value| {
+        let http = gw.http.clone();
+        let url = gw.url(path);
+        async move {
+            let res = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            into_parts(res).await
+        }
+    };
+    for (path, token, body) in [
+        (
+            "/api/v1/orders/o-3/pay",
+            alice.clone(),
+            json!({"payment_token": "tok"}),
+        ),
+        (
+            "/api/v1/orders/o-3/cancel",
+            alice.clone(),
+            json!({"reason": "no"}),
+        ),
+        (
+            "/api/v1/products/p-1/stock",
+            mia.clone(),
+            json!({"quantity": 5}),
+        ),
+    ] {
+        let (s, first) = send(path, token.clone(), "k-1", body.clone()).await;
+        assert_eq!(s, 202, "{path}: {first}");
+        let (s, again) = send(path, token.clone(), "k-1", body.clone()).await;
+        assert_eq!(s, 202, "{path}: {again}");
+        assert_eq!(again["command_id"], first["command_id"], "{path}");
+        assert_eq!(again["replayed"], true, "{path}");
+        // The same key for another request is refused.
+        let mut other = body.clone();
+        if let Some(q) = other.get_mut("quantity") {
+            *q = json!(6);
+        } else if let Some(r) = other.get_mut("reason") {
+            *r = json!("other");
+        } else {
+            other["payment_token"] = json!("other");
+        }
+        let (s, body) = send(path, token, "k-1", other).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (422, Some("idempotency_key_reused")),
+            "{path}"
+        );
+    }
+    let count = |topic: &str, kind: &str| {
+        read_topic(&gw.topic(topic))
+            .iter()
+            .filter(|r| r.value["type"] == kind)
+            .count()
+    };
+    assert_eq!(count(topic::ORDER_COMMANDS, "PayOrder"), 1);
+    assert_eq!(count(topic::ORDER_COMMANDS, "CancelOrder"), 1);
+    assert_eq!(
+        count(topic::STOCK_COMMANDS, "AddStock"),
+        1,
+        "stock added once"
+    );
 }

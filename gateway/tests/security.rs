@@ -16,13 +16,17 @@ async fn tokens_are_required_and_checked() {
     assert_eq!(s, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    let expired = gw.state.jwt.sign(&Claims {
-        sub: "alice".into(),
-        role: Role::User,
-        iat: now_secs() - 7200,
-        exp: now_secs() - 3600,
-        jti: "x".into(),
-    });
+    let good = gw.token("alice", Role::User);
+    let claims = gw.state.jwt.verify(&good).unwrap();
+    let expired = gw
+        .state
+        .jwt
+        .sign(&Claims {
+            iat: now_secs() - 7200,
+            exp: now_secs() - 3600,
+            ..claims.clone()
+        })
+        .unwrap();
     let (s, body) = gw.get("/api/v1/orders/mine", Some(&expired)).await;
     assert_eq!(s, 401);
     assert!(body["error"]["message"]
@@ -31,13 +35,14 @@ async fn tokens_are_required_and_checked() {
         .contains("expired"));
 
     // Signed with another key, and a valid token whose payload is swapped for a MASTER one.
-    let foreign = Jwt::new("not-our-secret", 60)
-        .issue("alice", Role::Master)
-        .unwrap()
-        .0;
+    let foreign = Jwt::new(Some("not-our-secret"), 60)
+        .sign(&Claims {
+            role: Role::Master,
+            ..claims
+        })
+        .unwrap();
     let (s, _) = gw.get("/api/v1/orders/mine", Some(&foreign)).await;
     assert_eq!(s, 401);
-    let good = gw.token("alice", Role::User);
     let master = gw.token("alice", Role::Master);
     let mut parts: Vec<&str> = good.split('.').collect();
     let forged_payload = master.split('.').nth(1).unwrap();

@@ -1,7 +1,9 @@
 //! A typed client of the gateway's `/api/v1` with retries: a request is retried (bounded, with
 //! exponential back-off and jitter) after a connection error, a timeout or a 5xx; a placement
 //! is retried with the SAME `Idempotency-Key`. A 401 signs the session in again once (tokens
-//! expire after an hour). Long-polls (`?wait=`) follow a view until a status or a predicate.
+//! expire after an hour). Long-polls (`?wait=`) follow a view until a status or a predicate; a
+//! wait that ends without the change is a 200 with the current view and `Pickple-Wait: timeout`
+//! ([`Reply::wait_timed_out`]), polled again.
 //!
 //! Every attempt's answer is counted in [`HttpStats`](crate::stats::HttpStats).
 
@@ -36,7 +38,13 @@ pub struct Reply {
     pub body: Value,
     /// Attempts it took (1: no retry).
     pub attempts: u32,
+    /// A long-poll whose wait ended without the awaited change (`Pickple-Wait: timeout`): the
+    /// body is the current view, which does not fulfil the condition.
+    pub wait_timed_out: bool,
 }
+
+/// One HTTP answer: status, body, and whether it is a timed-out long-poll.
+type Answer = (u16, Value, bool);
 
 impl Reply {
     pub fn describe(&self) -> String {
@@ -108,7 +116,7 @@ impl Api {
         body: Option<&Value>,
         key: Option<&str>,
         timeout: Duration,
-    ) -> Result<(u16, Value), String> {
+    ) -> Result<Answer, String> {
         let mut req = self.http.request(method.clone(), url).timeout(timeout);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -127,6 +135,19 @@ impl Api {
             }
         };
         let status = res.status().as_u16();
+        if status == 429 {
+            // A rate limit: wait as long as the gateway says (bounded), as a client should.
+            let secs = res
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(secs.min(10))).await;
+        }
+        let wait_timed_out = res
+            .headers()
+            .get("pickple-wait")
+            .is_some_and(|v| v == "timeout");
         let body = match res.bytes().await {
             Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
             Err(e) => {
@@ -134,19 +155,21 @@ impl Api {
                 return Err(format!("reading the body: {e}"));
             }
         };
-        if status == 504 && body["error"]["code"] == "wait_timeout" {
+        // A wait that ended without the change: counted apart (as before it was a 200), neither
+        // an answer by status nor a success of the load.
+        if wait_timed_out {
             self.stats
                 .http
                 .long_poll_timeouts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
             self.stats.http.count(&status.to_string());
+            if (200..300).contains(&status) {
+                let now = self.stats.now_ms();
+                self.stats.http.ok_at_ms.lock().unwrap().push(now);
+            }
         }
-        if (200..300).contains(&status) {
-            let now = self.stats.now_ms();
-            self.stats.http.ok_at_ms.lock().unwrap().push(now);
-        }
-        Ok((status, body))
+        Ok((status, body, wait_timed_out))
     }
 
     /// A request with retries. `path` is under `/api/v1` unless it starts with `http` or `/health`.
@@ -186,7 +209,7 @@ impl Api {
                 .await
             {
                 Err(e) => last_err = e,
-                Ok((401, _)) if session.is_some() && !relogged => {
+                Ok((401, _, _)) if session.is_some() && !relogged => {
                     relogged = true;
                     attempt -= 1;
                     if let Some(s) = session {
@@ -195,21 +218,17 @@ impl Api {
                         }
                     }
                 }
-                Ok((504, body)) if body["error"]["code"] == "wait_timeout" => {
-                    return Ok(Reply {
-                        status: 504,
-                        body,
-                        attempts: attempt,
-                    })
-                }
-                Ok((status, body)) if status >= 500 && attempt < self.attempts => {
+                Ok((status, body, _))
+                    if (status >= 500 || status == 429) && attempt < self.attempts =>
+                {
                     last_err = format!("{status} {body}");
                 }
-                Ok((status, body)) => {
+                Ok((status, body, wait_timed_out)) => {
                     return Ok(Reply {
                         status,
                         body,
                         attempts: attempt,
+                        wait_timed_out,
                     })
                 }
             }
@@ -249,12 +268,14 @@ impl Api {
         let deadline = Instant::now() + self.visible_timeout;
         let wait = self.poll_wait;
         loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
             let r = self
-                .get(&format!("{path}?wait={wait}&status={status}"), s)
+                .get(&format!("{path}{sep}wait={wait}&status={status}"), s)
                 .await?;
             match r.status {
-                200 => return Ok(r.body),
-                504 | 404 => {}
+                200 if !r.wait_timed_out => return Ok(r.body),
+                // Not there yet (or no view yet): wait again.
+                200 | 404 => {}
                 _ => {
                     return Err(format!(
                         "GET {path} (waiting for {status}): {}",
@@ -304,8 +325,10 @@ impl Api {
             };
             let r = self.get(&q, s).await?;
             match r.status {
+                // A newer version, or (`Pickple-Wait: timeout`) none within the wait: then the
+                // body is the current view, tested again and waited on after its version.
                 200 => current = Some(r.body),
-                504 | 404 => tokio::time::sleep(Duration::from_millis(20)).await,
+                404 => tokio::time::sleep(Duration::from_millis(20)).await,
                 _ => return Err(format!("GET {q}: {}", r.describe())),
             }
         }
@@ -352,12 +375,24 @@ impl Api {
         let r = self
             .call(Method::POST, "/auth/sign-up", None, Some(&body), None)
             .await?;
-        // A 409 after a retry: the first attempt got through.
-        if !(r.status == 202 || (r.status == 409 && r.attempts > 1)) {
+        // A 409 after a retry: the first attempt got through, but its answer (with the status
+        // link) was lost; sign-in tells whether the account is active.
+        if r.status == 409 && r.attempts > 1 {
+            return self.sign_in(username, password).await;
+        }
+        if r.status != 202 {
             return Err(format!("sign-up of {username}: {}", r.describe()));
         }
+        // The signer's own status link: it carries the sign-up's token.
+        let location = r.body["location"]
+            .as_str()
+            .ok_or_else(|| format!("sign-up of {username}: no location in {}", r.body))?;
         let v = self
-            .wait_status(&format!("/auth/sign-up/{username}"), None, "ACTIVE")
+            .wait_status(
+                location.strip_prefix(API).unwrap_or(location),
+                None,
+                "ACTIVE",
+            )
             .await?;
         if status_of(&v) != "ACTIVE" {
             return Err(format!("sign-up of {username} ended {v}"));

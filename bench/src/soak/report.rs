@@ -27,7 +27,8 @@ pub struct Http {
     pub non_5xx_share: f64,
     /// By status; `transport` for no answer (connection error, timeout).
     pub status_counts: BTreeMap<String, u64>,
-    /// Long-polls whose wait ended without a change (504 `wait_timeout`), not in the counts.
+    /// Long-polls whose wait ended without a change (200 with `Pickple-Wait: timeout`), not in
+    /// the counts.
     pub long_poll_timeouts: u64,
 }
 

@@ -54,7 +54,8 @@ pub fn summary(h: &Histogram<u64>) -> Summary {
 pub struct HttpStats {
     /// By status code; `transport` for connection errors and timeouts.
     pub counts: Mutex<BTreeMap<String, u64>>,
-    /// Long-polls that ended with 504 `wait_timeout` (not an error: nothing changed in time).
+    /// Long-polls whose wait ended without the change (200 with `Pickple-Wait: timeout`; not an
+    /// error: nothing changed in time). Not in `counts` nor `ok_at_ms`.
     pub long_poll_timeouts: AtomicU64,
     /// Milliseconds since the start of the run of every 2xx answer to a load request.
     pub ok_at_ms: Mutex<Vec<u64>>,

@@ -1,4 +1,5 @@
-//! Vendor managers ship the paid orders of their vendor: wait for the delivery (PENDING), start
+//! Vendor managers ship the paid orders of their vendor (MASTER those whose delivery carries
+//! several vendors' lines, which no single manager may drive): wait for the delivery (PENDING), start
 //! it, then either end it right away (start and end back to back, without waiting: the shop must
 //! accept that), or wait until IN_TRANSIT, add a tracking detail and end it; a few are only
 //! started and some orders are left PAID. Each step is followed on the delivery's view until it
@@ -107,6 +108,15 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
             return;
         }
     };
+    // A delivery carrying another vendor's lines is not one vendor's manager's to drive (the
+    // shop answers 403): MASTER, the operator, ships those.
+    let shared = delivery["vendor_ids"]
+        .as_array()
+        .is_some_and(|v| v.len() > 1);
+    let mgr = if shared { ctx.master.clone() } else { mgr };
+    if shared {
+        stats.outcome("ship: several vendors, shipped by MASTER");
+    }
     let cancelled = || ctx.ledger.order(order_id).is_some_and(|o| o.cancel_sent);
     if status_of(&delivery) != "PENDING" {
         if !cancelled() {

@@ -1,4 +1,4 @@
-//! Sign-up, sign-in, refresh.
+//! Sign-up, sign-in, refresh, sign-out.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{accepted, new_command_id, to_json, validate, view_response, ViewQuery, API};
-use crate::auth::{hash_password, verify_password, AuthUser};
+use crate::auth::{AuthUser, Subject};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
+use crate::limits::{Client, Limit};
 use crate::longpoll::read_view;
+use crate::sessions::{self, Used};
 use crate::trace::TraceParent;
 use crate::AppState;
 
@@ -40,14 +42,51 @@ pub struct SignInRequest {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TokenResponse {
+    /// Short-lived (`PICKPLE_JWT_TTL_SECS`, 15 minutes by default).
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
     /// Expiry, seconds since the epoch.
     pub expires_at: i64,
+    /// Works once, at `/auth/refresh`, for a new access token and the next refresh token.
+    pub refresh_token: String,
+    /// Expiry of the refresh token, seconds since the epoch.
+    pub refresh_expires_at: i64,
     pub username: String,
     #[schema(value_type = String, example = "USER")]
     pub role: Role,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignOutRequest {
+    /// Also void every other sign-in of the account (every token issued so far).
+    #[serde(default)]
+    pub everywhere: bool,
+}
+
+/// Tokens for `user`'s sign-in `family`: a new access token and the family's next refresh
+/// token.
+async fn tokens(state: &AppState, user: &UserView, family: &str) -> ApiResult<TokenResponse> {
+    state.jwt.ready(&state.views).await?;
+    let (access_token, expires_at) = state.jwt.issue(&Subject { user, sid: family })?;
+    let (refresh_token, refresh_expires_at) =
+        sessions::issue(&state.views, user, family, state.config.refresh_ttl_secs).await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_at,
+        refresh_token,
+        refresh_expires_at,
+        username: user.username.clone(),
+        role: user.role,
+    })
 }
 
 /// Where a sign-up stands (no private fields).
@@ -66,12 +105,19 @@ pub struct SignUpStatus {
         (status = 202, description = "sign-up queued", body = super::Accepted),
         (status = 400, description = "malformed JSON", body = ErrorBody),
         (status = 409, description = "username taken", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 429, description = "too many sign-ups from this address (Retry-After)", body = ErrorBody),
+        (status = 503, description = "every password hasher busy (Retry-After), or Kafka unreachable", body = ErrorBody)))]
 pub async fn sign_up(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
+    client: Client,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> ApiResult<Response> {
+    state
+        .limits
+        .check(&state.views, Limit::SignUpPerClient, &client.0)
+        .await?;
     let username = user_rules::normalize_username(&req.username);
     let email = req.email.trim().to_string();
     let role = req.role.unwrap_or(Role::User);
@@ -88,7 +134,7 @@ pub async fn sign_up(
             user_rules::validate_email(&user_rules::normalize_email(&email)),
         )
         .check(
-            validate::email_size(&email),
+            validate::email_size(&req.email),
             "email",
             "at most 254 characters",
         )
@@ -102,13 +148,23 @@ pub async fn sign_up(
     // Fast path only: the users processor is the single writer of a username and rejects a
     // duplicate even when two sign-ups race past this check.
     if let Some(existing) = state.views.get::<UserView>(&username).await? {
-        if matches!(existing.status, UserStatus::Pending | UserStatus::Active) {
+        if user_rules::holds_name(existing.status) {
             return Err(ApiError::conflict("this username is taken"));
         }
     }
-    let password_hash = hash_password(req.password).await?;
+    let password_hash = state.passwords.hash(req.password).await?;
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let status_token = sessions::remember_sign_up(
+        &state.views,
+        &sessions::SignUp {
+            username: username.clone(),
+            user_id: user_id.clone(),
+        },
+    )
+    .await?;
     let command = UserCommand::SignUp {
         username: username.clone(),
+        user_id,
         nickname: req.nickname.trim().to_string(),
         email,
         password_hash,
@@ -125,40 +181,77 @@ pub async fn sign_up(
             &trace,
         )
         .await?;
+    // Only the signer learns where their sign-up stands: the location carries its token.
     Ok(accepted(
         &username,
         &command_id,
-        format!("{API}/auth/sign-up/{username}"),
+        format!("{API}/auth/sign-up/{username}?token={status_token}"),
         false,
     ))
 }
 
-/// Where a sign-up stands; `?wait=&status=ACTIVE` long-polls.
+/// `?token=` of a sign-up status read: the token its sign-up answered in `location`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SignUpToken {
+    /// The token from the sign-up's `location`; without the right one, the answer is 404.
+    pub token: Option<String>,
+}
+
+/// Where a sign-up stands, for its signer only (`?token=` from the sign-up's `location`);
+/// `?wait=&status=ACTIVE` long-polls. Anyone else gets 404, whether the name exists or not.
 #[utoipa::path(get, path = "/api/v1/auth/sign-up/{username}", tag = "auth",
-    params(("username" = String, Path, description = "the username"), ViewQuery),
+    params(("username" = String, Path, description = "the username"), SignUpToken, ViewQuery),
     responses(
         (status = 200, description = "sign-up status", body = SignUpStatus),
-        (status = 404, description = "no such sign-up", body = ErrorBody),
-        (status = 503, description = "the views sink has never reported", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 404, description = "no such sign-up, or not the signer's token", body = ErrorBody),
+        (status = 429, description = "too many status reads from this address (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn sign_up_status(
     State(state): State<AppState>,
+    client: Client,
     Path(username): Path<String>,
+    ApiQuery(signer): ApiQuery<SignUpToken>,
     ApiQuery(q): ApiQuery<ViewQuery>,
 ) -> ApiResult<Response> {
+    state
+        .limits
+        .check(&state.views, Limit::SignUpStatusPerClient, &client.0)
+        .await?;
     super::check_id(&username, "user")?;
     let username = user_rules::normalize_username(&username);
-    let wait = q.wait_for(&state)?;
-    let user = read_view::<UserView>(&state.views, &state.notifier, &username, &wait, |_| true)
+    let mine = sessions::sign_up_of(&state.views, signer.token.as_deref().unwrap_or_default())
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    let version = user.version;
-    let body = SignUpStatus {
-        status: user.status().unwrap_or_default(),
-        username: user.username,
-        rejection: user.rejection,
-        version: user.version,
+        .filter(|s| s.username == username)
+        .ok_or_else(|| ApiError::not_found("sign-up"))?;
+    let wait = q.wait_for(&state)?;
+    let user = read_view::<UserView>(&state.views, &state.notifier, &username, &wait, |u| {
+        u.user_id == mine.user_id
+    })
+    .await?;
+    let body = match user {
+        Some(user) if user.user_id == mine.user_id => SignUpStatus {
+            status: user.status().unwrap_or_default(),
+            username: user.username,
+            rejection: user.rejection,
+            version: user.version,
+        },
+        // Another account holds the name: this sign-up was (or will be) refused for it.
+        Some(other) if user_rules::holds_name(other.status) => SignUpStatus {
+            status: "REJECTED".into(),
+            username,
+            rejection: Some(user_rules::USERNAME_TAKEN.into()),
+            version: 0,
+        },
+        // Not processed yet.
+        _ => SignUpStatus {
+            status: "PENDING".into(),
+            username,
+            rejection: None,
+            version: 0,
+        },
     };
+    let version = body.version;
     Ok(view_response(to_json(body), version))
 }
 
@@ -168,12 +261,23 @@ pub async fn sign_up_status(
         (status = 200, description = "signed in", body = TokenResponse),
         (status = 401, description = "wrong credentials", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody),
-        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
+        (status = 429, description = "too many attempts from this address or on this account (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the views sink has never reported, or every password hasher is busy (Retry-After)", body = ErrorBody)))]
 pub async fn sign_in(
     State(state): State<AppState>,
+    client: Client,
     ApiJson(req): ApiJson<SignInRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let username = user_rules::normalize_username(&req.username);
+    let limits = &state.limits;
+    limits
+        .check(&state.views, Limit::SignInPerClient, &client.0)
+        .await?;
+    if user_rules::validate_username(&username).is_ok() {
+        limits
+            .check(&state.views, Limit::SignInPerAccount, &username)
+            .await?;
+    }
     if user_rules::validate_username(&username).is_err() || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
@@ -183,48 +287,106 @@ pub async fn sign_in(
     let user = state.views.get::<UserView>(&username).await?;
     let Some(user) = user.filter(|u| u.status == UserStatus::Active) else {
         // Same work as a real check, so timing does not tell which usernames exist.
-        let _ = verify_password(req.password, DUMMY_HASH.into()).await;
+        let _ = state
+            .passwords
+            .verify(req.password, DUMMY_HASH.into())
+            .await?;
         return Err(ApiError::unauthorized("wrong username or password"));
     };
-    if !verify_password(req.password, user.password_hash.clone()).await {
+    if !state
+        .passwords
+        .verify(req.password, user.password_hash.clone())
+        .await?
+    {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    let (access_token, expires_at) = state.jwt.issue(&user.username, user.role)?;
-    Ok(Json(TokenResponse {
-        access_token,
-        token_type: "Bearer".into(),
-        expires_at,
-        username: user.username,
-        role: user.role,
-    }))
+    let family = uuid::Uuid::new_v4().to_string();
+    Ok(Json(tokens(&state, &user, &family).await?))
 }
 
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$R8BTmxJEEPp0P3H8bJ7SgqEL4L7gCwqXmf3F5fS1xYU";
 
-/// A fresh token for the bearer of a valid one, with the role the user has now.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", security(("bearer" = [])),
+/// Swap a refresh token for a new access token and the next refresh token. A refresh token
+/// works once: a second use revokes its whole sign-in.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
-        (status = 200, description = "new token", body = TokenResponse),
-        (status = 401, description = "no, expired or invalid token; user gone", body = ErrorBody),
-        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
+        (status = 200, description = "new tokens", body = TokenResponse),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "unknown, expired, reused or revoked refresh token; account gone or changed", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "Redis is unreachable", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
-    user: AuthUser,
+    ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    state.views.ensure_servable()?;
-    let view = state
-        .views
-        .get::<UserView>(&user.username)
-        .await?
-        .filter(|u| u.status == UserStatus::Active)
-        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-    let (access_token, expires_at) = state.jwt.issue(&view.username, view.role)?;
-    Ok(Json(TokenResponse {
-        access_token,
-        token_type: "Bearer".into(),
-        expires_at,
-        username: view.username,
-        role: view.role,
-    }))
+    let ttl = state.config.refresh_ttl_secs;
+    if req.refresh_token.is_empty() || req.refresh_token.len() > 256 {
+        return Err(ApiError::unauthorized("unknown or expired refresh token"));
+    }
+    let record = match sessions::spend(&state.views, &req.refresh_token, ttl).await? {
+        Used::Fresh(record) => record,
+        Used::Reused => {
+            return Err(ApiError::unauthorized(
+                "this refresh token was already used; its sign-in is revoked, sign in again",
+            ))
+        }
+        Used::Unknown => return Err(ApiError::unauthorized("unknown or expired refresh token")),
+    };
+    let user = state.views.get::<UserView>(&record.username).await?;
+    let current = user.filter(|u| {
+        u.status == UserStatus::Active && u.user_id == record.uid && u.token_version == record.ver
+    });
+    let Some(user) = current else {
+        sessions::revoke_family(&state.views, &record.family, ttl).await?;
+        return Err(ApiError::unauthorized(
+            "the account changed since this sign-in; sign in again",
+        ));
+    };
+    Ok(Json(tokens(&state, &user, &record.family).await?))
+}
+
+/// Sign out: this sign-in's access and refresh tokens stop working; with `everywhere`, every
+/// token of the account does (once the users processor has recorded it, milliseconds later).
+#[utoipa::path(post, path = "/api/v1/auth/sign-out", tag = "auth", security(("bearer" = [])),
+    request_body(content = Option<SignOutRequest>, description = "optional"),
+    responses(
+        (status = 204, description = "signed out"),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "no, expired or invalid token", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 503, description = "Redis or Kafka is unreachable", body = ErrorBody)))]
+pub async fn sign_out(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    user: AuthUser,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    // No body, or `null` (the document's optional body), is `{}`.
+    let req: SignOutRequest = if body.is_empty() {
+        SignOutRequest::default()
+    } else {
+        crate::error::parse_json::<Option<SignOutRequest>>(&body)?.unwrap_or_default()
+    };
+    let ttl = state.config.refresh_ttl_secs;
+    sessions::revoke_access(&state.views, &user.claims).await?;
+    if !user.claims.sid.is_empty() {
+        sessions::revoke_family(&state.views, &user.claims.sid, ttl).await?;
+    }
+    if req.everywhere {
+        let command = UserCommand::RevokeTokens {
+            username: user.username.clone(),
+        };
+        state
+            .kafka
+            .publish(
+                topic::USER_COMMANDS,
+                &user.username,
+                &command,
+                &new_command_id(),
+                &trace,
+            )
+            .await?;
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

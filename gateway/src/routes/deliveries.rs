@@ -8,7 +8,10 @@ use pickple_schemas::{topic, DeliveryCommand, DeliveryView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{accepted, manages_any_vendor, new_command_id, validate, view_answer, ViewQuery, API};
+use super::{
+    accepted, manages_any_vendor, publish_once, validate, view_answer, IdempotencyKey, ViewQuery,
+    API,
+};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
@@ -18,18 +21,26 @@ use crate::AppState;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartDeliveryRequest {
+    /// 1 to 100 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub carrier: String,
-    /// e.g. STANDARD, EXPRESS.
+    /// e.g. STANDARD, EXPRESS: 1 to 50 characters on one line, no control or invisible format
+    /// characters.
     pub delivery_type: String,
+    /// 1 to 100 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub tracking_number: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryDetailRequest {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub location: String,
-    /// 1 to 1000 characters (required by the delivery processor).
+    /// 1 to 1000 characters (required by the delivery processor); newlines and tabs are
+    /// allowed, other control characters and invisible format characters (right-to-left
+    /// overrides, zero-width spaces...) are not.
     #[serde(default)]
     pub description: String,
 }
@@ -41,7 +52,6 @@ pub struct DeliveryDetailRequest {
     responses(
         (status = 200, description = "the delivery", body = crate::openapi::docs::DeliveryView),
         (status = 404, description = "no such delivery (or not yours)", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_delivery(
     State(state): State<AppState>,
@@ -92,31 +102,47 @@ async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> 
             "you do not manage a vendor of this order",
         ));
     }
+    // One delivery carries every vendor's lines: a manager of one vendor may not start or end
+    // it for the others. Until each vendor ships its own lines, such a delivery is driven by
+    // a manager of all its vendors, or MASTER.
+    for vendor in &delivery.vendor_ids {
+        if !manages_any_vendor(state, user, std::slice::from_ref(vendor)).await? {
+            return Err(ApiError::forbidden(
+                "this delivery carries lines of a vendor you do not manage",
+            ));
+        }
+    }
     Ok(())
 }
 
+/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_once`]).
 async fn publish(
     state: &AppState,
     trace: &TraceParent,
+    user: &str,
+    key: Option<&str>,
     order_id: &str,
     command: DeliveryCommand,
 ) -> ApiResult<Response> {
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::DELIVERY_COMMANDS,
-            order_id,
-            &command,
-            &command_id,
-            trace,
-        )
-        .await?;
+    use pickple_schemas::MessageType;
+    let scope = command.message_type();
+    let (command_id, replayed) = publish_once(
+        state,
+        trace,
+        user,
+        key,
+        scope,
+        &command,
+        topic::DELIVERY_COMMANDS,
+        order_id,
+        &command,
+    )
+    .await?;
     Ok(accepted(
         order_id,
         &command_id,
         format!("{API}/deliveries/{order_id}"),
-        false,
+        replayed,
     ))
 }
 
@@ -136,11 +162,12 @@ pub async fn start(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<StartDeliveryRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
-        .rule("carrier", delivery::non_empty("carrier", &req.carrier))
+        .rule("carrier", delivery::check_line("carrier", &req.carrier))
         .check(
             validate::text(&req.carrier, 1, 100),
             "carrier",
@@ -148,7 +175,7 @@ pub async fn start(
         )
         .rule(
             "delivery_type",
-            delivery::non_empty("delivery type", &req.delivery_type),
+            delivery::check_line("delivery type", &req.delivery_type),
         )
         .check(
             validate::text(&req.delivery_type, 1, 50),
@@ -157,7 +184,7 @@ pub async fn start(
         )
         .rule(
             "tracking_number",
-            delivery::non_empty("tracking number", &req.tracking_number),
+            delivery::check_line("tracking number", &req.tracking_number),
         )
         .check(
             validate::text(&req.tracking_number, 1, 100),
@@ -173,7 +200,15 @@ pub async fn start(
         tracking_number: req.tracking_number.trim().to_string(),
         by: user.username.clone(),
     };
-    publish(&state, &trace, &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }
 
 /// Add a tracking entry to a delivery in transit. Queued whatever the delivery's status: the
@@ -191,22 +226,20 @@ pub async fn add_detail(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<DeliveryDetailRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
-        .rule("location", delivery::non_empty("location", &req.location))
+        .rule("location", delivery::check_line("location", &req.location))
         .check(
             validate::text(&req.location, 1, 200),
             "location",
             "1 to 200 characters",
         )
-        .rule(
-            "description",
-            delivery::non_empty("description", &req.description),
-        )
+        .rule("description", delivery::check_description(&req.description))
         .check(
-            validate::text(&req.description, 1, 1000),
+            validate::multiline_text(&req.description, 1, 1000),
             "description",
             "1 to 1000 characters",
         )
@@ -217,8 +250,17 @@ pub async fn add_detail(
         location: req.location.trim().to_string(),
         description: req.description,
         by: user.username.clone(),
+        request_id: super::request_id("AddDeliveryDetail", &user.username, key.as_deref()),
     };
-    publish(&state, &trace, &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }
 
 /// End a delivery (IN_TRANSIT -> DELIVERED; the order completes). Queued whatever the
@@ -237,6 +279,7 @@ pub async fn end(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(order_id): Path<String>,
 ) -> ApiResult<Response> {
     managed_delivery(&state, &user, &order_id).await?;
@@ -244,5 +287,13 @@ pub async fn end(
         order_id: order_id.clone(),
         by: user.username.clone(),
     };
-    publish(&state, &trace, &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sign-up/{username}", get(auth::sign_up_status))
         .route("/auth/sign-in", post(auth::sign_in))
         .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/sign-out", post(auth::sign_out))
         .route(
             "/users/me",
             get(users::me)
@@ -75,7 +76,9 @@ pub fn router() -> Router<AppState> {
             post(deliveries::add_detail),
         )
         .route("/deliveries/{order_id}/end", post(deliveries::end))
-        .route("/notifications/mine", get(notifications::mine));
+        .route("/notifications/mine", get(notifications::mine))
+        // `Pickple-Wait` on the 200 of a read that long-polled.
+        .layer(axum::middleware::from_fn(crate::longpoll::layer));
     Router::new()
         .nest(API, api)
         .route("/health", get(system::health))
@@ -140,7 +143,12 @@ pub fn new_command_id() -> String {
 #[into_params(parameter_in = Query)]
 pub struct ViewQuery {
     /// Long-poll: wait up to this many seconds (capped at the server's maximum, 30 by default)
-    /// for the view to change, then 504.
+    /// for the view to change (or for `status` / `after_version`). Never an error: the answer
+    /// is 200 with the view and the header `Pickple-Wait: met` once the condition holds, or
+    /// 200 with the current view and `Pickple-Wait: timeout` when the wait ends first (a view
+    /// that does not exist then is a 404). Without it (or with 0) the read answers at once,
+    /// without `Pickple-Wait`.
+    #[param(minimum = 0)]
     pub wait: Option<f64>,
     /// With `wait`: answer once the view's status is this, or a terminal status, or once a
     /// command is refused (a newer view carrying a `rejection`).
@@ -285,11 +293,15 @@ pub async fn manages_any_vendor(
     Ok(false)
 }
 
-/// The `Idempotency-Key` header, if any (1 to 128 visible ASCII characters).
+/// The `Idempotency-Key` header, if any (1 to 128 visible ASCII characters; an empty one is
+/// none).
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    if value.is_empty() {
+        return Ok(None);
+    }
     let key = value.to_str().unwrap_or("");
     if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
@@ -298,6 +310,17 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         ));
     }
     Ok(Some(key.to_string()))
+}
+
+/// The request's `Idempotency-Key`, validated (400 when malformed).
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> ApiResult<Self> {
+        idempotency_key(&parts.headers).map(IdempotencyKey)
+    }
 }
 
 /// How long the gateway remembers an `Idempotency-Key`.
@@ -322,17 +345,45 @@ pub async fn claim_id(
     key: Option<&str>,
     fingerprint: &str,
 ) -> ApiResult<Claimed> {
-    let command_id = new_command_id();
-    let Some(key) = key else {
-        return Ok(Claimed {
-            id: uuid::Uuid::new_v4().to_string(),
-            command_id,
-            publish: true,
-            replay: false,
-        });
+    let claimed = claim(state, scope, user, key, fingerprint).await?;
+    let id = match key {
+        Some(key) => {
+            uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{scope}\n{user}\n{key}").as_bytes())
+                .to_string()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
     };
-    let id =
-        uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{scope}\n{user}\n{key}").as_bytes()).to_string();
+    Ok(Claimed { id, ..claimed })
+}
+
+/// The request id a command that *adds* (stock, a delivery detail) carries, made from the
+/// `Idempotency-Key` of `user` for `scope`: the processor adds nothing for a repeat of it,
+/// which covers a gateway that died between publishing and remembering the key. `None`
+/// without a key: each such request is its own.
+pub fn request_id(scope: &str, user: &str, key: Option<&str>) -> Option<String> {
+    key.map(|key| {
+        uuid::Uuid::new_v5(&ID_NAMESPACE, format!("{scope}\n{user}\n{key}").as_bytes()).to_string()
+    })
+}
+
+/// Claim an `Idempotency-Key` for a command ([`claim_id`] without the new entity's id).
+async fn claim(
+    state: &AppState,
+    scope: &str,
+    user: &str,
+    key: Option<&str>,
+    fingerprint: &str,
+) -> ApiResult<Claimed> {
+    let command_id = new_command_id();
+    let fresh = |command_id: String| Claimed {
+        id: String::new(),
+        command_id,
+        publish: true,
+        replay: false,
+    };
+    let Some(key) = key else {
+        return Ok(fresh(command_id));
+    };
     let redis_key = idempotency_redis_key(state, scope, user, key);
     let set: Option<String> = state
         .views
@@ -346,12 +397,7 @@ pub async fn claim_id(
         )
         .await?;
     if set.is_some() {
-        return Ok(Claimed {
-            id,
-            command_id,
-            publish: true,
-            replay: false,
-        });
+        return Ok(fresh(command_id));
     }
     let stored: Option<String> = state.views.query(redis::cmd("GET").arg(&redis_key)).await?;
     match stored.as_deref().and_then(|s| s.split_once(' ')) {
@@ -361,7 +407,7 @@ pub async fn claim_id(
                 None => (rest, false),
             };
             Ok(Claimed {
-                id,
+                id: String::new(),
                 command_id: original.to_string(),
                 publish: !published,
                 replay: true,
@@ -373,13 +419,42 @@ pub async fn claim_id(
             "this Idempotency-Key was used for a different request",
         )),
         // Expired between the two calls: treat as new.
-        None => Ok(Claimed {
-            id,
-            command_id,
-            publish: true,
-            replay: false,
-        }),
+        None => Ok(fresh(command_id)),
     }
+}
+
+/// Publish a command on an existing entity (pay, cancel, stock, sale, delivery, role) at most
+/// once per `Idempotency-Key` of `user`, as [`claim_id`] does for a create: a repeat of the
+/// same request answers the first command id, marked replayed, and publishes nothing once
+/// the first is on its topic; another request under the same key is a 422. `request` is what
+/// makes two requests the same (the entity's id and the body). Returns the command id and
+/// whether this was a repeat.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_once<M: Serialize + pickple_schemas::MessageType, R: Serialize>(
+    state: &AppState,
+    trace: &crate::trace::TraceParent,
+    user: &str,
+    key: Option<&str>,
+    scope: &str,
+    request: &R,
+    topic: &str,
+    record_key: &str,
+    command: &M,
+) -> ApiResult<(String, bool)> {
+    let fp = fingerprint(request);
+    let claimed = claim(state, scope, user, key, &fp).await?;
+    if claimed.publish {
+        if let Err(e) = state
+            .kafka
+            .publish(topic, record_key, command, &claimed.command_id, trace)
+            .await
+        {
+            release_key(state, scope, user, key).await;
+            return Err(e);
+        }
+        mark_published(state, scope, user, key, &fp, &claimed.command_id).await;
+    }
+    Ok((claimed.command_id, claimed.replay))
 }
 
 /// The mark of an idempotency key whose command is on its topic.
@@ -450,20 +525,77 @@ pub fn fingerprint<T: Serialize>(value: &T) -> String {
         .to_string()
 }
 
+/// Integers of request bodies. JSON has one kind of number, and `2.0` is the integer 2 (JSON
+/// Schema's `integer` says so too), which serde's integer parsing refuses: these take any
+/// integral number in range.
+pub mod int {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn integral(n: &serde_json::Number) -> Option<i128> {
+        if let Some(i) = n.as_i64() {
+            return Some(i.into());
+        }
+        if let Some(u) = n.as_u64() {
+            return Some(u.into());
+        }
+        let f = n.as_f64()?;
+        (f.fract() == 0.0 && f.abs() < 1e19).then_some(f as i128)
+    }
+
+    fn number<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        n: serde_json::Number,
+    ) -> Result<T, D::Error> {
+        integral(&n)
+            .and_then(|i| T::try_from(i).ok())
+            .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        number::<D, u64>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        number::<D, i64>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(number::<D, i64>)
+            .transpose()
+    }
+}
+
 /// The gateway's own bounds on a request (sizes, characters, syntax of ids and URLs), checked
 /// together with the domain's shape rules (`pickple_domain`, through
 /// [`crate::error::Validator::rule`]): those are the processors' own, so they are never
 /// re-implemented here.
 pub mod validate {
-    /// `min` to `max` characters once trimmed, no control characters but newlines.
+    use pickple_domain::rules;
+
+    /// One line of text (a name, a nickname, a tracking number...): `min` to `max` characters
+    /// once trimmed, and visible: no control character (not even a newline or a tab) and no
+    /// format character (right-to-left overrides, zero-width spaces...), by the domain's rule
+    /// ([`rules::visible_text`]).
     pub fn text(s: &str, min: usize, max: usize) -> bool {
-        let n = s.trim().chars().count();
-        n >= min && n <= max && !s.chars().any(|c| c.is_control() && c != '\n')
+        size(s, min, max) && rules::is_visible(s, false)
+    }
+
+    /// Free text of several lines (a description, a reason): as [`text`], but newlines and tabs
+    /// are allowed.
+    pub fn multiline_text(s: &str, min: usize, max: usize) -> bool {
+        size(s, min, max) && rules::is_visible(s, true)
+    }
+
+    /// At least `min` characters once trimmed, at most `max` in all (as the document's
+    /// `maxLength` counts them).
+    fn size(s: &str, min: usize, max: usize) -> bool {
+        s.trim().chars().count() >= min && s.chars().count() <= max
     }
 
     /// An e-mail address fits in an address field (its form is the domain's rule).
     pub fn email_size(s: &str) -> bool {
-        s.len() <= 254 && !s.chars().any(|c| c.is_control())
+        s.chars().count() <= 254 && !s.chars().any(|c| c.is_control())
     }
 
     /// Only the argon2 hash leaves the gateway: the password's length is its own rule.
@@ -473,13 +605,15 @@ pub mod validate {
     }
 
     pub fn url(s: &str) -> bool {
-        s.len() <= 2048
+        s.chars().count() <= 2048
             && (s.starts_with("https://") || s.starts_with("http://"))
             && !s.chars().any(|c| c.is_whitespace() || c.is_control())
     }
 
     pub fn id(s: &str) -> bool {
-        !s.is_empty() && s.len() <= 128 && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+        !s.is_empty()
+            && s.chars().count() <= 128
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace())
     }
 
     #[cfg(test)]
@@ -489,6 +623,10 @@ pub mod validate {
         #[test]
         fn rules() {
             assert!(text("ab", 1, 2) && !text(" ", 1, 2) && !text("a\u{0}", 1, 5));
+            assert!(text("녹차", 1, 2) && text("Crème", 1, 5) && !text("a\u{202E}b", 1, 5));
+            assert!(!text("a\u{200B}", 1, 5) && !text("a\nb", 1, 5) && !text("a\tb", 1, 5));
+            assert!(multiline_text("a\n\tb", 1, 5) && !multiline_text("a\r\nb", 1, 5));
+            assert!(!multiline_text("a\u{2066}b", 1, 5) && !multiline_text("", 1, 5));
             assert!(email_size("a@b.co") && !email_size(&"a".repeat(255)));
             assert!(password("12345678") && !password("1234567"));
             assert!(id("p1") && !id("p 1") && !id(""));

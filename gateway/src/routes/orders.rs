@@ -6,21 +6,22 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use pickple_domain::order;
+use pickple_domain::{order, rules};
 use pickple_schemas::{topic, OrderCommand, OrderLine, OrderView, UserStatus, UserView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
-    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
-    PageQuery, ViewQuery, API, UNREADABLE_LISTING,
+    mark_published, publish_once, release_key, to_json, validate, view_answer, IdempotencyKey,
+    Listing, PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
 use crate::AppState;
+use pickple_schemas::MessageType;
 
 pub const MAX_LINE_QUANTITY: u64 = 1000;
 
@@ -29,6 +30,7 @@ pub const MAX_LINE_QUANTITY: u64 = 1000;
 pub struct OrderLineRequest {
     pub product_id: String,
     /// 1 to 1000.
+    #[serde(deserialize_with = "super::int::u64")]
     pub quantity: u64,
 }
 
@@ -49,7 +51,8 @@ pub struct PayRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
-    /// Up to 500 characters.
+    /// Up to 500 characters; newlines and tabs are allowed, other control characters and
+    /// invisible format characters (right-to-left overrides, zero-width spaces...) are not.
     pub reason: Option<String>,
 }
 
@@ -65,6 +68,7 @@ pub struct CancelRequest {
         (status = 409, description = "the user is not active", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "invalid fields, or a reused Idempotency-Key", body = ErrorBody),
+        (status = 429, description = "too many placements by this user (Retry-After)", body = ErrorBody),
         (status = 503, description = "the views sink has never reported (the user cannot be checked)", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
@@ -73,6 +77,14 @@ pub async fn place(
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<Response> {
+    state
+        .limits
+        .check(
+            &state.views,
+            crate::limits::Limit::PlacePerUser,
+            &user.username,
+        )
+        .await?;
     let key = idempotency_key(&headers)?;
     let lines: Vec<OrderLine> = req
         .lines
@@ -194,15 +206,15 @@ async fn can_see(state: &AppState, user: &AuthUser, order: &OrderView) -> ApiRes
 }
 
 /// One order. `?wait=<s>` long-polls until it changes, `&status=AWAITING_PAYMENT` until it
-/// reaches that status (or a terminal one); 504 when the wait ends first.
+/// reaches that status (or a terminal one); when the wait ends first, the current order with
+/// `Pickple-Wait: timeout` (`met` otherwise).
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id"), ViewQuery),
     responses(
         (status = 200, description = "the order", body = crate::openapi::docs::OrderView),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no such order (or not yours)", body = ErrorBody),
-        (status = 503, description = "the views sink has never reported", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody)))]
+        (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_order(
     State(state): State<AppState>,
     user: AuthUser,
@@ -224,7 +236,19 @@ pub async fn get_order(
     if !can_see(&state, &user, &view).await? {
         return Err(ApiError::not_found("order"));
     }
-    Ok(view_answer(&view))
+    if view.username == user.username || user.is_master() {
+        return Ok(view_answer(&view));
+    }
+    // A vendor's manager: their vendors' share of the order only.
+    let mut managed = Vec::new();
+    for vendor in &view.vendor_ids {
+        if super::manages_vendor(&state, &user, vendor).await? {
+            managed.push(vendor.clone());
+        }
+    }
+    Ok(view_answer(&pickple_domain::order::vendor_share(
+        &view, &managed,
+    )))
 }
 
 /// The caller's own order (MASTER: any order), else 404. Only who the order belongs to is read
@@ -259,6 +283,7 @@ pub async fn pay(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> ApiResult<Response> {
@@ -282,22 +307,23 @@ pub async fn pay(
         username: user.username.clone(),
         payment_token: req.payment_token,
     };
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::ORDER_COMMANDS,
-            &order_id,
-            &command,
-            &command_id,
-            &trace,
-        )
-        .await?;
+    let (command_id, replayed) = publish_once(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        command.message_type(),
+        &command,
+        topic::ORDER_COMMANDS,
+        &order_id,
+        &command,
+    )
+    .await?;
     Ok(accepted(
         &order_id,
         &command_id,
         format!("{API}/orders/{order_id}"),
-        false,
+        replayed,
     ))
 }
 
@@ -317,13 +343,15 @@ pub async fn cancel(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(order_id): Path<String>,
     ApiJson(req): ApiJson<CancelRequest>,
 ) -> ApiResult<Response> {
     let reason = req.reason.unwrap_or_default();
     Validator::new()
+        .rule("reason", rules::visible_text("reason", &reason, true))
         .check(
-            validate::text(&reason, 0, 500),
+            validate::multiline_text(&reason, 0, 500),
             "reason",
             "up to 500 characters",
         )
@@ -341,21 +369,22 @@ pub async fn cancel(
             reason
         },
     };
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::ORDER_COMMANDS,
-            &order_id,
-            &command,
-            &command_id,
-            &trace,
-        )
-        .await?;
+    let (command_id, replayed) = publish_once(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        command.message_type(),
+        &command,
+        topic::ORDER_COMMANDS,
+        &order_id,
+        &command,
+    )
+    .await?;
     Ok(accepted(
         &order_id,
         &command_id,
         format!("{API}/orders/{order_id}"),
-        false,
+        replayed,
     ))
 }

@@ -12,8 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
-    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
-    ViewQuery, API, UNREADABLE_LISTING,
+    mark_published, publish_once, release_key, to_json, validate, view_answer, IdempotencyKey,
+    Listing, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -28,12 +28,15 @@ const MAX_QUANTITY: u64 = 1_000_000_000;
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     pub vendor_id: String,
-    /// 1 to 200 characters.
+    /// 1 to 200 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub name: String,
-    /// Up to 5000 characters.
+    /// Up to 5000 characters; newlines and tabs are allowed, other control characters and
+    /// invisible format characters (right-to-left overrides, zero-width spaces...) are not.
     #[serde(default)]
     pub description: String,
     /// In the shop's minor unit: 1 to 10^12.
+    #[serde(deserialize_with = "super::int::i64")]
     pub price: i64,
     pub image_url: Option<String>,
     /// Listed publicly (default true).
@@ -43,11 +46,14 @@ pub struct CreateProductRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub name: Option<String>,
-    /// Up to 5000 characters.
+    /// Up to 5000 characters; newlines and tabs are allowed, other control characters and
+    /// invisible format characters (right-to-left overrides, zero-width spaces...) are not.
     pub description: Option<String>,
     /// 1 to 10^12.
+    #[serde(default, deserialize_with = "super::int::opt_i64")]
     pub price: Option<i64>,
     pub image_url: Option<String>,
     pub public: Option<bool>,
@@ -56,7 +62,17 @@ pub struct UpdateProductRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockRequest {
-    /// At most 10^9 (at least 1 to add).
+    /// At most 10^9.
+    #[serde(deserialize_with = "super::int::u64")]
+    pub quantity: u64,
+}
+
+/// Units to add to the stock.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddStockRequest {
+    /// 1 to 10^9.
+    #[serde(deserialize_with = "super::int::u64")]
     pub quantity: u64,
 }
 
@@ -64,12 +80,16 @@ pub struct StockRequest {
 #[serde(deny_unknown_fields)]
 pub struct SaleRequest {
     /// Opening time, ms since the epoch.
+    #[serde(deserialize_with = "super::int::i64")]
     pub opens_at: i64,
     /// Closing time (exclusive), ms since the epoch; after `opens_at`.
+    #[serde(deserialize_with = "super::int::i64")]
     pub closes_at: i64,
     /// Units on sale in all, at least 1.
+    #[serde(deserialize_with = "super::int::u64")]
     pub quantity: u64,
     /// Units one user may buy, 1 to `quantity`.
+    #[serde(deserialize_with = "super::int::u64")]
     pub per_user_limit: u64,
 }
 
@@ -113,8 +133,9 @@ pub async fn create(
             "name",
             "1 to 200 characters",
         )
+        .rule("description", stock::check_description(&req.description))
         .check(
-            validate::text(&req.description, 0, 5000),
+            validate::multiline_text(&req.description, 0, 5000),
             "description",
             "up to 5000 characters",
         )
@@ -213,11 +234,11 @@ pub async fn list(
 /// One product: public ones for anyone, private or deleted ones for the vendor's manager and
 /// MASTER (404 for others). Long-poll with `?wait=`.
 #[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "products",
+    security((), ("bearer" = [])),
     params(("product_id" = String, Path, description = "product id"), ViewQuery),
     responses(
         (status = 200, description = "the product", body = crate::openapi::docs::ProductView),
         (status = 404, description = "no such product", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -261,28 +282,34 @@ async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> A
     Ok(())
 }
 
+/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_once`]).
 async fn publish(
     state: &AppState,
     trace: &TraceParent,
+    user: &str,
+    key: Option<&str>,
     product_id: &str,
     command: StockCommand,
 ) -> ApiResult<Response> {
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::STOCK_COMMANDS,
-            product_id,
-            &command,
-            &command_id,
-            trace,
-        )
-        .await?;
+    use pickple_schemas::MessageType;
+    let scope = command.message_type();
+    let (command_id, replayed) = publish_once(
+        state,
+        trace,
+        user,
+        key,
+        scope,
+        &command,
+        topic::STOCK_COMMANDS,
+        product_id,
+        &command,
+    )
+    .await?;
     Ok(accepted(
         product_id,
         &command_id,
         format!("{API}/products/{product_id}"),
-        false,
+        replayed,
     ))
 }
 
@@ -299,6 +326,7 @@ pub async fn update(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<UpdateProductRequest>,
 ) -> ApiResult<Response> {
@@ -314,10 +342,16 @@ pub async fn update(
             "name",
             "1 to 200 characters",
         )
+        .rule(
+            "description",
+            req.description
+                .as_deref()
+                .map_or(Ok(()), stock::check_description),
+        )
         .check(
             req.description
                 .as_deref()
-                .is_none_or(|d| validate::text(d, 0, 5000)),
+                .is_none_or(|d| validate::multiline_text(d, 0, 5000)),
             "description",
             "up to 5000 characters",
         )
@@ -342,7 +376,15 @@ pub async fn update(
         image_url: req.image_url,
         public: req.public,
     };
-    publish(&state, &trace, &product_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
 }
 
 /// Delete a product (its vendor's manager or MASTER).
@@ -357,13 +399,22 @@ pub async fn delete(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(product_id): Path<String>,
 ) -> ApiResult<Response> {
     owned_product(&state, &user, &product_id).await?;
     let command = StockCommand::DeleteProduct {
         product_id: product_id.clone(),
     };
-    publish(&state, &trace, &product_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
 }
 
 fn check_quantity(q: u64) -> ApiResult<()> {
@@ -385,6 +436,7 @@ pub async fn set_stock(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<StockRequest>,
 ) -> ApiResult<Response> {
@@ -394,12 +446,20 @@ pub async fn set_stock(
         product_id: product_id.clone(),
         quantity: req.quantity,
     };
-    publish(&state, &trace, &product_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
 }
 
 /// Add to the available quantity (its vendor's manager or MASTER).
 #[utoipa::path(post, path = "/api/v1/products/{product_id}/stock", tag = "products",
-    security(("bearer" = [])), request_body = StockRequest,
+    security(("bearer" = [])), request_body = AddStockRequest,
     params(("product_id" = String, Path, description = "product id")),
     responses(
         (status = 202, description = "stock change queued", body = super::Accepted),
@@ -410,8 +470,9 @@ pub async fn add_stock(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(product_id): Path<String>,
-    ApiJson(req): ApiJson<StockRequest>,
+    ApiJson(req): ApiJson<AddStockRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
         .rule("quantity", stock::check_quantity(req.quantity))
@@ -421,8 +482,17 @@ pub async fn add_stock(
     let command = StockCommand::AddStock {
         product_id: product_id.clone(),
         quantity: req.quantity,
+        request_id: super::request_id("AddStock", &user.username, key.as_deref()),
     };
-    publish(&state, &trace, &product_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
 }
 
 /// Open a reservation sale on a product (its vendor's manager or MASTER).
@@ -438,6 +508,7 @@ pub async fn open_sale(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
     Path(product_id): Path<String>,
     ApiJson(req): ApiJson<SaleRequest>,
 ) -> ApiResult<Response> {
@@ -473,5 +544,13 @@ pub async fn open_sale(
             per_user_limit: req.per_user_limit,
         },
     };
-    publish(&state, &trace, &product_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
 }

@@ -153,10 +153,13 @@ code{background:#f4f4f4;padding:0 .3rem}details pre{background:#f8f8f8;padding:.
 <h1>Pickple API</h1>
 <p>The machine-readable document is <a href="/openapi.json"><code>/openapi.json</code></a>.
 Writes answer <code>202 Accepted</code> with the entity id and a <code>Location</code>;
-reads accept <code>?wait=&lt;seconds&gt;</code> (long-poll) and <code>&amp;status=</code>
-and answer with <code>Pickple-Views-Lag</code> (records the views are behind) and, when that is
-over the maximum, <code>Pickple-Views-Stale: true</code>; a refused command shows in the view's
-<code>rejection</code>.
+reads accept <code>?wait=&lt;seconds&gt;</code> (long-poll), with <code>&amp;status=</code>
+or <code>&amp;after_version=</code>; a wait answers <code>200</code> with the view either way,
+with <code>Pickple-Wait: met</code> once the condition holds or <code>Pickple-Wait: timeout</code>
+(the current view) when the wait ends first, never a 5xx (a view that does not exist then is a
+<code>404</code>). Reads answer with <code>Pickple-Views-Lag</code> (records the views are
+behind) and, when that is over the maximum, <code>Pickple-Views-Stale: true</code>; a refused
+command shows in the view's <code>rejection</code>.
 Errors: <code>{"error":{"code","message","fields"?}}</code>.</p>
 <div id="ops">loading…</div>
 <script>

@@ -12,17 +12,21 @@ use super::{
     accepted, list_index, new_command_id, to_json, validate, view_response, Listing, PageQuery,
     ViewQuery, API, UNREADABLE_LISTING,
 };
-use crate::auth::{hash_password, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
 use crate::AppState;
 
 /// A user view as served: without the password hash.
+/// A user view as served: without the password hash, and without the identity and token
+/// version the gateway checks tokens against (internal to authentication).
 pub fn public_user(user: UserView) -> serde_json::Value {
     let mut json = to_json(user);
     if let Some(obj) = json.as_object_mut() {
-        obj.remove("password_hash");
+        for internal in ["password_hash", "user_id", "token_version"] {
+            obj.remove(internal);
+        }
     }
     json
 }
@@ -49,7 +53,6 @@ pub struct ChangeRoleRequest {
         (status = 200, description = "the user view without the password hash", body = crate::openapi::docs::UserView),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 404, description = "no view yet", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn me(
     State(state): State<AppState>,
@@ -106,7 +109,7 @@ pub async fn update_me(
             }),
         )
         .check(
-            email.as_deref().is_none_or(validate::email_size),
+            req.email.as_deref().is_none_or(validate::email_size),
             "email",
             "at most 254 characters",
         )
@@ -117,7 +120,7 @@ pub async fn update_me(
         )
         .finish()?;
     let password_hash = match req.password {
-        Some(p) => Some(hash_password(p).await?),
+        Some(p) => Some(state.passwords.hash(p).await?),
         None => None,
     };
     let command = UserCommand::UpdateProfile {
@@ -232,6 +235,7 @@ pub async fn change_role(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     user: AuthUser,
+    super::IdempotencyKey(key): super::IdempotencyKey,
     Path(username): Path<String>,
     ApiJson(req): ApiJson<ChangeRoleRequest>,
 ) -> ApiResult<Response> {
@@ -246,21 +250,22 @@ pub async fn change_role(
         role: req.role,
         by: user.username.clone(),
     };
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::USER_COMMANDS,
-            &username,
-            &command,
-            &command_id,
-            &trace,
-        )
-        .await?;
+    let (command_id, replayed) = super::publish_once(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        "ChangeRole",
+        &command,
+        topic::USER_COMMANDS,
+        &username,
+        &command,
+    )
+    .await?;
     Ok(accepted(
         &username,
         &command_id,
         format!("{API}/users/{username}"),
-        false,
+        replayed,
     ))
 }

@@ -26,7 +26,8 @@ use crate::AppState;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVendorRequest {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub name: String,
     /// MASTER only: the VENDOR_MANAGER who will own it (default: the caller).
     pub manager: Option<String>,
@@ -35,6 +36,8 @@ pub struct CreateVendorRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVendorRequest {
+    /// 1 to 100 characters on one line: no control characters and no invisible format
+    /// characters (right-to-left overrides, zero-width spaces...).
     pub name: String,
 }
 
@@ -44,7 +47,7 @@ pub struct UpdateVendorRequest {
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
     responses(
         (status = 202, description = "creation queued", body = super::Accepted),
-        (status = 403, description = "not VENDOR_MANAGER or MASTER", body = ErrorBody),
+        (status = 403, description = "not VENDOR_MANAGER or MASTER, or `manager` given by a VENDOR_MANAGER", body = ErrorBody),
         (status = 422, description = "invalid fields", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -55,18 +58,18 @@ pub async fn create(
 ) -> ApiResult<Response> {
     user.require_manager()?;
     let key = idempotency_key(&headers)?;
+    if req.manager.is_some() && user.role != Role::Master {
+        return Err(ApiError::forbidden(
+            "only MASTER can create a vendor for someone else",
+        ));
+    }
     let manager = req.manager.as_deref().map(user_rules::normalize_username);
     Validator::new()
-        .rule("name", vendor::check_name(req.name.trim()))
+        .rule("name", vendor::check_name(&req.name))
         .check(
             validate::text(&req.name, 1, 100),
             "name",
             "1 to 100 characters",
-        )
-        .check(
-            req.manager.is_none() || user.role == Role::Master,
-            "manager",
-            "only MASTER can create a vendor for someone else",
         )
         .rule(
             "manager",
@@ -154,7 +157,6 @@ pub async fn mine(
     responses(
         (status = 200, description = "the vendor", body = crate::openapi::docs::VendorView),
         (status = 404, description = "no such vendor", body = ErrorBody),
-        (status = 504, description = "wait timed out", body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_vendor(
     State(state): State<AppState>,
@@ -204,7 +206,7 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateVendorRequest>,
 ) -> ApiResult<Response> {
     Validator::new()
-        .rule("name", vendor::check_name(req.name.trim()))
+        .rule("name", vendor::check_name(&req.name))
         .check(
             validate::text(&req.name, 1, 100),
             "name",
@@ -275,6 +277,7 @@ pub async fn delete(
 /// A vendor's products: all of them for its manager or MASTER, the public ones for others (the
 /// `total` counts what the caller may see).
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
+    security((), ("bearer" = [])),
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
     responses((status = 200, description = "products", body = Listing),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
@@ -316,7 +319,17 @@ pub async fn orders(
 ) -> ApiResult<Json<Listing>> {
     owned_vendor(&state, &user, &vendor_id).await?;
     let index = state.views.keys.orders_of_vendor(&vendor_id);
-    list_index::<OrderView>(&state, &index, &page, to_json).await
+    if user.is_master() {
+        return list_index::<OrderView>(&state, &index, &page, to_json).await;
+    }
+    // A manager sees their vendor's share of each order, not the other vendors' lines.
+    list_index::<OrderView>(&state, &index, &page, |order| {
+        to_json(pickple_domain::order::vendor_share(
+            &order,
+            std::slice::from_ref(&vendor_id),
+        ))
+    })
+    .await
 }
 
 /// Deliveries of the vendor's orders (its manager or MASTER).

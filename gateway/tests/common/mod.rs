@@ -72,7 +72,8 @@ impl Gw {
         let state = AppState::new(config.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = app(state.clone());
+        let router =
+            app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });
@@ -100,9 +101,18 @@ impl Gw {
         self.config.topic(logical)
     }
 
-    /// An access token for `username` with `role` (no view needed).
+    /// An access token for `username` with `role`. The gateway checks every token against
+    /// the account's view, so this writes an ACTIVE one (identity `uid-<username>`, token
+    /// version 0) unless a later version is there.
     pub fn token(&self, username: &str, role: Role) -> String {
-        self.state.jwt.issue(username, role).unwrap().0
+        let view = user_view(username, "$argon2id$unused", role, "ACTIVE", 1);
+        self.put_view(Kind::User, username, &view);
+        let user: pickple_schemas::UserView = serde_json::from_value(view).unwrap();
+        let subject = pickple_gateway::auth::Subject {
+            user: &user,
+            sid: "test-sign-in",
+        };
+        self.state.jwt.issue(&subject).unwrap().0
     }
 
     /// Write a view into Redis exactly as the sink does (version guard, indexes, notice).
@@ -256,6 +266,7 @@ pub fn user_view(username: &str, hash: &str, role: Role, status: &str, version: 
     json!({
         "username": username, "nickname": username, "email": format!("{username}@example.com"),
         "password_hash": hash, "role": role, "status": status, "rejection": null,
+        "user_id": format!("uid-{username}"), "token_version": 0,
         "updated_at": 1, "version": version
     })
 }

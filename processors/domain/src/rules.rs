@@ -21,7 +21,7 @@ pub fn non_empty(what: &str, value: &str) -> Result<(), Rejection> {
 /// mark (U+FEFF), the interlinear annotation characters, the Egyptian hieroglyph, shorthand and
 /// musical format controls and the tag characters. None of them shows, and several change how
 /// the text around them shows, so a name holding one can pass for another.
-const FORMAT_CHARACTERS: &[(char, char)] = &[
+pub const FORMAT_CHARACTERS: &[(char, char)] = &[
     ('\u{00AD}', '\u{00AD}'),
     ('\u{0600}', '\u{0605}'),
     ('\u{061C}', '\u{061C}'),
