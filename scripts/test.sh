@@ -6,7 +6,8 @@
 # Prometheus scraping every process; a Redis Sentinel failover under the views sink and the
 # gateway), then runs every Rust test, then soaks a private copy of the whole shop for 90 s of
 # traffic while a random process is SIGKILLed every 8 s and checks every invariant
-# (scripts/soak.sh). Extra arguments go to `cargo test`.
+# (scripts/soak.sh), and fuzzes the API contract with schemathesis against another private shop
+# (scripts/schemathesis.sh, about 4 minutes). Extra arguments go to `cargo test`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -51,3 +52,5 @@ log "soak: the whole shop under traffic while its processes are SIGKILLed"
 # and the soak share 2 cores; on a slow day here the debug shop saturated between 2 and 8/s
 # (docs/soak.md, "CI rate").
 "$here/soak.sh" --duration 90 --rate 3 --chaos --chaos-every 8
+log "API contract: schemathesis against /openapi.json of a private shop"
+"$here/schemathesis.sh"
