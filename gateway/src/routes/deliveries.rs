@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    accepted, manages_any_vendor, publish_once, validate, view_answer, IdempotencyKey, ViewQuery,
-    API,
+    manages_any_vendor, publish_command, validate, view_answer, IdempotencyKey, ViewQuery, API,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -115,7 +114,7 @@ async fn managed_delivery(state: &AppState, user: &AuthUser, order_id: &str) -> 
     Ok(())
 }
 
-/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_once`]).
+/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_command`]).
 async fn publish(
     state: &AppState,
     trace: &TraceParent,
@@ -124,26 +123,18 @@ async fn publish(
     order_id: &str,
     command: DeliveryCommand,
 ) -> ApiResult<Response> {
-    use pickple_schemas::MessageType;
-    let scope = command.message_type();
-    let (command_id, replayed) = publish_once(
+    let location = format!("{API}/deliveries/{order_id}");
+    publish_command(
         state,
         trace,
         user,
         key,
-        scope,
-        &command,
         topic::DELIVERY_COMMANDS,
         order_id,
+        location,
         &command,
     )
-    .await?;
-    Ok(accepted(
-        order_id,
-        &command_id,
-        format!("{API}/deliveries/{order_id}"),
-        replayed,
-    ))
+    .await
 }
 
 /// Start a delivery (PENDING -> IN_TRANSIT). Queued whatever the delivery's status: the

@@ -424,29 +424,28 @@ async fn claim(
 }
 
 /// Publish a command on an existing entity (pay, cancel, stock, sale, delivery, role) at most
-/// once per `Idempotency-Key` of `user`, as [`claim_id`] does for a create: a repeat of the
-/// same request answers the first command id, marked replayed, and publishes nothing once
-/// the first is on its topic; another request under the same key is a 422. `request` is what
-/// makes two requests the same (the entity's id and the body). Returns the command id and
-/// whether this was a repeat.
+/// once per `Idempotency-Key` of `user`, as [`claim_id`] does for a create, and answer 202 with
+/// the entity's `location`. A repeat of the same command (its type scopes the key, its content
+/// is the fingerprint) answers the first command id, marked replayed, and publishes nothing
+/// once the first is on its topic; another command under the same key is a 422.
 #[allow(clippy::too_many_arguments)]
-pub async fn publish_once<M: Serialize + pickple_schemas::MessageType, R: Serialize>(
+pub async fn publish_command<M: Serialize + pickple_schemas::MessageType>(
     state: &AppState,
     trace: &crate::trace::TraceParent,
     user: &str,
     key: Option<&str>,
-    scope: &str,
-    request: &R,
     topic: &str,
-    record_key: &str,
+    id: &str,
+    location: String,
     command: &M,
-) -> ApiResult<(String, bool)> {
-    let fp = fingerprint(request);
+) -> ApiResult<Response> {
+    let scope = command.message_type();
+    let fp = fingerprint(command);
     let claimed = claim(state, scope, user, key, &fp).await?;
     if claimed.publish {
         if let Err(e) = state
             .kafka
-            .publish(topic, record_key, command, &claimed.command_id, trace)
+            .publish(topic, id, command, &claimed.command_id, trace)
             .await
         {
             release_key(state, scope, user, key).await;
@@ -454,7 +453,7 @@ pub async fn publish_once<M: Serialize + pickple_schemas::MessageType, R: Serial
         }
         mark_published(state, scope, user, key, &fp, &claimed.command_id).await;
     }
-    Ok((claimed.command_id, claimed.replay))
+    Ok(accepted(id, &claimed.command_id, location, claimed.replay))
 }
 
 /// The mark of an idempotency key whose command is on its topic.

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
-    mark_published, publish_once, release_key, to_json, validate, view_answer, IdempotencyKey,
+    mark_published, publish_command, release_key, to_json, validate, view_answer, IdempotencyKey,
     Listing, PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::AuthUser;
@@ -21,7 +21,6 @@ use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator}
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
 use crate::AppState;
-use pickple_schemas::MessageType;
 
 pub const MAX_LINE_QUANTITY: u64 = 1000;
 
@@ -307,24 +306,17 @@ pub async fn pay(
         username: user.username.clone(),
         payment_token: req.payment_token,
     };
-    let (command_id, replayed) = publish_once(
+    publish_command(
         &state,
         &trace,
         &user.username,
         key.as_deref(),
-        command.message_type(),
-        &command,
         topic::ORDER_COMMANDS,
         &order_id,
+        format!("{API}/orders/{order_id}"),
         &command,
     )
-    .await?;
-    Ok(accepted(
-        &order_id,
-        &command_id,
-        format!("{API}/orders/{order_id}"),
-        replayed,
-    ))
+    .await
 }
 
 /// Cancel an order before it ships (its owner or MASTER). Whatever the order's status, the
@@ -369,22 +361,15 @@ pub async fn cancel(
             reason
         },
     };
-    let (command_id, replayed) = publish_once(
+    publish_command(
         &state,
         &trace,
         &user.username,
         key.as_deref(),
-        command.message_type(),
-        &command,
         topic::ORDER_COMMANDS,
         &order_id,
+        format!("{API}/orders/{order_id}"),
         &command,
     )
-    .await?;
-    Ok(accepted(
-        &order_id,
-        &command_id,
-        format!("{API}/orders/{order_id}"),
-        replayed,
-    ))
+    .await
 }

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
-    mark_published, publish_once, release_key, to_json, validate, view_answer, IdempotencyKey,
+    mark_published, publish_command, release_key, to_json, validate, view_answer, IdempotencyKey,
     Listing, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
@@ -282,7 +282,7 @@ async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> A
     Ok(())
 }
 
-/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_once`]).
+/// Publish `command` at most once per `Idempotency-Key` of `user` ([`publish_command`]).
 async fn publish(
     state: &AppState,
     trace: &TraceParent,
@@ -291,26 +291,18 @@ async fn publish(
     product_id: &str,
     command: StockCommand,
 ) -> ApiResult<Response> {
-    use pickple_schemas::MessageType;
-    let scope = command.message_type();
-    let (command_id, replayed) = publish_once(
+    let location = format!("{API}/products/{product_id}");
+    publish_command(
         state,
         trace,
         user,
         key,
-        scope,
-        &command,
         topic::STOCK_COMMANDS,
         product_id,
+        location,
         &command,
     )
-    .await?;
-    Ok(accepted(
-        product_id,
-        &command_id,
-        format!("{API}/products/{product_id}"),
-        replayed,
-    ))
+    .await
 }
 
 /// Change a product (its vendor's manager or MASTER).

@@ -250,22 +250,15 @@ pub async fn change_role(
         role: req.role,
         by: user.username.clone(),
     };
-    let (command_id, replayed) = super::publish_once(
+    super::publish_command(
         &state,
         &trace,
         &user.username,
         key.as_deref(),
-        "ChangeRole",
-        &command,
         topic::USER_COMMANDS,
         &username,
+        format!("{API}/users/{username}"),
         &command,
     )
-    .await?;
-    Ok(accepted(
-        &username,
-        &command_id,
-        format!("{API}/users/{username}"),
-        replayed,
-    ))
+    .await
 }
