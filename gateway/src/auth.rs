@@ -324,6 +324,7 @@ mod tests {
             password_hash: String::new(),
             role,
             status,
+            confirm_by: None,
             rejection: None,
             updated_at: 0,
             version: 1,

@@ -89,16 +89,19 @@ pub enum Limit {
     SignUpPerClient,
     /// Sign-up status reads from one client address.
     SignUpStatusPerClient,
+    /// E-mail confirmations sent from one client address.
+    ConfirmPerClient,
     /// Order placements by one user.
     PlacePerUser,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 6] = [
         Limit::SignInPerClient,
         Limit::SignInPerAccount,
         Limit::SignUpPerClient,
         Limit::SignUpStatusPerClient,
+        Limit::ConfirmPerClient,
         Limit::PlacePerUser,
     ];
 
@@ -109,6 +112,7 @@ impl Limit {
             Limit::SignInPerAccount => "sign-in-account",
             Limit::SignUpPerClient => "sign-up-client",
             Limit::SignUpStatusPerClient => "sign-up-status-client",
+            Limit::ConfirmPerClient => "confirm-client",
             Limit::PlacePerUser => "place-user",
         }
     }
@@ -133,6 +137,9 @@ pub struct Rates {
         default_value = "120/30"
     )]
     pub sign_up_status_client: Setting,
+    /// E-mail confirmations per client address: per_minute/burst, or off.
+    #[arg(long, env = "PICKPLE_LIMIT_CONFIRM_CLIENT", default_value = "30/10")]
+    pub confirm_client: Setting,
     /// Order placements per user: per_minute/burst, or off.
     #[arg(long, env = "PICKPLE_LIMIT_PLACE_USER", default_value = "120/20")]
     pub place_user: Setting,
@@ -146,6 +153,7 @@ impl Rates {
             sign_in_account: Setting(None),
             sign_up_client: Setting(None),
             sign_up_status_client: Setting(None),
+            confirm_client: Setting(None),
             place_user: Setting(None),
         }
     }
@@ -156,6 +164,7 @@ impl Rates {
             Limit::SignInPerAccount => self.sign_in_account,
             Limit::SignUpPerClient => self.sign_up_client,
             Limit::SignUpStatusPerClient => self.sign_up_status_client,
+            Limit::ConfirmPerClient => self.confirm_client,
             Limit::PlacePerUser => self.place_user,
         };
         rate

@@ -335,6 +335,7 @@ impl Modify for WaitHeader {
     paths(
         routes::auth::sign_up,
         routes::auth::sign_up_status,
+        routes::auth::confirm_email,
         routes::auth::sign_in,
         routes::auth::refresh,
         routes::auth::sign_out,
@@ -381,6 +382,7 @@ impl Modify for WaitHeader {
         crate::error::FieldError,
         routes::Accepted,
         routes::Listing,
+        routes::auth::ConfirmEmailRequest,
         docs::NotificationView,
     )),
     modifiers(&Security, &ViewHeaders, &WaitHeader, &IdempotencyHeader, &CommonResponses),
@@ -552,6 +554,12 @@ pub mod constraints {
                 "SignUpRequest",
                 "role",
                 json!({"enum": ["USER", "VENDOR_MANAGER", null]}),
+            ),
+            ("ConfirmEmailRequest", "username", username()),
+            (
+                "ConfirmEmailRequest",
+                "code",
+                json!({"pattern": "^[0-9a-fA-F]{1,128}$"}),
             ),
             ("UpdateProfileRequest", "nickname", line(30)),
             ("UpdateProfileRequest", "email", email()),

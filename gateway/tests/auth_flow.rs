@@ -229,3 +229,119 @@ async fn openapi_metrics_and_trace() {
     assert!(text.contains("pickple_http_request_duration_seconds_bucket"));
     assert!(text.contains("pickple_http_in_flight"));
 }
+
+/// Whether an address belongs to an account or not, a sign-up is answered the same: the
+/// gateway never looks the address up, and the command carries a code the users processor mails
+/// to the address, so only the address's reader learns more (after confirming).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_never_tells_whether_an_address_is_in_use_and_confirming_carries_the_code() {
+    let gw = Gw::start().await;
+    let mut owner = user_view("alice1", "$argon2id$x", Role::User, "ACTIVE", 1);
+    owner["email"] = json!("alice@example.com");
+    gw.put_view(Kind::User, "alice1", &owner);
+
+    let sign_up = |username: &str, email: &str| json!({"username": username, "nickname": "N", "email": email, "password": "s3cret-pass"});
+    let (s_taken, taken) = gw
+        .post(
+            "/api/v1/auth/sign-up",
+            None,
+            &sign_up("carol1", "Alice@Example.com"),
+        )
+        .await;
+    let (s_free, free) = gw
+        .post(
+            "/api/v1/auth/sign-up",
+            None,
+            &sign_up("dave1", "dave@example.com"),
+        )
+        .await;
+    assert_eq!((s_taken, s_free), (202, 202), "{taken} {free}");
+    let shape = |b: &serde_json::Value| {
+        let mut keys: Vec<String> = b.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        (keys, b["replayed"].clone())
+    };
+    assert_eq!(shape(&taken), shape(&free));
+    let records = read_topic(&gw.topic(topic::USER_COMMANDS));
+    let codes: Vec<String> = records
+        .iter()
+        .map(|r| r.value["confirmation_code"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 2);
+    assert!(codes
+        .iter()
+        .all(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert_ne!(codes[0], codes[1], "each sign-up its own secret");
+    for body in [&taken, &free] {
+        assert!(
+            !body.to_string().contains(&codes[0]) && !body.to_string().contains(&codes[1]),
+            "the code goes to the mailbox, never to the caller"
+        );
+    }
+
+    // Confirming: the code goes to the users processor, which alone checks it.
+    let mut pending = user_view("dave1", "$argon2id$x", Role::User, "PENDING", 1);
+    pending["confirm_by"] = json!(now_ms() + 60_000);
+    gw.put_view(Kind::User, "dave1", &pending);
+    let (s, body) = gw
+        .post(
+            "/api/v1/auth/confirm-email",
+            None,
+            &json!({"username": "Dave1", "code": codes[1]}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["location"], "/api/v1/auth/sign-up/dave1");
+    let records = read_topic(&gw.topic(topic::USER_COMMANDS));
+    let confirm = records.last().unwrap();
+    assert_eq!(confirm.key, "dave1");
+    assert_eq!(confirm.value["type"], "ConfirmEmail");
+    assert_eq!(confirm.value["code"], codes[1].as_str());
+    for (bad, status) in [
+        (json!({"username": "dave1", "code": "not hex"}), 422),
+        (json!({"username": "dave1", "code": ""}), 422),
+        (json!({"username": "nobody1", "code": "c0ffee"}), 404),
+        (json!({"username": "dave1"}), 422),
+    ] {
+        let (s, body) = gw.post("/api/v1/auth/confirm-email", None, &bad).await;
+        assert_eq!(s, status, "{bad}: {body}");
+    }
+    assert_eq!(
+        read_topic(&gw.topic(topic::USER_COMMANDS)).len(),
+        3,
+        "nothing published for a refused confirmation"
+    );
+
+    // A pending sign-up whose code expired no longer holds its name.
+    pending["confirm_by"] = json!(now_ms() - 1);
+    pending["version"] = json!(2);
+    assert!(gw.put_view(Kind::User, "dave1", &pending));
+    let (s, body) = gw
+        .post(
+            "/api/v1/auth/sign-up",
+            None,
+            &sign_up("dave1", "dave2@example.com"),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+
+    // A change of address carries a code for the new address too.
+    gw.put_user("erin1", "s3cret-pass", Role::User).await;
+    let token = gw.token("erin1", Role::User);
+    let res = reqwest::Client::new()
+        .patch(gw.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .json(&json!({"email": "erin2@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let update = read_topic(&gw.topic(topic::USER_COMMANDS))
+        .into_iter()
+        .rfind(|r| r.value["type"] == "UpdateProfile")
+        .unwrap();
+    assert_eq!(
+        update.value["confirmation_code"].as_str().map(str::len),
+        Some(64)
+    );
+}

@@ -5,8 +5,9 @@
 //!   through Redis), refresh tokens that rotate and revoke their sign-in when reused,
 //!   sign-out, tokens that die with the account they were issued to.
 //! - API1 broken object level authorization: a vendor's manager sees only their vendor's share
-//!   of an order shared with other vendors, and cannot drive its delivery for them (more
-//!   ownership cases in `security.rs`).
+//!   of an order shared with other vendors, and cannot drive its delivery for them; a vendor
+//!   is made only for an active manager, so it never passes to a later account under a free
+//!   name (more ownership cases in `security.rs`).
 //! - API3 broken object property level authorization: no secret property is served, and no
 //!   privileged one (role, status, identity, token version) can be written by its user.
 //! - API4 unrestricted resource consumption: rate limits shared by every gateway instance,
@@ -197,6 +198,49 @@ mod api2_broken_authentication {
         let ghost = gw.state.jwt.sign(&claims).unwrap();
         let (s, _) = gw.get("/api/v1/users", Some(&ghost)).await;
         assert_eq!(s, 401);
+    }
+}
+
+mod api1_vendors_never_pass_to_a_newcomer {
+    use super::*;
+
+    /// Vendors are linked to their manager by username, and only an account that is (or was)
+    /// active holds its name for good. So MASTER may name only an active vendor manager: a
+    /// vendor made for a free, pending or rejected name would go to whoever signs up under it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn master_names_only_an_active_vendor_manager() {
+        let gw = Gw::start().await;
+        let master = gw.token("root1", Role::Master);
+        gw.token("shopper1", Role::User);
+        gw.token("seller1", Role::VendorManager);
+        let mut pending = user_view("later1", "$argon2id$x", Role::VendorManager, "PENDING", 1);
+        pending["confirm_by"] = json!(now_ms() + 60_000);
+        gw.put_view(Kind::User, "later1", &pending);
+        for name in ["ghost1", "later1", "shopper1"] {
+            let (s, body) = gw
+                .post(
+                    "/api/v1/vendors",
+                    Some(&master),
+                    &json!({"name": "Shop", "manager": name}),
+                )
+                .await;
+            assert_eq!(
+                (s, body["error"]["fields"][0]["field"].as_str()),
+                (422, Some("manager")),
+                "{name}: {body}"
+            );
+        }
+        assert!(read_topic(&gw.topic(pickple_schemas::topic::VENDOR_COMMANDS)).is_empty());
+        let (s, body) = gw
+            .post(
+                "/api/v1/vendors",
+                Some(&master),
+                &json!({"name": "Shop", "manager": "Seller1"}),
+            )
+            .await;
+        assert_eq!(s, 202, "{body}");
+        let created = read_topic(&gw.topic(pickple_schemas::topic::VENDOR_COMMANDS));
+        assert_eq!(created[0].value["manager"], "seller1");
     }
 }
 

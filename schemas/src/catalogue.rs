@@ -12,6 +12,7 @@ pub fn topic_values() -> Vec<(&'static str, Schema)> {
     vec![
         (topic::USER_COMMANDS, schema_for!(UserCommand)),
         (topic::EMAIL_CLAIMS, schema_for!(EmailClaim)),
+        (topic::USER_EVENTS, schema_for!(UserEvent)),
         (topic::VENDOR_COMMANDS, schema_for!(VendorCommand)),
         (topic::STOCK_COMMANDS, schema_for!(StockCommand)),
         (topic::ORDER_COMMANDS, schema_for!(OrderCommand)),

@@ -4,6 +4,7 @@
 
 pub const USER_COMMANDS: &str = "user-commands";
 pub const EMAIL_CLAIMS: &str = "email-claims";
+pub const USER_EVENTS: &str = "user-events";
 pub const VENDOR_COMMANDS: &str = "vendor-commands";
 pub const STOCK_COMMANDS: &str = "stock-commands";
 pub const ORDER_COMMANDS: &str = "order-commands";

@@ -137,6 +137,13 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             7,
             "claims and releases of e-mail addresses (uniqueness without a lock)",
         ),
+        // One day: its records carry confirmation codes, which expire after a day anyway.
+        stream(
+            &p(topic::USER_EVENTS),
+            "username",
+            1,
+            "confirmation codes to mail (sign-ups, e-mail changes)",
+        ),
         stream(
             &p(topic::VENDOR_COMMANDS),
             "vendor id",

@@ -16,6 +16,7 @@ use crate::limits::{Client, Limit};
 use crate::longpoll::read_view;
 use crate::sessions::{self, Used};
 use crate::trace::TraceParent;
+use crate::views::now_millis;
 use crate::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -93,10 +94,83 @@ async fn tokens(state: &AppState, user: &UserView, family: &str) -> ApiResult<To
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SignUpStatus {
     pub username: String,
-    /// PENDING, ACTIVE, REJECTED or DELETED.
+    /// PENDING (until the code mailed to the address comes back, and the address is found
+    /// free), ACTIVE, REJECTED or DELETED.
     pub status: String,
     pub rejection: Option<String>,
+    /// While PENDING and unconfirmed: until when the mailed code works (ms since the epoch).
+    pub confirm_by: Option<i64>,
     pub version: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmEmailRequest {
+    pub username: String,
+    /// The code from the confirmation mail (hexadecimal).
+    pub code: String,
+}
+
+/// Confirm an address with the code mailed to it, for a sign-up or a change of address:
+/// publishes `ConfirmEmail` to `user-commands`. The users processor checks the code; a wrong
+/// or expired one shows as the user's `rejection` (in the sign-up status, or `/users/me`).
+#[utoipa::path(post, path = "/api/v1/auth/confirm-email", tag = "auth",
+    request_body = ConfirmEmailRequest,
+    responses(
+        (status = 202, description = "confirmation queued", body = super::Accepted),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 404, description = "no such user", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 429, description = "too many confirmations from this address (Retry-After)", body = ErrorBody),
+        (status = 503, description = "Kafka unreachable, or the views sink has never reported", body = ErrorBody)))]
+pub async fn confirm_email(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    client: Client,
+    ApiJson(req): ApiJson<ConfirmEmailRequest>,
+) -> ApiResult<Response> {
+    state
+        .limits
+        .check(&state.views, Limit::ConfirmPerClient, &client.0)
+        .await?;
+    let username = user_rules::normalize_username(&req.username);
+    let code = req.code;
+    Validator::new()
+        .rule("username", user_rules::validate_username(&username))
+        .check(
+            (1..=128).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_hexdigit()),
+            "code",
+            "1 to 128 hexadecimal digits",
+        )
+        .finish()?;
+    let user = state
+        .views
+        .get::<UserView>(&username)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let command_id = new_command_id();
+    state
+        .kafka
+        .publish(
+            topic::USER_COMMANDS,
+            &username,
+            &UserCommand::ConfirmEmail {
+                username: username.clone(),
+                code,
+            },
+            &command_id,
+            &trace,
+        )
+        .await?;
+    // The outcome shows where the account is watched: the sign-up status (with the token the
+    // sign-up answered; a code alone is no token, since it is checked only by the processor),
+    // or the account itself.
+    let location = if user.status == UserStatus::Pending {
+        format!("{API}/auth/sign-up/{username}")
+    } else {
+        format!("{API}/users/me")
+    };
+    Ok(accepted(&username, &command_id, location, false))
 }
 
 /// Create an account: publishes `SignUp` to `user-commands` (key: username).
@@ -146,9 +220,10 @@ pub async fn sign_up(
         .rule("role", user_rules::check_sign_up_role(role))
         .finish()?;
     // Fast path only: the users processor is the single writer of a username and rejects a
-    // duplicate even when two sign-ups race past this check.
+    // duplicate even when two sign-ups race past this check. (Usernames are public handles;
+    // e-mail addresses are not, so nothing here looks at the address: see `confirm_email`.)
     if let Some(existing) = state.views.get::<UserView>(&username).await? {
-        if user_rules::holds_name(existing.status) {
+        if user_rules::holds_name(existing.status, existing.confirm_by, now_millis()) {
             return Err(ApiError::conflict("this username is taken"));
         }
     }
@@ -169,6 +244,7 @@ pub async fn sign_up(
         email,
         password_hash,
         role,
+        confirmation_code: sessions::secret(),
     };
     let command_id = new_command_id();
     state
@@ -232,22 +308,27 @@ pub async fn sign_up_status(
     let body = match user {
         Some(user) if user.user_id == mine.user_id => SignUpStatus {
             status: user.status().unwrap_or_default(),
+            confirm_by: user.confirm_by,
             username: user.username,
             rejection: user.rejection,
             version: user.version,
         },
         // Another account holds the name: this sign-up was (or will be) refused for it.
-        Some(other) if user_rules::holds_name(other.status) => SignUpStatus {
-            status: "REJECTED".into(),
-            username,
-            rejection: Some(user_rules::USERNAME_TAKEN.into()),
-            version: 0,
-        },
+        Some(other) if user_rules::holds_name(other.status, other.confirm_by, now_millis()) => {
+            SignUpStatus {
+                status: "REJECTED".into(),
+                username,
+                rejection: Some(user_rules::USERNAME_TAKEN.into()),
+                confirm_by: None,
+                version: 0,
+            }
+        }
         // Not processed yet.
         _ => SignUpStatus {
             status: "PENDING".into(),
             username,
             rejection: None,
+            confirm_by: None,
             version: 0,
         },
     };

@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
     let api = Router::new()
         .route("/auth/sign-up", post(auth::sign_up))
         .route("/auth/sign-up/{username}", get(auth::sign_up_status))
+        .route("/auth/confirm-email", post(auth::confirm_email))
         .route("/auth/sign-in", post(auth::sign_in))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/sign-out", post(auth::sign_out))

@@ -126,6 +126,7 @@ pub async fn update_me(
     let command = UserCommand::UpdateProfile {
         username: user.username.clone(),
         nickname: req.nickname.map(|n| n.trim().to_string()),
+        confirmation_code: email.as_ref().map(|_| crate::sessions::secret()),
         email,
         password_hash,
     };

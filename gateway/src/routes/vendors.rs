@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::Json;
 use pickple_domain::{user as user_rules, vendor};
 use pickple_schemas::{
-    topic, DeliveryView, OrderView, ProductView, Role, VendorCommand, VendorView,
+    topic, DeliveryView, OrderView, ProductView, Role, UserView, VendorCommand, VendorView,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -42,13 +42,14 @@ pub struct UpdateVendorRequest {
 }
 
 /// Create a vendor (VENDOR_MANAGER or MASTER). Honours `Idempotency-Key`.
-#[utoipa::path(post, path = "/api/v1/vendors", tag = "vendors", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/vendors", tag = "vendors", operation_id = "create_vendor",
+    security(("bearer" = [])),
     request_body = CreateVendorRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe creation")),
     responses(
         (status = 202, description = "creation queued", body = super::Accepted),
         (status = 403, description = "not VENDOR_MANAGER or MASTER, or `manager` given by a VENDOR_MANAGER", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody)))]
+        (status = 422, description = "invalid fields (also: `manager` is no active VENDOR_MANAGER or MASTER)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
@@ -78,6 +79,15 @@ pub async fn create(
                 .map_or(Ok(()), user_rules::validate_username),
         )
         .finish()?;
+    if let Some(name) = &manager {
+        let named = state.views.get::<UserView>(name).await?;
+        Validator::new()
+            .rule(
+                "manager",
+                user_rules::check_can_manage_vendors(named.map(|u| (u.status, u.role))),
+            )
+            .finish()?;
+    }
     let manager = manager.unwrap_or_else(|| user.username.clone());
     let fp = fingerprint(&req);
     let claimed = claim_id(&state, "vendor", &user.username, key.as_deref(), &fp).await?;

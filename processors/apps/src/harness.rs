@@ -32,6 +32,7 @@ pub const WATCHED: &[&str] = &[
     topic::VIEW_USERS,
     topic::VIEW_VENDORS,
     topic::ORDER_EVENTS,
+    topic::USER_EVENTS,
     "stock-dlq",
     "users-dlq",
 ];

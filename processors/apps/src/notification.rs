@@ -1,5 +1,7 @@
 //! The notification app: e-mails on `OrderConfirmed` (`order-events`), `DeliveryStarted` and
-//! `DeliveryCompleted` (`delivery-events`), each keyed by order id.
+//! `DeliveryCompleted` (`delivery-events`), each keyed by order id, and the confirmation codes
+//! of sign-ups and e-mail changes (`ConfirmationRequested`, `user-events`, keyed by username).
+//! A confirmation mail stays out of `view-notifications`: its code is a secret.
 //!
 //! Exactly once as seen by the user: every mail has a deterministic Message-ID
 //! `<order-id.kind@pickple.local>`, and a "sent" marker in store `sent` (keyed by that id,
@@ -36,14 +38,16 @@ use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
 use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
-use pickple_schemas::{DeliveryEvent, NotificationKind, NotificationView, OrderEvent};
+use pickple_schemas::{DeliveryEvent, NotificationKind, NotificationView, OrderEvent, UserEvent};
 use pickple_topics::catalogue::app;
 use serde::{Deserialize, Serialize};
 
 use crate::state::checked_key;
 
 pub const STORE: &str = "sent";
-pub use pickple_schemas::topic::{DELIVERY_EVENTS, ORDER_EVENTS, VIEW_NOTIFICATIONS as VIEW};
+pub use pickple_schemas::topic::{
+    DELIVERY_EVENTS, ORDER_EVENTS, USER_EVENTS, VIEW_NOTIFICATIONS as VIEW,
+};
 pub const DOMAIN: &str = "pickple.local";
 
 const DAY_MS: Millis = 24 * 60 * 60 * 1000;
@@ -95,7 +99,7 @@ pub fn due_key(due: Millis, message_id: &str) -> Vec<u8> {
 pub fn spec() -> AppSpec {
     AppSpec::new(
         app::NOTIFICATION.name,
-        &[ORDER_EVENTS, DELIVERY_EVENTS],
+        &[ORDER_EVENTS, DELIVERY_EVENTS, USER_EVENTS],
         &[STORE],
     )
 }
@@ -440,8 +444,54 @@ fn from_delivery(e: DeliveryEvent) -> Notice {
     }
 }
 
+/// The Message-ID of a confirmation mail: one per request (a new code expires later).
+pub fn confirmation_message_id(user_id: &str, expires_at: Millis) -> String {
+    format!("{user_id}.confirm-{expires_at}@{DOMAIN}")
+}
+
+fn confirmation_mail(e: UserEvent, traceparent: &str) -> Mail {
+    let UserEvent::ConfirmationRequested {
+        username,
+        user_id,
+        email,
+        code,
+        sign_up,
+        expires_at,
+    } = e;
+    let (subject, what) = if sign_up {
+        ("Confirm your Pickple sign-up", "your new Pickple account")
+    } else {
+        (
+            "Confirm your new Pickple e-mail address",
+            "your Pickple account",
+        )
+    };
+    Mail {
+        message_id: confirmation_message_id(&user_id, expires_at),
+        to: email,
+        subject: subject.to_string(),
+        body: format!(
+            "Hello {username},\n\nto use this address for {what}, send this code back within a \
+             day of the request:\n\nConfirmation code: {code}\n\n(POST /api/v1/auth/confirm-email with \
+             {{\"username\": \"{username}\", \"code\": \"{code}\"}})\n\nIf you did not ask \
+             for this, ignore this mail: nothing changes without the code. If this address already \
+             belongs to a Pickple account, a confirmed sign-up with it is refused and that \
+             account stays as it is.\n\n-- Pickple\n"
+        ),
+        traceparent: traceparent.to_string(),
+    }
+}
+
 impl Processor for NotificationProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        if record.topic == USER_EVENTS {
+            let e: UserEvent = record.decode()?;
+            let UserEvent::ConfirmationRequested { username, .. } = &e;
+            checked_key(record, username)?;
+            let mail = confirmation_mail(e, &record.headers.traceparent);
+            self.send_once(ctx, &mail)?;
+            return Ok(());
+        }
         let notice = match record.topic {
             ORDER_EVENTS => {
                 let e: OrderEvent = record.decode()?;
@@ -460,34 +510,17 @@ impl Processor for NotificationProcessor {
         };
         let Some(n) = notice else { return Ok(()) };
         let id = message_id(&n.order_id, n.kind);
-        if ctx.get::<Sent>(STORE, &id)?.is_some() {
+        let mail = Mail {
+            message_id: id.clone(),
+            to: n.email.clone(),
+            subject: n.subject.clone(),
+            body: n.body.clone(),
+            traceparent: record.headers.traceparent.clone(),
+        };
+        if !self.send_once(ctx, &mail)? {
             return Ok(());
         }
-        if !self.sent_here.contains(&id) {
-            let mail = Mail {
-                message_id: id.clone(),
-                to: n.email.clone(),
-                subject: n.subject.clone(),
-                body: n.body.clone(),
-                traceparent: record.headers.traceparent.clone(),
-            };
-            match self.mailer.send(&mail) {
-                Ok(()) => {}
-                Err(MailError::Invalid(reason)) => return Err(ProcessError::Invalid(reason)),
-                Err(MailError::Transient(reason)) => return Err(ProcessError::Retry(reason)),
-            }
-            self.sent_here.insert(id.clone());
-        }
         let now = ctx.now();
-        ctx.put(STORE, &id, &Sent { sent_at: now });
-        ctx.put(
-            STORE,
-            due_key(now.saturating_add(self.retention_ms), &id),
-            &id,
-        );
-        // The mail is out: make its marker durable now, not at the next commit interval, so a
-        // crash can send again only the mail in flight.
-        ctx.commit_soon();
         let view = NotificationView {
             message_id: id.clone(),
             username: n.username,
@@ -504,6 +537,36 @@ impl Processor for NotificationProcessor {
 
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         self.expire(ctx)
+    }
+}
+
+impl NotificationProcessor {
+    /// Send `mail` unless its marker says it went out already; `false` when it had. Writes the
+    /// marker and its expiry in this step.
+    fn send_once(&mut self, ctx: &mut Context<'_>, mail: &Mail) -> Result<bool, ProcessError> {
+        let id = &mail.message_id;
+        if ctx.get::<Sent>(STORE, id)?.is_some() {
+            return Ok(false);
+        }
+        if !self.sent_here.contains(id) {
+            match self.mailer.send(mail) {
+                Ok(()) => {}
+                Err(MailError::Invalid(reason)) => return Err(ProcessError::Invalid(reason)),
+                Err(MailError::Transient(reason)) => return Err(ProcessError::Retry(reason)),
+            }
+            self.sent_here.insert(id.clone());
+        }
+        let now = ctx.now();
+        ctx.put(STORE, id, &Sent { sent_at: now });
+        ctx.put(
+            STORE,
+            due_key(now.saturating_add(self.retention_ms), id),
+            id,
+        );
+        // The mail is out: make its marker durable now, not at the next commit interval, so a
+        // crash can send again only the mail in flight.
+        ctx.commit_soon();
+        Ok(true)
     }
 }
 
@@ -548,6 +611,31 @@ mod tests {
             TestDriver::new(NotificationProcessor::new(rec.clone()), 5_000),
             rec,
         )
+    }
+
+    #[test]
+    fn a_confirmation_code_is_mailed_once_and_never_reaches_a_view() {
+        let (mut d, rec) = driver();
+        let event = UserEvent::ConfirmationRequested {
+            username: "ann1".into(),
+            user_id: "u-1".into(),
+            email: "ann@x.io".into(),
+            code: "c0ffee".into(),
+            sign_up: true,
+            expires_at: 86_400_000,
+        };
+        d.pipe(USER_EVENTS, "ann1", &event).unwrap();
+        d.pipe(USER_EVENTS, "ann1", &event).unwrap();
+        let sent = rec.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "a redelivery sends nothing");
+        assert_eq!(sent[0].to, "ann@x.io");
+        assert_eq!(sent[0].message_id, "u-1.confirm-86400000@pickple.local");
+        assert!(sent[0].body.contains("Confirmation code: c0ffee\n"));
+        assert!(d.take_outputs(VIEW).is_empty(), "the code is a secret");
+        // A record under another key than its username is dead-lettered, not mailed.
+        d.pipe(USER_EVENTS, "bob1", &event).unwrap();
+        assert_eq!(d.dead_letters().len(), 1);
+        assert_eq!(rec.sent.lock().unwrap().len(), 1);
     }
 
     #[test]

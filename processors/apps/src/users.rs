@@ -1,7 +1,9 @@
 //! The users app: users keyed by normalized username (`user-commands`, which also carries the
 //! e-mail registry's answers) and the e-mail registry keyed by lower-case address
-//! (`email-claims`). A sign-up claims its address; the registry answers `EmailClaimed` or
-//! `EmailTaken` back on `user-commands`. Publishes `view-users`.
+//! (`email-claims`). A sign-up (or an e-mail change) sends its confirmation code to
+//! `user-events`, for the notification app to mail; once `ConfirmEmail` brings the code back,
+//! the address is claimed, and the registry answers `EmailClaimed` or `EmailTaken` back on
+//! `user-commands`. Publishes `view-users`.
 //!
 //! The MASTER account comes from the configuration: the task owning the MASTER's username
 //! partition (`partition_for(username, 6)`) creates it in its first punctuation.
@@ -11,10 +13,10 @@
 //! gateway only lets a MASTER send it in the first place.
 
 use pickple_domain::email::{EmailOwner, EmailRegistry};
-use pickple_domain::user::{self, User, UserInput, UserState};
+use pickple_domain::user::{self, User, UserEffect, UserInput, UserState};
 use pickple_domain::Aggregate;
 use pickple_runtime::{partition_for, AppSpec, Context, ProcessError, Processor, Record};
-use pickple_schemas::topic::{EMAIL_CLAIMS, USER_COMMANDS, VIEW_USERS};
+use pickple_schemas::topic::{EMAIL_CLAIMS, USER_COMMANDS, USER_EVENTS, VIEW_USERS};
 use pickple_schemas::{EmailClaim, Role, UserCommand};
 use pickple_topics::catalogue::app;
 
@@ -78,7 +80,8 @@ impl UsersProcessor {
         )
     }
 
-    /// Handle an input for the user under `key`, sending the registry records it calls for.
+    /// Handle an input for the user under `key`, sending the registry records and the mails
+    /// it calls for.
     fn handle(
         ctx: &mut Context<'_>,
         key: &str,
@@ -91,7 +94,14 @@ impl UsersProcessor {
             &User,
             input,
             UserState::to_view,
-            |ctx, effect| ctx.send(EMAIL_CLAIMS, effect.email(), &effect.to_claim(key)),
+            |ctx, effect| match effect {
+                UserEffect::Notify(event) => ctx.send(USER_EVENTS, key, event),
+                claim => {
+                    if let Some((email, claim)) = claim.to_claim(key) {
+                        ctx.send(EMAIL_CLAIMS, &email, &claim);
+                    }
+                }
+            },
         )
     }
 
@@ -119,6 +129,7 @@ fn command_username(c: &UserCommand) -> &str {
         | UserCommand::DeleteUser { username }
         | UserCommand::ChangeRole { username, .. }
         | UserCommand::RevokeTokens { username }
+        | UserCommand::ConfirmEmail { username, .. }
         | UserCommand::EmailClaimed { username, .. }
         | UserCommand::EmailTaken { username, .. } => username,
     }
@@ -203,7 +214,7 @@ impl Processor for UsersProcessor {
 mod tests {
     use super::*;
     use pickple_runtime::TestDriver;
-    use pickple_schemas::{UserStatus, UserView};
+    use pickple_schemas::{UserEvent, UserStatus, UserView};
 
     fn sign_up(u: &str, email: &str) -> UserCommand {
         UserCommand::SignUp {
@@ -213,13 +224,26 @@ mod tests {
             email: email.into(),
             password_hash: "$argon2id$x".into(),
             role: Role::User,
+            confirmation_code: format!("c0de-{u}"),
         }
     }
 
-    /// Feed every registry record and reply the driver produced back into it (one task holds
-    /// every key in the driver), until nothing more comes.
+    /// Every code to mail, sent back as the mail's reader would.
+    fn confirm_all(d: &mut TestDriver<UsersProcessor>) {
+        for UserEvent::ConfirmationRequested { username, code, .. } in d.take(USER_EVENTS) {
+            let confirm = UserCommand::ConfirmEmail {
+                username: username.clone(),
+                code,
+            };
+            d.pipe(USER_COMMANDS, &username, &confirm).unwrap();
+        }
+    }
+
+    /// Confirm every address, then feed every registry record and reply the driver produced
+    /// back into it (one task holds every key in the driver), until nothing more comes.
     fn settle(d: &mut TestDriver<UsersProcessor>) {
         loop {
+            confirm_all(d);
             let claims = d.take_outputs(EMAIL_CLAIMS);
             let replies = d.take_outputs(USER_COMMANDS);
             if claims.is_empty() && replies.is_empty() {
@@ -238,10 +262,33 @@ mod tests {
     }
 
     #[test]
-    fn sign_up_claims_the_address_and_a_second_claim_is_refused() {
+    fn sign_up_mails_a_code_then_claims_the_address_and_a_second_claim_is_refused() {
         let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
         d.pipe(USER_COMMANDS, "ann1", &sign_up("Ann1", "Ann@X.io"))
             .unwrap();
+        assert!(
+            d.take_outputs(EMAIL_CLAIMS).is_empty(),
+            "not before the code"
+        );
+        let mails: Vec<UserEvent> = d.take(USER_EVENTS);
+        let [UserEvent::ConfirmationRequested {
+            username,
+            email,
+            code,
+            sign_up: true,
+            ..
+        }] = &mails[..]
+        else {
+            panic!("one sign-up mail: {mails:?}");
+        };
+        assert_eq!((username.as_str(), email.as_str()), ("ann1", "ann@x.io"));
+        let confirm = |code: &str| UserCommand::ConfirmEmail {
+            username: "ann1".into(),
+            code: code.into(),
+        };
+        d.pipe(USER_COMMANDS, "ann1", &confirm("bad")).unwrap();
+        assert!(d.take_outputs(EMAIL_CLAIMS).is_empty(), "a wrong code");
+        d.pipe(USER_COMMANDS, "ann1", &confirm(code)).unwrap();
         let claims = d.take_outputs(EMAIL_CLAIMS);
         assert_eq!(claims[0].key_str(), "ann@x.io");
         for o in claims {
@@ -271,7 +318,13 @@ mod tests {
         let views: Vec<UserView> = d.take(VIEW_USERS);
         let ann: Vec<&UserView> = views.iter().filter(|v| v.username == "ann1").collect();
         assert_eq!(ann.last().unwrap().status, UserStatus::Active);
-        assert_eq!(ann.last().unwrap().version, 2);
+        assert!(
+            ann.iter().any(|v| v
+                .rejection
+                .as_deref()
+                .is_some_and(|r| r.contains(user::WRONG_CODE))),
+            "{ann:?}"
+        );
         let bob = views.iter().rfind(|v| v.username == "bob1").unwrap();
         assert_eq!(bob.status, UserStatus::Rejected);
         assert_eq!(bob.rejection.as_deref(), Some(user::EMAIL_IN_USE));
@@ -292,6 +345,7 @@ mod tests {
                 nickname: None,
                 email: Some("ann@y.io".into()),
                 password_hash: None,
+                confirmation_code: Some("c0de-y".into()),
             },
         )
         .unwrap();
@@ -340,7 +394,7 @@ mod tests {
         )
         .unwrap();
         let last = d.take::<UserView>(VIEW_USERS).pop().unwrap();
-        assert_eq!(last.version, 3);
+        assert_eq!(last.version, 4);
         assert!(last.rejection.unwrap().contains("MASTER"));
     }
 
@@ -364,7 +418,7 @@ mod tests {
             .is_none());
         d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
-        assert_eq!(d.take_outputs(EMAIL_CLAIMS).len(), 1);
+        assert_eq!(d.take_outputs(USER_EVENTS).len(), 1);
     }
 
     #[test]

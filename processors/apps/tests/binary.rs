@@ -83,18 +83,44 @@ fn binary_runs_stock_and_users_apps() {
         s.get("view-users", "root")
             .is_some_and(|v| v["role"] == "MASTER" && v["status"] == "ACTIVE")
     });
-    // The e-mail registry round trip over Kafka: the first claim wins, the second is refused.
+    // The e-mail registry round trip over Kafka: a sign-up mails its code (user-events), the
+    // code comes back, the first claim wins, the second is refused.
     for (user, email) in [("ann1", "Ann@Mail.test"), ("bob1", "ann@mail.test")] {
+        let code = format!("c0de{user}");
         p.send(
             "user-commands",
             user,
             &UserCommand::SignUp {
-                user_id: "id-1".into(),
+                user_id: format!("id-{user}"),
                 username: user.into(),
                 nickname: user.into(),
                 email: email.into(),
                 password_hash: "$argon2id$h".into(),
                 role: Role::User,
+                confirmation_code: code.clone(),
+            },
+            None,
+        );
+        p.flush();
+        p.wait_for(60, &format!("{user}'s code to mail"), |s| {
+            s.records("user-events").iter().any(|(key, v)| {
+                key == user
+                    && v["type"] == "ConfirmationRequested"
+                    && v["code"] == code.as_str()
+                    && v["email"] == "ann@mail.test"
+            })
+        });
+        assert_eq!(
+            p.view("view-users", user).unwrap()["status"],
+            "PENDING",
+            "nothing is claimed before the code comes back"
+        );
+        p.send(
+            "user-commands",
+            user,
+            &UserCommand::ConfirmEmail {
+                username: user.into(),
+                code,
             },
             None,
         );

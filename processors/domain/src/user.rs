@@ -4,8 +4,14 @@
 //! writer, and the email-claims partition owning an address is the only one deciding who holds
 //! it ([`crate::email`]). A sign-up therefore waits (PENDING) for the registry's answer, which
 //! comes back to the user as an `EmailClaimed` or `EmailTaken` command.
+//!
+//! An address goes to the registry only once it is confirmed: a sign-up (or an e-mail change)
+//! carries a secret code, which the notification app mails to the address (`user-events`), and
+//! `ConfirmEmail` must bring it back within [`CONFIRMATION_TTL_MS`]. So a sign-up's answer is
+//! the same whether its address is free or not; only the address's reader, after confirming,
+//! learns that it is in use. An unconfirmed sign-up holds its name until the code expires.
 
-use pickple_schemas::{EmailClaim, Millis, Role, UserCommand, UserStatus, UserView};
+use pickple_schemas::{EmailClaim, Millis, Role, UserCommand, UserEvent, UserStatus, UserView};
 use serde::{Deserialize, Serialize};
 
 pub use crate::rules::non_empty;
@@ -13,6 +19,17 @@ use crate::{Aggregate, Rejection, ViewMeta};
 
 pub const EMAIL_IN_USE: &str = "e-mail already in use";
 pub const USERNAME_TAKEN: &str = "username already taken";
+pub const WRONG_CODE: &str = "wrong confirmation code";
+
+/// How long a mailed confirmation code works: a day.
+pub const CONFIRMATION_TTL_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// An address waiting for its code: the sign-up's `email` while PENDING, else `pending_email`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub code: String,
+    pub expires_at: Millis,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserState {
@@ -34,6 +51,9 @@ pub struct UserState {
     /// Why the sign-up or the last e-mail change was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The code the new address must send back before it goes to the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
 }
 
 /// What happened to a user.
@@ -48,7 +68,14 @@ pub enum UserFact {
         email: String,
         password_hash: String,
         role: Role,
+        /// Empty for the bootstrap MASTER, whose address is not mailed.
+        #[serde(default)]
+        confirmation_code: String,
+        #[serde(default)]
+        confirm_by: Millis,
     },
+    /// The code came back: the address awaiting it goes to the registry.
+    EmailConfirmed,
     Activated,
     SignUpRejected {
         reason: String,
@@ -59,6 +86,10 @@ pub enum UserFact {
     },
     EmailChangeRequested {
         email: String,
+        #[serde(default)]
+        confirmation_code: String,
+        #[serde(default)]
+        confirm_by: Millis,
     },
     EmailChanged {
         old: String,
@@ -83,28 +114,36 @@ pub enum UserFact {
 /// A record for the e-mail registry (topic `email-claims`, keyed by the address).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserEffect {
-    ClaimEmail { email: String },
-    ReleaseEmail { email: String },
+    ClaimEmail {
+        email: String,
+    },
+    ReleaseEmail {
+        email: String,
+    },
+    /// Mail a confirmation code (topic `user-events`).
+    Notify(UserEvent),
 }
 
 impl UserEffect {
-    pub fn to_claim(&self, username: &str) -> EmailClaim {
+    /// The record for the e-mail registry, keyed by the address; `None` for a mail.
+    pub fn to_claim(&self, username: &str) -> Option<(String, EmailClaim)> {
+        let username = username.to_string();
         match self {
-            UserEffect::ClaimEmail { email } => EmailClaim::Claim {
-                email: email.clone(),
-                username: username.to_string(),
-            },
-            UserEffect::ReleaseEmail { email } => EmailClaim::Release {
-                email: email.clone(),
-                username: username.to_string(),
-            },
-        }
-    }
-
-    /// The record key: the address.
-    pub fn email(&self) -> &str {
-        match self {
-            UserEffect::ClaimEmail { email } | UserEffect::ReleaseEmail { email } => email,
+            UserEffect::ClaimEmail { email } => Some((
+                email.clone(),
+                EmailClaim::Claim {
+                    email: email.clone(),
+                    username,
+                },
+            )),
+            UserEffect::ReleaseEmail { email } => Some((
+                email.clone(),
+                EmailClaim::Release {
+                    email: email.clone(),
+                    username,
+                },
+            )),
+            UserEffect::Notify(_) => None,
         }
     }
 }
@@ -151,14 +190,36 @@ pub fn validate_email(email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Whether an account in `status` holds its username against a new sign-up. A deleted one
-/// does, for good: its orders, vendors and notifications are linked by the name. A rejected
-/// sign-up does not.
-pub fn holds_name(status: UserStatus) -> bool {
-    matches!(
-        status,
-        UserStatus::Pending | UserStatus::Active | UserStatus::Deleted
-    )
+/// Whether an account in `status` holds its username against a new sign-up at `now`. A
+/// deleted one does, for good: its orders, vendors and notifications are linked by the name. A
+/// rejected sign-up does not, nor a pending one whose code expired unconfirmed (`confirm_by`).
+pub fn holds_name(status: UserStatus, confirm_by: Option<Millis>, now: Millis) -> bool {
+    match status {
+        UserStatus::Pending => confirm_by.is_none_or(|by| now <= by),
+        UserStatus::Active | UserStatus::Deleted => true,
+        UserStatus::Rejected => false,
+    }
+}
+
+/// Until when a pending sign-up may be confirmed (`None` once confirmed, or not pending).
+pub fn confirm_by(u: &UserState) -> Option<Millis> {
+    match (u.status, &u.confirmation) {
+        (UserStatus::Pending, Some(c)) => Some(c.expires_at),
+        _ => None,
+    }
+}
+
+/// Whether an account may be named a vendor's manager: an active VENDOR_MANAGER or MASTER.
+/// Links are by username, and only an account that is or was active holds its name for good
+/// ([`holds_name`]), so a vendor can never pass to a later sign-up under a free name.
+pub fn check_can_manage_vendors(user: Option<(UserStatus, Role)>) -> Result<(), Rejection> {
+    match user {
+        Some((UserStatus::Active, Role::VendorManager | Role::Master)) => Ok(()),
+        Some((UserStatus::Active, Role::User)) => {
+            Err(Rejection::invalid("this account is not a vendor manager"))
+        }
+        _ => Err(Rejection::invalid("no active account of that name")),
+    }
 }
 
 /// Only USER and VENDOR_MANAGER accounts sign up.
@@ -204,13 +265,13 @@ impl Aggregate for User {
         &self,
         state: &Option<UserState>,
         input: &UserInput,
-        _now: Millis,
+        now: Millis,
     ) -> Result<Vec<UserFact>, Rejection> {
         match input {
             UserInput::Command {
                 command,
                 actor_role,
-            } => decide_command(state.as_ref(), command, *actor_role),
+            } => decide_command(state.as_ref(), command, *actor_role, now),
             UserInput::BootstrapMaster {
                 username,
                 user_id,
@@ -230,6 +291,8 @@ impl Aggregate for User {
             email,
             password_hash,
             role,
+            confirmation_code,
+            confirm_by,
         } = fact
         {
             return Some(UserState {
@@ -244,6 +307,10 @@ impl Aggregate for User {
                 status: UserStatus::Pending,
                 pending_email: None,
                 refused: None,
+                confirmation: (!confirmation_code.is_empty()).then(|| Confirmation {
+                    code: confirmation_code.clone(),
+                    expires_at: *confirm_by,
+                }),
             });
         }
         let mut u = state?;
@@ -261,11 +328,32 @@ impl Aggregate for User {
             return Vec::new();
         };
         let before = before.as_ref();
+        let mail = |email: &str, sign_up: bool| match &after.confirmation {
+            Some(c) => UserEffect::Notify(UserEvent::ConfirmationRequested {
+                username: after.username.clone(),
+                user_id: after.user_id.clone(),
+                email: email.to_string(),
+                code: c.code.clone(),
+                sign_up,
+                expires_at: c.expires_at,
+            }),
+            // The bootstrap MASTER: nobody to confirm, straight to the registry.
+            None => UserEffect::ClaimEmail {
+                email: email.to_string(),
+            },
+        };
         match fact {
-            UserFact::SignedUp { email, .. } | UserFact::EmailChangeRequested { email } => {
-                vec![UserEffect::ClaimEmail {
-                    email: email.clone(),
-                }]
+            UserFact::SignedUp { email, .. } => vec![mail(email, true)],
+            UserFact::EmailChangeRequested { email, .. } => vec![mail(email, false)],
+            UserFact::EmailConfirmed => {
+                let email = match after.status {
+                    UserStatus::Pending => Some(after.email.clone()),
+                    _ => after.pending_email.clone(),
+                };
+                email
+                    .map(|email| UserEffect::ClaimEmail { email })
+                    .into_iter()
+                    .collect()
             }
             UserFact::EmailChanged { old, .. } => {
                 vec![UserEffect::ReleaseEmail { email: old.clone() }]
@@ -275,9 +363,10 @@ impl Aggregate for User {
             }],
             UserFact::Deleted => {
                 let b = before.unwrap_or(after);
-                // A pending change's claim may already be granted: give that address back too.
+                // A confirmed pending change's claim may already be granted: give that address
+                // back too (an unconfirmed one never went to the registry).
                 std::iter::once(b.email.clone())
-                    .chain(b.pending_email.clone())
+                    .chain(b.pending_email.clone().filter(|_| b.confirmation.is_none()))
                     .map(|email| UserEffect::ReleaseEmail { email })
                     .collect()
             }
@@ -290,6 +379,7 @@ fn decide_command(
     state: Option<&UserState>,
     cmd: &UserCommand,
     actor_role: Option<Role>,
+    now: Millis,
 ) -> Result<Vec<UserFact>, Rejection> {
     match cmd {
         UserCommand::SignUp {
@@ -299,6 +389,7 @@ fn decide_command(
             email,
             password_hash,
             role,
+            confirmation_code,
         } => {
             let username = normalize_username(username);
             let email = normalize_email(email);
@@ -307,6 +398,7 @@ fn decide_command(
             crate::rules::visible_text("nickname", nickname, false)?;
             validate_email(&email)?;
             non_empty("password", password_hash)?;
+            non_empty("confirmation code", confirmation_code)?;
             check_sign_up_role(*role)?;
             let signed_up = UserFact::SignedUp {
                 username,
@@ -315,20 +407,50 @@ fn decide_command(
                 email,
                 password_hash: password_hash.clone(),
                 role: *role,
+                confirmation_code: confirmation_code.clone(),
+                confirm_by: now.saturating_add(CONFIRMATION_TTL_MS),
             };
             match state {
                 // A redelivered sign-up is not a second user.
                 Some(u) if u.status == UserStatus::Pending && u.user_id == *user_id => Ok(vec![]),
-                Some(u) if holds_name(u.status) => Err(Rejection::conflict(USERNAME_TAKEN)),
+                Some(u) if holds_name(u.status, confirm_by(u), now) => {
+                    Err(Rejection::conflict(USERNAME_TAKEN))
+                }
                 _ => Ok(vec![signed_up]),
+            }
+        }
+        UserCommand::ConfirmEmail { code, .. } => {
+            let Some(u) = state else {
+                return Err(Rejection::not_found("no such user"));
+            };
+            let awaiting = match u.status {
+                UserStatus::Pending | UserStatus::Active => u.confirmation.as_ref(),
+                _ => None,
+            };
+            match awaiting {
+                Some(c) if c.code != *code => Err(Rejection::invalid(WRONG_CODE)),
+                Some(c) if now > c.expires_at => Err(Rejection::transition(
+                    "the confirmation code expired: sign up (or change the address) again",
+                )),
+                Some(_) => Ok(vec![UserFact::EmailConfirmed]),
+                // Confirmed already; the registry's answer is on its way.
+                None if u.status == UserStatus::Pending
+                    || (u.status == UserStatus::Active && u.pending_email.is_some()) =>
+                {
+                    Ok(vec![])
+                }
+                None => Err(Rejection::transition("no address is waiting for a code")),
             }
         }
         UserCommand::EmailClaimed { email, .. } => {
             let email = normalize_email(email);
             let Some(u) = state else { return Ok(vec![]) };
+            let confirmed = u.confirmation.is_none();
             Ok(match u.status {
-                UserStatus::Pending if u.email == email => vec![UserFact::Activated],
-                UserStatus::Active if u.pending_email.as_deref() == Some(email.as_str()) => {
+                UserStatus::Pending if confirmed && u.email == email => vec![UserFact::Activated],
+                UserStatus::Active
+                    if confirmed && u.pending_email.as_deref() == Some(email.as_str()) =>
+                {
                     vec![UserFact::EmailChanged {
                         old: u.email.clone(),
                         new: email,
@@ -341,11 +463,17 @@ fn decide_command(
         UserCommand::EmailTaken { email, .. } => {
             let email = normalize_email(email);
             let Some(u) = state else { return Ok(vec![]) };
+            let confirmed = u.confirmation.is_none();
+            // Told only now, to whoever confirmed: the address's own reader.
             Ok(match u.status {
-                UserStatus::Pending if u.email == email => vec![UserFact::SignUpRejected {
-                    reason: EMAIL_IN_USE.into(),
-                }],
-                UserStatus::Active if u.pending_email.as_deref() == Some(email.as_str()) => {
+                UserStatus::Pending if confirmed && u.email == email => {
+                    vec![UserFact::SignUpRejected {
+                        reason: EMAIL_IN_USE.into(),
+                    }]
+                }
+                UserStatus::Active
+                    if confirmed && u.pending_email.as_deref() == Some(email.as_str()) =>
+                {
                     vec![UserFact::EmailChangeRejected {
                         email,
                         reason: EMAIL_IN_USE.into(),
@@ -358,6 +486,7 @@ fn decide_command(
             nickname,
             email,
             password_hash,
+            confirmation_code,
             ..
         } => {
             let u = active(state)?;
@@ -387,7 +516,13 @@ fn decide_command(
             }
             if let Some(e) = email {
                 if e != u.email && u.pending_email.as_ref() != Some(&e) {
-                    facts.push(UserFact::EmailChangeRequested { email: e });
+                    let code = confirmation_code.clone().unwrap_or_default();
+                    non_empty("confirmation code", &code)?;
+                    facts.push(UserFact::EmailChangeRequested {
+                        email: e,
+                        confirmation_code: code,
+                        confirm_by: now.saturating_add(CONFIRMATION_TTL_MS),
+                    });
                 }
             }
             Ok(facts)
@@ -428,7 +563,7 @@ fn active(state: Option<&UserState>) -> Result<&UserState, Rejection> {
     match state {
         Some(u) if u.status == UserStatus::Active => Ok(u),
         Some(u) if u.status == UserStatus::Pending => Err(Rejection::transition(
-            "the sign-up is still waiting for its e-mail check",
+            "the sign-up is still waiting for its e-mail confirmation",
         )),
         _ => Err(Rejection::not_found("no such user")),
     }
@@ -459,6 +594,8 @@ fn bootstrap_master(
                 email,
                 password_hash: password_hash.to_string(),
                 role: Role::Master,
+                confirmation_code: String::new(),
+                confirm_by: 0,
             },
             UserFact::Activated,
         ]),
@@ -469,6 +606,7 @@ impl UserState {
     fn apply(&mut self, fact: &UserFact) {
         match fact {
             UserFact::SignedUp { .. } | UserFact::StaleEmailReleased { .. } => {}
+            UserFact::EmailConfirmed => self.confirmation = None,
             UserFact::Activated => self.status = UserStatus::Active,
             UserFact::SignUpRejected { reason } => {
                 self.status = UserStatus::Rejected;
@@ -486,8 +624,16 @@ impl UserState {
                     self.token_version += 1;
                 }
             }
-            UserFact::EmailChangeRequested { email } => {
+            UserFact::EmailChangeRequested {
+                email,
+                confirmation_code,
+                confirm_by,
+            } => {
                 self.pending_email = Some(email.clone());
+                self.confirmation = Some(Confirmation {
+                    code: confirmation_code.clone(),
+                    expires_at: *confirm_by,
+                });
                 self.refused = None;
             }
             UserFact::EmailChanged { new, .. } => {
@@ -501,6 +647,7 @@ impl UserState {
             UserFact::Deleted => {
                 self.status = UserStatus::Deleted;
                 self.pending_email = None;
+                self.confirmation = None;
                 self.token_version += 1;
             }
             UserFact::RoleChanged { role } => {
@@ -521,6 +668,7 @@ impl UserState {
             password_hash: self.password_hash.clone(),
             role: self.role,
             status: self.status,
+            confirm_by: confirm_by(self),
             rejection: meta.rejection.clone().or_else(|| self.refused.clone()),
             updated_at: meta.updated_at,
             version: meta.version,
@@ -543,7 +691,27 @@ mod tests {
             email: email.into(),
             password_hash: "$argon2id$x".into(),
             role,
+            confirmation_code: format!("code-{user_id}"),
         }
+    }
+    fn confirm_as(username: &str, code: &str) -> UserCommand {
+        UserCommand::ConfirmEmail {
+            username: username.into(),
+            code: code.into(),
+        }
+    }
+    fn confirm(code: &str) -> UserCommand {
+        confirm_as("ann1", code)
+    }
+    fn mail(email: &str, code: &str, sign_up: bool) -> UserEffect {
+        UserEffect::Notify(UserEvent::ConfirmationRequested {
+            username: "ann1".into(),
+            user_id: "id-1".into(),
+            email: email.into(),
+            code: code.into(),
+            sign_up,
+            expires_at: CONFIRMATION_TTL_MS,
+        })
     }
     fn claimed(email: &str) -> UserCommand {
         UserCommand::EmailClaimed {
@@ -563,6 +731,7 @@ mod tests {
             nickname: nickname.map(String::from),
             email: email.map(String::from),
             password_hash: None,
+            confirmation_code: email.map(|_| "code-new".into()),
         }
     }
     fn change_role(role: Role, by: &str) -> UserCommand {
@@ -639,19 +808,38 @@ mod tests {
     fn active_ann() -> Option<UserState> {
         let mut s = None;
         step(&mut s, sign_up("Ann1", "Ann@Example.com", Role::User), None);
+        step(&mut s, confirm("code-id-1"), None);
         step(&mut s, claimed("ann@example.com"), None);
         s
     }
 
     #[test]
-    fn sign_up_waits_for_the_email_registry() {
+    fn sign_up_mails_a_code_and_claims_the_address_only_once_confirmed() {
         let mut s = None;
         let out = step(
             &mut s,
             sign_up(" Ann1 ", "Ann@Example.com", Role::User),
             None,
         );
-        assert_eq!(out, vec![claim("ann@example.com")]);
+        // Nothing goes to the registry yet, so nothing about the address can come back to the
+        // signer: whether it is in use or not, a sign-up ends the same way here.
+        assert_eq!(out, vec![mail("ann@example.com", "code-id-1", true)]);
+        assert_eq!(
+            s.as_ref().unwrap().to_view(&ViewMeta::default()).confirm_by,
+            Some(CONFIRMATION_TTL_MS)
+        );
+        assert_eq!(code(&s, confirm("guess"), None), "INVALID");
+        assert!(
+            !decide(s.as_ref(), &claimed("ann@example.com"), None)
+                .unwrap()
+                .contains(&UserFact::Activated),
+            "an unconfirmed address is not the registry's to grant"
+        );
+        assert_eq!(
+            step(&mut s, confirm("code-id-1"), None),
+            vec![claim("ann@example.com")]
+        );
+        assert_eq!(step(&mut s, confirm("code-id-1"), None), vec![], "a repeat");
         let u = s.clone().unwrap();
         assert_eq!(
             (u.username.as_str(), u.status),
@@ -686,13 +874,14 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_email_rejects_the_sign_up_and_frees_the_name() {
+    fn a_taken_email_rejects_the_confirmed_sign_up_and_frees_the_name() {
         let mut s = None;
         step(
             &mut s,
             sign_up("ann1", "ann@example.com", Role::VendorManager),
             None,
         );
+        step(&mut s, confirm("code-id-1"), None);
         step(&mut s, taken("ann@example.com"), None);
         let u = s.clone().unwrap();
         assert_eq!(u.status, UserStatus::Rejected);
@@ -703,8 +892,34 @@ mod tests {
             sign_up("ann1", "other@example.com", Role::User),
             None,
         );
-        assert_eq!(out, vec![claim("other@example.com")]);
+        assert_eq!(out, vec![mail("other@example.com", "code-id-1", true)]);
         assert_eq!(s.unwrap().status, UserStatus::Pending);
+    }
+
+    #[test]
+    fn an_unconfirmed_sign_up_holds_its_name_until_its_code_expires() {
+        let at = |s: &Option<UserState>, cmd: UserCommand, now: Millis| {
+            User.decide(s, &command(cmd, None), now)
+        };
+        let mut s = None;
+        step(&mut s, sign_up("ann1", "ann@example.com", Role::User), None);
+        let late = CONFIRMATION_TTL_MS + 1;
+        let other = sign_up_as("ann1", "id-2", "z@example.com", Role::User);
+        assert_eq!(
+            at(&s, other.clone(), CONFIRMATION_TTL_MS)
+                .unwrap_err()
+                .code(),
+            "CONFLICT"
+        );
+        assert_eq!(
+            at(&s, confirm("code-id-1"), late).unwrap_err().code(),
+            "INVALID_TRANSITION"
+        );
+        let facts = at(&s, other, late).unwrap();
+        assert!(matches!(&facts[..], [UserFact::SignedUp { user_id, .. }] if user_id == "id-2"));
+        let u = s.unwrap();
+        assert!(holds_name(u.status, confirm_by(&u), CONFIRMATION_TTL_MS));
+        assert!(!holds_name(u.status, confirm_by(&u), late));
     }
 
     #[test]
@@ -738,6 +953,7 @@ mod tests {
             email: "a@b.co".into(),
             password_hash: "h".into(),
             role: Role::User,
+            confirmation_code: "c".into(),
         };
         assert_eq!(code(&none, no_nick, None), "INVALID");
         let mut hidden = sign_up("ann1", "a@b.co", Role::User);
@@ -756,7 +972,17 @@ mod tests {
             email: "a@b.co".into(),
             password_hash: "".into(),
             role: Role::User,
+            confirmation_code: "c".into(),
         };
+        assert_eq!(code(&none, no_hash, None), "INVALID");
+        let mut no_code = sign_up("ann1", "a@b.co", Role::User);
+        if let UserCommand::SignUp {
+            confirmation_code, ..
+        } = &mut no_code
+        {
+            confirmation_code.clear();
+        }
+        let no_hash = no_code;
         assert_eq!(code(&none, no_hash, None), "INVALID");
     }
 
@@ -782,6 +1008,7 @@ mod tests {
             sign_up_as("bob1", "id-1", "b@b.co", Role::User),
             None,
         );
+        step(&mut s, confirm_as("bob1", "code-id-1"), None);
         step(
             &mut s,
             UserCommand::EmailTaken {
@@ -817,6 +1044,7 @@ mod tests {
                     nickname: None,
                     email: None,
                     password_hash: Some("$argon2id$new".into()),
+                    confirmation_code: None,
                 },
                 None,
             ),
@@ -856,6 +1084,7 @@ mod tests {
                 nickname: Some("Annie".into()),
                 email: None,
                 password_hash: None,
+                confirmation_code: None,
             },
             None,
         );
@@ -879,11 +1108,24 @@ mod tests {
         assert_eq!(code(&s, update(None, Some("nope")), None), "INVALID");
 
         let out = step(&mut s, update(None, Some("new@example.com")), None);
-        assert_eq!(out, vec![claim("new@example.com")]);
+        assert_eq!(out, vec![mail("new@example.com", "code-new", false)]);
         let u = s.clone().unwrap();
         assert_eq!(
             (u.email.as_str(), u.pending_email.as_deref()),
             ("ann@example.com", Some("new@example.com"))
+        );
+        let mut no_code = update(None, Some("new2@example.com"));
+        if let UserCommand::UpdateProfile {
+            confirmation_code, ..
+        } = &mut no_code
+        {
+            *confirmation_code = None;
+        }
+        assert_eq!(code(&s, no_code, None), "INVALID");
+        assert_eq!(code(&s, confirm("code-id-1"), None), "INVALID");
+        assert_eq!(
+            step(&mut s, confirm("code-new"), None),
+            vec![claim("new@example.com")]
         );
         let out = step(&mut s, claimed("new@example.com"), None);
         assert_eq!(out, vec![release("ann@example.com")]);
@@ -894,6 +1136,7 @@ mod tests {
         );
 
         step(&mut s, update(None, Some("x@example.com")), None);
+        step(&mut s, confirm("code-new"), None);
         assert_eq!(step(&mut s, taken("x@example.com"), None), vec![]);
         let u = s.clone().unwrap();
         assert_eq!(
@@ -916,6 +1159,7 @@ mod tests {
             nickname: None,
             email: None,
             password_hash: Some("$new".into()),
+            confirmation_code: None,
         };
         let mut s = active_ann();
         step(&mut s, pass, None);
@@ -946,8 +1190,17 @@ mod tests {
 
     #[test]
     fn delete_releases_the_addresses() {
+        // An unconfirmed new address never went to the registry: nothing to give back.
         let mut s = active_ann();
         step(&mut s, update(None, Some("new@example.com")), None);
+        assert_eq!(
+            step(&mut s, delete(), None),
+            vec![release("ann@example.com")]
+        );
+
+        let mut s = active_ann();
+        step(&mut s, update(None, Some("new@example.com")), None);
+        step(&mut s, confirm("code-new"), None);
         let out = step(&mut s, delete(), None);
         assert_eq!(
             out,
@@ -1063,12 +1316,19 @@ mod tests {
     fn effects_become_claims_and_state_round_trips() {
         assert_eq!(
             claim("a@b.co").to_claim("ann1"),
-            EmailClaim::Claim {
-                email: "a@b.co".into(),
-                username: "ann1".into()
-            }
+            Some((
+                "a@b.co".into(),
+                EmailClaim::Claim {
+                    email: "a@b.co".into(),
+                    username: "ann1".into()
+                }
+            ))
         );
-        assert_eq!(release("a@b.co").email(), "a@b.co");
+        assert_eq!(
+            release("a@b.co").to_claim("ann1").map(|(key, _)| key),
+            Some("a@b.co".into())
+        );
+        assert_eq!(mail("a@b.co", "c", true).to_claim("ann1"), None);
         let u = active_ann().unwrap();
         let json = serde_json::to_string(&u).unwrap();
         assert!(!json.contains("pending_email"));

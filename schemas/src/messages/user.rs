@@ -28,12 +28,26 @@ pub enum UserCommand {
         /// argon2 PHC string; the plain password never reaches Kafka.
         password_hash: String,
         role: Role,
+        /// The secret mailed to `email` (minted by the gateway): the account becomes ACTIVE only
+        /// once it comes back in `ConfirmEmail`, so nobody signs up with an address they cannot
+        /// read, and nobody learns from a sign-up whether an address is in use.
+        confirmation_code: String,
     },
     UpdateProfile {
         username: String,
         nickname: Option<String>,
+        /// A new address: it replaces the old one once confirmed with the code mailed to it.
         email: Option<String>,
         password_hash: Option<String>,
+        /// The secret mailed to the new `email` (with `email` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmation_code: Option<String>,
+    },
+    /// The code mailed to a new address came back: the sign-up, or the change to that address,
+    /// goes on to the e-mail registry.
+    ConfirmEmail {
+        username: String,
+        code: String,
     },
     DeleteUser {
         username: String,
@@ -64,6 +78,7 @@ message_type!(UserCommand {
     DeleteUser,
     ChangeRole,
     RevokeTokens,
+    ConfirmEmail,
     EmailClaimed,
     EmailTaken
 });
@@ -77,10 +92,31 @@ pub enum EmailClaim {
 }
 message_type!(EmailClaim { Claim, Release });
 
+/// Topic `user-events`, key: username. What the notification app mails about an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum UserEvent {
+    /// A sign-up or an e-mail change waits for `code` to come back from `email`'s reader before
+    /// `expires_at`. The code is a secret: this topic keeps records one day, and no view holds it.
+    ConfirmationRequested {
+        username: String,
+        user_id: String,
+        email: String,
+        code: String,
+        /// Whether a sign-up (else a change of address) is being confirmed.
+        sign_up: bool,
+        expires_at: Millis,
+    },
+}
+message_type!(UserEvent {
+    ConfirmationRequested
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserStatus {
-    /// Waiting for the e-mail registry to confirm the address is free.
+    /// Waiting for the address to be confirmed (the code mailed to it) and then granted by the
+    /// e-mail registry.
     Pending,
     Active,
     Rejected,
@@ -103,6 +139,9 @@ pub struct UserView {
     pub password_hash: String,
     pub role: Role,
     pub status: UserStatus,
+    /// Until when a PENDING sign-up can be confirmed; past it, the name is free again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_by: Option<Millis>,
     /// Why the last command on this user was rejected, if it was.
     pub rejection: Option<String>,
     pub updated_at: Millis,
