@@ -251,9 +251,13 @@ impl FromRequestParts<AppState> for AuthUser {
         let claims = state.jwt.verify(token)?;
         // The account's current view, even while the sink lags: identity changes rarely, and
         // a revocation is seen as soon as the sink has written it.
-        let user = state.views.get::<UserView>(&claims.sub).await?;
+        // Both reads at once: the Redis connection is multiplexed, so they share one round trip.
+        let (user, revoked) = tokio::try_join!(
+            state.views.get::<UserView>(&claims.sub),
+            crate::sessions::is_revoked(&state.views, &claims)
+        )?;
         still_valid(&claims, user.as_ref()).map_err(ApiError::unauthorized)?;
-        if crate::sessions::is_revoked(&state.views, &claims).await? {
+        if revoked {
             return Err(ApiError::unauthorized("signed out; sign in again"));
         }
         Ok(AuthUser {
