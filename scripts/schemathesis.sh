@@ -63,6 +63,7 @@ if [ -z "$url" ]; then
   export PICKPLE_LIMIT_SIGN_IN_CLIENT=${PICKPLE_LIMIT_SIGN_IN_CLIENT:-60000/10000}
   export PICKPLE_LIMIT_SIGN_UP_CLIENT=${PICKPLE_LIMIT_SIGN_UP_CLIENT:-60000/10000}
   export PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT=${PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT:-60000/10000}
+  export PICKPLE_LIMIT_CONFIRM_CLIENT=${PICKPLE_LIMIT_CONFIRM_CLIENT:-60000/10000}
   export PICKPLE_LIMIT_SIGN_IN_ACCOUNT=${PICKPLE_LIMIT_SIGN_IN_ACCOUNT:-60000/10000}
   export PICKPLE_LIMIT_PLACE_USER=${PICKPLE_LIMIT_PLACE_USER:-60000/10000}
   stop_shop() {
@@ -83,16 +84,27 @@ fi
 out=$run/schemathesis
 mkdir -p "$out"
 
+# The SMTP sink's maildir (scripts/services.sh), where the shop's notification app delivers the
+# sign-ups' confirmation codes: the callers read theirs there.
+maildir=${PICKPLE_MAILDIR:-${PICKPLE_WORK:-$root/.work}/mail}
+[ -d "$maildir/new" ] || die "no maildir at $maildir (the SMTP sink's; set PICKPLE_MAILDIR)"
+
 # Callers, through the API: sign up (the status link of the 202's location carries the signer's
-# token), wait until ACTIVE, sign in. The VENDOR_MANAGER creates a vendor and a product, so the
-# operations on a vendor's things have one to work on. Prints shell assignments.
+# token), confirm the address with the code mailed to it, wait until ACTIVE, sign in. The
+# VENDOR_MANAGER creates a vendor and a product, so the operations on a vendor's things have one
+# to work on. Prints shell assignments.
 log "schemathesis: callers on $url"
-eval "$(MASTER_PASSWORD=$(cat "$password_file") "$venv/bin/python" - "$url" <<'PY'
-import os, secrets, shlex, sys, time
+eval "$(MASTER_PASSWORD=$(cat "$password_file") MAILDIR=$maildir "$venv/bin/python" - "$url" <<'PY'
+import email, email.utils, os, re, secrets, shlex, sys, time
 import requests
 
 base = sys.argv[1] + "/api/v1"
 s = requests.Session()
+maildir = os.environ["MAILDIR"]
+# How long a mailed code works (processors/domain/src/user.rs): its mail's Message-ID,
+# <{user_id}.confirm-{expires_at}@pickple.local>, says until when.
+CONFIRMATION_TTL_MS = 24 * 3600 * 1000
+skipped = set()  # mail files that are no confirmation to a caller of this run
 
 def call(method, path, expect, **kw):
     for _ in range(50):
@@ -109,12 +121,67 @@ def sign_in(username, password):
     r = call("POST", "/auth/sign-in", 200, json={"username": username, "password": password})
     return r.json()["access_token"]
 
+def mailed_code(address, sent_at_ms):
+    """The code of the confirmation mail to `address`, once the notification app has sent it
+    (older mails to the address, whose codes expire before this sign-up's, are not ours)."""
+    not_before = sent_at_ms + CONFIRMATION_TTL_MS - 60_000
+    needle = address.lower().encode()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        found = []
+        for sub in ("new", "cur"):
+            folder = os.path.join(maildir, sub)
+            for name in os.listdir(folder):
+                key = name.split(":")[0]
+                if key in skipped:
+                    continue
+                try:
+                    with open(os.path.join(folder, name), "rb") as f:
+                        data = f.read()
+                except FileNotFoundError:  # moved to cur/ meanwhile
+                    continue
+                if needle not in data.lower():
+                    skipped.add(key)
+                    continue
+                msg = email.message_from_bytes(data)
+                ids = re.fullmatch(r"\s*<?[^@<>]*\.confirm-(\d+)@[^>]*>?\s*", msg.get("Message-ID", ""))
+                if email.utils.parseaddr(msg.get("To", ""))[1].lower() != address.lower() or not ids:
+                    skipped.add(key)
+                    continue
+                # Quoted-printable (a soft line break cuts the code's long line) or plain.
+                body = msg.get_payload(decode=True).decode("utf-8", "replace")
+                code = re.search(r"Confirmation code:\s*([0-9a-fA-F]+)", body)
+                if code and int(ids.group(1)) >= not_before:
+                    found.append((int(ids.group(1)), code.group(1)))
+        if found:
+            return max(found)[1]
+        time.sleep(0.25)
+    sys.exit(f"no confirmation mail to {address} in {maildir} within 60 s (is the notification app running?)")
+
+def confirm(username, code):
+    # The mail can come before the views sink has written the user's view: 404 until then.
+    for _ in range(150):
+        r = s.post(base + "/auth/confirm-email", json={"username": username, "code": code}, timeout=40)
+        if r.status_code == 429:
+            time.sleep(float(r.headers.get("retry-after", "1")))
+        elif r.status_code == 404:
+            time.sleep(0.2)
+        elif r.status_code == 202:
+            return
+        else:
+            sys.exit(f"POST /auth/confirm-email for {username}: {r.status_code} {r.text}")
+    sys.exit(f"POST /auth/confirm-email for {username}: never accepted")
+
 def sign_up(role):
     username = "st" + secrets.token_hex(4)
     password = secrets.token_urlsafe(12)
+    address = f"{username}@example.com"
+    sent_at_ms = int(time.time() * 1000)
     r = call("POST", "/auth/sign-up", 202, json={"username": username, "nickname": "fuzz " + role.lower(),
-             "email": f"{username}@example.com", "password": password, "role": role})
+             "email": address, "password": password, "role": role})
     location = r.headers["location"]
+    # PENDING until the code mailed to the address comes back.
+    confirm(username, mailed_code(address, sent_at_ms))
     for _ in range(30):
         v = call("GET", location.removeprefix("/api/v1") + "&wait=10&status=ACTIVE", 200).json()
         if v["status"] == "ACTIVE":

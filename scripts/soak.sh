@@ -25,11 +25,13 @@ export PICKPLE_METRICS_BASE_PORT=${PICKPLE_SOAK_METRICS_BASE_PORT:-19101}
 # final and the expiry path is exercised.
 export PICKPLE_PAYMENT_TIMEOUT_MS=${PICKPLE_PAYMENT_TIMEOUT_MS:-30000}
 # Every simulated client connects from 127.0.0.1: the per-address limits, made for one client
-# each, are raised so that dozens of buyers can sign up and in from it. The per-account and
+# each, are raised so that dozens of buyers can sign up, confirm their addresses and sign in
+# from it. The per-account and
 # per-user limits stay as they are.
 export PICKPLE_LIMIT_SIGN_IN_CLIENT=${PICKPLE_LIMIT_SIGN_IN_CLIENT:-6000/1000}
 export PICKPLE_LIMIT_SIGN_UP_CLIENT=${PICKPLE_LIMIT_SIGN_UP_CLIENT:-6000/1000}
 export PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT=${PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT:-60000/10000}
+export PICKPLE_LIMIT_CONFIRM_CLIENT=${PICKPLE_LIMIT_CONFIRM_CLIENT:-60000/10000}
 
 stop_shop() {
   PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true

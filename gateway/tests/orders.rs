@@ -621,6 +621,12 @@ async fn every_command_honours_an_idempotency_key() {
             mia.clone(),
             json!({"quantity": 5}),
         ),
+        (
+            // Not signed in: the key is scoped to the account the code is for.
+            "/api/v1/auth/confirm-email",
+            String::new(),
+            json!({"username": "alice", "code": "c0ffee"}),
+        ),
     ] {
         let (s, first) = send(path, token.clone(), "k-1", body.clone()).await;
         assert_eq!(s, 202, "{path}: {first}");
@@ -634,6 +640,8 @@ async fn every_command_honours_an_idempotency_key() {
             *q = json!(6);
         } else if let Some(r) = other.get_mut("reason") {
             *r = json!("other");
+        } else if let Some(c) = other.get_mut("code") {
+            *c = json!("beef");
         } else {
             other["payment_token"] = json!("other");
         }
@@ -657,4 +665,5 @@ async fn every_command_honours_an_idempotency_key() {
         1,
         "stock added once"
     );
+    assert_eq!(count(topic::USER_COMMANDS, "ConfirmEmail"), 1);
 }

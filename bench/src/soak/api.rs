@@ -5,8 +5,12 @@
 //! wait that ends without the change is a 200 with the current view and `Pickple-Wait: timeout`
 //! ([`Reply::wait_timed_out`]), polled again.
 //!
+//! A sign-up is confirmed the way a person would: the code mailed to its address is read from
+//! the SMTP sink's maildir and sent back.
+//!
 //! Every attempt's answer is counted in [`HttpStats`](crate::stats::HttpStats).
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,6 +18,9 @@ use rand::Rng;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::ledger::Ledger;
+use crate::maildir::Watch;
+use crate::setup::epoch_ms;
 use crate::stats::Stats;
 
 const API: &str = "/api/v1";
@@ -62,6 +69,8 @@ pub struct Api {
     timeout: Duration,
     pub poll_wait: u64,
     pub visible_timeout: Duration,
+    /// Where sign-ups find their confirmation mails, and how long they wait for one.
+    mail: Option<(Watch, Duration)>,
 }
 
 pub fn status_of(v: &Value) -> &str {
@@ -100,7 +109,15 @@ impl Api {
             timeout,
             poll_wait: poll_wait.clamp(1, 30),
             visible_timeout,
+            mail: None,
         })
+    }
+
+    /// Sign-ups read their confirmation codes from the maildir `dir`, waiting up to `timeout`
+    /// for each mail.
+    pub fn with_mail(mut self, dir: &Path, timeout: Duration) -> Api {
+        self.mail = Some((Watch::new(dir), timeout));
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -362,42 +379,112 @@ impl Api {
         }))
     }
 
-    /// Sign up (as USER), wait until ACTIVE, sign in.
+    /// Sign up (as USER), confirm the address with the code mailed to it, wait until ACTIVE,
+    /// sign in. The ledger records the sign-up and how its confirmation went.
     pub async fn sign_up_and_in(
         &self,
         username: &str,
         password: &str,
+        ledger: &Ledger,
     ) -> Result<Arc<Session>, String> {
+        let Some((mail, mail_timeout)) = &self.mail else {
+            return Err(format!(
+                "sign-up of {username}: no maildir to read its code from"
+            ));
+        };
+        let email = format!("{username}@soak.example.com");
         let body = json!({
-            "username": username, "nickname": username,
-            "email": format!("{username}@soak.example.com"), "password": password,
+            "username": username, "nickname": username, "email": email, "password": password,
         });
+        let sent_at = epoch_ms();
+        let idx = ledger.sign_up(username, &email, sent_at);
         let r = self
             .call(Method::POST, "/auth/sign-up", None, Some(&body), None)
             .await?;
         // A 409 after a retry: the first attempt got through, but its answer (with the status
-        // link) was lost; sign-in tells whether the account is active.
-        if r.status == 409 && r.attempts > 1 {
-            return self.sign_in(username, password).await;
+        // link) was lost. A 202 after a retry has a link of its own, but of a sign-up the users
+        // processor may refuse for the earlier attempt's (same name): only the first attempt's
+        // link is followed. Either way the mail has the code.
+        let own_link = match r.status {
+            202 => {
+                let location = r.body["location"]
+                    .as_str()
+                    .ok_or_else(|| format!("sign-up of {username}: no location in {}", r.body))?;
+                (r.attempts == 1)
+                    .then(|| location.strip_prefix(API).unwrap_or(location).to_string())
+            }
+            409 if r.attempts > 1 => None,
+            _ => return Err(format!("sign-up of {username}: {}", r.describe())),
+        };
+        ledger.update_sign_up(idx, |s| s.accepted = true);
+        let found = mail
+            .confirmation(&email, sent_at, *mail_timeout)
+            .await
+            .map_err(|e| format!("sign-up of {username}: {e}"))?;
+        ledger.update_sign_up(idx, |s| s.mail_id = Some(found.message_id.clone()));
+        if let Some(link) = &own_link {
+            // Not ACTIVE yet, whatever the mail says: only the code makes it so.
+            let status = self
+                .view(link, None)
+                .await?
+                .map(|v| status_of(&v).to_string());
+            ledger.update_sign_up(idx, |s| s.status_before_confirm = status);
         }
-        if r.status != 202 {
-            return Err(format!("sign-up of {username}: {}", r.describe()));
+        ledger.update_sign_up(idx, |s| s.code_sent = true);
+        self.confirm(username, &found.code).await?;
+        ledger.update_sign_up(idx, |s| s.confirmed = true);
+        match own_link {
+            Some(link) => {
+                let v = self.wait_status(&link, None, "ACTIVE").await?;
+                if status_of(&v) != "ACTIVE" {
+                    return Err(format!("sign-up of {username} ended {v}"));
+                }
+                self.sign_in(username, password).await
+            }
+            None => self.sign_in_once_active(username, password).await,
         }
-        // The signer's own status link: it carries the sign-up's token.
-        let location = r.body["location"]
-            .as_str()
-            .ok_or_else(|| format!("sign-up of {username}: no location in {}", r.body))?;
-        let v = self
-            .wait_status(
-                location.strip_prefix(API).unwrap_or(location),
-                None,
-                "ACTIVE",
-            )
-            .await?;
-        if status_of(&v) != "ACTIVE" {
-            return Err(format!("sign-up of {username} ended {v}"));
+    }
+
+    /// Send back a sign-up's code. The mail can come before the users' view is in Redis (404:
+    /// tried again); a rate limit (429) is waited out as `Retry-After` says. Bounded by
+    /// `visible_timeout`.
+    async fn confirm(&self, username: &str, code: &str) -> Result<(), String> {
+        let body = json!({"username": username, "code": code});
+        let deadline = Instant::now() + self.visible_timeout;
+        loop {
+            let r = self
+                .call(Method::POST, "/auth/confirm-email", None, Some(&body), None)
+                .await?;
+            match r.status {
+                202 => return Ok(()),
+                404 | 429 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                _ => return Err(format!("confirmation of {username}: {}", r.describe())),
+            }
         }
-        self.sign_in(username, password).await
+    }
+
+    /// Sign in as soon as the account is ACTIVE (a sign-up without its status link). Bounded by
+    /// `visible_timeout`.
+    async fn sign_in_once_active(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Arc<Session>, String> {
+        let deadline = Instant::now() + self.visible_timeout;
+        loop {
+            match self.sign_in(username, password).await {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "{e} (not ACTIVE {:?} after its confirmation)",
+                        self.visible_timeout
+                    ))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
     }
 }
 

@@ -147,6 +147,10 @@ pub struct Cli {
     /// The SMTP sink's maildir (default: `mail/` in --services-work).
     #[arg(long)]
     pub maildir: Option<PathBuf>,
+    /// Longest wait for a sign-up's confirmation mail in the maildir (seconds): the account is
+    /// ACTIVE only once the mailed code is sent back.
+    #[arg(long, default_value_t = 60)]
+    pub confirm_mail_timeout: u64,
     /// HTTP attempts per request (retries after timeouts, 5xx and connection errors).
     #[arg(long, default_value_t = 8)]
     pub retries: u32,

@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::Action;
-use crate::ledger::{KeyUse, SaleRec};
+use crate::ledger::{KeyUse, SaleRec, SignUpRec};
+use crate::maildir::{Confirmation, CONFIRMATION_TTL_MS};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
@@ -622,6 +623,94 @@ pub fn mails(
     ]
 }
 
+/// The confirmation mails of a sign-up sent at `sent_at_ms` to `email`, as Message-ID -> copies
+/// (older mails to the address, whose codes expire before this sign-up's, are another run's).
+pub fn confirmations_of<'a>(
+    email: &str,
+    sent_at_ms: i64,
+    mails: &'a [Confirmation],
+) -> BTreeMap<&'a str, u32> {
+    // The code expires a TTL after the users processor took the sign-up, which is after it was
+    // sent (a minute of slack for clocks).
+    let not_before = sent_at_ms + CONFIRMATION_TTL_MS - 60_000;
+    let mut out = BTreeMap::new();
+    for m in mails
+        .iter()
+        .filter(|m| m.to.eq_ignore_ascii_case(email) && m.expires_at >= not_before)
+    {
+        *out.entry(m.message_id.as_str()).or_default() += 1;
+    }
+    out
+}
+
+/// Every sign-up the shop took got its confirmation mail: one code (copies with the same
+/// Message-ID are allowed: at least once), and no account became ACTIVE before the driver sent
+/// that code back. `statuses`: each account's status in the views at the end.
+pub fn sign_ups(
+    sign_ups: &[SignUpRec],
+    statuses: &HashMap<String, String>,
+    mails: &[Confirmation],
+) -> Vec<Row> {
+    let (mut missing, mut several, mut active_early) = (vec![], vec![], vec![]);
+    let (mut accepted, mut copies, mut active) = (0, 0, 0);
+    for s in sign_ups {
+        if s.accepted {
+            accepted += 1;
+            let ids = confirmations_of(&s.email, s.sent_at_ms, mails);
+            match ids.len() {
+                0 => missing.push(format!("{} ({})", s.username, s.email)),
+                1 => copies += ids.values().map(|n| u64::from(n - 1)).sum::<u64>(),
+                n => several.push(format!("{}: {n} codes", s.username)),
+            }
+        }
+        let status = statuses.get(&s.username).map(String::as_str);
+        if status == Some("ACTIVE") {
+            active += 1;
+        }
+        if s.status_before_confirm.as_deref() == Some("ACTIVE") {
+            active_early.push(format!("{}: ACTIVE before its code was sent", s.username));
+        } else if !s.code_sent && status == Some("ACTIVE") {
+            active_early.push(format!("{}: ACTIVE, its code never sent", s.username));
+        }
+    }
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("{} missing: {}", missing.len(), examples(&missing)));
+    }
+    if !several.is_empty() {
+        problems.push(format!(
+            "{} with more than one code: {}",
+            several.len(),
+            examples(&several)
+        ));
+    }
+    vec![
+        row(
+            "confirmation mail per sign-up",
+            format!("{accepted} mails, one code each (copies of one allowed)"),
+            if problems.is_empty() {
+                format!("{accepted} present, {copies} extra copies")
+            } else {
+                problems.join("; ")
+            },
+            problems.is_empty(),
+        ),
+        row(
+            "ACTIVE only once confirmed",
+            "no account ACTIVE before the driver sent its mailed code",
+            if active_early.is_empty() {
+                format!(
+                    "{active} of {} sign-ups ACTIVE, each after its code",
+                    sign_ups.len()
+                )
+            } else {
+                format!("{} not: {}", active_early.len(), examples(&active_early))
+            },
+            active_early.is_empty(),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -939,6 +1028,73 @@ mod tests {
                 "confirmation mail per paid order",
                 "delivery mails per shipped order"
             ]
+        );
+    }
+
+    #[test]
+    fn sign_ups_are_confirmed_by_their_mail() {
+        let day = CONFIRMATION_TTL_MS;
+        let rec = |user: &str, confirmed: bool| SignUpRec {
+            username: user.into(),
+            email: format!("{user}@soak.example.com"),
+            sent_at_ms: 1_000,
+            accepted: true,
+            mail_id: None,
+            status_before_confirm: confirmed.then(|| "PENDING".into()),
+            code_sent: confirmed,
+            confirmed,
+        };
+        let mail = |user: &str, expires_at: i64| Confirmation {
+            message_id: format!("id-{user}.confirm-{expires_at}@pickple.local"),
+            to: format!("{user}@soak.example.com"),
+            code: "c0de".into(),
+            expires_at,
+        };
+        let recs = vec![rec("ann", true), rec("bob", true), rec("cid", false)];
+        let statuses: HashMap<String, String> =
+            [("ann", "ACTIVE"), ("bob", "ACTIVE"), ("cid", "PENDING")]
+                .into_iter()
+                .map(|(u, s)| (u.to_string(), s.to_string()))
+                .collect();
+        // Copies of one mail are at-least-once delivery; another run's mail to the same address
+        // (its code expired before this sign-up's) is not ours.
+        let mut sent = vec![
+            mail("ann", 1_500 + day),
+            mail("ann", 1_500 + day),
+            mail("bob", 2_000 + day),
+            mail("cid", 1_200 + day),
+            mail("cid", 5),
+        ];
+        let rows = sign_ups(&recs, &statuses, &sent);
+        assert!(failing(&rows).is_empty(), "{rows:#?}");
+        assert_eq!(rows[0].actual, "3 present, 1 extra copies");
+        // Order mails do not mind confirmation mails in the maildir.
+        let counts: HashMap<String, u32> = sent.iter().map(|m| (m.message_id.clone(), 2)).collect();
+        assert!(failing(&mails(&[order("o1", "u", "CANCELLED", &[])], &counts, 0, 0)).is_empty());
+        // A mail missing, and a second code for one address.
+        sent.retain(|m| !m.to.starts_with("bob"));
+        sent.push(mail("ann", 3_000 + day));
+        assert_eq!(
+            failing(&sign_ups(&recs, &statuses, &sent)),
+            vec!["confirmation mail per sign-up"]
+        );
+        // ACTIVE though the driver never sent the code, or before it did.
+        let mut unconfirmed = statuses.clone();
+        unconfirmed.insert("cid".into(), "ACTIVE".into());
+        let sent = vec![
+            mail("ann", 1_500 + day),
+            mail("bob", 2_000 + day),
+            mail("cid", 1_200 + day),
+        ];
+        assert_eq!(
+            failing(&sign_ups(&recs, &unconfirmed, &sent)),
+            vec!["ACTIVE only once confirmed"]
+        );
+        let mut early = recs.clone();
+        early[0].status_before_confirm = Some("ACTIVE".into());
+        assert_eq!(
+            failing(&sign_ups(&early, &statuses, &sent)),
+            vec!["ACTIVE only once confirmed"]
         );
     }
 

@@ -57,6 +57,27 @@ pub struct SaleRec {
     pub per_user_limit: u64,
 }
 
+/// One sign-up the driver made, and how its confirmation went.
+#[derive(Debug, Clone, Default)]
+pub struct SignUpRec {
+    pub username: String,
+    /// As the driver gave it (the shop lower-cases it).
+    pub email: String,
+    /// When the driver sent it (ms since the epoch).
+    pub sent_at_ms: i64,
+    /// Answered 202 (or 409 after a retry: an earlier attempt got through).
+    pub accepted: bool,
+    /// The Message-ID of the confirmation mail the driver found.
+    pub mail_id: Option<String>,
+    /// The status the sign-up's status link showed once the mail was there, before the driver
+    /// confirmed (read only when the link is the first attempt's).
+    pub status_before_confirm: Option<String>,
+    /// The driver sent the mailed code back (whether or not an answer came).
+    pub code_sent: bool,
+    /// ... and it was answered 202.
+    pub confirmed: bool,
+}
+
 #[derive(Default)]
 pub struct Ledger {
     pub keys: Mutex<Vec<KeyUse>>,
@@ -64,6 +85,8 @@ pub struct Ledger {
     pub products: Mutex<Vec<ProductRec>>,
     /// Every user whose orders are checked (buyers and flash buyers).
     pub users: Mutex<Vec<String>>,
+    /// Every sign-up (vendor managers, buyers, churn), in the order they were sent.
+    pub sign_ups: Mutex<Vec<SignUpRec>>,
 }
 
 impl Ledger {
@@ -104,6 +127,24 @@ impl Ledger {
 
     pub fn order(&self, order_id: &str) -> Option<OrderRec> {
         self.orders.lock().unwrap().get(order_id).cloned()
+    }
+
+    /// Remember a sign-up before its first attempt; its index.
+    pub fn sign_up(&self, username: &str, email: &str, sent_at_ms: i64) -> usize {
+        let mut s = self.sign_ups.lock().unwrap();
+        s.push(SignUpRec {
+            username: username.into(),
+            email: email.into(),
+            sent_at_ms,
+            ..Default::default()
+        });
+        s.len() - 1
+    }
+
+    pub fn update_sign_up(&self, idx: usize, f: impl FnOnce(&mut SignUpRec)) {
+        if let Some(s) = self.sign_ups.lock().unwrap().get_mut(idx) {
+            f(s);
+        }
     }
 
     pub fn add_stock(&self, product_id: &str, quantity: u64, sure: bool) {

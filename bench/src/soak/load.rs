@@ -209,7 +209,11 @@ pub async fn churn(ctx: Arc<Ctx>) {
         let n = tick;
         tasks.spawn(async move {
             let username = format!("{}c{n}", c.run);
-            match c.api.sign_up_and_in(&username, &c.password).await {
+            match c
+                .api
+                .sign_up_and_in(&username, &c.password, &c.ledger)
+                .await
+            {
                 Ok(s) => {
                     c.ledger.users.lock().unwrap().push(username);
                     c.buyers.write().unwrap().push(s);

@@ -6,8 +6,9 @@
 //! * **Setup**: signs in as the MASTER (`--master-user`, password from `--master-password` or
 //!   `$WORK/master.password`); vendor managers sign up and the MASTER makes them
 //!   VENDOR_MANAGERs; each creates a vendor and products with stock; one product gets a flash
-//!   sale opening `--flash-open-delay` s after setup; buyers sign up. Each step is waited for
-//!   (long-poll) before it is used.
+//!   sale opening `--flash-open-delay` s after setup; buyers sign up. Each sign-up is confirmed
+//!   with the code mailed to its address, read from the maildir (`--maildir`). Each step is
+//!   waited for (long-poll) before it is used.
 //! * **Load**: buyers place orders of 1-3 lines, each with its own `Idempotency-Key` (the same
 //!   key on every retry after a timeout, 5xx or connection error), wait until AWAITING_PAYMENT,
 //!   then act by `--mix`: pay (approved), pay declined then cancel, declined then approved, pay
@@ -26,7 +27,8 @@
 //!   as MASTER) and the SMTP maildir (`--maildir`): stock conservation, reserved and sold units
 //!   against the orders, the sale's quantity and per-user limit, one order per
 //!   (user, Idempotency-Key), every order final, a mail per confirmed order and delivery step,
-//!   duplicates at most the SIGKILLs of `notification`. Exit status 1 on a violation, 2 when the
+//!   duplicates at most the SIGKILLs of `notification`; a confirmation mail per sign-up, and no
+//!   account ACTIVE before the driver sent its mailed code back. Exit status 1 on a violation, 2 when the
 //!   run could not be made (no gateway, no MASTER).
 //!
 //! Prints a progress line every `--progress-every` s and a report at the end (`--json PATH`

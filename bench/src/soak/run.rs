@@ -61,14 +61,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     );
     let t0 = Instant::now();
     let stats = Arc::new(Stats::new(t0));
-    let api = Arc::new(Api::new(
-        &cli.url,
-        stats.clone(),
-        cli.retries,
-        cli.http_timeout(),
-        cli.poll_wait,
-        Duration::from_secs(cli.visible_timeout),
-    )?);
+    let api = Arc::new(
+        Api::new(
+            &cli.url,
+            stats.clone(),
+            cli.retries,
+            cli.http_timeout(),
+            cli.poll_wait,
+            Duration::from_secs(cli.visible_timeout),
+        )?
+        .with_mail(
+            &cli.maildir(),
+            Duration::from_secs(cli.confirm_mail_timeout),
+        ),
+    );
     let ledger = Ledger::default();
     let password = format!("soak-{run_tag}-password");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -354,6 +360,11 @@ async fn check(
     // --mail-timeout s, or ten times that in all).
     let mut maildir = Maildir::new(&ctx.cli.maildir());
     let expected: Vec<String> = facts.iter().flat_map(invariants::expected_mails).collect();
+    // ... and the sign-ups' confirmation mails (found by address: their ids hold the user id).
+    let sign_ups = ctx.ledger.sign_ups.lock().unwrap().clone();
+    let confirmations: Vec<&crate::ledger::SignUpRec> =
+        sign_ups.iter().filter(|s| s.accepted).collect();
+    let expected_total = expected.len() + confirmations.len();
     let patience = Duration::from_secs(ctx.cli.mail_timeout);
     let started = Instant::now();
     let hard = started + patience * 10;
@@ -367,11 +378,16 @@ async fn check(
             scan_error = Some(e.to_string());
         }
         let counts = maildir.counts();
+        let found = maildir.confirmations();
         missing = expected
             .iter()
             .filter(|id| !counts.contains_key(*id))
-            .count();
-        let present = expected.len() - missing;
+            .count()
+            + confirmations
+                .iter()
+                .filter(|s| invariants::confirmations_of(&s.email, s.sent_at_ms, &found).is_empty())
+                .count();
+        let present = expected_total - missing;
         first_present.get_or_insert(present);
         if present > last_present {
             last_present = present;
@@ -383,10 +399,7 @@ async fn check(
         }
         if now - printed >= Duration::from_secs(10) {
             printed = now;
-            eprintln!(
-                "mail: {present} of {} expected mails in the maildir",
-                expected.len()
-            );
+            eprintln!("mail: {present} of {expected_total} expected mails in the maildir");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -397,10 +410,7 @@ async fn check(
         arrived as f64 / waited.max(1.0)
     );
     if missing > 0 {
-        eprintln!(
-            "mail: {missing} of {} mails not in the maildir; {mail_note}",
-            expected.len()
-        );
+        eprintln!("mail: {missing} of {expected_total} mails not in the maildir; {mail_note}");
     }
     rows.push(Row {
         name: "maildir readable".into(),
@@ -423,6 +433,26 @@ async fn check(
         notification_kills.max(notification_restarts),
         notification_kills,
     ));
+    let usernames: Vec<String> = sign_ups.iter().map(|s| s.username.clone()).collect();
+    match reader.views("user", &usernames).await {
+        Ok(views) => {
+            let statuses: HashMap<String, String> = views
+                .iter()
+                .map(|(u, v)| (u.clone(), crate::api::status_of(v).to_string()))
+                .collect();
+            rows.extend(invariants::sign_ups(
+                &sign_ups,
+                &statuses,
+                &maildir.confirmations(),
+            ));
+        }
+        Err(e) => rows.push(Row {
+            name: "ACTIVE only once confirmed".into(),
+            expected: "user views readable".into(),
+            actual: e,
+            ok: false,
+        }),
+    }
 
     let anomalies = ctx.stats.anomalies.lock().unwrap();
     let refused: Vec<String> = DELIVERY_REFUSALS

@@ -1,7 +1,8 @@
 //! Setup through the API, each step waited for until visible (long-poll) before it is used:
 //! the MASTER signs in; vendor managers sign up as USERs and the MASTER makes them
 //! VENDOR_MANAGERs; each creates a vendor and its products and sets their stock; one product
-//! gets a flash sale that opens a few seconds after setup; the buyers sign up.
+//! gets a flash sale that opens a few seconds after setup; the buyers sign up. Every sign-up
+//! confirms its address with the code mailed to it ([`Api::sign_up_and_in`]).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,7 +81,7 @@ pub async fn setup(
     let managers: Vec<Result<Manager, String>> = stream::iter(0..cli.vendors)
         .map(|i| {
             let master = master.clone();
-            async move { manager(api, &master, run, password, i).await }
+            async move { manager(api, &master, ledger, run, password, i).await }
         })
         .buffered(PARALLEL)
         .collect()
@@ -168,10 +169,10 @@ pub async fn setup(
     };
 
     // Buyers.
-    let buyers = sign_up_many(api, run, "b", cli.buyers, password)
+    let buyers = sign_up_many(api, ledger, run, "b", cli.buyers, password)
         .await
         .context("buyers")?;
-    let flash_buyers = sign_up_many(api, run, "f", cli.flash_buyers, password)
+    let flash_buyers = sign_up_many(api, ledger, run, "f", cli.flash_buyers, password)
         .await
         .context("flash buyers")?;
     {
@@ -227,12 +228,13 @@ pub async fn setup(
 async fn manager(
     api: &Api,
     master: &Session,
+    ledger: &Ledger,
     run: &str,
     password: &str,
     i: usize,
 ) -> Result<Manager, String> {
     let username = format!("{run}m{i}");
-    api.sign_up_and_in(&username, password).await?;
+    api.sign_up_and_in(&username, password, ledger).await?;
     let r = api
         .call(
             Method::PUT,
@@ -346,6 +348,7 @@ async fn open_sale(api: &Api, s: &Session, id: &str, sale: SaleRec) -> Result<()
 
 async fn sign_up_many(
     api: &Api,
+    ledger: &Ledger,
     run: &str,
     kind: &str,
     n: usize,
@@ -353,7 +356,7 @@ async fn sign_up_many(
 ) -> anyhow::Result<Vec<Arc<Session>>> {
     let out: Vec<Result<Arc<Session>, String>> = stream::iter(0..n)
         .map(|i| async move {
-            api.sign_up_and_in(&format!("{run}{kind}{i}"), password)
+            api.sign_up_and_in(&format!("{run}{kind}{i}"), password, ledger)
                 .await
         })
         .buffered(PARALLEL)

@@ -9,7 +9,9 @@ use pickple_view_model::View;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{accepted, new_command_id, to_json, validate, view_response, ViewQuery, API};
+use super::{
+    accepted, new_command_id, to_json, validate, view_response, IdempotencyKey, ViewQuery, API,
+};
 use crate::auth::{AuthUser, Subject};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::limits::{Client, Limit};
@@ -127,6 +129,7 @@ pub async fn confirm_email(
     State(state): State<AppState>,
     trace: axum::Extension<TraceParent>,
     client: Client,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<ConfirmEmailRequest>,
 ) -> ApiResult<Response> {
     state
@@ -148,20 +151,6 @@ pub async fn confirm_email(
         .get::<UserView>(&username)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    let command_id = new_command_id();
-    state
-        .kafka
-        .publish(
-            topic::USER_COMMANDS,
-            &username,
-            &UserCommand::ConfirmEmail {
-                username: username.clone(),
-                code,
-            },
-            &command_id,
-            &trace,
-        )
-        .await?;
     // The outcome shows where the account is watched: the sign-up status (with the token the
     // sign-up answered; a code alone is no token, since it is checked only by the processor),
     // or the account itself.
@@ -170,7 +159,21 @@ pub async fn confirm_email(
     } else {
         format!("{API}/users/me")
     };
-    Ok(accepted(&username, &command_id, location, false))
+    // The key is scoped to the account the code is for (the caller is not signed in).
+    super::publish_command(
+        &state,
+        &trace,
+        &username,
+        key.as_deref(),
+        topic::USER_COMMANDS,
+        &username,
+        location,
+        &UserCommand::ConfirmEmail {
+            username: username.clone(),
+            code,
+        },
+    )
+    .await
 }
 
 /// Create an account: publishes `SignUp` to `user-commands` (key: username).

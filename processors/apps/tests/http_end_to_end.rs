@@ -1,16 +1,19 @@
 //! The whole shop through HTTP: the gateway in-process, every processor and the views sink on
 //! threads, against the real local Kafka, Redis and SMTP sink. A vendor manager and a buyer sign
-//! up and sign in; the vendor creates a vendor, a product and its stock; the buyer places an
+//! up, confirm their addresses with the codes mailed to them (read from the sink's maildir), and
+//! sign in; the vendor creates a vendor, a product and its stock; the buyer places an
 //! order (twice with the same Idempotency-Key), waits for AWAITING_PAYMENT, pays; the vendor
 //! starts and ends the delivery; the order is COMPLETED and the buyer has three notifications.
 //! Then the vendor manager deletes the vendor, and the buyer's next order of its product ends
 //! CANCELLED, the product deleted with its vendor. Last, the buyer changes their password: the
 //! old token stops working once the users processor has recorded the change.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pickple_processors::harness::{test_runtime, Pipeline};
+use common::{test_runtime, Pipeline};
 use pickple_processors::{App, AppConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -102,17 +105,47 @@ impl Http {
     }
 
     async fn sign_up_and_in(&self, username: &str, role: &str) -> String {
+        // An address of this run only: the sink's maildir keeps earlier runs' mails.
+        let email = format!(
+            "{username}.{}@example.com",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let (code, body) = self
             .post(
                 "/auth/sign-up",
                 None,
-                json!({"username": username, "nickname": username, "email": format!("{username}@example.com"), "password": "correct-horse-1", "role": role}),
+                json!({"username": username, "nickname": username, "email": email, "password": "correct-horse-1", "role": role}),
             )
             .await;
         assert_eq!(code, StatusCode::ACCEPTED, "{body}");
         // The signer's own status link (it carries the sign-up's token), under /api/v1.
         let location = body["location"].as_str().unwrap();
         let status = location.strip_prefix("/api/v1").unwrap_or(location);
+        // PENDING until the code mailed to the address comes back.
+        let mailed = mailed_code(&email).await;
+        let (code, view) = self.get(status, None).await;
+        assert_eq!(code, StatusCode::OK, "{view}");
+        assert_eq!(
+            view["status"], "PENDING",
+            "not ACTIVE before the code: {view}"
+        );
+        let confirm_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (code, body) = self
+                .post(
+                    "/auth/confirm-email",
+                    None,
+                    json!({"username": username, "code": mailed}),
+                )
+                .await;
+            // The mail can come before the views sink has written the user's view.
+            if code == StatusCode::NOT_FOUND && std::time::Instant::now() < confirm_by {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await; // no event to await
+                continue;
+            }
+            assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+            break;
+        }
         self.wait_view(status, None, Some("ACTIVE")).await;
         let (code, body) = self
             .post(
@@ -128,6 +161,8 @@ impl Http {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_customer_orders_pays_and_receives_through_http() {
+    // The notification app mails the sign-ups' codes to the sink, which needs its folders.
+    common::ensure_maildir();
     let pipeline = tokio::task::spawn_blocking(|| {
         Pipeline::start("e2e", &AppConfig::default(), &App::ALL).unwrap()
     })
@@ -422,6 +457,26 @@ async fn a_customer_orders_pays_and_receives_through_http() {
     tokio::task::spawn_blocking(move || pipeline.stop())
         .await
         .unwrap();
+}
+
+/// The code mailed to `email`, once the notification app has sent it to the sink (60 s at most).
+async fn mailed_code(email: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let to = email.to_string();
+        let found = tokio::task::spawn_blocking(move || common::confirmation_code(&to))
+            .await
+            .unwrap();
+        if let Some(code) = found {
+            return code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no confirmation mail to {email} in {} within 60 s",
+            common::maildir().display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await; // the maildir has no event to await
+    }
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {

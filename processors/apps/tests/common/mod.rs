@@ -53,6 +53,48 @@ pub fn header(mail: &str, name: &str) -> Option<String> {
     None
 }
 
+/// The code of the newest confirmation mail to `email` (any case) in the sink, if one came:
+/// the `Confirmation code:` line of its body. Newest: its Message-ID,
+/// `{user_id}.confirm-{expires_at}@pickple.local`, expires last.
+pub fn confirmation_code(email: &str) -> Option<String> {
+    let dir = std::fs::read_dir(maildir().join("new")).ok()?;
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|text| header(text, "To").is_some_and(|to| to.eq_ignore_ascii_case(email)))
+        .filter_map(|text| {
+            let id = header(&text, "Message-ID")?;
+            let (local, _) = id.trim_start_matches('<').split_once('@')?;
+            let expires_at: i64 = local.rsplit_once(".confirm-")?.1.parse().ok()?;
+            let body = body(&text);
+            let rest = &body[body.find("Confirmation code:")? + "Confirmation code:".len()..];
+            let code: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            (!code.is_empty()).then_some((expires_at, code))
+        })
+        .max_by_key(|(expires_at, _)| *expires_at)
+        .map(|(_, code)| code)
+}
+
+/// The body of a raw mail, decoded from quoted-printable when it is so encoded (lettre picks
+/// it for a body with lines over 76 characters).
+pub fn body(mail: &str) -> String {
+    let raw = match (mail.find("\r\n\r\n"), mail.find("\n\n")) {
+        (Some(a), Some(b)) if a < b => &mail[a + 4..],
+        (_, Some(b)) => &mail[b + 2..],
+        (Some(a), None) => &mail[a + 4..],
+        (None, None) => return String::new(),
+    };
+    let qp = header(mail, "Content-Transfer-Encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("quoted-printable"));
+    if !qp {
+        return raw.to_string();
+    }
+    let decoded = quoted_printable::decode(raw, quoted_printable::ParseMode::Robust);
+    String::from_utf8_lossy(&decoded.unwrap_or_default()).into_owned()
+}
+
 pub fn config(payment_timeout_ms: i64) -> AppConfig {
     AppConfig {
         payment_timeout_ms,
