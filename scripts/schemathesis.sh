@@ -42,36 +42,18 @@ fi
 
 if [ -z "$url" ]; then
   # A private shop, as scripts/soak.sh starts one.
-  export PICKPLE_PROFILE=${PICKPLE_PROFILE:-debug}
   run=${PICKPLE_SCHEMATHESIS_DIR:-$root/.work/schemathesis}
-  rm -rf "$run"
-  mkdir -p "$run"
-  tag=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  export PICKPLE_RUN_DIR=$run
-  export PICKPLE_TOPIC_PREFIX=st-$tag.
-  export PICKPLE_REDIS_PREFIX=st-$tag:
-  export PICKPLE_GATEWAY_ADDR=127.0.0.1:${PICKPLE_SCHEMATHESIS_GATEWAY_PORT:-18090}
-  export PICKPLE_METRICS_BASE_PORT=${PICKPLE_SCHEMATHESIS_METRICS_BASE_PORT:-19201}
+  # schemathesis signs in hundreds of times as one account and places many orders as one user:
+  # the per-account and per-user limits are raised too (429 is documented on every limited
+  # route; these keep most requests reaching the handlers).
+  export PICKPLE_LIMIT_SIGN_IN_ACCOUNT=${PICKPLE_LIMIT_SIGN_IN_ACCOUNT:-60000/10000}
+  export PICKPLE_LIMIT_PLACE_USER=${PICKPLE_LIMIT_PLACE_USER:-60000/10000}
+  private_shop st "$run" "${PICKPLE_SCHEMATHESIS_GATEWAY_PORT:-18090}" \
+    "${PICKPLE_SCHEMATHESIS_METRICS_BASE_PORT:-19201}"
   export PICKPLE_SCALE=${PICKPLE_SCALE:-notification=1}
   # Generated reads long-poll with any `wait` the spec allows; the server caps it at this (30 s
   # by default), so a run is not spent waiting on views that never change.
   export PICKPLE_MAX_WAIT_SECS=${PICKPLE_MAX_WAIT_SECS:-1}
-  # Every request comes from 127.0.0.1 and schemathesis signs up and in hundreds of times: the
-  # per-address and per-account limits, made for one client each, are raised (429 is
-  # documented on every limited route; these keep most requests reaching the handlers). The
-  # per-user placement limit too, or most generated orders would only see the 429.
-  export PICKPLE_LIMIT_SIGN_IN_CLIENT=${PICKPLE_LIMIT_SIGN_IN_CLIENT:-60000/10000}
-  export PICKPLE_LIMIT_SIGN_UP_CLIENT=${PICKPLE_LIMIT_SIGN_UP_CLIENT:-60000/10000}
-  export PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT=${PICKPLE_LIMIT_SIGN_UP_STATUS_CLIENT:-60000/10000}
-  export PICKPLE_LIMIT_CONFIRM_CLIENT=${PICKPLE_LIMIT_CONFIRM_CLIENT:-60000/10000}
-  export PICKPLE_LIMIT_SIGN_IN_ACCOUNT=${PICKPLE_LIMIT_SIGN_IN_ACCOUNT:-60000/10000}
-  export PICKPLE_LIMIT_PLACE_USER=${PICKPLE_LIMIT_PLACE_USER:-60000/10000}
-  stop_shop() {
-    PICKPLE_RUN_DIR=$run "$here/down.sh" --keep-services || true
-    "$root/target/$PICKPLE_PROFILE/topics" delete --name-prefix "$PICKPLE_TOPIC_PREFIX" >/dev/null 2>&1 ||
-      log "could not delete the topics under $PICKPLE_TOPIC_PREFIX"
-  }
-  trap stop_shop EXIT
   "$here/up.sh"
   url=http://$PICKPLE_GATEWAY_ADDR
   password_file=$run/master.password
