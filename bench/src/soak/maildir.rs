@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use pickple_schemas::confirmation_mail;
 
 /// Bytes of a mail read (headers and body: our mails are far shorter).
 const HEAD: u64 = 32 * 1024;
@@ -97,23 +98,14 @@ pub fn body(mail: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// The code of a confirmation mail's `Confirmation code: <hex>` line (decoded body).
+/// The code of a confirmation mail (its decoded body's `Confirmation code:` line).
 pub fn confirmation_code(mail: &str) -> Option<String> {
-    let body = body(mail);
-    let rest = &body[body.find("Confirmation code:")? + "Confirmation code:".len()..];
-    let code: String = rest
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_hexdigit)
-        .collect();
-    (!code.is_empty()).then_some(code)
+    confirmation_mail::code(&body(mail))
 }
 
-/// The `expires_at` of a confirmation mail's Message-ID, `{user_id}.confirm-{expires_at}@...`
-/// (processors/apps/src/notification.rs); `None` for any other mail.
+/// The `expires_at` of a confirmation mail's Message-ID; `None` for any other mail.
 pub fn confirmation_expiry(message_id: &str) -> Option<i64> {
-    let (local, _) = message_id.split_once('@')?;
-    local.rsplit_once(".confirm-")?.1.parse().ok()
+    confirmation_mail::expiry(message_id)
 }
 
 /// A confirmation mail of a sign-up or an address change, as found in the maildir (one per

@@ -38,7 +38,9 @@ use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
 use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
-use pickple_schemas::{DeliveryEvent, NotificationKind, NotificationView, OrderEvent, UserEvent};
+use pickple_schemas::{
+    confirmation_mail, DeliveryEvent, NotificationKind, NotificationView, OrderEvent, UserEvent,
+};
 use pickple_topics::catalogue::app;
 use serde::{Deserialize, Serialize};
 
@@ -446,7 +448,7 @@ fn from_delivery(e: DeliveryEvent) -> Notice {
 
 /// The Message-ID of a confirmation mail: one per request (a new code expires later).
 pub fn confirmation_message_id(user_id: &str, expires_at: Millis) -> String {
-    format!("{user_id}.confirm-{expires_at}@{DOMAIN}")
+    confirmation_mail::message_id(user_id, expires_at, DOMAIN)
 }
 
 fn confirmation_mail(e: UserEvent, traceparent: &str) -> Mail {
@@ -466,13 +468,14 @@ fn confirmation_mail(e: UserEvent, traceparent: &str) -> Mail {
             "your Pickple account",
         )
     };
+    let code_line = confirmation_mail::CODE_LINE;
     Mail {
         message_id: confirmation_message_id(&user_id, expires_at),
         to: email,
         subject: subject.to_string(),
         body: format!(
             "Hello {username},\n\nto use this address for {what}, send this code back within a \
-             day of the request:\n\nConfirmation code: {code}\n\n(POST /api/v1/auth/confirm-email with \
+             day of the request:\n\n{code_line} {code}\n\n(POST /api/v1/auth/confirm-email with \
              {{\"username\": \"{username}\", \"code\": \"{code}\"}})\n\nIf you did not ask \
              for this, ignore this mail: nothing changes without the code. If this address already \
              belongs to a Pickple account, a confirmed sign-up with it is refused and that \

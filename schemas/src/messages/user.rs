@@ -112,6 +112,51 @@ message_type!(UserEvent {
     ConfirmationRequested
 });
 
+/// How a confirmation mail carries its code, for the notification app that writes it and the
+/// clients (tests, the soak) that read it from a mailbox: a body line `Confirmation code: <code>`,
+/// and the Message-ID `<{user_id}.confirm-{expires_at}@{domain}>`.
+pub mod confirmation_mail {
+    use crate::Millis;
+
+    pub const CODE_LINE: &str = "Confirmation code:";
+
+    /// The Message-ID (without angle brackets) of the mail for a code expiring at `expires_at`.
+    pub fn message_id(user_id: &str, expires_at: Millis, domain: &str) -> String {
+        format!("{user_id}.confirm-{expires_at}@{domain}")
+    }
+
+    /// The expiry in a confirmation mail's Message-ID (with or without angle brackets);
+    /// `None` for any other mail.
+    pub fn expiry(message_id: &str) -> Option<Millis> {
+        let (local, _) = message_id.trim().trim_start_matches('<').split_once('@')?;
+        local.rsplit_once(".confirm-")?.1.parse().ok()
+    }
+
+    /// The code in a confirmation mail's decoded body.
+    pub fn code(body: &str) -> Option<String> {
+        let rest = &body[body.find(CODE_LINE)? + CODE_LINE.len()..];
+        let code: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        (!code.is_empty()).then_some(code)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_code_and_expiry_read_back_what_is_written() {
+            let id = super::message_id("u-1", 42, "pickple.local");
+            assert_eq!(super::expiry(&format!("<{id}>")), Some(42));
+            assert_eq!(super::expiry("o1.order-confirmed@pickple.local"), None);
+            let body = format!("Hi,\n\n{} c0ffee\n\n-- x\n", super::CODE_LINE);
+            assert_eq!(super::code(&body).as_deref(), Some("c0ffee"));
+            assert_eq!(super::code("no code here"), None);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserStatus {

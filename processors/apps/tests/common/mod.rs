@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub use pickple_processors::harness::*;
 use pickple_processors::AppConfig;
+use pickple_schemas::confirmation_mail;
 
 pub fn smtp() -> String {
     std::env::var("PICKPLE_SMTP").unwrap_or_else(|_| "127.0.0.1:12525".into())
@@ -61,17 +62,8 @@ pub fn confirmation_code(email: &str) -> Option<String> {
     dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .filter(|text| header(text, "To").is_some_and(|to| to.eq_ignore_ascii_case(email)))
         .filter_map(|text| {
-            let id = header(&text, "Message-ID")?;
-            let (local, _) = id.trim_start_matches('<').split_once('@')?;
-            let expires_at: i64 = local.rsplit_once(".confirm-")?.1.parse().ok()?;
-            let body = body(&text);
-            let rest = &body[body.find("Confirmation code:")? + "Confirmation code:".len()..];
-            let code: String = rest
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_hexdigit)
-                .collect();
-            (!code.is_empty()).then_some((expires_at, code))
+            let expires_at = confirmation_mail::expiry(&header(&text, "Message-ID")?)?;
+            Some((expires_at, confirmation_mail::code(&body(&text))?))
         })
         .max_by_key(|(expires_at, _)| *expires_at)
         .map(|(_, code)| code)
