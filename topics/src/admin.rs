@@ -49,6 +49,40 @@ pub enum Drift {
         expected: String,
         actual: String,
     },
+    Replication {
+        topic: String,
+        expected: i32,
+        actual: i32,
+    },
+}
+
+/// How every topic is replicated: a property of the cluster, not of the catalogue. 1 and 1 on
+/// a single node; 3 and 2 on a three-broker cluster, so a transaction survives the loss of one
+/// broker (`acks=all` waits for two copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// The replication factor of created topics.
+    pub factor: i32,
+    /// `min.insync.replicas` of every topic.
+    pub min_insync: i32,
+}
+
+impl Replication {
+    pub const SINGLE: Replication = Replication {
+        factor: 1,
+        min_insync: 1,
+    };
+
+    /// A checked pair: both at least 1, and never more in-sync replicas than replicas.
+    pub fn new(factor: i32, min_insync: i32) -> Result<Replication, String> {
+        if factor < 1 || min_insync < 1 || min_insync > factor {
+            return Err(format!(
+                "replication factor {factor} and min.insync.replicas {min_insync}: both must be \
+                 at least 1, and min.insync.replicas at most the factor"
+            ));
+        }
+        Ok(Replication { factor, min_insync })
+    }
 }
 
 impl std::fmt::Display for Drift {
@@ -70,6 +104,13 @@ impl std::fmt::Display for Drift {
             } => {
                 write!(f, "{topic}: {key}={actual}, catalogue says {expected}")
             }
+            Drift::Replication {
+                topic,
+                expected,
+                actual,
+            } => {
+                write!(f, "{topic}: {actual} replicas, configured {expected}")
+            }
         }
     }
 }
@@ -82,12 +123,32 @@ fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, KafkaError>
         .create()
 }
 
-fn configs(spec: &TopicSpec) -> Vec<(&'static str, String)> {
+fn configs(spec: &TopicSpec, replication: &Replication) -> Vec<(&'static str, String)> {
     let mut c = vec![("cleanup.policy", spec.cleanup.as_str().to_string())];
     if let Some(ms) = spec.retention_ms {
         c.push(("retention.ms", ms.to_string()));
     }
+    c.push(("min.insync.replicas", replication.min_insync.to_string()));
     c
+}
+
+/// Replicas of every existing topic's first partition.
+fn existing_replicas(brokers: &str) -> Result<HashMap<String, i32>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .filter_map(|t| {
+            Some((
+                t.name().to_string(),
+                t.partitions().first()?.replicas().len() as i32,
+            ))
+        })
+        .collect())
 }
 
 /// Partition count of every existing topic.
@@ -122,7 +183,7 @@ fn wait_visible(brokers: &str, names: &[String]) -> Result<(), AdminError> {
 pub async fn apply(
     brokers: &str,
     specs: &[TopicSpec],
-    replication: i32,
+    replication: &Replication,
 ) -> Result<Vec<String>, AdminError> {
     let existing = existing_partitions(brokers)?;
     let missing: Vec<&TopicSpec> = specs
@@ -132,13 +193,18 @@ pub async fn apply(
     if missing.is_empty() {
         return Ok(vec![]);
     }
-    let configs: Vec<Vec<(&str, String)>> = missing.iter().map(|s| configs(s)).collect();
+    let configs: Vec<Vec<(&str, String)>> =
+        missing.iter().map(|s| configs(s, replication)).collect();
     let new_topics: Vec<NewTopic> = missing
         .iter()
         .zip(&configs)
         .map(|(s, c)| {
             c.iter().fold(
-                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(replication)),
+                NewTopic::new(
+                    &s.name,
+                    s.partitions,
+                    TopicReplication::Fixed(replication.factor),
+                ),
                 |t, (k, v)| t.set(k, v),
             )
         })
@@ -162,10 +228,15 @@ pub async fn apply(
     Ok(created)
 }
 
-/// Everything in which the broker differs from the catalogue: missing topics, partition counts,
-/// and the cleanup/retention configs.
-pub async fn check(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<Drift>, AdminError> {
+/// Everything in which the broker differs from the catalogue and `replication`: missing topics,
+/// partition counts, replicas, and the cleanup, retention and min.insync.replicas configs.
+pub async fn check(
+    brokers: &str,
+    specs: &[TopicSpec],
+    replication: &Replication,
+) -> Result<Vec<Drift>, AdminError> {
     let existing = existing_partitions(brokers)?;
+    let replicas = existing_replicas(brokers)?;
     let mut drift = Vec::new();
     let mut present = Vec::new();
     for spec in specs {
@@ -180,6 +251,15 @@ pub async fn check(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<Drift>, Adm
                         expected: spec.partitions,
                         actual,
                     });
+                }
+                if let Some(&actual) = replicas.get(&spec.name) {
+                    if actual != replication.factor {
+                        drift.push(Drift::Replication {
+                            topic: spec.name.clone(),
+                            expected: replication.factor,
+                            actual,
+                        });
+                    }
                 }
                 present.push(spec);
             }
@@ -200,7 +280,7 @@ pub async fn check(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<Drift>, Adm
         .await?;
     for (spec, result) in present.iter().zip(described) {
         let resource = result.map_err(KafkaError::AdminOp)?;
-        for (key, expected) in configs(spec) {
+        for (key, expected) in configs(spec, replication) {
             let actual = resource
                 .get(key)
                 .and_then(|e| e.value.clone())

@@ -5,5 +5,5 @@
 pub mod admin;
 pub mod catalogue;
 
-pub use admin::{apply, check, delete, delete_prefixed, DeleteOnDrop, Drift};
+pub use admin::{apply, check, delete, delete_prefixed, DeleteOnDrop, Drift, Replication};
 pub use catalogue::{catalogue, Cleanup, TopicSpec, APPS, PARTITIONS};

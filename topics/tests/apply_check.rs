@@ -45,7 +45,7 @@ async fn apply_is_idempotent_and_check_reports_drift() {
         .remove(0)
         .unwrap();
     let partial: Vec<_> = all.iter().filter(|t| t.name != missing).cloned().collect();
-    let created = pickple_topics::apply(&brokers(), &partial, 1)
+    let created = pickple_topics::apply(&brokers(), &partial, &pickple_topics::Replication::SINGLE)
         .await
         .unwrap();
     assert_eq!(
@@ -75,6 +75,44 @@ async fn apply_is_idempotent_and_check_reports_drift() {
     let (code, out) = topics_cli(&prefix, &["check"]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(out.matches("drift:").count(), 1, "{out}");
+
+    // Replication is the cluster's: checked against a cluster's settings, a single node's
+    // topics (1 replica, min.insync.replicas 1, set by apply) drift on both, every one.
+    let (code, out) = topics_cli(
+        &prefix,
+        &[
+            "--replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+            "check",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.matches("min.insync.replicas=1, catalogue says 2")
+            .count(),
+        all.len(),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches(": 1 replicas, configured 3").count(),
+        all.len(),
+        "{out}"
+    );
+    // A pair that cannot hold is refused before anything is asked of the broker.
+    let (code, out) = topics_cli(
+        &prefix,
+        &[
+            "--replication-factor",
+            "1",
+            "--min-insync-replicas",
+            "2",
+            "apply",
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("at most the factor"), "{out}");
 
     let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
     admin

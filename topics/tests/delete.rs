@@ -75,12 +75,20 @@ async fn delete_prefixed_deletes_the_topics_under_the_prefix_only() {
     let (mine, other) = (fresh_prefix(), fresh_prefix());
     let _cleanup = DeleteOnDrop::new(&brokers(), &other);
     let names = [topic::ORDER_COMMANDS, topic::ORDER_EVENTS];
-    pickple_topics::apply(&brokers(), &specs(&mine, &names), 1)
-        .await
-        .unwrap();
-    pickple_topics::apply(&brokers(), &specs(&other, &names), 1)
-        .await
-        .unwrap();
+    pickple_topics::apply(
+        &brokers(),
+        &specs(&mine, &names),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
+    pickple_topics::apply(
+        &brokers(),
+        &specs(&other, &names),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
 
     let mut deleted = pickple_topics::delete_prefixed(&brokers(), &mine)
         .await
@@ -106,9 +114,13 @@ async fn deleting_a_topic_that_does_not_exist_is_not_an_error() {
 async fn a_dropped_guard_deletes_the_topics_under_its_prefix() {
     let prefix = fresh_prefix();
     let guard = DeleteOnDrop::new(&brokers(), &prefix);
-    pickple_topics::apply(&brokers(), &specs(&prefix, &[topic::ORDER_COMMANDS]), 1)
-        .await
-        .unwrap();
+    pickple_topics::apply(
+        &brokers(),
+        &specs(&prefix, &[topic::ORDER_COMMANDS]),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
     assert_eq!(existing(&prefix).len(), 1);
     drop(guard);
     assert_gone(&prefix);
@@ -122,12 +134,20 @@ async fn the_cli_deletes_by_name_and_by_prefix_and_refuses_an_empty_prefix() {
         DeleteOnDrop::new(&brokers(), &by_name),
     );
     let names = [topic::ORDER_COMMANDS, topic::ORDER_EVENTS];
-    pickple_topics::apply(&brokers(), &specs(&by_prefix, &names), 1)
-        .await
-        .unwrap();
-    pickple_topics::apply(&brokers(), &specs(&by_name, &names), 1)
-        .await
-        .unwrap();
+    pickple_topics::apply(
+        &brokers(),
+        &specs(&by_prefix, &names),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
+    pickple_topics::apply(
+        &brokers(),
+        &specs(&by_name, &names),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
 
     let (code, out) = topics_cli(&["delete", "--name-prefix", ""]);
     assert_ne!(code, 0, "an empty prefix matches everything: {out}");

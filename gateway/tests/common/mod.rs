@@ -63,7 +63,9 @@ impl Gw {
             .into_iter()
             .filter(|t| t.name.ends_with("-commands"))
             .collect();
-        pickple_topics::apply(&brokers(), &specs, 1).await.unwrap();
+        pickple_topics::apply(&brokers(), &specs, &pickple_topics::Replication::SINGLE)
+            .await
+            .unwrap();
         let mut config = Config::local(&prefix, &(unique("gwt:") + ":"));
         tweak(&mut config);
         if ready {

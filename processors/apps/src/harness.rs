@@ -94,7 +94,11 @@ impl Pipeline {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(pickple_topics::apply(&brokers(), &specs, 1))?;
+            .block_on(pickple_topics::apply(
+                &brokers(),
+                &specs,
+                &pickple_topics::Replication::SINGLE,
+            ))?;
         wait_leaders(&specs)?;
         let state = tempfile::tempdir()?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -221,9 +221,13 @@ async fn the_sink_writes_view_topics_into_redis() {
     let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let prefix = unique("vs") + ".";
     let _topics = pickple_topics::DeleteOnDrop::new(&brokers, &prefix);
-    pickple_topics::apply(&brokers, &sink_topics(&prefix), 1)
-        .await
-        .unwrap();
+    pickple_topics::apply(
+        &brokers,
+        &sink_topics(&prefix),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
     let redis_cfg = RedisConfig::local(unique("vs:") + ":");
     let keys = redis_cfg.keys();
     let state = tempfile::tempdir().unwrap();
@@ -339,9 +343,13 @@ async fn the_reported_lag_comes_back_to_a_few_records_when_idle() {
     let brokers = std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into());
     let prefix = unique("vl") + ".";
     let _topics = pickple_topics::DeleteOnDrop::new(&brokers, &prefix);
-    pickple_topics::apply(&brokers, &sink_topics(&prefix), 1)
-        .await
-        .unwrap();
+    pickple_topics::apply(
+        &brokers,
+        &sink_topics(&prefix),
+        &pickple_topics::Replication::SINGLE,
+    )
+    .await
+    .unwrap();
     let redis_cfg = RedisConfig::local(unique("vl:") + ":");
     let keys = redis_cfg.keys();
     let state = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! the catalogue, or delete topics by name or name prefix (test leftovers).
 
 use clap::{Parser, Subcommand};
-use pickple_topics::{apply, catalogue, check, delete, delete_prefixed, APPS};
+use pickple_topics::{apply, catalogue, check, delete, delete_prefixed, Replication, APPS};
 
 #[derive(Parser)]
 #[command(about = "Pickple topic catalogue: apply it to a broker or check a broker against it")]
@@ -18,6 +18,23 @@ struct Cli {
     /// Prefix of every topic name (to run several pipelines on one cluster).
     #[arg(long, env = "PICKPLE_TOPIC_PREFIX", default_value = "", global = true)]
     prefix: String,
+    /// Replication factor of created topics (`check` reports topics with another): 1 on a
+    /// single node, 3 on a cluster.
+    #[arg(
+        long,
+        env = "PICKPLE_REPLICATION_FACTOR",
+        default_value_t = 1,
+        global = true
+    )]
+    replication_factor: i32,
+    /// `min.insync.replicas` of every topic: 1 on a single node, 2 on a three-broker cluster.
+    #[arg(
+        long,
+        env = "PICKPLE_MIN_INSYNC_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
+    min_insync_replicas: i32,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,11 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create missing topics (idempotent).
-    Apply {
-        /// Replication factor of created topics.
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
-    },
+    Apply,
     /// Report topics that are missing or differ from the catalogue; exit 1 on drift.
     Check,
     /// Print the catalogue.
@@ -54,9 +67,11 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let specs = catalogue(&cli.prefix);
+    let replication = Replication::new(cli.replication_factor, cli.min_insync_replicas)
+        .map_err(anyhow::Error::msg)?;
     match cli.command {
-        Command::Apply { replication } => {
-            let created = apply(&cli.brokers, &specs, replication).await?;
+        Command::Apply => {
+            let created = apply(&cli.brokers, &specs, &replication).await?;
             for t in &created {
                 println!("created {t}");
             }
@@ -67,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Check => {
-            let drift = check(&cli.brokers, &specs).await?;
+            let drift = check(&cli.brokers, &specs, &replication).await?;
             for d in &drift {
                 println!("drift: {d}");
             }
