@@ -42,7 +42,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create missing topics (idempotent).
-    Apply,
+    Apply {
+        /// Keep trying this long while the cluster cannot take them yet (brokers still
+        /// starting or joining, too few for the replication factor).
+        #[arg(long, env = "PICKPLE_TOPICS_WAIT_SECS", default_value_t = 0)]
+        wait_secs: u64,
+    },
     /// Report topics that are missing or differ from the catalogue; exit 1 on drift.
     Check,
     /// Print the catalogue.
@@ -70,8 +75,18 @@ async fn main() -> anyhow::Result<()> {
     let replication = Replication::new(cli.replication_factor, cli.min_insync_replicas)
         .map_err(anyhow::Error::msg)?;
     match cli.command {
-        Command::Apply => {
-            let created = apply(&cli.brokers, &specs, &replication).await?;
+        Command::Apply { wait_secs } => {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+            let created = loop {
+                match apply(&cli.brokers, &specs, &replication).await {
+                    Ok(created) => break created,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        eprintln!("topics apply: {e}; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             for t in &created {
                 println!("created {t}");
             }
