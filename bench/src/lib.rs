@@ -23,17 +23,21 @@ fn admin_options() -> AdminOptions {
     AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
 }
 
-/// Create `topics` with `partitions` each; names ending in `-changelog` are compacted, as the
-/// runtime's changelogs are.
+/// Create `topics` with `partitions` each, replicated as the shop's topics are on this cluster
+/// (`PICKPLE_REPLICATION_FACTOR`, `PICKPLE_MIN_INSYNC_REPLICAS`); names ending in `-changelog`
+/// are compacted, as the runtime's changelogs are.
 pub async fn create_topics(
     brokers: &str,
     topics: &[String],
     partitions: i32,
 ) -> anyhow::Result<()> {
+    let replication = pickple_topics::Replication::from_env().map_err(anyhow::Error::msg)?;
+    let min_insync = replication.min_insync.to_string();
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|n| {
-            let t = NewTopic::new(n, partitions, TopicReplication::Fixed(1));
+            let t = NewTopic::new(n, partitions, TopicReplication::Fixed(replication.factor))
+                .set("min.insync.replicas", &min_insync);
             if n.ends_with("-changelog") {
                 t.set("cleanup.policy", "compact")
             } else {

@@ -83,6 +83,22 @@ impl Replication {
         }
         Ok(Replication { factor, min_insync })
     }
+
+    /// From `PICKPLE_REPLICATION_FACTOR` and `PICKPLE_MIN_INSYNC_REPLICAS` (1 each when unset),
+    /// as the `topics` tool reads them.
+    pub fn from_env() -> Result<Replication, String> {
+        let read = |name: &str| match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}={v}: not a number")),
+            Err(_) => Ok(1),
+        };
+        Replication::new(
+            read("PICKPLE_REPLICATION_FACTOR")?,
+            read("PICKPLE_MIN_INSYNC_REPLICAS")?,
+        )
+    }
 }
 
 impl std::fmt::Display for Drift {
