@@ -148,27 +148,16 @@ fn configs(spec: &TopicSpec, replication: &Replication) -> Vec<(&'static str, St
     c
 }
 
-/// Replicas of every existing topic's first partition.
-fn existing_replicas(brokers: &str) -> Result<HashMap<String, i32>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .filter_map(|t| {
-            Some((
-                t.name().to_string(),
-                t.partitions().first()?.replicas().len() as i32,
-            ))
-        })
-        .collect())
+/// How an existing topic is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    partitions: i32,
+    /// Replicas of its first partition.
+    replicas: i32,
 }
 
-/// Partition count of every existing topic.
-fn existing_partitions(brokers: &str) -> Result<HashMap<String, i32>, KafkaError> {
+/// The layout of every existing topic, from one metadata request.
+fn existing_topics(brokers: &str) -> Result<HashMap<String, Layout>, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
@@ -177,7 +166,16 @@ fn existing_partitions(brokers: &str) -> Result<HashMap<String, i32>, KafkaError
         .topics()
         .iter()
         .filter(|t| t.error().is_none())
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .map(|t| {
+            let layout = Layout {
+                partitions: t.partitions().len() as i32,
+                replicas: t
+                    .partitions()
+                    .first()
+                    .map_or(0, |p| p.replicas().len() as i32),
+            };
+            (t.name().to_string(), layout)
+        })
         .collect())
 }
 
@@ -186,7 +184,7 @@ fn existing_partitions(brokers: &str) -> Result<HashMap<String, i32>, KafkaError
 fn wait_visible(brokers: &str, names: &[String]) -> Result<(), AdminError> {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let existing = existing_partitions(brokers)?;
+        let existing = existing_topics(brokers)?;
         if names.iter().all(|n| existing.contains_key(n)) || std::time::Instant::now() > deadline {
             return Ok(());
         }
@@ -201,7 +199,7 @@ pub async fn apply(
     specs: &[TopicSpec],
     replication: &Replication,
 ) -> Result<Vec<String>, AdminError> {
-    let existing = existing_partitions(brokers)?;
+    let existing = existing_topics(brokers)?;
     let missing: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| !existing.contains_key(&s.name))
@@ -251,8 +249,7 @@ pub async fn check(
     specs: &[TopicSpec],
     replication: &Replication,
 ) -> Result<Vec<Drift>, AdminError> {
-    let existing = existing_partitions(brokers)?;
-    let replicas = existing_replicas(brokers)?;
+    let existing = existing_topics(brokers)?;
     let mut drift = Vec::new();
     let mut present = Vec::new();
     for spec in specs {
@@ -260,22 +257,20 @@ pub async fn check(
             None => drift.push(Drift::Missing {
                 topic: spec.name.clone(),
             }),
-            Some(&actual) => {
-                if actual != spec.partitions {
+            Some(actual) => {
+                if actual.partitions != spec.partitions {
                     drift.push(Drift::Partitions {
                         topic: spec.name.clone(),
                         expected: spec.partitions,
-                        actual,
+                        actual: actual.partitions,
                     });
                 }
-                if let Some(&actual) = replicas.get(&spec.name) {
-                    if actual != replication.factor {
-                        drift.push(Drift::Replication {
-                            topic: spec.name.clone(),
-                            expected: replication.factor,
-                            actual,
-                        });
-                    }
+                if actual.replicas != replication.factor {
+                    drift.push(Drift::Replication {
+                        topic: spec.name.clone(),
+                        expected: replication.factor,
+                        actual: actual.replicas,
+                    });
                 }
                 present.push(spec);
             }
@@ -359,7 +354,7 @@ fn prefixed<'a>(
 /// Kafka's internal topics are never matched and an empty prefix is refused. Returns the names
 /// deleted.
 pub async fn delete_prefixed(brokers: &str, prefix: &str) -> Result<Vec<String>, AdminError> {
-    let existing = existing_partitions(brokers)?;
+    let existing = existing_topics(brokers)?;
     let names = prefixed(existing.keys(), prefix)?;
     delete(brokers, &names).await
 }

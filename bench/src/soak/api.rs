@@ -421,7 +421,6 @@ impl Api {
             .confirmation(&email, sent_at, *mail_timeout)
             .await
             .map_err(|e| format!("sign-up of {username}: {e}"))?;
-        ledger.update_sign_up(idx, |s| s.mail_id = Some(found.message_id.clone()));
         if let Some(link) = &own_link {
             // Not ACTIVE yet, whatever the mail says: only the code makes it so.
             let status = self
@@ -432,7 +431,6 @@ impl Api {
         }
         ledger.update_sign_up(idx, |s| s.code_sent = true);
         self.confirm(username, &found.code).await?;
-        ledger.update_sign_up(idx, |s| s.confirmed = true);
         match own_link {
             Some(link) => {
                 let v = self.wait_status(&link, None, "ACTIVE").await?;

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cli::Action;
 use crate::ledger::{KeyUse, SaleRec, SignUpRec};
-use crate::maildir::{Confirmation, CONFIRMATION_TTL_MS};
+use crate::maildir::{earliest_expiry, Confirmation};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
@@ -630,14 +630,9 @@ pub fn confirmations_of<'a>(
     sent_at_ms: i64,
     mails: &'a [Confirmation],
 ) -> BTreeMap<&'a str, u32> {
-    // The code expires a TTL after the users processor took the sign-up, which is after it was
-    // sent (a minute of slack for clocks).
-    let not_before = sent_at_ms + CONFIRMATION_TTL_MS - 60_000;
+    let not_before = earliest_expiry(sent_at_ms);
     let mut out = BTreeMap::new();
-    for m in mails
-        .iter()
-        .filter(|m| m.to.eq_ignore_ascii_case(email) && m.expires_at >= not_before)
-    {
+    for m in mails.iter().filter(|m| m.is_for(email, not_before)) {
         *out.entry(m.message_id.as_str()).or_default() += 1;
     }
     out
@@ -1033,16 +1028,14 @@ mod tests {
 
     #[test]
     fn sign_ups_are_confirmed_by_their_mail() {
-        let day = CONFIRMATION_TTL_MS;
+        let day = pickple_domain::user::CONFIRMATION_TTL_MS;
         let rec = |user: &str, confirmed: bool| SignUpRec {
             username: user.into(),
             email: format!("{user}@soak.example.com"),
             sent_at_ms: 1_000,
             accepted: true,
-            mail_id: None,
             status_before_confirm: confirmed.then(|| "PENDING".into()),
             code_sent: confirmed,
-            confirmed,
         };
         let mail = |user: &str, expires_at: i64| Confirmation {
             message_id: format!("id-{user}.confirm-{expires_at}@pickple.local"),

@@ -67,15 +67,11 @@ pub struct SignUpRec {
     pub sent_at_ms: i64,
     /// Answered 202 (or 409 after a retry: an earlier attempt got through).
     pub accepted: bool,
-    /// The Message-ID of the confirmation mail the driver found.
-    pub mail_id: Option<String>,
     /// The status the sign-up's status link showed once the mail was there, before the driver
     /// confirmed (read only when the link is the first attempt's).
     pub status_before_confirm: Option<String>,
     /// The driver sent the mailed code back (whether or not an answer came).
     pub code_sent: bool,
-    /// ... and it was answered 202.
-    pub confirmed: bool,
 }
 
 #[derive(Default)]

@@ -14,9 +14,12 @@ use pickple_schemas::confirmation_mail;
 /// Bytes of a mail read (headers and body: our mails are far shorter).
 const HEAD: u64 = 32 * 1024;
 
-/// How long a mailed confirmation code works (processors/domain/src/user.rs,
-/// `CONFIRMATION_TTL_MS`): its Message-ID carries `now + TTL` of the users processor.
-pub const CONFIRMATION_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+/// The earliest expiry of the code of a sign-up sent at `sent_at_ms`: the code expires a TTL
+/// after the users processor took the sign-up, which is after it was sent (a minute of slack
+/// for clocks). Mails to the address whose codes expire earlier are another run's.
+pub fn earliest_expiry(sent_at_ms: i64) -> i64 {
+    sent_at_ms + pickple_domain::user::CONFIRMATION_TTL_MS - 60_000
+}
 
 /// The value of header `name` (any case) in a mail's header section, unfolded.
 pub fn header(mail: &str, name: &str) -> Option<String> {
@@ -117,6 +120,13 @@ pub struct Confirmation {
     pub to: String,
     pub code: String,
     pub expires_at: i64,
+}
+
+impl Confirmation {
+    /// Whether this is a mail to `to` (any case) whose code expires at `not_before` or later.
+    pub fn is_for(&self, to: &str, not_before: i64) -> bool {
+        self.to.eq_ignore_ascii_case(to) && self.expires_at >= not_before
+    }
 }
 
 /// What a mail file holds that the soak needs.
@@ -235,7 +245,7 @@ impl Maildir {
         self.seen
             .values()
             .filter_map(|m| m.confirmation.as_ref())
-            .filter(|c| c.to.eq_ignore_ascii_case(to) && c.expires_at >= not_before)
+            .filter(|c| c.is_for(to, not_before))
             .max_by_key(|c| c.expires_at)
             .cloned()
     }
@@ -265,9 +275,7 @@ impl Watch {
         sent_at_ms: i64,
         timeout: Duration,
     ) -> Result<Confirmation, String> {
-        // The code expires a TTL after the users processor took the sign-up, which is after it
-        // was sent (a minute of slack for clocks).
-        let not_before = sent_at_ms + CONFIRMATION_TTL_MS - 60_000;
+        let not_before = earliest_expiry(sent_at_ms);
         let deadline = Instant::now() + timeout;
         loop {
             {
