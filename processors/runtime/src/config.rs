@@ -41,11 +41,16 @@ pub struct RuntimeConfig {
     /// maximum record size (1 MB by default), which would make the transaction fail forever.
     #[arg(long, env = "PICKPLE_MAX_VALUE_BYTES", default_value_t = 256 * 1024)]
     pub max_value_bytes: usize,
-    /// Where to serve Prometheus `/metrics` and `/health` (e.g. 127.0.0.1:9101); none when unset.
     /// sled's page cache per instance, in MiB (sled's own default is 1 GiB, which each of a
     /// machine's processes would grow into as its state grows).
     #[arg(long, env = "PICKPLE_STORE_CACHE_MB", default_value_t = 128)]
     pub store_cache_mb: u64,
+    /// Standby replicas (Kafka Streams' `num.standby.replicas`): keep warm copies of the stores
+    /// of the tasks this instance would take over if up to this many instances were lost, so
+    /// that a takeover restores only the changelog tail (see docs/scaling.md). 0: none.
+    #[arg(long, env = "PICKPLE_STANDBY_REPLICAS", default_value_t = 0)]
+    pub standby_replicas: usize,
+    /// Where to serve Prometheus `/metrics` and `/health` (e.g. 127.0.0.1:9101); none when unset.
     #[arg(long, env = "PICKPLE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 }
@@ -65,6 +70,7 @@ impl RuntimeConfig {
             task_timeout_ms: 300_000,
             max_value_bytes: 256 * 1024,
             store_cache_mb: 128,
+            standby_replicas: 0,
             metrics_addr: None,
         }
     }

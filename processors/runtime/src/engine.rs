@@ -748,6 +748,7 @@ impl<P: Processor> Engine<P> {
         }
         self.tasks.revoke(consumer, partitions)?;
         self.settle()?;
+        self.tasks.release_standbys(partitions);
         self.stores.flush()?;
         Ok(())
     }

@@ -28,7 +28,8 @@
 //!   generation-tagged delivery reports;
 //! * `task_manager`: assignment and revocation, parked processors, restores, back-offs;
 //! * `task`: one task: its processor, lifecycle (restoring or running) and retry back-off;
-//! * `restore`: restore jobs off the poll loop; `applier`: committed writes into sled;
+//! * `restore`: restore jobs off the poll loop; `standby`: standby replicas and their
+//!   placement; `applier`: committed writes into sled;
 //!   `store`: sled and the write layers; `context`: what a processor sees.
 
 mod applier;
@@ -48,6 +49,7 @@ mod rebalance;
 pub mod reference;
 mod restore;
 mod runner;
+pub mod standby;
 mod store;
 mod task;
 mod task_manager;

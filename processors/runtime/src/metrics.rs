@@ -22,6 +22,11 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub restore_records: IntCounterVec,
     pub restore_remaining: IntGaugeVec,
+    /// Standby replicas: partitions placed here, changelog records applied, store-partitions
+    /// not yet at their changelog's end.
+    pub standby_partitions: IntGaugeVec,
+    pub standby_records: IntCounterVec,
+    pub standby_behind: IntGaugeVec,
     pub dlq: IntCounterVec,
     pub lag: IntGaugeVec,
     pub assigned: IntGaugeVec,
@@ -90,6 +95,24 @@ impl Metrics {
                 "pickple_restore_remaining_records",
                 "Changelog records left to restore",
                 &["app", "store"]
+            )
+            .unwrap(),
+            standby_partitions: register_int_gauge_vec!(
+                "pickple_standby_partitions",
+                "Tasks this instance keeps standby replicas of",
+                &["app"]
+            )
+            .unwrap(),
+            standby_records: register_int_counter_vec!(
+                "pickple_standby_records_total",
+                "Changelog records applied to standby replicas",
+                &["app", "store"]
+            )
+            .unwrap(),
+            standby_behind: register_int_gauge_vec!(
+                "pickple_standby_behind_partitions",
+                "Standby store-partitions not yet at the end of their changelog",
+                &["app"]
             )
             .unwrap(),
             dlq: register_int_counter_vec!(

@@ -16,6 +16,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::processor::{AppSpec, Processor};
 use crate::restore::{RestoreError, RestoreEvent, RestoreJob, Restoring};
+use crate::standby::Standbys;
 use crate::store::StateStores;
 use crate::task::{Lifecycle, Task};
 use crate::RuntimeConfig;
@@ -38,6 +39,8 @@ pub(crate) struct TaskManager<P> {
     parked: BTreeMap<i32, P>,
     restores: Vec<RestoreJob>,
     next_job: u64,
+    /// Warm copies of other instances' tasks (`PICKPLE_STANDBY_REPLICAS`), if kept.
+    standbys: Option<Standbys>,
     metrics: &'static Metrics,
 }
 
@@ -48,8 +51,15 @@ impl<P: Processor> TaskManager<P> {
         stores: StateStores,
         factory: Box<dyn Fn(i32) -> P + Send>,
     ) -> Self {
+        // A standby is a cache: an instance that cannot keep one still runs, with full
+        // restores on takeover.
+        let standbys = Standbys::start(&config, &spec, &stores).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot keep standby replicas; takeovers restore in full");
+            None
+        });
         TaskManager {
             inputs: spec.inputs.iter().map(|t| config.topic(t)).collect(),
+            standbys,
             spec,
             config,
             stores,
@@ -154,6 +164,10 @@ impl<P: Processor> TaskManager<P> {
                 partition,
             })
             .collect();
+        if let Some(standbys) = &self.standbys {
+            // From here on the standby thread leaves these trees to the restore.
+            standbys.activate(&new);
+        }
         let job = self.next_job;
         self.next_job += 1;
         let now = Instant::now();
@@ -333,6 +347,15 @@ impl<P: Processor> TaskManager<P> {
         self.count();
         tracing::info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "revoked {partitions:?}");
         Ok(())
+    }
+
+    /// Revoked `partitions` have had their last commit applied: their trees may be kept as
+    /// standbys from their checkpoints on. A task forgotten without revocation (the consumer
+    /// replaced) stays marked until it is revoked, or assigned again.
+    pub fn release_standbys(&self, partitions: &[i32]) {
+        if let Some(standbys) = &self.standbys {
+            standbys.release(partitions);
+        }
     }
 
     /// The consumer is gone (replaced after a fatal error) without revoking: drop every task,

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
@@ -11,34 +10,12 @@ use pickple_runtime::{now_millis, partition_for};
 use pickple_schemas::topic;
 use rand::Rng;
 
-/// Keyed input records, and how many each key got.
-type Inputs = (Vec<(String, Vec<u8>)>, HashMap<String, u64>);
-
-fn inputs(keys: usize, per_key: usize, start: usize) -> Inputs {
-    let mut records = Vec::new();
-    let mut expected = HashMap::new();
-    for i in start..start + per_key {
-        for k in 0..keys {
-            let key = format!("key-{k}");
-            records.push((key.clone(), format!("{{\"seq\":{i}}}").into_bytes()));
-            *expected.entry(key).or_insert(0) += 1;
-        }
-    }
-    (records, expected)
-}
-
-fn add(total: &mut HashMap<String, u64>, more: HashMap<String, u64>) {
-    for (k, v) in more {
-        *total.entry(k).or_insert(0) += v;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     let seed = ChaosSeed::from_env_or_fresh();
     let mut rng = seed.rng();
     let sb = Sandbox::new().await;
-    let (records, expected) = inputs(24, 250, 0); // 6,000 records
+    let (records, expected) = keyed_inputs(24, 250, 0); // 6,000 records
     sb.produce(&records);
     let mut reader = Reader::new(&sb.topic(COUNT_OUTPUT));
     let total = records.len();
@@ -77,7 +54,7 @@ async fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wiped_state_dir_is_restored_from_the_changelog_before_processing() {
     let sb = Sandbox::new().await;
-    let (first, mut expected) = inputs(12, 20, 0);
+    let (first, mut expected) = keyed_inputs(12, 20, 0);
     sb.produce(&first);
     let mut reader = Reader::new(&sb.topic(COUNT_OUTPUT));
     let mut child = sb.start("a", Some(19411));
@@ -85,7 +62,7 @@ async fn a_wiped_state_dir_is_restored_from_the_changelog_before_processing() {
     sigterm(&mut child);
     std::fs::remove_dir_all(sb.state_dir("a")).unwrap();
 
-    let (second, more) = inputs(12, 5, 20);
+    let (second, more) = keyed_inputs(12, 5, 20);
     sb.produce(&second);
     add(&mut expected, more);
     let mut child = sb.start("a", Some(19411));
@@ -126,14 +103,14 @@ async fn two_instances_split_partitions_and_hand_them_over_without_loss() {
         assigned(19421) + assigned(19422) == 6.0 && assigned(19422) > 0.0 && assigned(19421) > 0.0
     });
 
-    let (first, mut expected) = inputs(30, 10, 0);
+    let (first, mut expected) = keyed_inputs(30, 10, 0);
     sb.produce(&first);
     let mut total = first.len();
     reader.read_until(60, |r| r.len() >= total);
 
     // Stop b: its partitions and their state move to a.
     sigterm(&mut b);
-    let (second, more) = inputs(30, 10, 10);
+    let (second, more) = keyed_inputs(30, 10, 10);
     sb.produce(&second);
     add(&mut expected, more);
     total += second.len();
@@ -145,7 +122,7 @@ async fn two_instances_split_partitions_and_hand_them_over_without_loss() {
     wait_for(60, "b to own partitions again", || {
         assigned(19422) > 0.0 && assigned(19421) + assigned(19422) == 6.0
     });
-    let (third, more) = inputs(30, 10, 20);
+    let (third, more) = keyed_inputs(30, 10, 20);
     sb.produce(&third);
     add(&mut expected, more);
     total += third.len();
@@ -264,7 +241,7 @@ fn timer_due(sb: &Sandbox) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keyed_record_lands_on_the_partition_that_partition_for_names() {
     let sb = Sandbox::new().await;
-    let (records, _) = inputs(60, 1, 0);
+    let (records, _) = keyed_inputs(60, 1, 0);
     sb.produce(&records);
     let mut reader = Reader::new(&sb.topic(COUNT_INPUT));
     let read = reader.read_to_end(&sb.topic(COUNT_INPUT));

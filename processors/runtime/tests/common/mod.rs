@@ -115,6 +115,16 @@ impl Sandbox {
 
     /// Start an instance of the counter app.
     pub fn start(&self, instance: &str, metrics_port: Option<u16>) -> Instance {
+        self.start_with(instance, metrics_port, &[])
+    }
+
+    /// Start an instance of the counter app with extra `PICKPLE_*` settings.
+    pub fn start_with(
+        &self,
+        instance: &str,
+        metrics_port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Instance {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pickple-counter"));
         cmd.args([
             "--brokers",
@@ -128,6 +138,7 @@ impl Sandbox {
         .arg(self.state_dir(instance))
         .args(["--punctuate-interval-ms", "200"])
         .env("RUST_LOG", "info,rdkafka=warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null());
         if let Some(port) = metrics_port {
             cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
@@ -364,6 +375,29 @@ pub fn assert_exact_counts(outputs: &[Read], expected: &HashMap<String, u64>) {
         "outputs for unexpected keys: {:?}",
         seen.keys()
     );
+}
+
+/// Keyed input records, and how many each key got.
+pub type Inputs = (Vec<(String, Vec<u8>)>, HashMap<String, u64>);
+
+/// `per_key` records for each of `keys` keys, numbered from `start`.
+pub fn keyed_inputs(keys: usize, per_key: usize, start: usize) -> Inputs {
+    let mut records = Vec::new();
+    let mut expected = HashMap::new();
+    for i in start..start + per_key {
+        for k in 0..keys {
+            let key = format!("key-{k}");
+            records.push((key.clone(), format!("{{\"seq\":{i}}}").into_bytes()));
+            *expected.entry(key).or_insert(0) += 1;
+        }
+    }
+    (records, expected)
+}
+
+pub fn add(total: &mut HashMap<String, u64>, more: HashMap<String, u64>) {
+    for (k, v) in more {
+        *total.entry(k).or_insert(0) += v;
+    }
 }
 
 /// The /metrics text of a process, or "" while it is not serving yet.
