@@ -221,7 +221,10 @@ def relabel(meta, rules):
     labels = dict(meta)
     for r in rules:
         action = r.get("action", "replace")
-        regex = re.compile(r.get("regex", "(.*)"))
+        try:
+            regex = re.compile(r.get("regex", "(.*)"))
+        except re.error as e:
+            raise ValueError(f"relabel rule regex {r.get('regex')!r}: {e}") from None
         value = r.get("separator", ";").join(labels.get(s, "") for s in r.get("source_labels", []))
         if action == "replace":
             m = regex.fullmatch(value)
@@ -758,8 +761,11 @@ def check_queries(_argv):
     except ValueError as e:
         return problems + [str(e)], ""
     levels_written = {lvl.lower() for lvl in TRACING_LEVELS}
-    stream = relabel({"__meta_docker_container_label_com_docker_compose_service": "order",
-                      "__meta_docker_container_name": "/pickple-order-1"}, cfg.relabel_rules()) or {}
+    try:
+        stream = relabel({"__meta_docker_container_label_com_docker_compose_service": "order",
+                          "__meta_docker_container_name": "/pickple-order-1"}, cfg.relabel_rules()) or {}
+    except ValueError as e:
+        return problems + [f"{rel(ALLOY)}: {e} (see the alloy check)"], ""
     for what, line, trace in samples:
         try:
             got_labels, got_sm = run_pipeline(cfg, stream, line)
@@ -1046,7 +1052,7 @@ def check_compose(argv):
         acfg = AlloyConfig()
     except alloy_syntax.AlloyError as e:
         return problems + [f"{rel(ALLOY)}: {e}"], ""
-    for host in acfg.docker_hosts():
+    for host in sorted(set(acfg.docker_hosts())):
         path = host.removeprefix("unix://")
         m = [(s, ro) for s, t, ro in mounts(alloy) if t == path]
         if not m:
@@ -1079,8 +1085,11 @@ def check_compose(argv):
             want = "gateway"
         else:
             continue
-        got = relabel({"__meta_docker_container_label_com_docker_compose_service": name,
-                       "__meta_docker_container_name": f"/pickple-{name}-1"}, rules) or {}
+        try:
+            got = relabel({"__meta_docker_container_label_com_docker_compose_service": name,
+                           "__meta_docker_container_name": f"/pickple-{name}-1"}, rules) or {}
+        except ValueError as e:
+            return problems + [f"{rel(ALLOY)}: {e} (see the alloy check)"], ""
         apps += 1
         if got.get("app") != want:
             problems.append(f"service {name} runs app {want}, Alloy labels its logs app={got.get('app')!r}")
