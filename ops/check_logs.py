@@ -42,6 +42,7 @@ import sys
 
 import yaml
 
+sys.dont_write_bytecode = True  # no ops/__pycache__ left in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import alloy_syntax  # noqa: E402
 
@@ -115,6 +116,9 @@ STAGES = {
     "stage.drop": (set(), {"source", "separator", "expression", "value", "older_than",
                            "longer_than", "drop_counter_reason"}),
 }
+ALLOY_STDLIB = {"constants", "sys", "env", "coalesce", "concat", "format", "join", "json_decode",
+                "json_path", "nonsensitive", "split", "to_lower", "to_upper", "trim", "trim_prefix",
+                "trim_space", "trim_suffix", "encoding", "string", "array", "convert", "file"}
 RELABEL_ACTIONS = {"replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep",
                    "lowercase", "uppercase", "keepequal", "dropequal"}
 GO_DURATION = re.compile(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+")
@@ -279,10 +283,13 @@ def check_alloy(_argv):
                 problems.append(f"{where}: {b.name} \"{b.label}\" declared twice")
             exports[key] = exp
         problems += check_block(b, required, optional, blocks, where)
-    # References: <component>.<label>.<export>, the export one the component has.
+    # References: <component>.<label>.<export>, the export one the component has (the standard
+    # library's values, e.g. constants.hostname, are no components).
     for b in cfg.body:
         for stmt in walk_attrs(b):
             for r in alloy_syntax.refs(stmt.value):
+                if r.split(".")[0] in ALLOY_STDLIB:
+                    continue
                 comp, _, export = r.rpartition(".")
                 if comp not in exports:
                     problems.append(f"{rel(ALLOY)}:{stmt.line}: {stmt.name} refers to {r}, no such component")
