@@ -313,6 +313,8 @@ def check_alloy(_argv):
                 if name not in source_labels:
                     problems.append(f"{rel(ALLOY)}:{b.line}: stage.match selects on {name!r}, which the source's relabel rules do not set ({sorted(source_labels)})")
             problems += [f"{rel(ALLOY)}:{b.line}: stage.match selector: {p}" for p in q.problems()]
+            if q.filters or q.grouping:
+                problems.append(f"{rel(ALLOY)}:{b.line}: stage.match selector {sel!r}: only a stream selector and line filters (|= |~ != !~) are allowed, no label filters or aggregations")
     if not cfg.blocks("loki.source.docker"):
         problems.append(f"{rel(ALLOY)}: no loki.source.docker: container logs are not read")
     return problems, (f"{len(cfg.components)} components parse, references resolve; labels "
@@ -559,17 +561,29 @@ def sample_lines():
     for needed in (".json()", ".with_current_span(true)", "JsonSpanFields"):
         if needed not in lib:
             raise ValueError(f"telemetry/src/lib.rs no longer configures the JSON log layer with {needed}: rebuild the sample lines")
-    trace_rs = open(os.path.join(ROOT, "processors", "runtime", "src", "trace.rs")).read()
-    m = re.search(r'info_span!\(\s*"record",\s*((?:[^()]|\([^()]*\))*)\)', trace_rs)
-    if not m:
-        raise ValueError("processors/runtime/src/trace.rs has no \"record\" span")
-    span_fields = [re.match(r"\s*([a-z_]+)", f).group(1) for f in m.group(1).split(",") if f.strip()]
-    if "trace_id" not in span_fields:
-        raise ValueError(f"the record span's fields are {span_fields}: no trace_id")
-    values = {"trace_id": SAMPLE_TRACE_ID, "app": "order", "topic": "order-commands",
-              "partition": 3, "offset": 42}
-    span = {f: values.get(f, "x") for f in span_fields}
-    span["name"] = "record"
+    def span(path, name, values):
+        """The span's JSON object: its declared fields in order (values from `values`), then
+        its name, as tracing-subscriber writes the current span."""
+        text = open(os.path.join(ROOT, path)).read()
+        m = re.search(r'info_span!\(\s*"%s",\s*((?:[^()]|\([^()]*\))*)\)' % name, text)
+        if not m:
+            raise ValueError(f"{path} has no \"{name}\" span any more: rebuild the sample lines")
+        decls = [f for f in m.group(1).split(",") if f.strip()]
+        # A field declared Empty is written when it is recorded (continue_trace), after the
+        # others: JsonSpanFields appends in the order fields were declared or recorded.
+        fields = [re.match(r"\s*([a-z_]+)", f).group(1) for f in decls if "field::Empty" not in f] + \
+                 [re.match(r"\s*([a-z_]+)", f).group(1) for f in decls if "field::Empty" in f]
+        if "trace_id" not in fields:
+            raise ValueError(f"the {name} span of {path} has the fields {fields}: no trace_id")
+        obj = {f: values.get(f, "x") for f in fields}
+        obj["name"] = name
+        return obj
+
+    record = span("processors/runtime/src/trace.rs", "record",
+                  {"trace_id": SAMPLE_TRACE_ID, "app": "order", "topic": "order-commands",
+                   "partition": 3, "offset": 42})
+    request = span("gateway/src/trace.rs", "request",
+                   {"trace_id": "00f067aa0ba902b70af7651916cd43dd", "method": "POST", "path": "/orders"})
     messages = logged_messages()
     if "dead letter" not in messages:
         raise ValueError("no tracing macro logs \"dead letter\" any more (processors/runtime/src/collector.rs)")
@@ -584,13 +598,11 @@ def sample_lines():
 
     dead = line(level, {"message": "dead letter", "topic": "order-commands", "partition": 3,
                         "offset": 42, "reason": "unreadable value: expected value at line 1 column 1"},
-                "pickple_runtime::collector", span)
+                "pickple_runtime::collector", record)
     untraced = line("INFO", {"message": "starting", "app": "order"}, "pickple_processor")
     # The gateway's request span writes its trace id when the trace is continued.
     answered = line("INFO", {"message": "answered", "status": 202, "elapsed_ms": 1.25},
-                    "pickple_gateway::trace",
-                    {"trace_id": "00f067aa0ba902b7" + "0af7651916cd43dd", "method": "POST",
-                     "path": "/orders", "name": "request"})
+                    "pickple_gateway::trace", request)
     return [("a traced dead-letter line", dead, SAMPLE_TRACE_ID),
             ("an untraced line", untraced, None),
             ("the gateway's answered line (a trace id with leading zeros)", answered,
