@@ -54,6 +54,7 @@ class Token:
     line: int
     col: int
     nl_before: bool  # a newline between the previous token and this one
+    raw: bool = False  # a `raw` string
 
 
 _OPS = ["==", "!=", "<=", ">=", "&&", "||", "{", "}", "[", "]", "(", ")", ",", ".", "=", "<",
@@ -131,7 +132,7 @@ def tokenize(text):
             j = text.find("`", i + 1)
             if j < 0:
                 err("raw string literal not terminated")
-            toks.append(Token("string", text[i + 1:j], line, col, nl))
+            toks.append(Token("string", text[i + 1:j], line, col, nl, raw=True))
             nl = False
             advance(j + 1 - i)
         elif ch.isdigit():
@@ -209,6 +210,8 @@ class _Parser:
                     name.append(self.take().value)
                 label = None
                 if self.tok.kind == "string":
+                    if self.tok.raw:
+                        self.err("a block label must be a double-quoted string")
                     label = self.take().value
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
                         self.err(f"block label {label!r} must be an identifier")
