@@ -6,7 +6,8 @@ between the files, where mistakes are silent at runtime (an empty panel, an aler
 fire, a processor nobody scrapes):
 
   metrics [METRICS_FILE]  Grafana dashboards are valid JSON on the provisioned data source, and
-                          every metric name used by a dashboard or an alert rule exists: by
+                          every metric name used by a dashboard (its Prometheus queries; the
+                          Loki ones are ops/check_logs.py's) or an alert rule exists: by
                           default in the list of metrics the Pickple processes export (below);
                           with METRICS_FILE, in that scraped /metrics text (concatenate the
                           scrapes of several processes into one file).
@@ -126,10 +127,20 @@ def check_metrics(argv):
             allowed |= {h + "_bucket", h + "_sum", h + "_count"}
         source = "the Pickple metric list"
 
-    uids = set()
+    uids, types = set(), {}
     for path in glob.glob(os.path.join(DATASOURCES, "*.y*ml")):
         for ds in load_yaml(path).get("datasources", []):
             uids.add(ds.get("uid"))
+            types[ds.get("uid")] = ds.get("type")
+
+    def is_loki(*objs):
+        """LogQL, not PromQL: the first object that names a data source names a Loki one
+        (LogQL queries are checked by ops/check_logs.py)."""
+        for o in objs:
+            ds = o.get("datasource")
+            if isinstance(ds, dict):
+                return ds.get("type") == "loki" or types.get(ds.get("uid")) == "loki"
+        return False
 
     exprs = []  # (where, expr)
     dash_files = sorted(glob.glob(os.path.join(DASHBOARDS, "*.json")))
@@ -169,9 +180,10 @@ def check_metrics(argv):
             for t in targets:
                 if not t.get("expr", "").strip():
                     problems.append(f"{name}: panel '{title}' query {t.get('refId')} is empty")
-                exprs.append((f"{name} panel '{title}'", t.get("expr", "")))
+                if not is_loki(t, p):
+                    exprs.append((f"{name} panel '{title}'", t.get("expr", "")))
         for v in dash.get("templating", {}).get("list", []):
-            if v.get("type") == "query":
+            if v.get("type") == "query" and not is_loki(v):
                 exprs.append((f"{name} variable '{v.get('name')}'", template_query_expr(v.get("query"))))
 
     for g in load_yaml(ALERTS).get("groups", []):

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Static checks of the operations files (Docker stack, Prometheus, Alertmanager, Grafana, Redis).
-# Needs no Docker engine, no network and no Rust build: every check reads files or runs a local
-# tool (apt: prometheus, prometheus-alertmanager, docker-compose, redis-server; python3 + PyYAML).
+# Static checks of the operations files (Docker stack, Prometheus, Alertmanager, Grafana, Redis,
+# Loki and Alloy). Needs no Docker engine, no network and no Rust build: every check reads files
+# or runs a local tool (apt: prometheus, prometheus-alertmanager, docker-compose, redis-server;
+# python3 + PyYAML). Loki and Alloy have no binary here: ops/check_logs.py reads their configs
+# (Alloy's with its own parser, ops/alloy_syntax.py) and checks the LogQL queries against them.
 #
 #   scripts/check-ops.sh [METRICS_FILE]
 #
@@ -56,10 +58,16 @@ promtool_rules() { tool promtool prometheus && promtool check rules ops/promethe
 promtool_tests() { tool promtool prometheus && promtool test rules ops/prometheus/alerts_test.yml; }
 amtool_config() { tool amtool prometheus-alertmanager && amtool check-config ops/alertmanager/alertmanager.yml; }
 compose_config() { tool docker-compose docker-compose && docker-compose -f docker-compose.yml config -q; }
+# The stack as Compose resolves it (anchors merged, paths absolute), for check_logs.py compose.
+compose_logs() {
+  tool docker-compose docker-compose || return 1
+  docker-compose -f docker-compose.yml config >"$tmp/compose.yml" || return 1
+  "$PY" ops/check_logs.py compose "$tmp/compose.yml"
+}
 
 # YAML files no tool above reads (Grafana provisioning, Redpanda, Console): at least they parse.
 yaml_parses() {
-  "$PY" - ops/grafana/provisioning/*/*.yml redpanda/*.yaml <<'PY'
+  "$PY" - ops/grafana/provisioning/*/*.yml redpanda/*.yaml ops/loki/*.yml <<'PY'
 import sys, yaml
 for path in sys.argv[1:]:
     with open(path) as f:
@@ -122,7 +130,11 @@ if [[ -n "$metrics_file" ]]; then
 else
   check "Grafana dashboards valid, metric names are Pickple metrics" "$PY" ops/check_ops.py metrics
 fi
-check "Grafana/Redpanda YAML files parse" yaml_parses
+check "Grafana/Redpanda/Loki YAML files parse" yaml_parses
+check "Alloy config parses, components and references valid (ops/alloy/config.alloy)" "$PY" ops/check_logs.py alloy
+check "Loki config: filesystem, tsdb v13, structured metadata, retention (ops/loki/loki.yml)" "$PY" ops/check_logs.py loki
+check "LogQL labels set by Alloy, Loki uid provisioned, trace links match real log lines" "$PY" ops/check_logs.py queries
+check "loki and alloy in docker-compose config: volumes, mounts, ports, app labels" compose_logs
 check "Redis configs load in redis-server" redis_configs_load
 check "shell scripts parse (bash -n)" bash_syntax
 
