@@ -248,6 +248,23 @@ async fn master_refunds_by_cancelling_the_order() {
     assert_eq!((s, &again["replayed"]), (202, &json!(true)));
     assert_eq!(again["command_id"], first["command_id"]);
 
+    // The key names this refund: another reason under it is refused.
+    let (s, e) = into_parts(
+        gw.http
+            .post(gw.url("/api/v1/payments/o1/refund"))
+            .bearer_auth(&master)
+            .header("idempotency-key", "refund-1")
+            .json(&json!({"reason": "another reason"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+
     let records = read_topic(&gw.topic(topic::ORDER_COMMANDS));
     let mine: Vec<_> = records.iter().filter(|r| r.key == "o1").collect();
     assert_eq!(
