@@ -40,7 +40,8 @@ pub mod docs {
         ProductView,
         OrderView,
         DeliveryView,
-        NotificationView
+        NotificationView,
+        PaymentView
     );
 }
 
@@ -373,6 +374,10 @@ impl Modify for WaitHeader {
         routes::deliveries::add_detail,
         routes::deliveries::end,
         routes::notifications::mine,
+        routes::payments::get_payment,
+        routes::payments::mine,
+        routes::payments::list,
+        routes::payments::refund,
         routes::system::health,
         routes::system::ready,
     ),
@@ -384,6 +389,7 @@ impl Modify for WaitHeader {
         routes::Listing,
         routes::auth::ConfirmEmailRequest,
         docs::NotificationView,
+        docs::PaymentView,
     )),
     modifiers(&Security, &ViewHeaders, &WaitHeader, &IdempotencyHeader, &CommonResponses),
     tags(
@@ -394,6 +400,7 @@ impl Modify for WaitHeader {
         (name = "orders", description = "placing, paying, cancelling, reading orders"),
         (name = "deliveries", description = "delivery tracking"),
         (name = "notifications", description = "e-mails sent"),
+        (name = "payments", description = "each order's payment (attempts, outcomes, provider reference) and MASTER's refund"),
         (name = "system", description = "health and readiness")
     )
 )]
@@ -414,6 +421,7 @@ pub fn document() -> serde_json::Value {
     generator.subschema_for::<pickple_schemas::OrderView>();
     generator.subschema_for::<pickple_schemas::DeliveryView>();
     generator.subschema_for::<pickple_schemas::NotificationView>();
+    generator.subschema_for::<pickple_schemas::PaymentView>();
     let defs = generator.take_definitions(true);
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
@@ -610,6 +618,7 @@ pub mod constraints {
             ),
             ("PayRequest", "payment_token", line(256)),
             ("CancelRequest", "reason", multiline(0, 500)),
+            ("RefundRequest", "reason", multiline(1, 500)),
             ("StartDeliveryRequest", "carrier", line(100)),
             ("StartDeliveryRequest", "delivery_type", line(50)),
             ("StartDeliveryRequest", "tracking_number", line(100)),

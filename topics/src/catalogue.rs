@@ -210,6 +210,11 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             "latest delivery view",
         ),
         compacted(p(topic::VIEW_NOTIFICATIONS), "message id", "e-mails sent"),
+        compacted(
+            p(topic::VIEW_PAYMENTS),
+            "order id",
+            "latest payment view with its attempts and outcomes",
+        ),
     ];
     for app in APPS {
         for store in app.stores {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod deliveries;
 pub mod notifications;
 pub mod orders;
+pub mod payments;
 pub mod products;
 pub mod system;
 pub mod users;
@@ -78,6 +79,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/deliveries/{order_id}/end", post(deliveries::end))
         .route("/notifications/mine", get(notifications::mine))
+        .route("/payments", get(payments::list))
+        .route("/payments/mine", get(payments::mine))
+        .route("/payments/{order_id}", get(payments::get_payment))
+        .route("/payments/{order_id}/refund", post(payments::refund))
         // `Pickple-Wait` on the 200 of a read that long-polled.
         .layer(axum::middleware::from_fn(crate::longpoll::layer));
     Router::new()

@@ -29,6 +29,7 @@ pub const WATCHED: &[&str] = &[
     topic::VIEW_PRODUCTS,
     topic::VIEW_DELIVERIES,
     topic::VIEW_NOTIFICATIONS,
+    topic::VIEW_PAYMENTS,
     topic::VIEW_USERS,
     topic::VIEW_VENDORS,
     topic::ORDER_EVENTS,

@@ -1,7 +1,8 @@
 //! The payment app, keyed by order id: `payment-commands` from the saga are decided by the
 //! domain (which call, with which idempotency key), the provider is called through the
 //! [`provider::Guarded`] adapter (timeout + circuit breaker), and the outcome is stored and
-//! answered on `order-replies`.
+//! answered on `order-replies`. Every step that changes the payment, or refuses a command on an
+//! existing one, publishes its view on `view-payments` (after the answer).
 //!
 //! A refused Authorize (e.g. after a refund) is answered as a decline carrying the reason, so the
 //! order's view shows it. A refund whose provider call fails is retried (the transaction aborts
@@ -14,7 +15,7 @@ use pickple_domain::payment::{
 };
 use pickple_domain::Aggregate;
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
-use pickple_schemas::topic::{ORDER_REPLIES, PAYMENT_COMMANDS};
+use pickple_schemas::topic::{ORDER_REPLIES, PAYMENT_COMMANDS, VIEW_PAYMENTS};
 use pickple_schemas::PaymentCommand;
 use pickple_topics::catalogue::app;
 
@@ -78,11 +79,21 @@ impl Processor for PaymentProcessor {
             };
             return Err(ProcessError::Retry(format!("refund not done: {reason}")));
         }
-        if let (false, Some(after)) = (out.facts.is_empty(), &out.state) {
-            ctx.put(STORE, &key, after);
-        }
         for reply in &out.effects {
             ctx.send(ORDER_REPLIES, &key, reply);
+        }
+        // A step that changed the payment is a new version of its view; so is a command refused
+        // on an existing payment (the view says why). A refusal of a payment that does not exist
+        // has no view to show it on: the saga's answer carries the reason.
+        let event_type = match (&out.rejection, out.facts.is_empty()) {
+            (Some(_), _) => "PaymentRejected",
+            (None, false) => "PaymentUpdated",
+            (None, true) => return Ok(()),
+        };
+        if let Some(mut after) = out.state {
+            after.stamp(ctx.now(), out.rejection.as_ref());
+            ctx.put(STORE, &key, &after);
+            ctx.send_value(VIEW_PAYMENTS, &key, event_type, &after.to_view(&key));
         }
         Ok(())
     }
@@ -113,6 +124,7 @@ mod tests {
             order_id: o.into(),
             amount: 700,
             payment_token: token.into(),
+            username: "ann1".into(),
         }
     }
     fn refund(o: &str) -> PaymentCommand {
@@ -177,9 +189,80 @@ mod tests {
         assert!(reasons[1].contains("timed out"), "{reasons:?}");
         assert!(reasons[3].contains("breaker"), "{reasons:?}");
         assert!(fake.charges().is_empty());
-        // The decline is on record (a new key next time); the timeouts are not.
+        // The decline is on record (a new key next time); the timeouts are not, though the
+        // view shows them.
         assert_eq!(d.get::<PaymentState>(STORE, "o1").unwrap().declines, 1);
-        assert!(d.get::<PaymentState>(STORE, "o2").is_none());
+        assert_eq!(d.get::<PaymentState>(STORE, "o2").unwrap().declines, 0);
+    }
+
+    #[test]
+    fn the_view_follows_authorize_decline_authorize_refund() {
+        use pickple_schemas::{PaymentEventKind::*, PaymentView, PaymentViewStatus};
+        let (mut d, _) = driver();
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_decline"))
+            .unwrap();
+        let views = d.take_outputs(VIEW_PAYMENTS);
+        assert_eq!(views.len(), 1);
+        assert_eq!(
+            (views[0].key_str(), views[0].headers.event_type.as_str()),
+            ("o1", "PaymentUpdated")
+        );
+        let v: PaymentView = serde_json::from_value(views[0].json()).unwrap();
+        assert_eq!(
+            (v.status, v.decline_reason.as_deref(), v.version),
+            (PaymentViewStatus::Declined, Some("card declined"), 1)
+        );
+        assert_eq!((v.username.as_str(), v.amount), ("ann1", 700));
+
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        // A redelivery changes nothing: answered again, no new view.
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        let views: Vec<PaymentView> = d.take(VIEW_PAYMENTS);
+        assert_eq!(views.len(), 1);
+        assert_eq!(
+            (views[0].status, views[0].version),
+            (PaymentViewStatus::Authorized, 2)
+        );
+        let payment_id = views[0]
+            .payment_id
+            .clone()
+            .expect("the provider's reference");
+
+        d.pipe(PAYMENT_COMMANDS, "o1", &refund("o1")).unwrap();
+        let v = d.take::<PaymentView>(VIEW_PAYMENTS).pop().unwrap();
+        assert_eq!(
+            (v.status, v.refunded_amount, v.version),
+            (PaymentViewStatus::Refunded, Some(700), 3)
+        );
+        assert_eq!(v.refund_reason.as_deref(), Some("cancelled"));
+        assert_eq!(v.payment_id, Some(payment_id.clone()));
+        let history: Vec<_> = v
+            .history
+            .iter()
+            .map(|e| (e.kind, e.reason.clone(), e.payment_id.clone()))
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                (AuthorizeRequested, None, None),
+                (Declined, Some("card declined".to_string()), None),
+                (AuthorizeRequested, None, None),
+                (Authorized, None, Some(payment_id)),
+                (RefundRequested, Some("cancelled".to_string()), None),
+                (Refunded, None, None),
+            ]
+        );
+        // Paying after the refund is refused on the view, which stays REFUNDED.
+        d.pipe(PAYMENT_COMMANDS, "o1", &authorize("o1", "tok_ok"))
+            .unwrap();
+        let views = d.take_outputs(VIEW_PAYMENTS);
+        assert_eq!(views[0].headers.event_type, "PaymentRejected");
+        let v: PaymentView = serde_json::from_value(views[0].json()).unwrap();
+        assert_eq!((v.status, v.version), (PaymentViewStatus::Refunded, 4));
+        assert!(v.rejection.unwrap().contains("refunded"));
+        assert_eq!(d.get::<PaymentState>(STORE, "o1").unwrap().version, 4);
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub enum OrderEffect {
     Authorize {
         amount: Amount,
         payment_token: String,
+        /// The buyer, for the payment's view.
+        username: String,
     },
     Refund {
         reason: String,
@@ -242,10 +244,12 @@ impl OrderEffect {
             OrderEffect::Authorize {
                 amount,
                 payment_token,
+                username,
             } => Some(PaymentCommand::Authorize {
                 order_id: order_id.to_string(),
                 amount: *amount,
                 payment_token: payment_token.clone(),
+                username: username.clone(),
             }),
             OrderEffect::Refund { reason } => Some(PaymentCommand::Refund {
                 order_id: order_id.to_string(),
@@ -477,6 +481,7 @@ impl Aggregate for Order {
             OrderFact::PaymentRequested { payment_token, .. } => vec![OrderEffect::Authorize {
                 amount: after.amount(),
                 payment_token: payment_token.clone(),
+                username: after.username.clone(),
             }],
             OrderFact::Paid { .. } => {
                 let mut out = each_line(|product_id| OrderEffect::CommitStock { product_id });
@@ -1333,7 +1338,8 @@ mod tests {
             out,
             vec![OrderEffect::Authorize {
                 amount: 700,
-                payment_token: "tok".into()
+                payment_token: "tok".into(),
+                username: "ann".into(),
             }]
         );
         assert_eq!(s.status(), PaymentPending);
@@ -1898,7 +1904,8 @@ mod tests {
         );
         assert!(OrderEffect::Authorize {
             amount: 1,
-            payment_token: "t".into()
+            payment_token: "t".into(),
+            username: "ann".into(),
         }
         .payment_command(O)
         .is_some());

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Amount;
+use super::{Amount, Millis};
 use crate::message_type;
 
 /// Topic `payment-commands`, key: order id. Sent by the order saga.
@@ -16,6 +16,10 @@ pub enum PaymentCommand {
         order_id: String,
         amount: Amount,
         payment_token: String,
+        /// The buyer, shown on the payment's view. Empty in commands sent before the view
+        /// existed.
+        #[serde(default)]
+        username: String,
     },
     /// Refund whatever was captured for the order (cancel after payment, late approval).
     Refund { order_id: String, reason: String },
@@ -112,6 +116,116 @@ impl JsonSchema for PaymentStatus {
             "pattern": "^(REQUESTED|AUTHORIZED|REFUND_REQUESTED|REFUNDED|DECLINED: [\\s\\S]*)$"
         })
     }
+}
+
+/// Where a payment stands, as `view-payments` shows it. Unlike [`PaymentStatus`] (the order
+/// view's string), the decline reason is a field of its own, so the status is a plain enum that
+/// listings can be indexed and filtered by. A payment's request and the provider's answer are
+/// handled in one step, so there is no "requested" status to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentViewStatus {
+    /// The provider authorized the amount.
+    Authorized,
+    /// The last attempt failed: declined by the provider, or the provider could not be reached
+    /// (see `decline_reason` and the history). The buyer may pay again until the deadline.
+    Declined,
+    /// The authorized amount was given back (a cancel after payment, a late authorization).
+    Refunded,
+}
+
+impl PaymentViewStatus {
+    pub const ALL: [PaymentViewStatus; 3] = [
+        PaymentViewStatus::Authorized,
+        PaymentViewStatus::Declined,
+        PaymentViewStatus::Refunded,
+    ];
+
+    /// The wire name (`AUTHORIZED`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentViewStatus::Authorized => "AUTHORIZED",
+            PaymentViewStatus::Declined => "DECLINED",
+            PaymentViewStatus::Refunded => "REFUNDED",
+        }
+    }
+}
+
+impl fmt::Display for PaymentViewStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentViewStatus {
+    type Err = UnknownPaymentStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentViewStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownPaymentStatus(s.to_string()))
+    }
+}
+
+/// What happened to a payment, one entry of its view's `history`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentEventKind {
+    /// The saga asked for `amount` (the buyer paid the order).
+    AuthorizeRequested,
+    /// The provider authorized it, under `payment_id`.
+    Authorized,
+    /// The provider declined it, for `reason`.
+    Declined,
+    /// The provider could not be reached or timed out (`reason`); the next attempt uses the same
+    /// idempotency key, so it cannot charge twice.
+    ProviderUnavailable,
+    /// The saga asked for a refund, for `reason`.
+    RefundRequested,
+    /// The provider gave `amount` back.
+    Refunded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentEvent {
+    pub kind: PaymentEventKind,
+    pub at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+}
+
+/// Topic `view-payments`, key: order id. The latest view of an order's payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentView {
+    pub order_id: String,
+    /// The buyer; empty for a payment whose last Authorize was sent before the view existed.
+    pub username: String,
+    pub status: PaymentViewStatus,
+    /// The amount of the last authorize attempt (what was authorized, once authorized).
+    pub amount: Amount,
+    /// The provider's authorization id (the reference a refund is made against). The provider
+    /// gives no reference of its own for a refund.
+    pub payment_id: Option<String>,
+    /// The reason of the last failed attempt while `DECLINED`.
+    pub decline_reason: Option<String>,
+    pub refunded_amount: Option<Amount>,
+    pub refund_reason: Option<String>,
+    /// When the first attempt was handled.
+    pub created_at: Millis,
+    pub authorized_at: Option<Millis>,
+    pub refunded_at: Option<Millis>,
+    pub updated_at: Millis,
+    /// Attempts and outcomes, oldest first: the first and the latest (bounded, see
+    /// docs/state.md).
+    pub history: Vec<PaymentEvent>,
+    /// Why the last command was refused (an authorize after a refund), if it was.
+    pub rejection: Option<String>,
+    pub version: u64,
 }
 
 #[cfg(test)]

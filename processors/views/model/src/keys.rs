@@ -16,6 +16,9 @@
 //! | `{p}idx:users`                        | zset   | every user (score = updated at)              |
 //! | `{p}idx:deliveries:vendor:{vendor}`   | zset   | deliveries of a vendor's orders              |
 //! | `{p}idx:notifications:user:{username}`| zset   | e-mails sent to a user, score = sent at      |
+//! | `{p}idx:payments`                     | zset   | every payment, score = first attempt at      |
+//! | `{p}idx:payments:user:{username}`     | zset   | a buyer's payments                           |
+//! | `{p}idx:payments:status:{STATUS}`     | zset   | payments in a status (`AUTHORIZED`, ...)     |
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
@@ -25,7 +28,7 @@ use std::fmt;
 
 use pickple_schemas::topic;
 
-/// The six views, one per `view-*` topic.
+/// The views, one per `view-*` topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     User,
@@ -34,16 +37,18 @@ pub enum Kind {
     Order,
     Delivery,
     Notification,
+    Payment,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::User,
         Kind::Vendor,
         Kind::Product,
         Kind::Order,
         Kind::Delivery,
         Kind::Notification,
+        Kind::Payment,
     ];
 
     /// The logical topic the view is published on.
@@ -55,6 +60,7 @@ impl Kind {
             Kind::Order => topic::VIEW_ORDERS,
             Kind::Delivery => topic::VIEW_DELIVERIES,
             Kind::Notification => topic::VIEW_NOTIFICATIONS,
+            Kind::Payment => topic::VIEW_PAYMENTS,
         }
     }
 
@@ -70,6 +76,7 @@ impl Kind {
             Kind::Order => "order",
             Kind::Delivery => "delivery",
             Kind::Notification => "notification",
+            Kind::Payment => "payment",
         }
     }
 }
@@ -152,6 +159,19 @@ impl Keys {
 
     pub fn notifications_of_user(&self, username: &str) -> String {
         format!("{}idx:notifications:user:{username}", self.prefix)
+    }
+
+    pub fn payments_all(&self) -> String {
+        format!("{}idx:payments", self.prefix)
+    }
+
+    pub fn payments_of_user(&self, username: &str) -> String {
+        format!("{}idx:payments:user:{username}", self.prefix)
+    }
+
+    /// `status` as spelt on the wire (`AUTHORIZED`, `DECLINED`, `REFUNDED`).
+    pub fn payments_in_status(&self, status: &str) -> String {
+        format!("{}idx:payments:status:{status}", self.prefix)
     }
 
     /// The sink's heartbeat hash, one field per partition (see [`crate::ready`]).

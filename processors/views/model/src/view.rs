@@ -5,8 +5,8 @@
 //! can read, and a view either cannot read is the same typed [`ViewError`] on both.
 
 use pickple_schemas::{
-    DeliveryStatus, DeliveryView, NotificationView, OrderView, ProductView, UserStatus, UserView,
-    VendorView,
+    DeliveryStatus, DeliveryView, NotificationView, OrderView, PaymentView, PaymentViewStatus,
+    ProductView, UserStatus, UserView, VendorView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -212,6 +212,39 @@ impl View for NotificationView {
     }
 }
 
+impl View for PaymentView {
+    const KIND: Kind = Kind::Payment;
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn indexes(&self, keys: &Keys) -> Vec<(String, i64)> {
+        let at = self.created_at;
+        let mut indexes = vec![
+            (keys.payments_all(), at),
+            (keys.payments_in_status(self.status.as_str()), at),
+        ];
+        // A payment from before the view existed has no buyer on record until its next attempt.
+        if !self.username.is_empty() {
+            indexes.push((keys.payments_of_user(&self.username), at));
+        }
+        indexes
+    }
+
+    fn status(&self) -> Option<String> {
+        Some(self.status.as_str().to_string())
+    }
+
+    fn is_final(&self) -> bool {
+        self.status == PaymentViewStatus::Refunded
+    }
+
+    fn rejection(&self) -> Option<&str> {
+        self.rejection.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +283,30 @@ mod tests {
                 ("t:idx:orders:vendor:v2".to_string(), 1000),
             ]
         );
+    }
+
+    #[test]
+    fn a_payment_is_indexed_by_buyer_and_status() {
+        let keys = Keys::new("t:");
+        let json = serde_json::json!({
+            "order_id": "o1", "username": "ann", "status": "AUTHORIZED", "amount": 700,
+            "payment_id": "pay-1", "decline_reason": null, "refunded_amount": null,
+            "refund_reason": null, "created_at": 5, "authorized_at": 5, "refunded_at": null,
+            "updated_at": 5, "history": [], "rejection": null, "version": 2
+        });
+        let p: PaymentView = decode(json.to_string().as_bytes()).unwrap();
+        let mut indexes = p.indexes(&keys);
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            vec![
+                ("t:idx:payments".to_string(), 5),
+                ("t:idx:payments:status:AUTHORIZED".to_string(), 5),
+                ("t:idx:payments:user:ann".to_string(), 5),
+            ]
+        );
+        assert_eq!(p.status().as_deref(), Some("AUTHORIZED"));
+        assert!(!p.is_final());
     }
 
     #[test]
