@@ -4,9 +4,9 @@
 //! Contract with the stack (scripts/up.sh): each process is supervised and `$WORK/pids/<name>.pid`
 //! (`--work`, up.sh's run directory) holds the pid of the current one; the supervisor restarts a
 //! killed process and rewrites the pidfile. Kafka (`kafka/pid`) and Redis (`redis/redis.pid`,
-//! both in `--services-work`) are not supervised: the driver restarts them with
-//! `kafka.sh start` / `services.sh start` (PICKPLE_WORK=--services-work) after
-//! `--broker-down-secs`. A pid is killed only when its command line is the expected program's.
+//! both in `--services-work`) and the cluster's brokers (`kafka-cluster/brokerN/pid`) are not
+//! supervised: the driver restarts them with `kafka.sh start` / `kafka.sh cluster start N` /
+//! `services.sh start` (PICKPLE_WORK=--services-work) after `--broker-down-secs`. A pid is killed only when its command line is the expected program's.
 //!
 //! Per kill: until the pidfile names a new live process; for a processor, until the new process
 //! has committed a transaction (its `/metrics`, `pickple_commits_total{app=...} > 0`: the counter
@@ -55,6 +55,10 @@ pub fn pidfile(run: &Path, services: &Path, t: Target) -> PathBuf {
     match t {
         Target::Kafka => services.join("kafka").join("pid"),
         Target::Redis => services.join("redis").join("redis.pid"),
+        Target::ClusterBroker(n) => services
+            .join("kafka-cluster")
+            .join(format!("broker{n}"))
+            .join("pid"),
         other => run.join("pids").join(format!("{}.pid", other.name())),
     }
 }
@@ -68,7 +72,7 @@ fn program(t: Target) -> &'static str {
     match t {
         Target::Processor(_) => "pickple-processor",
         Target::Gateway => "pickple-gateway",
-        Target::Kafka => "kafka.Kafka",
+        Target::Kafka | Target::ClusterBroker(_) => "kafka.Kafka",
         Target::Redis => "redis-server",
     }
 }
@@ -133,7 +137,7 @@ pub async fn preflight(cli: &Cli, targets: &[Target]) -> Result<(), String> {
             ));
         }
         let script = match t {
-            Target::Kafka => Some(cli.scripts.join("kafka.sh")),
+            Target::Kafka | Target::ClusterBroker(_) => Some(cli.scripts.join("kafka.sh")),
             Target::Redis => Some(cli.scripts.join("services.sh")),
             _ => None,
         };
@@ -259,16 +263,24 @@ async fn recover(
         ..Default::default()
     };
     let mut notes = Vec::new();
-    if matches!(target, Target::Kafka | Target::Redis) {
+    if matches!(
+        target,
+        Target::Kafka | Target::Redis | Target::ClusterBroker(_)
+    ) {
         tokio::time::sleep(Duration::from_secs(ctx.cli.broker_down_secs)).await;
-        let (script, arg) = match target {
-            Target::Kafka => (ctx.cli.scripts.join("kafka.sh"), "start"),
-            _ => (ctx.cli.scripts.join("services.sh"), "start"),
+        let (script, args) = match target {
+            Target::Kafka => (ctx.cli.scripts.join("kafka.sh"), vec!["start".to_string()]),
+            Target::ClusterBroker(n) => (
+                ctx.cli.scripts.join("kafka.sh"),
+                vec!["cluster".into(), "start".into(), n.to_string()],
+            ),
+            _ => (ctx.cli.scripts.join("services.sh"), vec!["start".into()]),
         };
+        let arg = args.join(" ");
         let services = ctx.cli.services_work();
         let work = std::fs::canonicalize(&services).unwrap_or(services);
         let run = tokio::process::Command::new(&script)
-            .arg(arg)
+            .args(&args)
             .env("PICKPLE_WORK", &work)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -382,6 +394,10 @@ mod tests {
             Path::new("/w/pids/order.pid")
         );
         assert_eq!(pidfile(w, s, Target::Kafka), Path::new("/s/kafka/pid"));
+        assert_eq!(
+            pidfile(w, s, Target::ClusterBroker(2)),
+            Path::new("/s/kafka-cluster/broker2/pid")
+        );
         assert_eq!(
             pidfile(w, s, Target::Redis),
             Path::new("/s/redis/redis.pid")

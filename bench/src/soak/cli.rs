@@ -109,7 +109,8 @@ pub struct Cli {
     #[arg(long)]
     pub chaos: bool,
     /// What chaos may kill: users,catalog,stock,order,payment,delivery,notification,views,
-    /// gateway,kafka,redis.
+    /// gateway,kafka,redis, and broker1,broker2,broker3 of the local cluster (the shop running
+    /// on it: `eval "$(scripts/kafka.sh cluster env)"`).
     #[arg(
         long,
         default_value = "users,catalog,stock,order,payment,delivery,notification,views,gateway"
@@ -328,6 +329,8 @@ pub enum Target {
     Gateway,
     Kafka,
     Redis,
+    /// Broker N (1-3) of the local three-broker cluster (`scripts/kafka.sh cluster`).
+    ClusterBroker(u8),
 }
 
 impl Target {
@@ -337,6 +340,9 @@ impl Target {
             Target::Gateway => "gateway",
             Target::Kafka => "kafka",
             Target::Redis => "redis",
+            Target::ClusterBroker(1) => "broker1",
+            Target::ClusterBroker(2) => "broker2",
+            Target::ClusterBroker(_) => "broker3",
         }
     }
 
@@ -345,6 +351,9 @@ impl Target {
             "gateway" => Some(Target::Gateway),
             "kafka" => Some(Target::Kafka),
             "redis" => Some(Target::Redis),
+            "broker1" => Some(Target::ClusterBroker(1)),
+            "broker2" => Some(Target::ClusterBroker(2)),
+            "broker3" => Some(Target::ClusterBroker(3)),
             _ => APPS.iter().position(|p| p.name == s).map(Target::Processor),
         }
     }
@@ -398,5 +407,12 @@ mod tests {
         assert!(!t.contains(&Target::Kafka) && !t.contains(&Target::Redis));
         assert_eq!(Target::parse("views"), Some(Target::Processor(7)));
         assert!(Target::parse_list("order,bogus").is_err());
+        let brokers = Target::parse_list("broker1,broker3").unwrap();
+        assert_eq!(
+            brokers,
+            vec![Target::ClusterBroker(1), Target::ClusterBroker(3)]
+        );
+        assert_eq!(brokers[1].name(), "broker3");
+        assert!(Target::parse("broker4").is_none());
     }
 }
