@@ -243,7 +243,8 @@ fn command_order_id(cmd: &OrderCommand) -> &str {
     match cmd {
         OrderCommand::PlaceOrder { order_id, .. }
         | OrderCommand::PayOrder { order_id, .. }
-        | OrderCommand::CancelOrder { order_id, .. } => order_id,
+        | OrderCommand::CancelOrder { order_id, .. }
+        | OrderCommand::VendorCancelOrder { order_id, .. } => order_id,
     }
 }
 
