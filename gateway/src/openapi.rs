@@ -659,7 +659,10 @@ pub mod constraints {
             .collect();
         for path in ORDER_LISTINGS {
             let Some(params) = doc
-                .pointer_mut(&format!("/paths/{}/get/parameters", path.replace('/', "~1")))
+                .pointer_mut(&format!(
+                    "/paths/{}/get/parameters",
+                    path.replace('/', "~1")
+                ))
                 .and_then(Value::as_array_mut)
             else {
                 continue;

@@ -32,7 +32,9 @@ fn order(id: &str, user: &str, vendors: &[&str], status: &str, at: i64, version:
 
 /// The ids of a listing's items, and its total.
 fn ids(listing: &Value) -> (BTreeSet<String>, u64) {
-    let items = listing["items"].as_array().unwrap_or_else(|| panic!("{listing}"));
+    let items = listing["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listing}"));
     (
         items
             .iter()
@@ -111,10 +113,17 @@ async fn status_filters_list_exactly_the_matching_orders() {
         .iter()
         .find(|o| o["order_id"] == "o2")
         .unwrap();
-    assert_eq!(o2["vendor_ids"], json!(["v1"]), "v2's line is not shown: {o2}");
+    assert_eq!(
+        o2["vendor_ids"],
+        json!(["v1"]),
+        "v2's line is not shown: {o2}"
+    );
     // MASTER on a vendor's listing.
     let (s, body) = gw
-        .get("/api/v1/vendors/v2/orders?status=AWAITING_PAYMENT", Some(&root))
+        .get(
+            "/api/v1/vendors/v2/orders?status=AWAITING_PAYMENT",
+            Some(&root),
+        )
         .await;
     assert_eq!((s, ids(&body)), (200, (set(&["o5"]), 1)));
 
@@ -139,7 +148,9 @@ async fn status_filters_list_exactly_the_matching_orders() {
     assert_eq!(all("?username=nobody").await, (set(&[]), 0));
 
     // Pages of a filtered listing, newest first, by score.
-    let (_, first) = gw.get("/api/v1/orders?status=PAID&limit=1", Some(&root)).await;
+    let (_, first) = gw
+        .get("/api/v1/orders?status=PAID&limit=1", Some(&root))
+        .await;
     let (_, second) = gw
         .get("/api/v1/orders?status=PAID&limit=1&offset=1", Some(&root))
         .await;
@@ -152,7 +163,10 @@ async fn status_filters_list_exactly_the_matching_orders() {
             Some(&root),
         )
         .await;
-    assert_eq!((page["total"].as_u64(), &page["items"][0]["order_id"]), (Some(2), &json!("o2")));
+    assert_eq!(
+        (page["total"].as_u64(), &page["items"][0]["order_id"]),
+        (Some(2), &json!("o2"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,19 +190,30 @@ async fn a_status_that_is_none_is_a_422_naming_the_parameter() {
         let field = &body["error"]["fields"][0];
         assert_eq!(field["field"], "status", "{path}: {body}");
         assert!(
-            field["message"].as_str().unwrap().contains("AWAITING_PAYMENT"),
+            field["message"]
+                .as_str()
+                .unwrap()
+                .contains("AWAITING_PAYMENT"),
             "the message names the statuses: {body}"
         );
     }
     let (s, body) = gw.get("/api/v1/orders?username=a%20b", Some(&root)).await;
-    assert_eq!((s, &body["error"]["fields"][0]["field"]), (422, &json!("username")));
+    assert_eq!(
+        (s, &body["error"]["fields"][0]["field"]),
+        (422, &json!("username"))
+    );
     let (s, body) = gw.get("/api/v1/orders?vendor_id=a%20b", Some(&root)).await;
-    assert_eq!((s, &body["error"]["fields"][0]["field"]), (422, &json!("vendor_id")));
+    assert_eq!(
+        (s, &body["error"]["fields"][0]["field"]),
+        (422, &json!("vendor_id"))
+    );
     // Who may list is checked as before.
     let (s, _) = gw.get("/api/v1/orders?status=PAID", Some(&alice)).await;
     assert_eq!(s, 403);
     let max = gw.token("max1", Role::VendorManager);
-    let (s, _) = gw.get("/api/v1/vendors/v1/orders?status=PAID", Some(&max)).await;
+    let (s, _) = gw
+        .get("/api/v1/vendors/v1/orders?status=PAID", Some(&max))
+        .await;
     assert_eq!(s, 403);
 }
 
@@ -233,13 +258,26 @@ async fn a_vendor_manager_cancels_an_order_with_a_line_of_their_vendor() {
     assert_eq!(s, 403, "{body}");
     let (s, _) = send(path, &alice, None, &reason).await;
     assert_eq!(s, 403);
-    let (s, body) = send("/api/v1/vendors/v1/orders/o-none/cancel", &mia, None, &reason).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (s, body) = send(
+        "/api/v1/vendors/v1/orders/o-none/cancel",
+        &mia,
+        None,
+        &reason,
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let (s, _) = send("/api/v1/vendors/v1/orders/o5/cancel", &mia, None, &reason).await;
     assert_eq!(s, 404, "o5 has no line of v1");
     let (s, _) = send("/api/v1/vendors/v9/orders/o4/cancel", &root, None, &reason).await;
     assert_eq!(s, 404, "no vendor v9");
-    for bad in [json!({"reason": "  "}), json!({}), json!({"reason": "a\u{202E}b"})] {
+    for bad in [
+        json!({"reason": "  "}),
+        json!({}),
+        json!({"reason": "a\u{202E}b"}),
+    ] {
         let (s, body) = send(path, &mia, None, &bad).await;
         assert_eq!(s, 422, "{bad}: {body}");
         if bad.get("reason").is_some() {
@@ -253,7 +291,12 @@ async fn a_vendor_manager_cancels_an_order_with_a_line_of_their_vendor() {
     let records = read_topic(&gw.topic(topic::ORDER_COMMANDS));
     let commands: Vec<(String, OrderCommand)> = records
         .iter()
-        .map(|r| (r.key.clone(), serde_json::from_value(r.value.clone()).unwrap()))
+        .map(|r| {
+            (
+                r.key.clone(),
+                serde_json::from_value(r.value.clone()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         commands,

@@ -456,7 +456,10 @@ mod tests {
         let view: OrderView = serde_json::from_value(views[0].json()).unwrap();
         assert_eq!(view.status, OrderStatus::Paid);
         assert!(
-            view.rejection.as_deref().unwrap_or_default().contains("paid"),
+            view.rejection
+                .as_deref()
+                .unwrap_or_default()
+                .contains("paid"),
             "{view:?}"
         );
     }

@@ -175,7 +175,10 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     })
     .await
     .unwrap();
-    let redis_prefix = format!("vcancel{}:", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let redis_prefix = format!(
+        "vcancel{}:",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
 
     // The views sink, like `pickple-processor --app views`.
     let state = tempfile::tempdir().unwrap();
@@ -245,7 +248,8 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     assert_eq!(code, StatusCode::ACCEPTED, "{product}");
     let product_id = product["id"].as_str().unwrap().to_string();
     let product_path = format!("/products/{product_id}");
-    http.wait_view(&product_path, Some(&vendor_token), None).await;
+    http.wait_view(&product_path, Some(&vendor_token), None)
+        .await;
     let (code, body) = http
         .call(
             reqwest::Method::PUT,
@@ -275,7 +279,10 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     .await;
     let vendor_orders = format!("/vendors/{vendor_id}/orders");
     let (code, awaiting) = http
-        .get(&format!("{vendor_orders}?status=AWAITING_PAYMENT"), Some(&vendor_token))
+        .get(
+            &format!("{vendor_orders}?status=AWAITING_PAYMENT"),
+            Some(&vendor_token),
+        )
         .await;
     assert_eq!(code, StatusCode::OK, "{awaiting}");
     assert_eq!(listed(&awaiting), vec![order_id.clone()]);
@@ -318,7 +325,10 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
         .await;
     assert_eq!(listed(&mine), vec![order_id.clone()]);
     let (_, awaiting) = http
-        .get(&format!("{vendor_orders}?status=AWAITING_PAYMENT"), Some(&vendor_token))
+        .get(
+            &format!("{vendor_orders}?status=AWAITING_PAYMENT"),
+            Some(&vendor_token),
+        )
         .await;
     assert_eq!(awaiting["total"], 0, "{awaiting}");
 

@@ -390,7 +390,11 @@ impl Aggregate for Order {
                 let o = existing(state)?;
                 // The gateway checked that the requester manages the vendor; only this state
                 // knows the order's lines (a vendor is known once its line is reserved).
-                if !o.lines.iter().any(|l| l.vendor_id.as_ref() == Some(vendor_id)) {
+                if !o
+                    .lines
+                    .iter()
+                    .any(|l| l.vendor_id.as_ref() == Some(vendor_id))
+                {
                     return Err(Rejection::forbidden(format!(
                         "the order has no line of vendor {vendor_id}"
                     )));

@@ -151,7 +151,10 @@ impl View for OrderView {
             (keys.orders_all(), placed),
             (keys.orders_of_user(&self.username), placed),
             (keys.orders_in_status(status), placed),
-            (keys.orders_of_user_in_status(&self.username, status), placed),
+            (
+                keys.orders_of_user_in_status(&self.username, status),
+                placed,
+            ),
         ];
         for vendor in &self.vendor_ids {
             indexes.push((keys.orders_of_vendor(vendor), placed));
