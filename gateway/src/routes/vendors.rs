@@ -331,8 +331,8 @@ pub async fn orders(
     ApiQuery(page): ApiQuery<PageQuery>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
 ) -> ApiResult<Json<Listing>> {
-    let status = filter.status()?;
     owned_vendor(&state, &user, &vendor_id).await?;
+    let status = filter.status()?;
     let keys = &state.views.keys;
     let index = match status {
         Some(status) => keys.orders_of_vendor_in_status(&vendor_id, status),
