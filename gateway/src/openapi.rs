@@ -354,6 +354,7 @@ impl Modify for WaitHeader {
         routes::vendors::delete,
         routes::vendors::products,
         routes::vendors::orders,
+        routes::vendors::cancel_order,
         routes::vendors::deliveries,
         routes::products::create,
         routes::products::list,
@@ -546,6 +547,13 @@ pub mod constraints {
         }
     }
 
+    /// The listings of orders that take `?status=` (MASTER's also `username` and `vendor_id`).
+    pub const ORDER_LISTINGS: [&str; 3] = [
+        "/api/v1/orders",
+        "/api/v1/orders/mine",
+        "/api/v1/vendors/{vendor_id}/orders",
+    ];
+
     /// The table: (schema, property, keywords).
     fn table() -> Vec<(&'static str, &'static str, Value)> {
         let price = json!({"minimum": 1, "maximum": 1_000_000_000_000u64});
@@ -619,6 +627,7 @@ pub mod constraints {
             ("PayRequest", "payment_token", line(256)),
             ("CancelRequest", "reason", multiline(0, 500)),
             ("RefundRequest", "reason", multiline(1, 500)),
+            ("VendorCancelRequest", "reason", multiline(1, 500)),
             ("StartDeliveryRequest", "carrier", line(100)),
             ("StartDeliveryRequest", "delivery_type", line(50)),
             ("StartDeliveryRequest", "tracking_number", line(100)),
@@ -650,6 +659,41 @@ pub mod constraints {
                 .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
                 .collect();
             merge(target, json!({"anyOf": any}));
+        }
+        // The order listings' `status` is an order status (the `status` of a long-poll is
+        // any text, so only these paths).
+        let statuses: Vec<&str> = pickple_schemas::OrderStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        for path in ORDER_LISTINGS {
+            let Some(params) = doc
+                .pointer_mut(&format!(
+                    "/paths/{}/get/parameters",
+                    path.replace('/', "~1")
+                ))
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for p in params
+                .iter_mut()
+                .filter(|p| p["in"] == "query" && p["name"] == "status")
+            {
+                merge(&mut p["schema"], json!({"enum": statuses}));
+            }
+            for p in params
+                .iter_mut()
+                .filter(|p| p["in"] == "query" && p["name"] == "vendor_id")
+            {
+                merge(&mut p["schema"], id());
+            }
+            for p in params
+                .iter_mut()
+                .filter(|p| p["in"] == "query" && p["name"] == "username")
+            {
+                merge(&mut p["schema"], username());
+            }
         }
         // Unsigned query integers (offset, limit, after_version) parse as u64: any up to
         // u64::MAX is taken (offset and limit are then capped), a larger one is a 400.
@@ -722,6 +766,46 @@ mod tests {
             orders["200"]["headers"]["Pickple-Wait"]["schema"]["enum"],
             serde_json::json!(["met", "timeout"])
         );
+    }
+
+    /// The order listings' `status` is the OrderStatus enum; the vendor's cancel documents
+    /// every answer it gives.
+    #[test]
+    fn order_filters_and_the_vendor_cancel_are_documented() {
+        let doc = document();
+        for path in constraints::ORDER_LISTINGS {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let status = params
+                .iter()
+                .find(|p| p["name"] == "status" && p["in"] == "query")
+                .unwrap_or_else(|| panic!("{path}: no status"));
+            assert_eq!(
+                status["schema"]["enum"],
+                serde_json::json!([
+                    "PENDING",
+                    "AWAITING_PAYMENT",
+                    "PAYMENT_PENDING",
+                    "PAID",
+                    "SHIPPING",
+                    "COMPLETED",
+                    "CANCELLED"
+                ]),
+                "{path}"
+            );
+            assert!(doc["paths"][path]["get"]["responses"]["422"].is_object());
+        }
+        let all = doc["paths"]["/api/v1/orders"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        for name in ["username", "vendor_id"] {
+            assert!(all.iter().any(|p| p["name"] == name), "{name}");
+        }
+        let cancel = &doc["paths"]["/api/v1/vendors/{vendor_id}/orders/{order_id}/cancel"]["post"];
+        for status in ["202", "400", "401", "403", "404", "422", "503"] {
+            assert!(cancel["responses"][status].is_object(), "{status}");
+        }
+        let reason = &doc["components"]["schemas"]["VendorCancelRequest"]["properties"]["reason"];
+        assert_eq!(reason["maxLength"], 500);
     }
 
     /// A long-poll that times out is a 200: no operation documents a 504.

@@ -53,6 +53,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/vendors/{vendor_id}/products", get(vendors::products))
         .route("/vendors/{vendor_id}/orders", get(vendors::orders))
+        .route(
+            "/vendors/{vendor_id}/orders/{order_id}/cancel",
+            post(vendors::cancel_order),
+        )
         .route("/vendors/{vendor_id}/deliveries", get(vendors::deliveries))
         .route("/products", post(products::create).get(products::list))
         .route(

@@ -6,15 +6,17 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use pickple_domain::{order, rules};
-use pickple_schemas::{topic, OrderCommand, OrderLine, OrderView, UserStatus, UserView};
+use pickple_domain::{order, rules, user as user_rules};
+use pickple_schemas::{
+    topic, OrderCommand, OrderLine, OrderStatus, OrderView, UserStatus, UserView,
+};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    accepted, claim_id, fingerprint, idempotency_key, list_index, manages_any_vendor,
-    mark_published, publish_command, release_key, to_json, validate, view_answer, IdempotencyKey,
-    Listing, PageQuery, ViewQuery, API, UNREADABLE_LISTING,
+    accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index,
+    manages_any_vendor, mark_published, publish_command, release_key, to_json, validate,
+    view_answer, IdempotencyKey, Listing, PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -163,38 +165,126 @@ pub async fn place(
     ))
 }
 
-/// Every order, newest first (MASTER).
+/// `?status=` of an order listing (the buyer's, a vendor's).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusFilter {
+    /// Only the orders now in this status: PENDING, AWAITING_PAYMENT, PAYMENT_PENDING, PAID,
+    /// SHIPPING, COMPLETED or CANCELLED (another value is a 422 naming `status`).
+    pub status: Option<String>,
+}
+
+impl StatusFilter {
+    /// The status asked for, else a 422 naming `status`.
+    pub fn status(&self) -> ApiResult<Option<OrderStatus>> {
+        let status = parse_status(self.status.as_deref());
+        Validator::new()
+            .rule("status", status.as_ref().map(|_| ()).map_err(Clone::clone))
+            .finish()?;
+        Ok(status.ok().flatten())
+    }
+}
+
+/// `?status=&username=&vendor_id=` of MASTER's listing of every order.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderFilter {
+    /// Only the orders now in this status: PENDING, AWAITING_PAYMENT, PAYMENT_PENDING, PAID,
+    /// SHIPPING, COMPLETED or CANCELLED (another value is a 422 naming `status`).
+    pub status: Option<String>,
+    /// Only this buyer's orders (a username: 4 to 10 letters or digits, case-insensitive).
+    pub username: Option<String>,
+    /// Only the orders with a line of this vendor.
+    pub vendor_id: Option<String>,
+}
+
+/// The status of a `?status=`, spelt as the domain spells it.
+fn parse_status(value: Option<&str>) -> Result<Option<OrderStatus>, pickple_domain::Rejection> {
+    value.map(order::parse_status).transpose()
+}
+
+/// Every order, newest first (MASTER), optionally only those in a status, of a buyer, with a
+/// line of a vendor. Each filter and the status with either of the others is an index of its
+/// own (paged by score); a buyer and a vendor together page through the buyer's orders (in the
+/// status), keeping those of the vendor.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
-    params(PageQuery),
+    params(PageQuery, OrderFilter),
     responses(
         (status = 200, description = "orders", body = Listing),
         (status = 403, description = "not MASTER", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `status` is not an order status, `username` not a username or `vendor_id` not an id (`fields` names it)", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list_all(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<OrderFilter>,
 ) -> ApiResult<Json<Listing>> {
     user.require_master()?;
-    let index = state.views.keys.orders_all();
-    list_index::<OrderView>(&state, &index, &page, to_json).await
+    let username = filter
+        .username
+        .as_deref()
+        .map(user_rules::normalize_username);
+    let status = parse_status(filter.status.as_deref());
+    let mut v = Validator::new();
+    v.rule("status", status.as_ref().map(|_| ()).map_err(Clone::clone));
+    if let Some(u) = &username {
+        v.rule("username", user_rules::validate_username(u));
+    }
+    if let Some(id) = &filter.vendor_id {
+        v.check(validate::id(id), "vendor_id", "not a vendor id");
+    }
+    v.finish()?;
+    let status = status.ok().flatten();
+    let keys = &state.views.keys;
+    let index = match (&username, status) {
+        (Some(u), Some(s)) => keys.orders_of_user_in_status(u, s),
+        (Some(u), None) => keys.orders_of_user(u),
+        (None, _) => match (&filter.vendor_id, status) {
+            (Some(v), Some(s)) => keys.orders_of_vendor_in_status(v, s),
+            (Some(v), None) => keys.orders_of_vendor(v),
+            (None, Some(s)) => keys.orders_in_status(s),
+            (None, None) => keys.orders_all(),
+        },
+    };
+    match (&username, &filter.vendor_id) {
+        // A buyer's orders are few: scanning them for the vendor costs less than an index per
+        // (buyer, vendor) pair on every order.
+        (Some(_), Some(vendor)) => {
+            list_filtered(
+                &state,
+                &index,
+                &page,
+                |o: &OrderView| o.vendor_ids.contains(vendor),
+                to_json,
+            )
+            .await
+        }
+        _ => list_index::<OrderView>(&state, &index, &page, to_json).await,
+    }
 }
 
-/// The signed-in user's orders, newest first.
+/// The signed-in user's orders, newest first (`?status=`: only those in that status).
 #[utoipa::path(get, path = "/api/v1/orders/mine", tag = "orders", security(("bearer" = [])),
-    params(PageQuery),
+    params(PageQuery, StatusFilter),
     responses(
         (status = 200, description = "orders", body = Listing),
         (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `status` is not an order status", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
     ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<StatusFilter>,
 ) -> ApiResult<Json<Listing>> {
-    let index = state.views.keys.orders_of_user(&user.username);
+    let keys = &state.views.keys;
+    let index = match filter.status()? {
+        Some(status) => keys.orders_of_user_in_status(&user.username, status),
+        None => keys.orders_of_user(&user.username),
+    };
     list_index::<OrderView>(&state, &index, &page, to_json).await
 }
 

@@ -4,18 +4,20 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use pickple_domain::{user as user_rules, vendor};
+use pickple_domain::{order, user as user_rules, vendor};
 use pickple_schemas::{
-    topic, DeliveryView, OrderView, ProductView, Role, UserView, VendorCommand, VendorView,
+    topic, DeliveryView, OrderCommand, OrderView, ProductView, Role, UserView, VendorCommand,
+    VendorView,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::orders::StatusFilter;
 use super::products::is_public;
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
-    mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
-    PageQuery, ViewQuery, API, UNREADABLE_LISTING,
+    mark_published, new_command_id, publish_command, release_key, to_json, validate, view_answer,
+    IdempotencyKey, Listing, PageQuery, ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
@@ -311,14 +313,15 @@ pub async fn products(
     }
 }
 
-/// Orders with a line of the vendor (its manager or MASTER).
+/// Orders with a line of the vendor (its manager or MASTER), optionally only those in a status.
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/orders", tag = "vendors",
     security(("bearer" = [])),
-    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
+    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery, StatusFilter),
     responses(
         (status = 200, description = "orders, newest first", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `status` is not an order status", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn orders(
@@ -326,9 +329,15 @@ pub async fn orders(
     user: AuthUser,
     Path(vendor_id): Path<String>,
     ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(filter): ApiQuery<StatusFilter>,
 ) -> ApiResult<Json<Listing>> {
     owned_vendor(&state, &user, &vendor_id).await?;
-    let index = state.views.keys.orders_of_vendor(&vendor_id);
+    let status = filter.status()?;
+    let keys = &state.views.keys;
+    let index = match status {
+        Some(status) => keys.orders_of_vendor_in_status(&vendor_id, status),
+        None => keys.orders_of_vendor(&vendor_id),
+    };
     if user.is_master() {
         return list_index::<OrderView>(&state, &index, &page, to_json).await;
     }
@@ -339,6 +348,73 @@ pub async fn orders(
             std::slice::from_ref(&vendor_id),
         ))
     })
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VendorCancelRequest {
+    /// Why the vendor cannot fill the order, shown to the buyer: 1 to 500 characters; newlines
+    /// and tabs are allowed, other control characters and invisible format characters
+    /// (right-to-left overrides, zero-width spaces...) are not.
+    pub reason: String,
+}
+
+/// Cancel an unpaid order with a line of the vendor that the vendor cannot fill (its manager
+/// or MASTER). The order is cancelled as a whole: every line's stock is released and the
+/// order's history and `OrderCancelled` say "cancelled by vendor VENDOR_ID: REASON". The order
+/// processor decides on its own state: it cancels an order PENDING, AWAITING_PAYMENT or
+/// PAYMENT_PENDING (an authorization that comes afterwards is refunded), changes nothing for a
+/// cancelled one, and refuses a paid one visibly (`rejection` on the order's view; its buyer
+/// or a MASTER cancels a paid order). Under the vendor's path because the vendor is who asks,
+/// and whom the caller must manage.
+#[utoipa::path(post, path = "/api/v1/vendors/{vendor_id}/orders/{order_id}/cancel",
+    tag = "vendors", security(("bearer" = [])), request_body = VendorCancelRequest,
+    params(("vendor_id" = String, Path, description = "vendor id"),
+        ("order_id" = String, Path, description = "order id")),
+    responses(
+        (status = 202, description = "cancellation queued; long-poll the order with ?wait=&status=CANCELLED (answers on a refusal too: see `rejection`)", body = super::Accepted),
+        (status = 403, description = "not VENDOR_MANAGER or MASTER, or not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such vendor, or no such order with a line of the vendor", body = ErrorBody),
+        (status = 422, description = "invalid `reason`, or a reused Idempotency-Key", body = ErrorBody),
+        (status = 503, description = "the views sink has never reported (the vendor and the order cannot be checked)", body = ErrorBody)))]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
+    Path((vendor_id, order_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<VendorCancelRequest>,
+) -> ApiResult<Response> {
+    Validator::new()
+        .rule("reason", order::check_vendor_cancel_reason(&req.reason))
+        .finish()?;
+    owned_vendor(&state, &user, &vendor_id).await?;
+    super::check_id(&order_id, "order")?;
+    // Only whether the order has a line of the vendor is read from the view (a line's vendor
+    // never changes); its status is the order processor's business.
+    state
+        .views
+        .get::<OrderView>(&order_id)
+        .await?
+        .filter(|o| o.vendor_ids.contains(&vendor_id))
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let command = OrderCommand::VendorCancelOrder {
+        order_id: order_id.clone(),
+        vendor_id,
+        by: user.username.clone(),
+        reason: req.reason,
+    };
+    publish_command(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        topic::ORDER_COMMANDS,
+        &order_id,
+        format!("{API}/orders/{order_id}"),
+        &command,
+    )
     .await
 }
 

@@ -243,7 +243,8 @@ fn command_order_id(cmd: &OrderCommand) -> &str {
     match cmd {
         OrderCommand::PlaceOrder { order_id, .. }
         | OrderCommand::PayOrder { order_id, .. }
-        | OrderCommand::CancelOrder { order_id, .. } => order_id,
+        | OrderCommand::CancelOrder { order_id, .. }
+        | OrderCommand::VendorCancelOrder { order_id, .. } => order_id,
     }
 }
 
@@ -406,6 +407,61 @@ mod tests {
             reason: "changed my mind".into(),
             master: false,
         }
+    }
+
+    fn vendor_cancel(o: &str) -> OrderCommand {
+        OrderCommand::VendorCancelOrder {
+            order_id: o.into(),
+            vendor_id: "v1".into(),
+            by: "vic1".into(),
+            reason: "out of glaze".into(),
+        }
+    }
+
+    #[test]
+    fn a_vendor_cancel_releases_keyed_by_product_and_a_paid_one_is_refused_in_the_view() {
+        let mut d = driver();
+        d.pipe(ORDER_COMMANDS, "o2", &place("o2", &[("p1", 1), ("p2", 1)]))
+            .unwrap();
+        d.pipe(ORDER_REPLIES, "o2", &reserved("o2", "p1")).unwrap();
+        d.pipe(ORDER_REPLIES, "o2", &reserved("o2", "p2")).unwrap();
+        d.take_outputs(STOCK_COMMANDS);
+        d.pipe(ORDER_COMMANDS, "o2", &vendor_cancel("o2")).unwrap();
+        let releases = d.take_outputs(STOCK_COMMANDS);
+        let released: Vec<(&str, &str)> = releases
+            .iter()
+            .map(|o| (o.key_str(), o.headers.event_type.as_str()))
+            .collect();
+        assert_eq!(released, vec![("p1", "Release"), ("p2", "Release")]);
+        let events: Vec<OrderEvent> = d.take(ORDER_EVENTS);
+        assert!(
+            matches!(&events[..], [OrderEvent::OrderCancelled { reason, .. }]
+                if reason == "cancelled by vendor v1: out of glaze"),
+            "{events:?}"
+        );
+        let view = d.take::<OrderView>(VIEW_ORDERS).pop().unwrap();
+        assert_eq!(view.status, OrderStatus::Cancelled);
+        // The payment timer went with it.
+        d.advance(TIMEOUT * 2).unwrap();
+        assert!(d.take_outputs(STOCK_COMMANDS).is_empty());
+
+        let mut d = driver();
+        paid(&mut d);
+        d.pipe(ORDER_COMMANDS, "o1", &vendor_cancel("o1")).unwrap();
+        assert!(d.take_outputs(STOCK_COMMANDS).is_empty());
+        assert!(d.take_outputs(ORDER_EVENTS).is_empty());
+        let views = d.take_outputs(VIEW_ORDERS);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].headers.event_type, "OrderRejected");
+        let view: OrderView = serde_json::from_value(views[0].json()).unwrap();
+        assert_eq!(view.status, OrderStatus::Paid);
+        assert!(
+            view.rejection
+                .as_deref()
+                .unwrap_or_default()
+                .contains("paid"),
+            "{view:?}"
+        );
     }
 
     #[test]

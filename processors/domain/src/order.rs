@@ -90,6 +90,8 @@ pub enum CancelCause {
     StockRejected,
     Deadline,
     Customer,
+    /// A vendor could not fill its lines of the unpaid order ([`OrderCommand::VendorCancelOrder`]).
+    Vendor,
 }
 
 /// What happened to an order: the saga's own facts, not the public `OrderEvent`s (those are
@@ -383,6 +385,40 @@ impl Aggregate for Order {
                     Cancelled => Ok(vec![]),
                     Shipping | Completed => Err(Rejection::transition(
                         "the order has shipped and can no longer be cancelled",
+                    )),
+                }
+            }
+            OrderInput::Command(OrderCommand::VendorCancelOrder {
+                vendor_id, reason, ..
+            }) => {
+                let o = existing(state)?;
+                // The gateway checked that the requester manages the vendor; only this state
+                // knows the order's lines (a vendor is known once its line is reserved).
+                if !o
+                    .lines
+                    .iter()
+                    .any(|l| l.vendor_id.as_ref() == Some(vendor_id))
+                {
+                    return Err(Rejection::forbidden(format!(
+                        "the order has no line of vendor {vendor_id}"
+                    )));
+                }
+                check_vendor_cancel_reason(reason)?;
+                match o.status {
+                    // PAYMENT_PENDING too: the vendor cannot fill the line whatever the
+                    // provider answers, and an authorization that comes after the cancel is
+                    // refunded (LateApprovalRefunded), as after the customer's own cancel.
+                    Pending | AwaitingPayment | PaymentPending => Ok(vec![OrderFact::Cancelled {
+                        cause: CancelCause::Vendor,
+                        reason: vendor_cancel_reason(vendor_id, reason),
+                        at: now,
+                    }]),
+                    // A repeat, or a cancel that came first: nothing more to release.
+                    Cancelled => Ok(vec![]),
+                    // Money has moved: a refund and a restock need the delivery processor's
+                    // word, which the buyer's or a MASTER's cancel asks for.
+                    Paid | Shipping | Completed => Err(Rejection::transition(
+                        "the order is paid: only its buyer or a MASTER can cancel it now",
                     )),
                 }
             }
@@ -707,6 +743,38 @@ pub fn validate_lines(
         check_line_unique(lines, i)?;
     }
     Ok(())
+}
+
+/// The most characters of a vendor's reason for cancelling an order.
+pub const MAX_CANCEL_REASON: usize = 500;
+
+/// A vendor's reason for cancelling an order: the buyer reads it, so it says something (not
+/// blank), fits in [`MAX_CANCEL_REASON`] characters and shows as it is written
+/// ([`crate::rules::visible_text`], several lines allowed).
+pub fn check_vendor_cancel_reason(reason: &str) -> Result<(), Rejection> {
+    crate::rules::non_empty("reason", reason)?;
+    if reason.chars().count() > MAX_CANCEL_REASON {
+        return Err(Rejection::invalid(format!(
+            "reason has at most {MAX_CANCEL_REASON} characters"
+        )));
+    }
+    crate::rules::visible_text("reason", reason, true)
+}
+
+/// The reason an order cancelled by a vendor shows in its history and its `OrderCancelled`.
+pub fn vendor_cancel_reason(vendor_id: &str, reason: &str) -> String {
+    format!("cancelled by vendor {vendor_id}: {}", reason.trim())
+}
+
+/// An order status named in a request (`?status=`), spelt as on the wire.
+pub fn parse_status(value: &str) -> Result<OrderStatus, Rejection> {
+    OrderStatus::parse(value).ok_or_else(|| {
+        let names: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        Rejection::invalid(format!(
+            "status must be one of {}, not {value:?}",
+            names.join(", ")
+        ))
+    })
 }
 
 /// An order has at least one line.
@@ -1513,6 +1581,132 @@ mod tests {
         );
     }
 
+    fn vendor_cancel(vendor: &str) -> OrderInput {
+        OrderInput::Command(OrderCommand::VendorCancelOrder {
+            order_id: O.into(),
+            vendor_id: vendor.into(),
+            by: "vic1".into(),
+            reason: "cannot fill".into(),
+        })
+    }
+
+    #[test]
+    fn a_vendor_cancels_an_unpaid_order_releasing_every_line_once() {
+        let mut s = Saga::awaiting();
+        let out = s.send(vendor_cancel("v-p1"));
+        assert_eq!(s.status(), Cancelled);
+        assert_eq!(
+            out,
+            vec![
+                release("p1"),
+                release("p2"),
+                OrderEffect::CancelDeadline {
+                    at: 1_000 + TIMEOUT
+                },
+                OrderEffect::Publish(OrderEvent::OrderCancelled {
+                    order_id: O.into(),
+                    username: "ann".into(),
+                    reason: "cancelled by vendor v-p1: cannot fill".into(),
+                }),
+            ]
+        );
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.cancel_cause, Some(CancelCause::Vendor));
+        let v = view(o);
+        assert_eq!(
+            v.history.last().unwrap().reason,
+            "cancelled by vendor v-p1: cannot fill"
+        );
+        assert_eq!(v.status, Cancelled);
+        // A repeat (a retry, or the other vendor's cancel) releases nothing again.
+        s.noop(vendor_cancel("v-p1"));
+        s.noop(vendor_cancel("v-p2"));
+        s.noop(cancel("ann"));
+    }
+
+    #[test]
+    fn a_vendor_cancels_a_pending_order_and_its_unanswered_lines_too() {
+        let mut s = Saga::new();
+        s.send(place(&[("p1", 1), ("p2", 1)]));
+        // p2's vendor is not known yet: the order has no line of it so far.
+        assert_eq!(s.reject(vendor_cancel("v-p2")), "FORBIDDEN");
+        s.send(reserved("p1", 100));
+        let out = s.send(vendor_cancel("v-p1"));
+        assert_eq!(out[..2], [release("p1"), release("p2")]);
+        assert_eq!(out.len(), 3, "no deadline armed yet: {out:?}");
+        // p2's reservation answered after the cancel is released once.
+        assert_eq!(s.send(reserved("p2", 500)), vec![release("p2")]);
+        s.noop(reserved("p2", 500));
+    }
+
+    #[test]
+    fn a_vendor_cancel_while_the_payment_is_pending_refunds_a_late_approval() {
+        let mut s = Saga::awaiting();
+        s.send(pay("ann"));
+        assert_eq!(s.status(), PaymentPending);
+        s.send(vendor_cancel("v-p2"));
+        assert_eq!(s.status(), Cancelled);
+        assert_eq!(
+            s.send(authorized()),
+            vec![OrderEffect::Refund {
+                reason: "approved after cancellation".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_vendor_cannot_cancel_a_paid_order() {
+        let mut s = Saga::paid();
+        let before = s.state.clone();
+        assert_eq!(s.reject(vendor_cancel("v-p1")), "INVALID_TRANSITION");
+        let out = ORDER.handle(s.state.clone(), &vendor_cancel("v-p1"), s.now);
+        assert!(
+            out.rejection.as_ref().unwrap().to_string().contains("paid"),
+            "{:?}",
+            out.rejection
+        );
+        assert_eq!(s.state, before);
+        s.send(delivery_started());
+        assert_eq!(s.reject(vendor_cancel("v-p1")), "INVALID_TRANSITION");
+        s.send(delivery_completed());
+        assert_eq!(s.reject(vendor_cancel("v-p1")), "INVALID_TRANSITION");
+    }
+
+    #[test]
+    fn a_vendor_without_a_line_or_an_order_is_refused() {
+        let s = Saga::awaiting();
+        assert_eq!(s.reject(vendor_cancel("v-p9")), "FORBIDDEN");
+        assert_eq!(Saga::new().reject(vendor_cancel("v-p1")), "NOT_FOUND");
+    }
+
+    #[test]
+    fn a_vendors_reason_is_checked_by_one_rule() {
+        let s = Saga::awaiting();
+        let with = |reason: &str| {
+            OrderInput::Command(OrderCommand::VendorCancelOrder {
+                order_id: O.into(),
+                vendor_id: "v-p1".into(),
+                by: "vic1".into(),
+                reason: reason.into(),
+            })
+        };
+        for bad in ["", "  ", "a\u{202E}b", &"x".repeat(MAX_CANCEL_REASON + 1)] {
+            assert!(check_vendor_cancel_reason(bad).is_err(), "{bad:?}");
+            assert_eq!(s.reject(with(bad)), "INVALID", "{bad:?}");
+        }
+        for good in ["sold out", "line one\nline two", "품절", &"x".repeat(500)] {
+            assert_eq!(check_vendor_cancel_reason(good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_filter_names_a_status() {
+        assert_eq!(parse_status("AWAITING_PAYMENT"), Ok(AwaitingPayment));
+        let err = parse_status("SHIPPED").unwrap_err();
+        assert_eq!(err.code(), "INVALID");
+        assert!(err.to_string().contains("PAYMENT_PENDING"), "{err}");
+    }
+
     fn master_cancel() -> OrderInput {
         OrderInput::Command(OrderCommand::CancelOrder {
             order_id: O.into(),
@@ -1948,6 +2142,7 @@ mod tests {
                 1 => (0usize..3).prop_map(|i| stock_rejected(PRODUCTS[i])),
                 3 => prop_oneof![Just("ann"), Just("bob")].prop_map(pay),
                 1 => prop_oneof![Just("ann"), Just("bob")].prop_map(cancel),
+                1 => prop_oneof![Just("v-p1"), Just("v-p9")].prop_map(vendor_cancel),
                 2 => Just(authorized()),
                 2 => Just(declined()),
                 1 => Just(refunded()),

@@ -36,11 +36,25 @@ pub enum OrderCommand {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         master: bool,
     },
+    /// A vendor cannot fill its lines of an unpaid order: the order is cancelled as a whole
+    /// (every line released). Sent by the gateway for a manager of `vendor_id` or a MASTER,
+    /// having checked that; the order processor checks that the order has a line of the vendor
+    /// and is not paid (a paid order is cancelled by its buyer or a MASTER, through the
+    /// delivery).
+    VendorCancelOrder {
+        order_id: String,
+        vendor_id: String,
+        /// Who asks (the vendor's manager or a MASTER), for the record.
+        by: String,
+        /// Why the vendor cannot fill the order, shown to the buyer.
+        reason: String,
+    },
 }
 message_type!(OrderCommand {
     PlaceOrder,
     PayOrder,
-    CancelOrder
+    CancelOrder,
+    VendorCancelOrder
 });
 
 /// Topic `order-replies`, key: order id. What the stock, payment and delivery processors answer.
@@ -134,6 +148,35 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in the saga's order.
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::AwaitingPayment,
+        OrderStatus::PaymentPending,
+        OrderStatus::Paid,
+        OrderStatus::Shipping,
+        OrderStatus::Completed,
+        OrderStatus::Cancelled,
+    ];
+
+    /// The status as it is spelt on the wire (`AWAITING_PAYMENT`), e.g. in an index key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::AwaitingPayment => "AWAITING_PAYMENT",
+            OrderStatus::PaymentPending => "PAYMENT_PENDING",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Shipping => "SHIPPING",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// The status of its wire name (`None` for any other text).
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
     }
@@ -216,4 +259,20 @@ pub struct OrderView {
     /// Why the last command on this order was refused, if it was (the order itself is unchanged).
     pub rejection: Option<String>,
     pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_spelt_as_serde_writes_it() {
+        for status in OrderStatus::ALL {
+            let wire = serde_json::to_value(status).unwrap();
+            assert_eq!(wire, serde_json::json!(status.as_str()));
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::parse("pending"), None);
+        assert_eq!(OrderStatus::parse("SHIPPED"), None);
+    }
 }

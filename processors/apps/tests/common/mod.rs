@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod shop;
+
 use std::path::PathBuf;
 
 pub use pickple_processors::harness::*;

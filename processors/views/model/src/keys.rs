@@ -9,6 +9,9 @@
 //! | `{p}idx:orders`                       | zset   | every order id, score = placed at (ms)       |
 //! | `{p}idx:orders:user:{username}`       | zset   | a user's orders                              |
 //! | `{p}idx:orders:vendor:{vendor_id}`    | zset   | orders with a line of the vendor             |
+//! | `{p}idx:orders:status:{status}`       | zset   | every order now in the status (`PAID`...)    |
+//! | `{p}idx:orders:user:{u}:status:{s}`   | zset   | a user's orders now in the status            |
+//! | `{p}idx:orders:vendor:{v}:status:{s}` | zset   | a vendor's orders now in the status          |
 //! | `{p}idx:products:public`              | zset   | public, not deleted products (updated at)    |
 //! | `{p}idx:products:vendor:{vendor_id}`  | zset   | a vendor's products, not deleted             |
 //! | `{p}idx:vendors`                      | zset   | vendors, not deleted                         |
@@ -22,11 +25,16 @@
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
+//! Every `idx:orders*` score is the time the order was placed. The `:status:` indexes let a
+//! listing filtered by status page by score like the others: the sink's upsert moves an order
+//! from one status index to the next as its view changes. (Usernames hold no `:`, and vendor
+//! ids are made by the gateway, so no user's or vendor's index reads as a status index.)
+//!
 //! Change notices are PUBLISHed on `{p}changed:{kind}:{id}` with the new version as payload.
 
 use std::fmt;
 
-use pickple_schemas::topic;
+use pickple_schemas::{topic, OrderStatus};
 
 /// The views, one per `view-*` topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +139,26 @@ impl Keys {
 
     pub fn orders_of_vendor(&self, vendor_id: &str) -> String {
         format!("{}idx:orders:vendor:{vendor_id}", self.prefix)
+    }
+
+    pub fn orders_in_status(&self, status: OrderStatus) -> String {
+        format!("{}idx:orders:status:{}", self.prefix, status.as_str())
+    }
+
+    pub fn orders_of_user_in_status(&self, username: &str, status: OrderStatus) -> String {
+        format!(
+            "{}idx:orders:user:{username}:status:{}",
+            self.prefix,
+            status.as_str()
+        )
+    }
+
+    pub fn orders_of_vendor_in_status(&self, vendor_id: &str, status: OrderStatus) -> String {
+        format!(
+            "{}idx:orders:vendor:{vendor_id}:status:{}",
+            self.prefix,
+            status.as_str()
+        )
     }
 
     pub fn products_public(&self) -> String {

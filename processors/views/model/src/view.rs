@@ -146,12 +146,19 @@ impl View for OrderView {
 
     fn indexes(&self, keys: &Keys) -> Vec<(String, i64)> {
         let placed = self.history.first().map(|t| t.at).unwrap_or(0);
+        let status = self.status;
         let mut indexes = vec![
             (keys.orders_all(), placed),
             (keys.orders_of_user(&self.username), placed),
+            (keys.orders_in_status(status), placed),
+            (
+                keys.orders_of_user_in_status(&self.username, status),
+                placed,
+            ),
         ];
         for vendor in &self.vendor_ids {
             indexes.push((keys.orders_of_vendor(vendor), placed));
+            indexes.push((keys.orders_of_vendor_in_status(vendor, status), placed));
         }
         indexes
     }
@@ -278,9 +285,30 @@ mod tests {
             indexes,
             vec![
                 ("t:idx:orders".to_string(), 1000),
+                ("t:idx:orders:status:PAID".to_string(), 1000),
                 ("t:idx:orders:user:ann".to_string(), 1000),
+                ("t:idx:orders:user:ann:status:PAID".to_string(), 1000),
                 ("t:idx:orders:vendor:v1".to_string(), 1000),
+                ("t:idx:orders:vendor:v1:status:PAID".to_string(), 1000),
                 ("t:idx:orders:vendor:v2".to_string(), 1000),
+                ("t:idx:orders:vendor:v2:status:PAID".to_string(), 1000),
+            ]
+        );
+        // A new status moves the order to that status's indexes only (the sink's upsert drops
+        // the memberships a view no longer lists).
+        let cancelled: Vec<String> = order("CANCELLED")
+            .indexes(&keys)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.contains(":status:"))
+            .collect();
+        assert_eq!(
+            cancelled,
+            vec![
+                "t:idx:orders:status:CANCELLED",
+                "t:idx:orders:user:ann:status:CANCELLED",
+                "t:idx:orders:vendor:v1:status:CANCELLED",
+                "t:idx:orders:vendor:v2:status:CANCELLED",
             ]
         );
     }
