@@ -27,6 +27,7 @@ pub fn topic_values() -> Vec<(&'static str, Schema)> {
         (topic::VIEW_ORDERS, schema_for!(OrderView)),
         (topic::VIEW_DELIVERIES, schema_for!(DeliveryView)),
         (topic::VIEW_NOTIFICATIONS, schema_for!(NotificationView)),
+        (topic::VIEW_SALE_TAKES, schema_for!(SaleTakeView)),
     ]
 }
 

@@ -20,15 +20,17 @@ pub const VIEW_PRODUCTS: &str = "view-products";
 pub const VIEW_ORDERS: &str = "view-orders";
 pub const VIEW_DELIVERIES: &str = "view-deliveries";
 pub const VIEW_NOTIFICATIONS: &str = "view-notifications";
+pub const VIEW_SALE_TAKES: &str = "view-sale-takes";
 
 /// Every view topic, in the order the views sink lists them.
-pub const VIEWS: [&str; 6] = [
+pub const VIEWS: [&str; 7] = [
     VIEW_USERS,
     VIEW_VENDORS,
     VIEW_PRODUCTS,
     VIEW_ORDERS,
     VIEW_DELIVERIES,
     VIEW_NOTIFICATIONS,
+    VIEW_SALE_TAKES,
 ];
 
 /// The changelog of an application's store: `<app>-<store>-changelog`.

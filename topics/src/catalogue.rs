@@ -210,6 +210,11 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             "latest delivery view",
         ),
         compacted(p(topic::VIEW_NOTIFICATIONS), "message id", "e-mails sent"),
+        compacted(
+            p(topic::VIEW_SALE_TAKES),
+            "product id/username",
+            "units each buyer holds in a product's current sale",
+        ),
     ];
     for app in APPS {
         for store in app.stores {

@@ -1,4 +1,4 @@
-//! The `views` application: reads the six `view-*` topics and upserts each view into Redis.
+//! The `views` application: reads the `view-*` topics (`Kind::ALL`) and upserts each view into Redis.
 //!
 //! The view model (the typed views, the Redis key layout, the upsert script and the readiness
 //! rule) is `pickple-view-model`, shared with the gateway; this crate is the sink that runs it
@@ -34,7 +34,7 @@ fn upsert(keys: &Keys, kind: Kind, id: &str, value: &[u8]) -> Result<Upsert, Pro
     upsert_for(keys, kind, id, value).map_err(|e| ProcessError::Invalid(e.to_string()))
 }
 
-/// The application's shape: the six view topics, no stores.
+/// The application's shape: every view topic, no stores.
 pub fn spec() -> AppSpec {
     let inputs: Vec<&str> = Kind::ALL.iter().map(|k| k.topic()).collect();
     AppSpec::new(app::VIEWS.name, &inputs, app::VIEWS.stores)

@@ -16,6 +16,7 @@
 //! | `{p}idx:users`                        | zset   | every user (score = updated at)              |
 //! | `{p}idx:deliveries:vendor:{vendor}`   | zset   | deliveries of a vendor's orders              |
 //! | `{p}idx:notifications:user:{username}`| zset   | e-mails sent to a user, score = sent at      |
+//! | `{p}idx:sales`                        | zset   | public products with a sale not closed early, score = opens at |
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
@@ -25,7 +26,7 @@ use std::fmt;
 
 use pickple_schemas::topic;
 
-/// The six views, one per `view-*` topic.
+/// The views, one per `view-*` topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     User,
@@ -34,16 +35,19 @@ pub enum Kind {
     Order,
     Delivery,
     Notification,
+    /// A buyer's units in a product's sale (`view-sale-takes`, id `<product id>/<username>`).
+    SaleTake,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::User,
         Kind::Vendor,
         Kind::Product,
         Kind::Order,
         Kind::Delivery,
         Kind::Notification,
+        Kind::SaleTake,
     ];
 
     /// The logical topic the view is published on.
@@ -55,6 +59,7 @@ impl Kind {
             Kind::Order => topic::VIEW_ORDERS,
             Kind::Delivery => topic::VIEW_DELIVERIES,
             Kind::Notification => topic::VIEW_NOTIFICATIONS,
+            Kind::SaleTake => topic::VIEW_SALE_TAKES,
         }
     }
 
@@ -70,6 +75,7 @@ impl Kind {
             Kind::Order => "order",
             Kind::Delivery => "delivery",
             Kind::Notification => "notification",
+            Kind::SaleTake => "sale_take",
         }
     }
 }
@@ -152,6 +158,12 @@ impl Keys {
 
     pub fn notifications_of_user(&self, username: &str) -> String {
         format!("{}idx:notifications:user:{username}", self.prefix)
+    }
+
+    /// Products with a sale that is not closed early (public, not deleted), score = opens at.
+    /// A sale past its `closes_at` stays until its product's next view: readers filter it.
+    pub fn sales(&self) -> String {
+        format!("{}idx:sales", self.prefix)
     }
 
     /// The sink's heartbeat hash, one field per partition (see [`crate::ready`]).

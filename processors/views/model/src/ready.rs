@@ -2,7 +2,7 @@
 //!
 //! Every task (partition) of the sink writes, on each punctuation (every second by default), a
 //! field `p<partition>` into the hash `{prefix}meta:views` holding a [`PartitionStatus`]: the wall
-//! clock time `at`, the consumer lag summed over the six view topics for that partition (from the
+//! clock time `at`, the consumer lag summed over the view topics for that partition (from the
 //! runtime's `pickple_consumer_lag` gauge: last stable offset minus position, refreshed every second), and the
 //! time of the last view written. A task writes nothing during its first [`WARMUP_MS`], so the
 //! first statistics have arrived before it claims to be caught up. The hash expires after

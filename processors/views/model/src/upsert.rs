@@ -4,7 +4,7 @@
 //! what the sink would.
 
 use pickple_schemas::{
-    DeliveryView, NotificationView, OrderView, ProductView, UserView, VendorView,
+    DeliveryView, NotificationView, OrderView, ProductView, SaleTakeView, UserView, VendorView,
 };
 
 use crate::keys::{Keys, Kind};
@@ -59,6 +59,7 @@ pub fn upsert_for(keys: &Keys, kind: Kind, id: &str, value: &[u8]) -> Result<Ups
         Kind::Order => upsert_of::<OrderView>(keys, id, value),
         Kind::Delivery => upsert_of::<DeliveryView>(keys, id, value),
         Kind::Notification => upsert_of::<NotificationView>(keys, id, value),
+        Kind::SaleTake => upsert_of::<SaleTakeView>(keys, id, value),
     }
 }
 
