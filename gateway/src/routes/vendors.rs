@@ -11,7 +11,7 @@ use pickple_schemas::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::products::is_public;
+use super::products::{is_public, product_read};
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
     mark_published, new_command_id, release_key, to_json, validate, view_answer, Listing,
@@ -284,8 +284,9 @@ pub async fn delete(
     ))
 }
 
-/// A vendor's products: all of them for its manager or MASTER, the public ones for others (the
-/// `total` counts what the caller may see).
+/// A vendor's products: all of them with their stock levels for its manager or MASTER, the
+/// public ones with availability states (`PublicProductView`) for others (the `total` counts
+/// what the caller may see).
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
     security((), ("bearer" = [])),
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
@@ -304,10 +305,13 @@ pub async fn products(
         None => false,
     };
     let index = state.views.keys.products_of_vendor(&vendor_id);
+    // Its managers and MASTER see every product with its levels; others the public ones, with
+    // availability states instead of levels.
     if owner {
         list_index::<ProductView>(&state, &index, &page, to_json).await
     } else {
-        list_filtered(&state, &index, &page, is_public, to_json).await
+        let public = |v: ProductView| product_read(v, false);
+        list_filtered(&state, &index, &page, is_public, public).await
     }
 }
 
