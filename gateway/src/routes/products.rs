@@ -416,7 +416,11 @@ pub async fn get_product(
 }
 
 /// 404 if the product does not exist, 403 unless the caller manages its vendor.
-pub(crate) async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<()> {
+pub(crate) async fn owned_product(
+    state: &AppState,
+    user: &AuthUser,
+    product_id: &str,
+) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(product_id, "product")?;
     state.views.ensure_servable()?;

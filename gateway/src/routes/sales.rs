@@ -18,8 +18,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::products::{is_public, Viewer};
-use super::{list_filtered, manages_vendor, to_json, view_response, Listing, PageQuery};
 use super::UNREADABLE_LISTING;
+use super::{list_filtered, manages_vendor, to_json, view_response, Listing, PageQuery};
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use crate::views::now_millis;
@@ -175,7 +175,10 @@ pub async fn mine(
     Path(product_id): Path<String>,
 ) -> ApiResult<Response> {
     let (view, _) = sale_of(&state, Some(&user), &product_id).await?;
-    let sale = view.sale.as_ref().ok_or_else(|| ApiError::not_found("sale"))?;
+    let sale = view
+        .sale
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("sale"))?;
     let id = SaleTakeView::key(&product_id, &user.username);
     let take = state.views.get::<SaleTakeView>(&id).await?;
     let taken = take

@@ -451,7 +451,10 @@ mod tests {
         .unwrap();
         let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
         let sale = views.last().unwrap().sale.clone().unwrap();
-        assert_eq!((sale.closed_at, sale.taken, sale.epoch), (Some(1_000), 1, 1));
+        assert_eq!(
+            (sale.closed_at, sale.taken, sale.epoch),
+            (Some(1_000), 1, 1)
+        );
         d.take_outputs(ORDER_REPLIES);
         d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o3", "bob1", 1))
             .unwrap();

@@ -1076,7 +1076,8 @@ pub const LOW_PERCENT: i64 = 10;
 pub fn availability(remaining: i64, total: i64) -> Availability {
     if remaining <= 0 {
         Availability::SoldOut
-    } else if remaining <= LOW_UNITS || remaining.saturating_mul(100) <= total.saturating_mul(LOW_PERCENT)
+    } else if remaining <= LOW_UNITS
+        || remaining.saturating_mul(100) <= total.saturating_mul(LOW_PERCENT)
     {
         Availability::Low
     } else {
@@ -1645,7 +1646,10 @@ mod tests {
         let p = run(Some(p), &commit("o1"), 50).unwrap();
         assert_eq!(levels(&p), (10, 8, 0, 2));
         let p = run(Some(p), &restock("o1"), 60).unwrap();
-        assert_eq!((p.sale.as_ref().unwrap().taken, p.user_count("ann")), (0, 0));
+        assert_eq!(
+            (p.sale.as_ref().unwrap().taken, p.user_count("ann")),
+            (0, 0)
+        );
         // A closed sale cannot be amended; OpenSale starts the next one from zero.
         assert_eq!(
             rejected(Some(&p), &set_sale_quantity(9), 70),
@@ -1678,7 +1682,10 @@ mod tests {
         let p = run(Some(p), &set_sale_quantity(8), 40).unwrap();
         let p = run(Some(p), &reserve("o2", "bob", 3, 50), 50).unwrap();
         assert_eq!(p.sale.as_ref().unwrap().taken, 6);
-        assert_eq!(rejected(Some(&product(1)), &set_sale_quantity(1), 0), "NOT_FOUND");
+        assert_eq!(
+            rejected(Some(&product(1)), &set_sale_quantity(1), 0),
+            "NOT_FOUND"
+        );
         // A sale over by time is not amended either.
         assert_eq!(
             rejected(Some(&p), &set_sale_quantity(9), 1_000),

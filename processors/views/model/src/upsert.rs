@@ -143,7 +143,10 @@ mod tests {
             "rejection": null, "updated_at": 7, "version": 3
         });
         let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
-        assert!(u.indexes.contains(&("t:idx:sales".to_string(), 50)), "{u:?}");
+        assert!(
+            u.indexes.contains(&("t:idx:sales".to_string(), 50)),
+            "{u:?}"
+        );
         p["sale"]["closed_at"] = 60.into();
         let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
         assert!(u.indexes.iter().all(|(k, _)| k != "t:idx:sales"));
@@ -153,7 +156,13 @@ mod tests {
         assert!(u.indexes.iter().all(|(k, _)| k != "t:idx:sales"));
         let take = serde_json::json!({"product_id": "p1", "username": "ann1", "epoch": 1,
             "taken": 2, "updated_at": 7, "version": 4});
-        let u = upsert_for(&keys, Kind::SaleTake, "p1/ann1", take.to_string().as_bytes()).unwrap();
+        let u = upsert_for(
+            &keys,
+            Kind::SaleTake,
+            "p1/ann1",
+            take.to_string().as_bytes(),
+        )
+        .unwrap();
         assert_eq!((u.version, u.indexes.len()), (4, 0));
     }
 
