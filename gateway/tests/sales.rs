@@ -229,10 +229,28 @@ async fn my_units_in_a_sale_come_from_the_take_view_of_the_current_sale() {
     assert_eq!(
         mine,
         json!({"product_id": "p1", "username": "ann1", "taken": 2, "per_user_limit": 3,
-               "state": "OPEN"})
+               "state": "OPEN", "version": 5})
     );
     let (_, mine) = gw.get("/api/v1/sales/p1/mine", Some(&bob)).await;
     assert_eq!(mine["taken"], 0, "{mine}");
+    // A long-poll answers once the caller's count changes.
+    let (waited, changed) = tokio::join!(
+        gw.get("/api/v1/sales/p1/mine?wait=10&after_version=5", Some(&bob)),
+        async {
+            gw.until_waiting(Kind::SaleTake, "p1/bob1", Some(5), 1)
+                .await;
+            let mut next = take("bob1", 2, 1);
+            next["version"] = json!(6);
+            gw.put_view(Kind::SaleTake, "p1/bob1", &next)
+        }
+    );
+    assert!(changed);
+    assert_eq!(
+        (waited.0, waited.1["taken"].as_u64()),
+        (200, Some(1)),
+        "{:?}",
+        waited.1
+    );
     let (s, body) = gw.get("/api/v1/sales/p1/mine", None).await;
     assert_eq!(s, 401, "{body}");
     let (s, _) = gw.get("/api/v1/sales/nope/mine", Some(&ann)).await;

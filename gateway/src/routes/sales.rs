@@ -19,9 +19,10 @@ use serde::Serialize;
 
 use super::products::{is_public, Viewer};
 use super::UNREADABLE_LISTING;
-use super::{list_filtered, manages_vendor, to_json, view_response, Listing, PageQuery};
+use super::{list_filtered, manages_vendor, to_json, view_response, Listing, PageQuery, ViewQuery};
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use crate::longpoll::read_view;
 use crate::views::now_millis;
 use crate::AppState;
 
@@ -83,6 +84,9 @@ pub struct MySaleTake {
     pub taken: u64,
     pub per_user_limit: u64,
     pub state: SaleState,
+    /// The version of the caller's count (0 before their first reservation in any sale of the
+    /// product): long-poll with `?wait=&after_version=` for the next change.
+    pub version: u64,
 }
 
 /// Open and upcoming sales of public products, the latest opening first. A sale closed early
@@ -161,10 +165,10 @@ pub async fn get_sale(
 
 /// How many units the caller holds in the product's current sale (reserved or bought, from the
 /// stock processor's per-buyer count). A count of an earlier sale of the product is not this
-/// sale's: 0.
+/// sale's: 0. `?wait=` long-polls the caller's count (`after_version=0`: until there is one).
 #[utoipa::path(get, path = "/api/v1/sales/{product_id}/mine", tag = "sales",
     security(("bearer" = [])),
-    params(("product_id" = String, Path, description = "product id")),
+    params(("product_id" = String, Path, description = "product id"), ViewQuery),
     responses(
         (status = 200, description = "the caller's units in the sale", body = crate::openapi::docs::MySaleTake),
         (status = 404, description = "no such product, or it has no sale", body = ErrorBody),
@@ -173,14 +177,24 @@ pub async fn mine(
     State(state): State<AppState>,
     user: AuthUser,
     Path(product_id): Path<String>,
+    ApiQuery(q): ApiQuery<ViewQuery>,
 ) -> ApiResult<Response> {
+    let wait = q.wait_for(&state)?;
     let (view, _) = sale_of(&state, Some(&user), &product_id).await?;
+    let id = SaleTakeView::key(&product_id, &user.username);
+    let take =
+        read_view::<SaleTakeView>(&state.views, &state.notifier, &id, &wait, |_| true).await?;
+    // After a long-poll, the sale as it is now (it may have changed while waiting).
+    let view = if wait.wait.is_some() {
+        sale_of(&state, Some(&user), &product_id).await?.0
+    } else {
+        view
+    };
     let sale = view
         .sale
         .as_ref()
         .ok_or_else(|| ApiError::not_found("sale"))?;
-    let id = SaleTakeView::key(&product_id, &user.username);
-    let take = state.views.get::<SaleTakeView>(&id).await?;
+    let version = take.as_ref().map_or(0, |t| t.version);
     let taken = take
         .filter(|t| t.epoch == sale.epoch)
         .map_or(0, |t| t.taken);
@@ -190,6 +204,7 @@ pub async fn mine(
         taken,
         per_user_limit: sale.terms.per_user_limit,
         state: stock::sale_state(sale, &view.stock, now_millis()),
+        version,
     };
-    Ok(view_response(to_json(body), view.version))
+    Ok(view_response(to_json(body), version))
 }
