@@ -394,7 +394,7 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         )
         .await;
     assert_eq!(product["stock"]["available"], 8);
-    let notified = pipeline_wait_notifications(&http, &buyer_token).await;
+    let notified = pipeline_wait_notifications(http, &buyer_token).await;
     assert_eq!(
         notified, 3,
         "order confirmed, delivery started, delivery completed"
