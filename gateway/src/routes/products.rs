@@ -162,7 +162,8 @@ impl Viewer {
     }
 }
 
-/// A product as the public sees it: availability states instead of numbers.
+/// A product as the public sees it: availability states instead of numbers, and no `rejection`
+/// (why a vendor's command was refused is the vendor's business).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct PublicProductView {
     pub product_id: String,

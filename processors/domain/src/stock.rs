@@ -2200,6 +2200,9 @@ mod tests {
                 qty: u64,
                 limit: u64,
             },
+            CloseSale,
+            SaleQuantity(u64),
+            DeleteSale,
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -2213,6 +2216,9 @@ mod tests {
                 1 => (0u8..6).prop_map(Op::Restock),
                 1 => (prop_oneof![Just(50i64), Just(100i64)], 1u64..8, 1u64..4)
                     .prop_map(|(closes_at, qty, limit)| Op::OpenSale { closes_at, qty, limit }),
+                1 => Just(Op::CloseSale),
+                1 => (1u64..8).prop_map(Op::SaleQuantity),
+                1 => Just(Op::DeleteSale),
             ]
         }
 
@@ -2235,6 +2241,9 @@ mod tests {
                     qty,
                     limit,
                 } => open_sale(0, *closes_at, *qty, *limit),
+                Op::CloseSale => close_sale(),
+                Op::SaleQuantity(q) => set_sale_quantity(*q),
+                Op::DeleteSale => delete_sale(),
             }
         }
 
