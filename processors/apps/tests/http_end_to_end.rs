@@ -491,8 +491,9 @@ async fn a_customer_orders_pays_and_receives_through_http() {
 }
 
 /// A reservation sale through HTTP and the real processors: the vendor opens a sale, a buyer
-/// takes 2 (`GET /sales/{id}/mine` says 2, and the buyer sees states, not levels), the vendor
-/// closes the sale early, and the buyer's next order has its sale line refused: CANCELLED with
+/// takes 2 (`GET /sales/{id}/mine` says 2, and the buyer sees states, not levels), lowering the
+/// sale below 2 and deleting it are refused in the product's view, the vendor closes the sale
+/// early, and the buyer's next order has its sale line refused: CANCELLED with
 /// the stock processor's reason, the 2 units still taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sale_is_taken_counted_per_buyer_and_closed_early() {
@@ -592,6 +593,50 @@ async fn a_sale_is_taken_counted_per_buyer_and_closed_early() {
     assert!(seen.get("stock").is_none(), "{seen}");
     assert_eq!(seen["availability"], "IN_STOCK", "{seen}");
     assert_eq!(seen["sale"]["state"], "OPEN", "{seen}");
+
+    // Fewer units than are taken: accepted by the gateway, refused by the stock processor in the
+    // product's view; a sale that has opened cannot be deleted either.
+    let (code, body) = http
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}/sale/quantity"),
+            Some(&vendor_token),
+            Some(json!({"quantity": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let refused = http
+        .wait_until(&path, Some(&vendor_token), |p| !p["rejection"].is_null())
+        .await;
+    assert!(
+        refused["rejection"]
+            .as_str()
+            .unwrap()
+            .contains("below the 2 units already taken"),
+        "{refused}"
+    );
+    assert_eq!(refused["sale"]["terms"]["quantity"], 10, "{refused}");
+    let (code, body) = http
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{path}/sale"),
+            Some(&vendor_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let version = refused["version"].as_u64().unwrap();
+    let refused = http
+        .wait_until(&path, Some(&vendor_token), |p| {
+            p["version"].as_u64() > Some(version)
+        })
+        .await;
+    assert!(
+        refused["rejection"].as_str().unwrap().contains("opened"),
+        "{refused}"
+    );
 
     // The vendor closes the sale early.
     let (code, body) = http
