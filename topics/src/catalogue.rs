@@ -212,7 +212,7 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
         compacted(p(topic::VIEW_NOTIFICATIONS), "message id", "e-mails sent"),
         compacted(
             p(topic::VIEW_SALE_TAKES),
-            "product id/username",
+            "product id/username (on the product's partition)",
             "units each buyer holds in a product's current sale",
         ),
     ];
