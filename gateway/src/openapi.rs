@@ -41,7 +41,11 @@ pub mod docs {
         OrderView,
         DeliveryView,
         NotificationView,
-        PaymentView
+        PaymentView,
+        ProductRead,
+        PublicProductView,
+        SaleRead,
+        MySaleTake
     );
 }
 
@@ -364,6 +368,12 @@ impl Modify for WaitHeader {
         routes::products::set_stock,
         routes::products::add_stock,
         routes::products::open_sale,
+        routes::products::close_sale,
+        routes::products::set_sale_quantity,
+        routes::products::delete_sale,
+        routes::sales::list,
+        routes::sales::get_sale,
+        routes::sales::mine,
         routes::orders::place,
         routes::orders::list_all,
         routes::orders::mine,
@@ -397,7 +407,8 @@ impl Modify for WaitHeader {
         (name = "auth", description = "sign-up, sign-in, tokens: a short-lived access token and a refresh token that works once (its reuse revokes the sign-in); sign-out. Sign-in, sign-up, sign-up status and order placement are rate-limited (429 with Retry-After)"),
         (name = "users", description = "profiles and roles"),
         (name = "vendors", description = "vendors and their listings"),
-        (name = "products", description = "products, stock, reservation sales"),
+        (name = "products", description = "products, stock, reservation sales (exact stock levels for the product's vendor managers and MASTER, availability states for everyone else)"),
+        (name = "sales", description = "reservation sales: open and upcoming ones, one sale's state, the caller's units in it"),
         (name = "orders", description = "placing, paying, cancelling, reading orders"),
         (name = "deliveries", description = "delivery tracking"),
         (name = "notifications", description = "e-mails sent"),
@@ -423,6 +434,10 @@ pub fn document() -> serde_json::Value {
     generator.subschema_for::<pickple_schemas::DeliveryView>();
     generator.subschema_for::<pickple_schemas::NotificationView>();
     generator.subschema_for::<pickple_schemas::PaymentView>();
+    generator.subschema_for::<routes::products::ProductRead>();
+    generator.subschema_for::<routes::products::PublicProductView>();
+    generator.subschema_for::<routes::sales::SaleRead>();
+    generator.subschema_for::<routes::sales::MySaleTake>();
     let defs = generator.take_definitions(true);
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
@@ -613,6 +628,11 @@ pub mod constraints {
             ),
             ("SaleRequest", "quantity", json!({"minimum": 1})),
             ("SaleRequest", "per_user_limit", json!({"minimum": 1})),
+            (
+                "SaleQuantityRequest",
+                "quantity",
+                json!({"minimum": 1, "maximum": 1_000_000_000}),
+            ),
             (
                 "PlaceOrderRequest",
                 "lines",

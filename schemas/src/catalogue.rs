@@ -28,6 +28,7 @@ pub fn topic_values() -> Vec<(&'static str, Schema)> {
         (topic::VIEW_DELIVERIES, schema_for!(DeliveryView)),
         (topic::VIEW_NOTIFICATIONS, schema_for!(NotificationView)),
         (topic::VIEW_PAYMENTS, schema_for!(PaymentView)),
+        (topic::VIEW_SALE_TAKES, schema_for!(SaleTakeView)),
     ]
 }
 

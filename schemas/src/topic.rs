@@ -21,9 +21,10 @@ pub const VIEW_ORDERS: &str = "view-orders";
 pub const VIEW_DELIVERIES: &str = "view-deliveries";
 pub const VIEW_NOTIFICATIONS: &str = "view-notifications";
 pub const VIEW_PAYMENTS: &str = "view-payments";
+pub const VIEW_SALE_TAKES: &str = "view-sale-takes";
 
 /// Every view topic, in the order the views sink lists them.
-pub const VIEWS: [&str; 7] = [
+pub const VIEWS: [&str; 8] = [
     VIEW_USERS,
     VIEW_VENDORS,
     VIEW_PRODUCTS,
@@ -31,6 +32,7 @@ pub const VIEWS: [&str; 7] = [
     VIEW_DELIVERIES,
     VIEW_NOTIFICATIONS,
     VIEW_PAYMENTS,
+    VIEW_SALE_TAKES,
 ];
 
 /// The changelog of an application's store: `<app>-<store>-changelog`.

@@ -215,6 +215,11 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             "order id",
             "latest payment view with its attempts and outcomes",
         ),
+        compacted(
+            p(topic::VIEW_SALE_TAKES),
+            "product id/username (on the product's partition)",
+            "units each buyer holds in a product's current sale",
+        ),
     ];
     for app in APPS {
         for store in app.stores {

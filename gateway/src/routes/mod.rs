@@ -6,6 +6,7 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod products;
+pub mod sales;
 pub mod system;
 pub mod users;
 pub mod vendors;
@@ -69,7 +70,21 @@ pub fn router() -> Router<AppState> {
             "/products/{product_id}/stock",
             put(products::set_stock).post(products::add_stock),
         )
-        .route("/products/{product_id}/sale", post(products::open_sale))
+        .route(
+            "/products/{product_id}/sale",
+            post(products::open_sale).delete(products::delete_sale),
+        )
+        .route(
+            "/products/{product_id}/sale/close",
+            post(products::close_sale),
+        )
+        .route(
+            "/products/{product_id}/sale/quantity",
+            put(products::set_sale_quantity),
+        )
+        .route("/sales", get(sales::list))
+        .route("/sales/{product_id}", get(sales::get_sale))
+        .route("/sales/{product_id}/mine", get(sales::mine))
         .route("/orders", post(orders::place).get(orders::list_all))
         .route("/orders/mine", get(orders::mine))
         .route("/orders/{order_id}", get(orders::get_order))

@@ -1,24 +1,35 @@
 //! Products, stock and reservation sales: written by the owning vendor's manager or MASTER;
 //! public products are listed and searched by anyone.
+//!
+//! Exact stock levels (`initial, added, available, reserved, sold`) and a sale's exact counts
+//! are for the product's vendor managers and MASTER ([`Viewer`]); everyone else gets
+//! [`PublicProductView`]: an availability state (the domain's `stock::availability` rule).
+
+use std::collections::HashSet;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::stock;
-use pickple_schemas::{topic, ProductView, SaleTerms, StockCommand, VendorView};
+use pickple_schemas::{
+    topic, Amount, Availability, Millis, ProductView, Role, SaleState, SaleTerms, StockCommand,
+    VendorView,
+};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
-    mark_published, publish_command, release_key, to_json, validate, view_answer, IdempotencyKey,
-    Listing, ViewQuery, API, UNREADABLE_LISTING,
+    mark_published, publish_command, release_key, to_json, validate, IdempotencyKey, Listing,
+    ViewQuery, API, UNREADABLE_LISTING,
 };
 use crate::auth::{AuthUser, MaybeAuth};
 use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody, Validator};
 use crate::longpoll::read_view;
 use crate::trace::TraceParent;
+use crate::views::now_millis;
 use crate::AppState;
 
 const MAX_PRICE: i64 = 1_000_000_000_000;
@@ -102,9 +113,144 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
+/// The new quantity of a running sale.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleQuantityRequest {
+    /// Units on sale in all: 1 to 10^9, and never below the units already taken (that refusal
+    /// is the stock processor's, shown in the product view's `rejection`).
+    #[serde(deserialize_with = "super::int::u64")]
+    pub quantity: u64,
+}
+
 /// Listed for anyone: public and not deleted.
 pub fn is_public(product: &ProductView) -> bool {
     product.public && !product.deleted
+}
+
+/// Who may see a product's exact numbers: MASTER, and a VENDOR_MANAGER for the vendors they
+/// manage (every other caller, anonymous or USER, sees availability states).
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    master: bool,
+    vendors: HashSet<String>,
+}
+
+impl Viewer {
+    /// The caller's rights, read once per request: a manager's vendors from the index of the
+    /// vendors they manage (live ones only, as [`manages_vendor`] counts them).
+    pub async fn of(state: &AppState, user: Option<&AuthUser>) -> ApiResult<Viewer> {
+        let Some(user) = user else {
+            return Ok(Viewer::default());
+        };
+        let vendors = match user.role {
+            Role::VendorManager => {
+                let index = state.views.keys.vendors_of_manager(&user.username);
+                let ids = state.views.all_ids(&index, super::FILTER_SCAN).await?;
+                ids.into_iter().collect()
+            }
+            _ => HashSet::new(),
+        };
+        Ok(Viewer {
+            master: user.role == Role::Master,
+            vendors,
+        })
+    }
+
+    pub fn sees_levels(&self, vendor_id: &str) -> bool {
+        self.master || self.vendors.contains(vendor_id)
+    }
+}
+
+/// A product as the public sees it: availability states instead of numbers, and no `rejection`
+/// (why a vendor's command was refused is the vendor's business).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PublicProductView {
+    pub product_id: String,
+    pub vendor_id: String,
+    pub name: String,
+    pub description: String,
+    pub price: Amount,
+    pub image_url: Option<String>,
+    pub public: bool,
+    pub deleted: bool,
+    /// IN_STOCK, LOW (at most 5 units, or at most 10 % of all the product ever had, left) or
+    /// SOLD_OUT.
+    pub availability: Availability,
+    pub sale: Option<PublicSale>,
+    pub updated_at: Millis,
+    pub version: u64,
+}
+
+/// A product's sale as the public sees it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PublicSale {
+    pub terms: SaleTerms,
+    /// UPCOMING, OPEN, CLOSED (by time or early) or SOLD_OUT, at the time of the read.
+    pub state: SaleState,
+    /// The remaining share of the sale (its own remainder, capped by the stock available), by
+    /// the same rule as `availability`, against the sale's quantity.
+    pub remaining: Availability,
+    /// When the vendor closed it early, if they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Millis>,
+}
+
+impl PublicSale {
+    pub fn of(view: &ProductView, now: Millis) -> Option<PublicSale> {
+        let sale = view.sale.as_ref()?;
+        Some(PublicSale {
+            terms: sale.terms.clone(),
+            state: stock::sale_state(sale, &view.stock, now),
+            remaining: stock::sale_availability(sale, &view.stock),
+            closed_at: sale.closed_at,
+        })
+    }
+}
+
+impl PublicProductView {
+    pub fn of(view: ProductView, now: Millis) -> PublicProductView {
+        PublicProductView {
+            availability: stock::stock_availability(&view.stock),
+            sale: PublicSale::of(&view, now),
+            product_id: view.product_id,
+            vendor_id: view.vendor_id,
+            name: view.name,
+            description: view.description,
+            price: view.price,
+            image_url: view.image_url,
+            public: view.public,
+            deleted: view.deleted,
+            updated_at: view.updated_at,
+            version: view.version,
+        }
+    }
+}
+
+/// What `GET /products...` answers: the whole view (levels, sale counts, last rejection) for
+/// the product's vendor managers and MASTER, [`PublicProductView`] for everyone else.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProductRead {
+    Exact(ProductView),
+    Public(PublicProductView),
+}
+
+/// The product as `exact` (the caller may see its numbers) or not.
+pub fn product_read(view: ProductView, exact: bool) -> serde_json::Value {
+    if exact {
+        to_json(view)
+    } else {
+        to_json(PublicProductView::of(view, now_millis()))
+    }
+}
+
+impl Viewer {
+    /// A listing's item, as this caller may see it.
+    pub fn product(&self, view: ProductView) -> serde_json::Value {
+        let exact = self.sees_levels(&view.vendor_id);
+        product_read(view, exact)
+    }
 }
 
 /// Create a product of a vendor the caller manages. Honours `Idempotency-Key`.
@@ -205,16 +351,21 @@ pub async fn create(
 }
 
 /// Public products, most recently updated first; `q` searches names (the `total` counts the
-/// matches).
+/// matches). Each item is a `ProductRead`: exact levels for the product's vendor managers and
+/// MASTER, availability states (`PublicProductView`) for anyone else.
 #[utoipa::path(get, path = "/api/v1/products", tag = "products", params(SearchQuery),
+    security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "public products", body = Listing),
+        (status = 200, description = "public products, items of `ProductRead`", body = Listing),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    MaybeAuth(user): MaybeAuth,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<Listing>> {
+    let viewer = Viewer::of(&state, user.as_ref()).await?;
+    let map = |v: ProductView| viewer.product(v);
     let page = super::PageQuery {
         offset: q.offset,
         limit: q.limit,
@@ -225,19 +376,21 @@ pub async fn list(
             .map(|s| s.trim().to_lowercase())
             .filter(|s| !s.is_empty());
     let Some(needle) = needle else {
-        return list_index::<ProductView>(&state, &index, &page, to_json).await;
+        return list_index::<ProductView>(&state, &index, &page, map).await;
     };
     let matches = |p: &ProductView| is_public(p) && p.name.to_lowercase().contains(&needle);
-    list_filtered(&state, &index, &page, matches, to_json).await
+    list_filtered(&state, &index, &page, matches, map).await
 }
 
 /// One product: public ones for anyone, private or deleted ones for the vendor's manager and
-/// MASTER (404 for others). Long-poll with `?wait=`.
+/// MASTER (404 for others). The vendor's managers and MASTER get the exact view
+/// (`ProductView`), everyone else `PublicProductView` (availability states instead of levels).
+/// Long-poll with `?wait=`.
 #[utoipa::path(get, path = "/api/v1/products/{product_id}", tag = "products",
     security((), ("bearer" = [])),
     params(("product_id" = String, Path, description = "product id"), ViewQuery),
     responses(
-        (status = 200, description = "the product", body = crate::openapi::docs::ProductView),
+        (status = 200, description = "the product: `ProductView` for its vendor's managers and MASTER, `PublicProductView` for others", body = crate::openapi::docs::ProductRead),
         (status = 404, description = "no such product", body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn get_product(
@@ -252,20 +405,23 @@ pub async fn get_product(
         read_view::<ProductView>(&state.views, &state.notifier, &product_id, &wait, |_| true)
             .await?
             .ok_or_else(|| ApiError::not_found("product"))?;
-    if !is_public(&view) {
-        let owner = match &user {
-            Some(u) => manages_vendor(&state, u, &view.vendor_id).await?,
-            None => false,
-        };
-        if !owner {
-            return Err(ApiError::not_found("product"));
-        }
+    let owner = match &user {
+        Some(u) => manages_vendor(&state, u, &view.vendor_id).await?,
+        None => false,
+    };
+    if !is_public(&view) && !owner {
+        return Err(ApiError::not_found("product"));
     }
-    Ok(view_answer(&view))
+    let version = view.version;
+    Ok(super::view_response(product_read(view, owner), version))
 }
 
 /// 404 if the product does not exist, 403 unless the caller manages its vendor.
-async fn owned_product(state: &AppState, user: &AuthUser, product_id: &str) -> ApiResult<()> {
+pub(crate) async fn owned_product(
+    state: &AppState,
+    user: &AuthUser,
+    product_id: &str,
+) -> ApiResult<()> {
     user.require_manager()?;
     super::check_id(product_id, "product")?;
     state.views.ensure_servable()?;
@@ -535,6 +691,109 @@ pub async fn open_sale(
             quantity: req.quantity,
             per_user_limit: req.per_user_limit,
         },
+    };
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
+}
+
+/// Close the product's sale now, before its `closes_at` (its vendor's manager or MASTER): no
+/// reservation is accepted after it; units already taken stay taken. Closing a sale that is
+/// over changes nothing; a product without a sale gets the refusal in its view's `rejection`.
+#[utoipa::path(post, path = "/api/v1/products/{product_id}/sale/close", tag = "products",
+    security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "close queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody)))]
+pub async fn close_sale(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(product_id): Path<String>,
+) -> ApiResult<Response> {
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::CloseSale {
+        product_id: product_id.clone(),
+    };
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
+}
+
+/// Change how many units a running sale offers (its vendor's manager or MASTER). A quantity
+/// below the units already taken, or a sale that is over, is refused by the stock processor:
+/// the product view's `rejection` says so (long-poll it with `?wait=`).
+#[utoipa::path(put, path = "/api/v1/products/{product_id}/sale/quantity", tag = "products",
+    security(("bearer" = [])), request_body = SaleQuantityRequest,
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "change queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody),
+        (status = 422, description = "invalid fields", body = ErrorBody)))]
+pub async fn set_sale_quantity(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(product_id): Path<String>,
+    ApiJson(req): ApiJson<SaleQuantityRequest>,
+) -> ApiResult<Response> {
+    Validator::new()
+        .rule("quantity", stock::check_sale_quantity(req.quantity))
+        .check(req.quantity <= MAX_QUANTITY, "quantity", "at most 10^9")
+        .finish()?;
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::SetSaleQuantity {
+        product_id: product_id.clone(),
+        quantity: req.quantity,
+    };
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &product_id,
+        command,
+    )
+    .await
+}
+
+/// Delete a sale that has not opened yet (its vendor's manager or MASTER). Once it has opened
+/// the stock processor refuses (close it instead), shown in the product view's `rejection`;
+/// deleting when there is no sale changes nothing.
+#[utoipa::path(delete, path = "/api/v1/products/{product_id}/sale", tag = "products",
+    security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "product id")),
+    responses(
+        (status = 202, description = "deletion queued", body = super::Accepted),
+        (status = 403, description = "not the vendor's manager", body = ErrorBody),
+        (status = 404, description = "no such product", body = ErrorBody)))]
+pub async fn delete_sale(
+    State(state): State<AppState>,
+    trace: axum::Extension<TraceParent>,
+    user: AuthUser,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(product_id): Path<String>,
+) -> ApiResult<Response> {
+    owned_product(&state, &user, &product_id).await?;
+    let command = StockCommand::DeleteSale {
+        product_id: product_id.clone(),
     };
     publish(
         &state,

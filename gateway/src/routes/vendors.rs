@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::orders::StatusFilter;
-use super::products::is_public;
+use super::products::{is_public, product_read};
 use super::{
     accepted, claim_id, fingerprint, idempotency_key, list_filtered, list_index, manages_vendor,
     mark_published, new_command_id, publish_command, release_key, to_json, validate, view_answer,
@@ -286,8 +286,9 @@ pub async fn delete(
     ))
 }
 
-/// A vendor's products: all of them for its manager or MASTER, the public ones for others (the
-/// `total` counts what the caller may see).
+/// A vendor's products: all of them with their stock levels for its manager or MASTER, the
+/// public ones with availability states (`PublicProductView`) for others (the `total` counts
+/// what the caller may see).
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/products", tag = "vendors",
     security((), ("bearer" = [])),
     params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
@@ -306,10 +307,13 @@ pub async fn products(
         None => false,
     };
     let index = state.views.keys.products_of_vendor(&vendor_id);
+    // Its managers and MASTER see every product with its levels; others the public ones, with
+    // availability states instead of levels.
     if owner {
         list_index::<ProductView>(&state, &index, &page, to_json).await
     } else {
-        list_filtered(&state, &index, &page, is_public, to_json).await
+        let public = |v: ProductView| product_read(v, false);
+        list_filtered(&state, &index, &page, is_public, public).await
     }
 }
 

@@ -24,11 +24,13 @@ pub mod listing;
 mod store_tests;
 pub mod sweep;
 
-use pickple_domain::stock::{Product, StockEffect};
+use pickple_domain::stock::{Product, ProductSlice, StockEffect};
 use pickple_domain::{Aggregate, Millis};
 use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
-use pickple_schemas::topic::{ORDER_REPLIES, STOCK_COMMANDS, VENDOR_COMMANDS, VIEW_PRODUCTS};
-use pickple_schemas::StockCommand;
+use pickple_schemas::topic::{
+    ORDER_REPLIES, STOCK_COMMANDS, VENDOR_COMMANDS, VIEW_PRODUCTS, VIEW_SALE_TAKES,
+};
+use pickple_schemas::{SaleTakeView, StockCommand};
 use pickple_topics::catalogue::app;
 
 use crate::state::{checked_key, no_entity, store_changed, store_rejected};
@@ -83,6 +85,9 @@ pub fn product_id(cmd: &StockCommand) -> &str {
         | StockCommand::SetStock { product_id, .. }
         | StockCommand::AddStock { product_id, .. }
         | StockCommand::OpenSale { product_id, .. }
+        | StockCommand::CloseSale { product_id }
+        | StockCommand::SetSaleQuantity { product_id, .. }
+        | StockCommand::DeleteSale { product_id }
         | StockCommand::Reserve { product_id, .. }
         | StockCommand::Release { product_id, .. }
         | StockCommand::Commit { product_id, .. }
@@ -118,6 +123,22 @@ impl Processor for StockProcessor {
                 let meta = store_changed(ctx, STORE, &key, state, version);
                 ctx.send_value(VIEW_PRODUCTS, &key, "ProductUpdated", &state.to_view(&meta));
                 entries::write_back(ctx, &key, &before, after, self.retention_ms)?;
+                // Each buyer's count in the sale, for "how many have I taken". The product's
+                // version is the record's: it grows with every change of the counter.
+                for (username, epoch, taken) in ProductSlice::take_changes(&before, after) {
+                    let view = SaleTakeView {
+                        product_id: key.clone(),
+                        username: username.clone(),
+                        epoch,
+                        taken,
+                        updated_at: meta.updated_at,
+                        version: meta.version,
+                    };
+                    let id = SaleTakeView::key(&key, &username);
+                    // On the product's partition: co-partitioned with the product, compacted per
+                    // buyer (docs/topics.md).
+                    ctx.send_value_co_partitioned(VIEW_SALE_TAKES, &id, "SaleTakeUpdated", &view);
+                }
             }
         }
         for effect in &out.effects {
@@ -368,6 +389,97 @@ mod tests {
             .map(|r| matches!(r, OrderReply::StockReserved { .. }))
             .collect();
         assert_eq!(ok, vec![true, false, false, true]);
+    }
+
+    #[test]
+    fn buyers_counts_are_published_per_buyer_and_an_early_close_stops_reserves() {
+        let mut d = TestDriver::new(StockProcessor::default(), 1_000);
+        d.pipe(STOCK_COMMANDS, "p1", &create("p1")).unwrap();
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::SetStock {
+                product_id: "p1".into(),
+                quantity: 10,
+            },
+        )
+        .unwrap();
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::OpenSale {
+                product_id: "p1".into(),
+                sale: SaleTerms {
+                    opens_at: 0,
+                    closes_at: 10_000,
+                    quantity: 5,
+                    per_user_limit: 3,
+                },
+            },
+        )
+        .unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o1", "ann1", 2))
+            .unwrap();
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::Release {
+                product_id: "p1".into(),
+                order_id: "o1".into(),
+            },
+        )
+        .unwrap();
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o2", "ann1", 1))
+            .unwrap();
+        let takes = d.take_outputs(VIEW_SALE_TAKES);
+        assert!(takes.iter().all(|o| o.key_str() == "p1/ann1"), "{takes:?}");
+        // The driver's task is partition 0: the product's, not the one `p1/ann1` hashes to.
+        assert!(takes.iter().all(|o| o.partition == Some(0)), "{takes:?}");
+        let seen: Vec<(u64, u64)> = takes
+            .iter()
+            .map(|o| {
+                let v: SaleTakeView = serde_json::from_value(o.json()).unwrap();
+                (v.taken, v.version)
+            })
+            .collect();
+        // The product's versions: create 1, stock 2, sale 3, then one per change.
+        assert_eq!(seen, vec![(2, 4), (0, 5), (1, 6)]);
+
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::CloseSale {
+                product_id: "p1".into(),
+            },
+        )
+        .unwrap();
+        let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
+        let sale = views.last().unwrap().sale.clone().unwrap();
+        assert_eq!(
+            (sale.closed_at, sale.taken, sale.epoch),
+            (Some(1_000), 1, 1)
+        );
+        d.take_outputs(ORDER_REPLIES);
+        d.pipe(STOCK_COMMANDS, "p1", &reserve("p1", "o3", "bob1", 1))
+            .unwrap();
+        let replies: Vec<OrderReply> = d.take(ORDER_REPLIES);
+        assert!(
+            matches!(&replies[0], OrderReply::StockRejected { reason, .. } if reason.contains("closed")),
+            "{replies:?}"
+        );
+        assert!(d.take_outputs(VIEW_SALE_TAKES).is_empty());
+        // Deleting a sale that has opened is refused, and the product's view says why.
+        d.pipe(
+            STOCK_COMMANDS,
+            "p1",
+            &StockCommand::DeleteSale {
+                product_id: "p1".into(),
+            },
+        )
+        .unwrap();
+        let views: Vec<ProductView> = d.take(VIEW_PRODUCTS);
+        assert!(views[0].rejection.as_deref().unwrap().contains("opened"));
+        assert!(views[0].sale.is_some());
     }
 
     #[test]

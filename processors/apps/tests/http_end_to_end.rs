@@ -159,61 +159,97 @@ impl Http {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_customer_orders_pays_and_receives_through_http() {
-    // The notification app mails the sign-ups' codes to the sink, which needs its folders.
-    common::ensure_maildir();
-    let pipeline = tokio::task::spawn_blocking(|| {
-        Pipeline::start("e2e", &AppConfig::default(), &App::ALL).unwrap()
-    })
-    .await
-    .unwrap();
-    let redis_prefix = format!("e2e{}:", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+/// The whole shop on this machine's servers: every processor and the views sink on threads,
+/// the gateway in-process on an ephemeral port, ready.
+struct Shop {
+    pipeline: Pipeline,
+    http: Http,
+    server: tokio::task::JoinHandle<()>,
+    stop_views: Arc<AtomicBool>,
+    views: std::thread::JoinHandle<Result<(), pickple_views::ViewsError>>,
+    _state: tempfile::TempDir,
+}
 
-    // The views sink, like `pickple-processor --app views`.
-    let state = tempfile::tempdir().unwrap();
-    let stop_views = Arc::new(AtomicBool::new(false));
-    let mut views_runtime = test_runtime(&pipeline.prefix, state.path(), App::Users);
-    views_runtime.state_dir = state.path().join("views");
-    let views = {
-        let (redis, stop) = (
-            pickple_views::RedisConfig::local(redis_prefix.clone()),
-            stop_views.clone(),
-        );
-        std::thread::spawn(move || pickple_views::run_until(views_runtime, redis, stop))
-    };
+impl Shop {
+    async fn start(tag: &'static str) -> Shop {
+        // The notification app mails the sign-ups' codes to the sink, which needs its folders.
+        common::ensure_maildir();
+        let pipeline = tokio::task::spawn_blocking(move || {
+            Pipeline::start(tag, &AppConfig::default(), &App::ALL).unwrap()
+        })
+        .await
+        .unwrap();
+        let redis_prefix = format!("{tag}{}:", &uuid::Uuid::new_v4().simple().to_string()[..10]);
 
-    // The gateway on an ephemeral port.
-    let config = pickple_gateway::Config::local(&pipeline.prefix, &redis_prefix);
-    let gateway = pickple_gateway::AppState::new(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = Http {
-        base: format!("http://{}", listener.local_addr().unwrap()),
-        client: reqwest::Client::new(),
-    };
-    let router = pickple_gateway::app(gateway);
-    let server = tokio::spawn(async move { axum_serve(listener, router).await });
+        // The views sink, like `pickple-processor --app views`.
+        let state = tempfile::tempdir().unwrap();
+        let stop_views = Arc::new(AtomicBool::new(false));
+        let mut views_runtime = test_runtime(&pipeline.prefix, state.path(), App::Users);
+        views_runtime.state_dir = state.path().join("views");
+        let views = {
+            let (redis, stop) = (
+                pickple_views::RedisConfig::local(redis_prefix.clone()),
+                stop_views.clone(),
+            );
+            std::thread::spawn(move || pickple_views::run_until(views_runtime, redis, stop))
+        };
 
-    // Ready once Kafka, Redis and the views sink answer.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let resp = http
-            .client
-            .get(format!("{}/ready", http.base))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == StatusCode::OK {
-            break;
+        // The gateway on an ephemeral port.
+        let config = pickple_gateway::Config::local(&pipeline.prefix, &redis_prefix);
+        let gateway = pickple_gateway::AppState::new(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = Http {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            client: reqwest::Client::new(),
+        };
+        let router = pickple_gateway::app(gateway);
+        let server = tokio::spawn(async move { axum_serve(listener, router).await });
+
+        // Ready once Kafka, Redis and the views sink answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let resp = http
+                .client
+                .get(format!("{}/ready", http.base))
+                .send()
+                .await
+                .unwrap();
+            if resp.status() == StatusCode::OK {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway never became ready: {:?}",
+                resp.text().await
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await; // readiness has no event to await
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway never became ready: {:?}",
-            resp.text().await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await; // readiness has no event to await
+
+        Shop {
+            pipeline,
+            http,
+            server,
+            stop_views,
+            views,
+            _state: state,
+        }
     }
 
+    async fn stop(self) {
+        self.server.abort();
+        self.stop_views.store(true, Ordering::Relaxed);
+        self.views.join().unwrap().unwrap();
+        let pipeline = self.pipeline;
+        tokio::task::spawn_blocking(move || pipeline.stop())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_orders_pays_and_receives_through_http() {
+    let shop = Shop::start("e2e").await;
+    let http = &shop.http;
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
     let vendor_token = http
         .sign_up_and_in(&format!("vend{suffix}"), "VENDOR_MANAGER")
@@ -358,7 +394,7 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         )
         .await;
     assert_eq!(product["stock"]["available"], 8);
-    let notified = pipeline_wait_notifications(&http, &buyer_token).await;
+    let notified = pipeline_wait_notifications(http, &buyer_token).await;
     assert_eq!(
         notified, 3,
         "order confirmed, delivery started, delivery completed"
@@ -451,12 +487,221 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
 
-    server.abort();
-    stop_views.store(true, Ordering::Relaxed);
-    views.join().unwrap().unwrap();
-    tokio::task::spawn_blocking(move || pipeline.stop())
-        .await
+    shop.stop().await;
+}
+
+/// A reservation sale through HTTP and the real processors: the vendor opens a sale, a buyer
+/// takes 2 (`GET /sales/{id}/mine` says 2, and the buyer sees states, not levels), lowering the
+/// sale below 2 and deleting it are refused in the product's view, the vendor closes the sale
+/// early, and the buyer's next order has its sale line refused: CANCELLED with
+/// the stock processor's reason, the 2 units still taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_is_taken_counted_per_buyer_and_closed_early() {
+    let shop = Shop::start("sale").await;
+    let http = &shop.http;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    let vendor_token = http
+        .sign_up_and_in(&format!("vend{suffix}"), "VENDOR_MANAGER")
+        .await;
+    let buyer_token = http.sign_up_and_in(&format!("buy{suffix}"), "USER").await;
+
+    let (code, vendor) = http
+        .post(
+            "/vendors",
+            Some(&vendor_token),
+            json!({"name": "Sale Shop"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
+    let vendor_id = vendor["id"].as_str().unwrap().to_string();
+    http.wait_view(&format!("/vendors/{vendor_id}"), Some(&vendor_token), None)
+        .await;
+    let (code, product) = http
+        .post(
+            "/products",
+            Some(&vendor_token),
+            json!({"vendor_id": vendor_id, "name": "Limited mug", "price": 1500}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
+    let product_id = product["id"].as_str().unwrap().to_string();
+    let path = format!("/products/{product_id}");
+    http.wait_view(&path, Some(&vendor_token), None).await;
+    let (code, body) = http
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}/stock"),
+            Some(&vendor_token),
+            Some(json!({"quantity": 20})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (code, body) = http
+        .post(
+            &format!("{path}/sale"),
+            Some(&vendor_token),
+            json!({"opens_at": now - 60_000, "closes_at": now + 3_600_000, "quantity": 10, "per_user_limit": 3}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_until(&path, Some(&vendor_token), |p| {
+        p["sale"]["terms"]["quantity"] == 10 && p["stock"]["available"] == 20
+    })
+    .await;
+    let (code, listed) = http.get("/sales", None).await;
+    assert_eq!(code, StatusCode::OK, "{listed}");
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["product_id"] == product_id.as_str() && s["state"] == "OPEN"),
+        "{listed}"
+    );
+
+    // The buyer takes 2.
+    let line = json!({"lines": [{"product_id": product_id, "quantity": 2}]});
+    let (code, first) = http.post("/orders", Some(&buyer_token), line.clone()).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{first}");
+    let first_id = first["id"].as_str().unwrap().to_string();
+    http.wait_view(
+        &format!("/orders/{first_id}"),
+        Some(&buyer_token),
+        Some("AWAITING_PAYMENT"),
+    )
+    .await;
+    // The count is published with the product's change; the product view's version orders it.
+    http.wait_until(&path, Some(&vendor_token), |p| p["sale"]["taken"] == 2)
+        .await;
+    // The buyer's count, long-polled until the sink has written it.
+    let mine = http
+        .wait_until(
+            &format!("/sales/{product_id}/mine"),
+            Some(&buyer_token),
+            |m| m["taken"] == 2,
+        )
+        .await;
+    assert_eq!(mine["taken"], 2, "{mine}");
+    assert_eq!(mine["state"], "OPEN", "{mine}");
+    // The counts' records (this test's topic holds only this product's) are on the product's
+    // partition, whatever their key hashes to.
+    let on = take_partitions(&shop.pipeline.topic("view-sale-takes"));
+    let want = pickple_runtime::partition_for(product_id.as_bytes(), pickple_topics::PARTITIONS);
+    assert!(
+        !on.is_empty() && on.iter().all(|p| *p == want),
+        "{on:?} vs {want}"
+    );
+    // The buyer sees states; the vendor the numbers.
+    let (_, seen) = http.get(&path, Some(&buyer_token)).await;
+    assert!(seen.get("stock").is_none(), "{seen}");
+    assert_eq!(seen["availability"], "IN_STOCK", "{seen}");
+    assert_eq!(seen["sale"]["state"], "OPEN", "{seen}");
+
+    // Fewer units than are taken: accepted by the gateway, refused by the stock processor in the
+    // product's view; a sale that has opened cannot be deleted either.
+    let (code, body) = http
+        .call(
+            reqwest::Method::PUT,
+            &format!("{path}/sale/quantity"),
+            Some(&vendor_token),
+            Some(json!({"quantity": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let refused = http
+        .wait_until(&path, Some(&vendor_token), |p| !p["rejection"].is_null())
+        .await;
+    assert!(
+        refused["rejection"]
+            .as_str()
+            .unwrap()
+            .contains("below the 2 units already taken"),
+        "{refused}"
+    );
+    assert_eq!(refused["sale"]["terms"]["quantity"], 10, "{refused}");
+    let (code, body) = http
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{path}/sale"),
+            Some(&vendor_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let version = refused["version"].as_u64().unwrap();
+    let refused = http
+        .wait_until(&path, Some(&vendor_token), |p| {
+            p["version"].as_u64() > Some(version)
+        })
+        .await;
+    assert!(
+        refused["rejection"].as_str().unwrap().contains("opened"),
+        "{refused}"
+    );
+
+    // The vendor closes the sale early.
+    let (code, body) = http
+        .post(
+            &format!("{path}/sale/close"),
+            Some(&vendor_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let closed = http
+        .wait_until(&path, Some(&vendor_token), |p| {
+            p["sale"]["closed_at"].is_i64()
+        })
+        .await;
+    assert_eq!(closed["sale"]["taken"], 2, "taken units stay: {closed}");
+    let (_, sale) = http.get(&format!("/sales/{product_id}"), None).await;
+    assert_eq!(sale["state"], "CLOSED", "{sale}");
+
+    // The next order's sale line is refused.
+    let (code, second) = http.post("/orders", Some(&buyer_token), line).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{second}");
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let cancelled = http
+        .wait_view(
+            &format!("/orders/{second_id}"),
+            Some(&buyer_token),
+            Some("CANCELLED"),
+        )
+        .await;
+    assert!(
+        cancelled.to_string().contains("the sale is closed"),
+        "{cancelled}"
+    );
+    let (_, mine) = http
+        .get(&format!("/sales/{product_id}/mine"), Some(&buyer_token))
+        .await;
+    assert_eq!(mine["taken"], 2, "{mine}");
+
+    shop.stop().await;
+}
+
+/// The partitions of `topic` that hold any record (high watermark above 0).
+fn take_partitions(topic: &str) -> Vec<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into()),
+        )
+        .create()
         .unwrap();
+    let timeout = std::time::Duration::from_secs(10);
+    (0..pickple_topics::PARTITIONS)
+        .filter(|p| consumer.fetch_watermarks(topic, *p, timeout).unwrap().1 > 0)
+        .collect()
 }
 
 /// The code mailed to `email`, once the notification app has sent it to the sink (60 s at most).

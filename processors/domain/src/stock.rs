@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use pickple_schemas::{
-    Amount, Millis, OrderReply, ProductView, SaleStatus, SaleTerms, StockCommand, StockLevels,
-    VendorCommand,
+    Amount, Availability, Millis, OrderReply, ProductView, SaleState, SaleStatus, SaleTerms,
+    StockCommand, StockLevels, VendorCommand,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,15 @@ pub struct ProductState {
     /// a gateway crash), so a short window bounds the value and still catches it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_adds: Vec<String>,
+    /// The epoch of the last sale deleted before it opened, so the next sale gets a new epoch
+    /// and never meets counters or `view-sale-takes` records of an earlier one. 0 (and absent
+    /// in values written before sales could be deleted) when none was.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_sale_epoch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// How many AddStock request ids a product remembers.
@@ -116,11 +125,21 @@ pub struct Sale {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub legacy_per_user: BTreeMap<String, u64>,
+    /// When the vendor closed the sale before its `closes_at` (absent in older values: not
+    /// closed early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Millis>,
 }
 
 impl Sale {
     fn holds(&self, r: &Reservation) -> bool {
         r.sale == Some(self.epoch)
+    }
+
+    /// Not over at `now`: before its `closes_at` and not closed early. A new OpenSale amends a
+    /// running sale (same epoch, counters kept) and starts a new one otherwise.
+    pub fn is_running(&self, now: Millis) -> bool {
+        self.closed_at.is_none() && now < self.terms.closes_at
     }
 }
 
@@ -197,9 +216,7 @@ impl ProductSlice {
         self.state
             .as_ref()
             .and_then(|p| p.sale.as_ref())
-            .is_some_and(|s| {
-                now < s.terms.closes_at && terms.per_user_limit < s.terms.per_user_limit
-            })
+            .is_some_and(|s| s.is_running(now) && terms.per_user_limit < s.terms.per_user_limit)
     }
 
     fn apply(&mut self, fact: &StockFact) {
@@ -351,6 +368,15 @@ pub enum StockFact {
         terms: SaleTerms,
         epoch: u32,
     },
+    /// The vendor ended the sale early, at `at` (processor time).
+    SaleClosed {
+        at: Millis,
+    },
+    SaleQuantitySet {
+        quantity: u64,
+    },
+    /// A sale removed before it opened.
+    SaleDeleted,
     Reserved {
         order_id: String,
         username: String,
@@ -511,7 +537,7 @@ impl Aggregate for Product {
                 let epoch = match &p.sale {
                     // Amending a sale that is not over keeps what buyers already hold, so the new
                     // terms must still cover it.
-                    Some(s) if now < s.terms.closes_at => {
+                    Some(s) if s.is_running(now) => {
                         if terms.quantity < s.taken {
                             return Err(Rejection::invalid(format!(
                                 "sale quantity {} is below the {} units already taken",
@@ -531,12 +557,54 @@ impl Aggregate for Product {
                         s.epoch
                     }
                     Some(s) => s.epoch + 1,
-                    None => 1,
+                    None => p.last_sale_epoch + 1,
                 };
                 Ok(vec![StockFact::SaleOpened {
                     terms: terms.clone(),
                     epoch,
                 }])
+            }
+            StockCommand::CloseSale { .. } => {
+                let s = current_sale(live(state)?)?;
+                // Closing a sale that is already over (early or by time) changes nothing.
+                if !s.is_running(now) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![StockFact::SaleClosed { at: now }])
+            }
+            StockCommand::SetSaleQuantity { quantity, .. } => {
+                let s = current_sale(live(state)?)?;
+                check_sale_quantity(*quantity)?;
+                if !s.is_running(now) {
+                    return Err(Rejection::transition("the sale is over"));
+                }
+                // Units taken stay taken: the sale cannot offer fewer than it already gave.
+                if *quantity < s.taken {
+                    return Err(Rejection::invalid(format!(
+                        "sale quantity {quantity} is below the {} units already taken",
+                        s.taken
+                    )));
+                }
+                if *quantity == s.terms.quantity {
+                    return Ok(vec![]);
+                }
+                Ok(vec![StockFact::SaleQuantitySet {
+                    quantity: *quantity,
+                }])
+            }
+            StockCommand::DeleteSale { .. } => {
+                let Some(s) = &live(state)?.sale else {
+                    // Already deleted (or never opened): nothing to do, as a repeat expects.
+                    return Ok(vec![]);
+                };
+                // Once open, buyers may hold units of it (or have been told it exists): it can
+                // only be closed. `taken` covers a Reserve placed a moment before `now`.
+                if now >= s.terms.opens_at || s.taken > 0 {
+                    return Err(Rejection::transition(
+                        "the sale has opened: close it instead of deleting it",
+                    ));
+                }
+                Ok(vec![StockFact::SaleDeleted])
             }
             StockCommand::Reserve {
                 order_id,
@@ -563,6 +631,12 @@ impl Aggregate for Product {
                     return Err(Rejection::not_found("the product was deleted"));
                 }
                 if let Some(s) = &p.sale {
+                    // Closed early: nothing more, whenever the order was placed.
+                    if let Some(closed_at) = s.closed_at {
+                        return Err(Rejection::SaleClosed {
+                            closes_at: closed_at,
+                        });
+                    }
                     if *placed_at < s.terms.opens_at {
                         return Err(Rejection::SaleNotOpen {
                             opens_at: s.terms.opens_at,
@@ -697,6 +771,12 @@ fn step(
     }
 }
 
+fn current_sale(p: &ProductState) -> Result<&Sale, Rejection> {
+    p.sale
+        .as_ref()
+        .ok_or_else(|| Rejection::not_found("the product has no sale"))
+}
+
 fn live(state: Option<&ProductState>) -> Result<&ProductState, Rejection> {
     match state {
         None => Err(Rejection::not_found("no such product")),
@@ -793,6 +873,7 @@ impl ProductState {
             legacy_reservations: BTreeMap::new(),
             sale: None,
             recent_adds: Vec::new(),
+            last_sale_epoch: 0,
         })
     }
 
@@ -804,6 +885,7 @@ impl ProductState {
             legacy_reservations: BTreeMap::new(),
             sale: None,
             recent_adds: Vec::new(),
+            last_sale_epoch: 0,
             ..self.clone()
         }
     }
@@ -860,9 +942,25 @@ impl ProductState {
                         epoch: *epoch,
                         taken: 0,
                         legacy_per_user: BTreeMap::new(),
+                        closed_at: None,
                     })
                 }
             },
+            StockFact::SaleClosed { at } => {
+                if let Some(s) = &mut self.sale {
+                    s.closed_at = Some(*at);
+                }
+            }
+            StockFact::SaleQuantitySet { quantity } => {
+                if let Some(s) = &mut self.sale {
+                    s.terms.quantity = *quantity;
+                }
+            }
+            StockFact::SaleDeleted => {
+                if let Some(s) = self.sale.take() {
+                    self.last_sale_epoch = s.epoch;
+                }
+            }
             StockFact::Reserved { quantity, .. } => {
                 let q = qty_i64(*quantity);
                 self.stock.available -= q;
@@ -923,11 +1021,98 @@ impl ProductState {
             sale: self.sale.as_ref().map(|s| SaleStatus {
                 terms: s.terms.clone(),
                 taken: s.taken,
+                epoch: s.epoch,
+                closed_at: s.closed_at,
             }),
             rejection: meta.rejection.clone(),
             updated_at: meta.updated_at,
             version: meta.version,
         }
+    }
+}
+
+/// A buyer's counter that a command changed: (username, sale epoch, units now held).
+pub type TakeChange = (String, u32, u64);
+
+impl ProductSlice {
+    /// The buyers' counters of the current sale that differ between `before` and `after` (a
+    /// buyer who gave everything back holds 0), for the `view-sale-takes` records. Counters of a
+    /// sale that a new one replaced are not repeated: their epoch is no longer the product's.
+    pub fn take_changes(before: &ProductSlice, after: &ProductSlice) -> Vec<TakeChange> {
+        let epoch = |p: &ProductSlice| p.state.as_ref()?.sale.as_ref().map(|s| s.epoch);
+        let Some(now) = epoch(after) else {
+            return Vec::new();
+        };
+        let same = epoch(before) == Some(now);
+        let mut changes: Vec<TakeChange> = after
+            .buyers
+            .iter()
+            .filter(|(u, n)| !same || before.buyers.get(*u) != Some(n))
+            .map(|(u, n)| (u.clone(), now, *n))
+            .collect();
+        if same {
+            changes.extend(
+                before
+                    .buyers
+                    .keys()
+                    .filter(|u| !after.buyers.contains_key(*u))
+                    .map(|u| (u.clone(), now, 0)),
+            );
+        }
+        changes
+    }
+}
+
+// What the public sees of stock and sales (exact levels are for the vendor's managers and
+// MASTER): one rule, used by the gateway for every product and sale it serves.
+
+/// At most this many units left is LOW, however large the stock.
+pub const LOW_UNITS: i64 = 5;
+/// At most this share (percent) of the units ever offered left is LOW too.
+pub const LOW_PERCENT: i64 = 10;
+
+/// `remaining` units of `total` ever offered: SOLD_OUT at 0 (or below), LOW at most
+/// [`LOW_UNITS`] or at most [`LOW_PERCENT`] % of `total`, IN_STOCK otherwise.
+pub fn availability(remaining: i64, total: i64) -> Availability {
+    if remaining <= 0 {
+        Availability::SoldOut
+    } else if remaining <= LOW_UNITS
+        || remaining.saturating_mul(100) <= total.saturating_mul(LOW_PERCENT)
+    {
+        Availability::Low
+    } else {
+        Availability::InStock
+    }
+}
+
+/// A product's stock: `available` of everything it ever had (`initial + added`).
+pub fn stock_availability(levels: &StockLevels) -> Availability {
+    availability(levels.available, levels.initial + levels.added)
+}
+
+/// Units a sale can still give: its own remainder, and never more than the stock available.
+pub fn sale_remaining(sale: &SaleStatus, levels: &StockLevels) -> i64 {
+    let own = qty_i64(sale.terms.quantity.saturating_sub(sale.taken));
+    own.min(levels.available.max(0))
+}
+
+/// A sale's remaining share, as a state (of the sale's quantity).
+pub fn sale_availability(sale: &SaleStatus, levels: &StockLevels) -> Availability {
+    availability(sale_remaining(sale, levels), qty_i64(sale.terms.quantity))
+}
+
+/// Where a sale stands at `now`: CLOSED once closed early or past `closes_at`, UPCOMING before
+/// `opens_at`, SOLD_OUT when open with nothing left ([`sale_remaining`]), OPEN otherwise. The
+/// processor decides a Reserve against the order's `placed_at`; this is for readers.
+pub fn sale_state(sale: &SaleStatus, levels: &StockLevels, now: Millis) -> SaleState {
+    if sale.closed_at.is_some() || now >= sale.terms.closes_at {
+        SaleState::Closed
+    } else if now < sale.terms.opens_at {
+        SaleState::Upcoming
+    } else if sale_remaining(sale, levels) <= 0 {
+        SaleState::SoldOut
+    } else {
+        SaleState::Open
     }
 }
 
@@ -1426,6 +1611,210 @@ mod tests {
         assert_eq!(levels(&p), (10, 9, 1, 0));
     }
 
+    fn close_sale() -> StockCommand {
+        StockCommand::CloseSale {
+            product_id: P.into(),
+        }
+    }
+    fn set_sale_quantity(quantity: u64) -> StockCommand {
+        StockCommand::SetSaleQuantity {
+            product_id: P.into(),
+            quantity,
+        }
+    }
+    fn delete_sale() -> StockCommand {
+        StockCommand::DeleteSale {
+            product_id: P.into(),
+        }
+    }
+
+    #[test]
+    fn a_reserve_after_an_early_close_is_refused_and_taken_units_stay() {
+        let p = run(Some(product(10)), &open_sale(0, 1_000, 5, 3), 0).unwrap();
+        let p = run(Some(p), &reserve("o1", "ann", 2, 10), 10).unwrap();
+        let p = run(Some(p), &close_sale(), 20).unwrap();
+        let sale = p.sale.clone().unwrap();
+        assert_eq!((sale.closed_at, sale.taken), (Some(20), 2));
+        assert_eq!(p.user_count("ann"), 2);
+        // Refused even for an order placed before the close: nothing more is reserved.
+        assert_eq!(
+            decide(Some(&p), &reserve("o2", "bob", 1, 15), 30),
+            Err(Rejection::SaleClosed { closes_at: 20 })
+        );
+        // Closing again changes nothing; the taken units can still be paid and given back.
+        assert_eq!(decide(Some(&p), &close_sale(), 40), Ok(vec![]));
+        let p = run(Some(p), &commit("o1"), 50).unwrap();
+        assert_eq!(levels(&p), (10, 8, 0, 2));
+        let p = run(Some(p), &restock("o1"), 60).unwrap();
+        assert_eq!(
+            (p.sale.as_ref().unwrap().taken, p.user_count("ann")),
+            (0, 0)
+        );
+        // A closed sale cannot be amended; OpenSale starts the next one from zero.
+        assert_eq!(
+            rejected(Some(&p), &set_sale_quantity(9), 70),
+            "INVALID_TRANSITION"
+        );
+        let p = run(Some(p), &open_sale(100, 200, 4, 2), 70).unwrap();
+        let sale = p.sale.clone().unwrap();
+        assert_eq!((sale.epoch, sale.taken, sale.closed_at), (2, 0, None));
+        // Without a sale there is nothing to close.
+        assert_eq!(rejected(Some(&product(1)), &close_sale(), 0), "NOT_FOUND");
+    }
+
+    #[test]
+    fn the_sale_quantity_never_goes_below_what_is_taken() {
+        let p = run(Some(product(10)), &open_sale(0, 1_000, 5, 3), 0).unwrap();
+        let p = run(Some(p), &reserve("o1", "ann", 3, 10), 10).unwrap();
+        assert_eq!(rejected(Some(&p), &set_sale_quantity(2), 20), "INVALID");
+        assert_eq!(rejected(Some(&p), &set_sale_quantity(0), 20), "INVALID");
+        assert_eq!(decide(Some(&p), &set_sale_quantity(5), 20), Ok(vec![]));
+        // Down to exactly what is taken: sold out, and the next Reserve says so.
+        let p = run(Some(p), &set_sale_quantity(3), 20).unwrap();
+        assert_eq!(p.sale.as_ref().unwrap().terms.quantity, 3);
+        assert_eq!(
+            decide(Some(&p), &reserve("o2", "bob", 1, 30), 30),
+            Err(Rejection::SaleSoldOut {
+                requested: 1,
+                remaining: 0
+            })
+        );
+        let p = run(Some(p), &set_sale_quantity(8), 40).unwrap();
+        let p = run(Some(p), &reserve("o2", "bob", 3, 50), 50).unwrap();
+        assert_eq!(p.sale.as_ref().unwrap().taken, 6);
+        assert_eq!(
+            rejected(Some(&product(1)), &set_sale_quantity(1), 0),
+            "NOT_FOUND"
+        );
+        // A sale over by time is not amended either.
+        assert_eq!(
+            rejected(Some(&p), &set_sale_quantity(9), 1_000),
+            "INVALID_TRANSITION"
+        );
+    }
+
+    #[test]
+    fn a_sale_is_deleted_only_before_it_opens() {
+        let p = run(Some(product(10)), &open_sale(100, 200, 5, 3), 0).unwrap();
+        assert_eq!(
+            rejected(Some(&p), &delete_sale(), 100),
+            "INVALID_TRANSITION"
+        );
+        assert_eq!(
+            rejected(Some(&p), &delete_sale(), 150),
+            "INVALID_TRANSITION"
+        );
+        let p = run(Some(p), &delete_sale(), 99).unwrap();
+        assert_eq!((p.sale.clone(), p.last_sale_epoch), (None, 1));
+        assert_eq!(p.to_view(&ViewMeta::default()).sale, None);
+        // A repeat is a no-op; with no sale, reserving is an ordinary purchase.
+        assert_eq!(decide(Some(&p), &delete_sale(), 99), Ok(vec![]));
+        let p = run(Some(p), &reserve("o1", "ann", 4, 120), 120).unwrap();
+        assert_eq!(levels(&p), (10, 6, 4, 0));
+        // The next sale gets a new epoch: nothing of the deleted one can count in it.
+        let p = run(Some(p), &open_sale(300, 400, 2, 1), 130).unwrap();
+        assert_eq!(p.sale.as_ref().unwrap().epoch, 2);
+        // The epoch survives the stored value's JSON.
+        let json = serde_json::to_string(&*p).unwrap();
+        let back: ProductState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.last_sale_epoch, 1);
+    }
+
+    #[test]
+    fn a_value_written_before_sale_administration_reads_as_not_closed() {
+        let p = run(Some(product(10)), &open_sale(0, 100, 5, 3), 0).unwrap();
+        let mut json = serde_json::to_value(&*p).unwrap();
+        assert!(json["sale"].get("closed_at").is_none());
+        assert!(json.get("last_sale_epoch").is_none());
+        json["sale"].as_object_mut().unwrap().remove("closed_at");
+        let back: ProductState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.sale.as_ref().unwrap().closed_at, None);
+        assert_eq!(back.last_sale_epoch, 0);
+        // An old view (no epoch, no closed_at) still reads.
+        let old = serde_json::json!({"terms": {"opens_at": 0, "closes_at": 1, "quantity": 1,
+            "per_user_limit": 1}, "taken": 0});
+        let status: SaleStatus = serde_json::from_value(old).unwrap();
+        assert_eq!((status.epoch, status.closed_at), (0, None));
+    }
+
+    #[test]
+    fn take_changes_name_each_buyer_whose_count_moved() {
+        let p = run(Some(product(10)), &open_sale(0, 1_000, 5, 3), 0).unwrap();
+        let before = p.0.clone();
+        let p = run(Some(p), &reserve("o1", "ann", 2, 10), 10).unwrap();
+        assert_eq!(
+            ProductSlice::take_changes(&before, &p.0),
+            vec![("ann".to_string(), 1, 2)]
+        );
+        let before = p.0.clone();
+        let p = run(Some(p), &release("o1"), 20).unwrap();
+        assert_eq!(
+            ProductSlice::take_changes(&before, &p.0),
+            vec![("ann".to_string(), 1, 0)]
+        );
+        // Commit moves no counter; a product without a sale has none.
+        let p = run(Some(p), &reserve("o2", "bob", 1, 30), 30).unwrap();
+        let before = p.0.clone();
+        let p = run(Some(p), &commit("o2"), 40).unwrap();
+        assert!(ProductSlice::take_changes(&before, &p.0).is_empty());
+        let plain = product(3);
+        assert!(ProductSlice::take_changes(&plain.0, &plain.0).is_empty());
+    }
+
+    #[test]
+    fn availability_hides_the_numbers_behind_three_states() {
+        use Availability::*;
+        assert_eq!(availability(0, 100), SoldOut);
+        assert_eq!(availability(-1, 0), SoldOut);
+        assert_eq!(availability(5, 1_000), Low);
+        assert_eq!(availability(6, 50), InStock);
+        // A tenth of what was offered is low even when it is many units.
+        assert_eq!(availability(100, 1_000), Low);
+        assert_eq!(availability(101, 1_000), InStock);
+        let levels = StockLevels {
+            initial: 0,
+            added: 20,
+            available: 6,
+            reserved: 4,
+            sold: 10,
+        };
+        assert_eq!(stock_availability(&levels), InStock);
+
+        let sale = SaleStatus {
+            terms: SaleTerms {
+                opens_at: 100,
+                closes_at: 200,
+                quantity: 10,
+                per_user_limit: 2,
+            },
+            taken: 4,
+            epoch: 1,
+            closed_at: None,
+        };
+        // Six left in the sale, but the stock holds six too: the smaller counts.
+        assert_eq!(sale_remaining(&sale, &levels), 6);
+        assert_eq!(sale_availability(&sale, &levels), InStock);
+        let short = StockLevels {
+            available: 2,
+            ..levels.clone()
+        };
+        assert_eq!(sale_availability(&sale, &short), Low);
+        assert_eq!(sale_state(&sale, &levels, 99), SaleState::Upcoming);
+        assert_eq!(sale_state(&sale, &levels, 100), SaleState::Open);
+        assert_eq!(sale_state(&sale, &levels, 200), SaleState::Closed);
+        let gone = StockLevels {
+            available: 0,
+            ..levels.clone()
+        };
+        assert_eq!(sale_state(&sale, &gone, 150), SaleState::SoldOut);
+        let closed = SaleStatus {
+            closed_at: Some(120),
+            ..sale.clone()
+        };
+        assert_eq!(sale_state(&closed, &levels, 110), SaleState::Closed);
+        assert_eq!(sale_state(&closed, &levels, 50), SaleState::Closed);
+    }
+
     #[test]
     fn reservation_before_a_sale_does_not_count_in_it() {
         let p = run(Some(product(10)), &reserve("o1", "ann", 3, 0), 0).unwrap();
@@ -1811,6 +2200,9 @@ mod tests {
                 qty: u64,
                 limit: u64,
             },
+            CloseSale,
+            SaleQuantity(u64),
+            DeleteSale,
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -1824,6 +2216,9 @@ mod tests {
                 1 => (0u8..6).prop_map(Op::Restock),
                 1 => (prop_oneof![Just(50i64), Just(100i64)], 1u64..8, 1u64..4)
                     .prop_map(|(closes_at, qty, limit)| Op::OpenSale { closes_at, qty, limit }),
+                1 => Just(Op::CloseSale),
+                1 => (1u64..8).prop_map(Op::SaleQuantity),
+                1 => Just(Op::DeleteSale),
             ]
         }
 
@@ -1846,6 +2241,9 @@ mod tests {
                     qty,
                     limit,
                 } => open_sale(0, *closes_at, *qty, *limit),
+                Op::CloseSale => close_sale(),
+                Op::SaleQuantity(q) => set_sale_quantity(*q),
+                Op::DeleteSale => delete_sale(),
             }
         }
 

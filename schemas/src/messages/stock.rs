@@ -57,6 +57,20 @@ pub enum StockCommand {
         product_id: String,
         sale: SaleTerms,
     },
+    /// End the product's sale now, before its `closes_at`: no Reserve is accepted after it;
+    /// units already taken stay taken. Idempotent.
+    CloseSale {
+        product_id: String,
+    },
+    /// Change how many units the sale offers in all; never below what is already taken.
+    SetSaleQuantity {
+        product_id: String,
+        quantity: u64,
+    },
+    /// Remove a sale that has not opened yet; refused once it is open.
+    DeleteSale {
+        product_id: String,
+    },
     /// Reserve a line of an order; idempotent by (order, product).
     Reserve {
         product_id: String,
@@ -89,6 +103,9 @@ message_type!(StockCommand {
     SetStock,
     AddStock,
     OpenSale,
+    CloseSale,
+    SetSaleQuantity,
+    DeleteSale,
     Reserve,
     Release,
     Commit,
@@ -110,6 +127,61 @@ pub struct SaleStatus {
     pub terms: SaleTerms,
     /// Units reserved or sold under the sale.
     pub taken: u64,
+    /// Which sale of the product this is (a new sale after one is over gets the next number):
+    /// a buyer's `view-sale-takes` record of another epoch counts nothing in this sale. 0 in
+    /// views written before epochs were published.
+    #[serde(default)]
+    pub epoch: u32,
+    /// When the vendor closed the sale before its `closes_at` (processor time), if they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Millis>,
+}
+
+/// What the public sees of a quantity instead of the number: plenty, few left, or none.
+/// The rule (thresholds) is the domain's `pickple_domain::stock::availability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Availability {
+    InStock,
+    Low,
+    SoldOut,
+}
+
+/// Where a sale stands at a given time (the domain's `pickple_domain::stock::sale_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SaleState {
+    /// Before `opens_at`.
+    Upcoming,
+    /// Between `opens_at` and `closes_at`, not closed early, units left.
+    Open,
+    /// Past `closes_at`, or closed early by the vendor.
+    Closed,
+    /// Open in time, but every unit of the sale (or of the stock) is taken.
+    SoldOut,
+}
+
+/// Topic `view-sale-takes`, key `<product id>/<username>`, on the product's partition (not the
+/// key's hash): how many units one buyer holds in a product's current sale (the stock
+/// processor's per-buyer counter). Compacted per (product, buyer); `version` is the product
+/// view's version at the change, so it grows per key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SaleTakeView {
+    pub product_id: String,
+    pub username: String,
+    /// The sale (`SaleStatus::epoch`) the count belongs to.
+    pub epoch: u32,
+    /// Units reserved or bought in that sale (0 once all were given back).
+    pub taken: u64,
+    pub updated_at: Millis,
+    pub version: u64,
+}
+
+impl SaleTakeView {
+    /// The record key and view id: `<product id>/<username>`. A username never holds `/`.
+    pub fn key(product_id: &str, username: &str) -> String {
+        format!("{product_id}/{username}")
+    }
 }
 
 /// Topic `view-products`, key: product id.

@@ -22,6 +22,7 @@
 //! | `{p}idx:payments`                     | zset   | every payment, score = first attempt at      |
 //! | `{p}idx:payments:user:{username}`     | zset   | a buyer's payments                           |
 //! | `{p}idx:payments:status:{STATUS}`     | zset   | payments in a status (`AUTHORIZED`, ...)     |
+//! | `{p}idx:sales`                        | zset   | public products with a sale not closed early, score = opens at |
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
@@ -46,10 +47,12 @@ pub enum Kind {
     Delivery,
     Notification,
     Payment,
+    /// A buyer's units in a product's sale (`view-sale-takes`, id `<product id>/<username>`).
+    SaleTake,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::User,
         Kind::Vendor,
         Kind::Product,
@@ -57,6 +60,7 @@ impl Kind {
         Kind::Delivery,
         Kind::Notification,
         Kind::Payment,
+        Kind::SaleTake,
     ];
 
     /// The logical topic the view is published on.
@@ -69,6 +73,7 @@ impl Kind {
             Kind::Delivery => topic::VIEW_DELIVERIES,
             Kind::Notification => topic::VIEW_NOTIFICATIONS,
             Kind::Payment => topic::VIEW_PAYMENTS,
+            Kind::SaleTake => topic::VIEW_SALE_TAKES,
         }
     }
 
@@ -85,6 +90,7 @@ impl Kind {
             Kind::Delivery => "delivery",
             Kind::Notification => "notification",
             Kind::Payment => "payment",
+            Kind::SaleTake => "sale_take",
         }
     }
 }
@@ -200,6 +206,12 @@ impl Keys {
     /// `status` as spelt on the wire (`AUTHORIZED`, `DECLINED`, `REFUNDED`).
     pub fn payments_in_status(&self, status: &str) -> String {
         format!("{}idx:payments:status:{status}", self.prefix)
+    }
+
+    /// Products with a sale that is not closed early (public, not deleted), score = opens at.
+    /// A sale past its `closes_at` stays until its product's next view: readers filter it.
+    pub fn sales(&self) -> String {
+        format!("{}idx:sales", self.prefix)
     }
 
     /// The sink's heartbeat hash, one field per partition (see [`crate::ready`]).

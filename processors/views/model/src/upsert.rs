@@ -4,7 +4,8 @@
 //! what the sink would.
 
 use pickple_schemas::{
-    DeliveryView, NotificationView, OrderView, PaymentView, ProductView, UserView, VendorView,
+    DeliveryView, NotificationView, OrderView, PaymentView, ProductView, SaleTakeView, UserView,
+    VendorView,
 };
 
 use crate::keys::{Keys, Kind};
@@ -60,6 +61,7 @@ pub fn upsert_for(keys: &Keys, kind: Kind, id: &str, value: &[u8]) -> Result<Ups
         Kind::Delivery => upsert_of::<DeliveryView>(keys, id, value),
         Kind::Notification => upsert_of::<NotificationView>(keys, id, value),
         Kind::Payment => upsert_of::<PaymentView>(keys, id, value),
+        Kind::SaleTake => upsert_of::<SaleTakeView>(keys, id, value),
     }
 }
 
@@ -129,6 +131,41 @@ mod tests {
         p["deleted"] = true.into();
         let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
         assert!(u.indexes.is_empty());
+    }
+
+    #[test]
+    fn a_public_product_with_a_sale_not_closed_early_is_listed_by_opening_time() {
+        let keys = Keys::new("t:");
+        let mut p = serde_json::json!({
+            "product_id": "p1", "vendor_id": "v1", "name": "n", "description": "d", "price": 5,
+            "image_url": null, "public": true, "deleted": false,
+            "stock": {"initial": 0, "added": 0, "available": 0, "reserved": 0, "sold": 0},
+            "sale": {"terms": {"opens_at": 50, "closes_at": 90, "quantity": 3, "per_user_limit": 1},
+                     "taken": 0, "epoch": 1},
+            "rejection": null, "updated_at": 7, "version": 3
+        });
+        let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
+        assert!(
+            u.indexes.contains(&("t:idx:sales".to_string(), 50)),
+            "{u:?}"
+        );
+        p["sale"]["closed_at"] = 60.into();
+        let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
+        assert!(u.indexes.iter().all(|(k, _)| k != "t:idx:sales"));
+        p["sale"]["closed_at"] = serde_json::Value::Null;
+        p["public"] = false.into();
+        let u = upsert_for(&keys, Kind::Product, "p1", p.to_string().as_bytes()).unwrap();
+        assert!(u.indexes.iter().all(|(k, _)| k != "t:idx:sales"));
+        let take = serde_json::json!({"product_id": "p1", "username": "ann1", "epoch": 1,
+            "taken": 2, "updated_at": 7, "version": 4});
+        let u = upsert_for(
+            &keys,
+            Kind::SaleTake,
+            "p1/ann1",
+            take.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((u.version, u.indexes.len()), (4, 0));
     }
 
     #[test]

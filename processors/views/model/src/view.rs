@@ -6,7 +6,7 @@
 
 use pickple_schemas::{
     DeliveryStatus, DeliveryView, NotificationView, OrderView, PaymentView, PaymentViewStatus,
-    ProductView, UserStatus, UserView, VendorView,
+    ProductView, SaleTakeView, UserStatus, UserView, VendorView,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -128,6 +128,11 @@ impl View for ProductView {
         let mut indexes = vec![(keys.products_of_vendor(&self.vendor_id), self.updated_at)];
         if self.public {
             indexes.push((keys.products_public(), self.updated_at));
+            // Open and upcoming sales; one closed early leaves at once, one past its
+            // `closes_at` when the product next changes (the gateway filters it before).
+            if let Some(sale) = self.sale.as_ref().filter(|s| s.closed_at.is_none()) {
+                indexes.push((keys.sales(), sale.terms.opens_at));
+            }
         }
         indexes
     }
@@ -250,6 +255,18 @@ impl View for PaymentView {
     fn rejection(&self) -> Option<&str> {
         self.rejection.as_deref()
     }
+}
+
+impl View for SaleTakeView {
+    const KIND: Kind = Kind::SaleTake;
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Read by id only (`<product id>/<username>`): a buyer asks about one sale.
+    fn indexes(&self, _keys: &Keys) -> Vec<(String, i64)> {
+        Vec::new()    }
 }
 
 #[cfg(test)]
