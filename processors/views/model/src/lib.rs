@@ -19,4 +19,4 @@ pub mod view;
 pub use keys::{Keys, Kind};
 pub use redis_config::RedisConfig;
 pub use upsert::{apply_upsert, upsert_for, Upsert, UPSERT_LUA};
-pub use view::{decode, View, ViewError};
+pub use view::{decode, search_entry, search_entry_username, View, ViewError};
