@@ -6,11 +6,12 @@ use axum::Json;
 use pickple_schemas::{topic, NotificationCommand, NotificationView};
 
 use super::{
-    accepted, list_index, new_command_id, to_json, view_answer, Listing, PageQuery, API,
+    accepted, list_index, new_command_id, to_json, view_answer, Listing, PageQuery, ViewQuery, API,
     UNREADABLE_LISTING,
 };
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
+use crate::longpoll::read_view;
 use crate::trace::TraceParent;
 use crate::AppState;
 
@@ -31,8 +32,13 @@ pub async fn mine(
     list_index::<NotificationView>(&state, &index, &page, to_json).await
 }
 
-/// An entry of the history as its reader may see it: the addressee's or any for MASTER; a
-/// removed one is gone (404), like one that does not exist or is someone else's.
+/// Whether `user` may see the entry: the addressee, or MASTER; a removed entry is gone for
+/// everyone (404, like one that does not exist or is someone else's).
+fn visible_to(user: &AuthUser, n: &NotificationView) -> bool {
+    !n.deleted && (user.is_master() || n.username == user.username)
+}
+
+/// An entry of the history as `user` may see it.
 async fn entry(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<NotificationView> {
     super::check_id(id, "notification")?;
     state.views.ensure_servable()?;
@@ -40,14 +46,15 @@ async fn entry(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<Notific
         .views
         .get::<NotificationView>(id)
         .await?
-        .filter(|n| !n.deleted && (user.is_master() || n.username == user.username))
+        .filter(|n| visible_to(user, n))
         .ok_or_else(|| ApiError::not_found("notification"))
 }
 
-/// One sent e-mail: the addressee's own, or any for MASTER.
+/// One sent e-mail: the addressee's own, or any for MASTER (long-poll with `?wait=`; a wait
+/// that sees the entry removed answers 404 at once).
 #[utoipa::path(get, path = "/api/v1/notifications/{notification_id}", tag = "notifications",
     security(("bearer" = [])),
-    params(("notification_id" = String, Path, description = "the mail's Message-ID without angle brackets, e.g. `ORDER_ID.order-confirmed@pickple.local`")),
+    params(("notification_id" = String, Path, description = "the mail's Message-ID without angle brackets, e.g. `ORDER_ID.order-confirmed@pickple.local`"), ViewQuery),
     responses(
         (status = 200, description = "the notification", body = crate::openapi::docs::NotificationView),
         (status = 401, description = "not signed in", body = ErrorBody),
@@ -57,8 +64,16 @@ pub async fn get_notification(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ViewQuery>,
 ) -> ApiResult<Response> {
-    Ok(view_answer(&entry(&state, &user, &id).await?))
+    super::check_id(&id, "notification")?;
+    let wait = q.wait_for(&state)?;
+    let visible = |n: &NotificationView| visible_to(&user, n);
+    let view = read_view::<NotificationView>(&state.views, &state.notifier, &id, &wait, visible)
+        .await?
+        .filter(visible)
+        .ok_or_else(|| ApiError::not_found("notification"))?;
+    Ok(view_answer(&view))
 }
 
 /// Remove a sent e-mail from its addressee's history (MASTER); the mail itself stays sent.
