@@ -21,6 +21,7 @@
 //! | `{p}idx:deliveries:vendor:{vendor}`   | zset   | deliveries of a vendor's orders              |
 //! | `{p}idx:notifications:user:{username}`| zset   | e-mails sent to a user, score = sent at      |
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
+//! | `{p}meta:backfilled:{what}`           | string | set once `what` was backfilled (`backfill`)  |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
 //! Change notices are PUBLISHed on `{p}changed:{kind}:{id}` with the new version as payload.
@@ -173,6 +174,11 @@ impl Keys {
     /// The sink's heartbeat hash, one field per partition (see [`crate::ready`]).
     pub fn sink_status(&self) -> String {
         format!("{}meta:views", self.prefix)
+    }
+
+    /// Set once the sink gave every stored view what `what` names (see [`crate::backfill`]).
+    pub fn backfilled(&self, what: &str) -> String {
+        format!("{}meta:backfilled:{what}", self.prefix)
     }
 
     pub fn idempotency(&self, username: &str, key: &str) -> String {

@@ -10,6 +10,7 @@
 //! It links neither a Kafka consumer nor a state store: the gateway depends on this crate and
 //! not on the sink.
 
+pub mod backfill;
 pub mod keys;
 pub mod ready;
 pub mod redis_config;
