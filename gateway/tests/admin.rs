@@ -435,3 +435,45 @@ fn view_of(id: &str) -> Value {
     let order = id.split('.').next().unwrap();
     notification(order, "ann1", 10).1
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_states_the_admin_routes_and_their_constraints() {
+    let gw = Gw::start().await;
+    let (s, doc) = gw.get("/openapi.json", None).await;
+    assert_eq!(s, 200);
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is documented"));
+        responses.keys().cloned().collect()
+    };
+    for (path, method, wanted) in [
+        ("/api/v1/users/{username}", "put", &["202", "401", "403", "404", "422"][..]),
+        ("/api/v1/users/{username}", "delete", &["202", "401", "403", "404", "409"]),
+        ("/api/v1/users/{username}/notifications", "get", &["200", "401", "403", "404"]),
+        ("/api/v1/users", "get", &["200", "401", "403", "422"]),
+        ("/api/v1/notifications/{notification_id}", "get", &["200", "401", "404"]),
+        ("/api/v1/notifications/{notification_id}", "delete", &["202", "401", "403", "404"]),
+    ] {
+        let documented = statuses(path, method);
+        for status in wanted {
+            assert!(
+                documented.iter().any(|d| d == status),
+                "{method} {path}: {status} in {documented:?}"
+            );
+        }
+    }
+    let q = doc["paths"]["/api/v1/users"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "q")
+        .expect("q is documented");
+    assert_eq!(q["schema"]["maxLength"], 254, "{q}");
+    assert!(q["schema"]["pattern"].is_string(), "{q}");
+    let body = &doc["components"]["schemas"]["AdminUpdateProfileRequest"];
+    assert!(body["properties"]["password"].is_null(), "{body}");
+    assert_eq!(body["properties"]["nickname"]["maxLength"], 30, "{body}");
+    assert!(body["properties"]["email"]["pattern"].is_string(), "{body}");
+    assert!(body["anyOf"].is_array(), "something to change: {body}");
+}
