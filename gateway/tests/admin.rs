@@ -259,6 +259,20 @@ async fn a_master_updates_a_profile_and_a_new_address_waits_for_its_code() {
     // The code the users processor mails to the new address, which its reader sends back.
     let code = command.value["confirmation_code"].as_str().unwrap();
     assert_eq!(code.len(), 64);
+    // The view the users processor publishes for it shows the address waiting for its code.
+    let mut waiting = user("ann1", "ann@x.io", "ACTIVE", 2);
+    waiting["nickname"] = "Annie".into();
+    waiting["pending_email"] = "new@x.io".into();
+    assert!(gw.put_view(Kind::User, "ann1", &waiting));
+    let (s, view) = gw.get("/api/v1/users/ann1", Some(&root)).await;
+    assert_eq!(s, 200, "{view}");
+    assert_eq!(
+        (&view["email"], &view["pending_email"], &view["nickname"]),
+        (&json!("ann@x.io"), &json!("new@x.io"), &json!("Annie"))
+    );
+    for internal in ["password_hash", "user_id", "token_version"] {
+        assert!(view.get(internal).is_none(), "{internal}: {view}");
+    }
 
     for (body, field) in [
         (json!({"password": "correct-horse-9"}), "password"),
@@ -448,12 +462,32 @@ async fn the_document_states_the_admin_routes_and_their_constraints() {
         responses.keys().cloned().collect()
     };
     for (path, method, wanted) in [
-        ("/api/v1/users/{username}", "put", &["202", "401", "403", "404", "422"][..]),
-        ("/api/v1/users/{username}", "delete", &["202", "401", "403", "404", "409"]),
-        ("/api/v1/users/{username}/notifications", "get", &["200", "401", "403", "404"]),
+        (
+            "/api/v1/users/{username}",
+            "put",
+            &["202", "401", "403", "404", "422"][..],
+        ),
+        (
+            "/api/v1/users/{username}",
+            "delete",
+            &["202", "401", "403", "404", "409"],
+        ),
+        (
+            "/api/v1/users/{username}/notifications",
+            "get",
+            &["200", "401", "403", "404"],
+        ),
         ("/api/v1/users", "get", &["200", "401", "403", "422"]),
-        ("/api/v1/notifications/{notification_id}", "get", &["200", "401", "404"]),
-        ("/api/v1/notifications/{notification_id}", "delete", &["202", "401", "403", "404"]),
+        (
+            "/api/v1/notifications/{notification_id}",
+            "get",
+            &["200", "401", "404"],
+        ),
+        (
+            "/api/v1/notifications/{notification_id}",
+            "delete",
+            &["202", "401", "403", "404"],
+        ),
     ] {
         let documented = statuses(path, method);
         for status in wanted {

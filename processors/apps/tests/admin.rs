@@ -299,6 +299,36 @@ async fn a_master_removes_a_users_mail_from_the_history_and_deletes_the_user() {
         .unwrap();
     assert_eq!(mails.len(), 1, "the mail was sent once");
 
+    // The MASTER changes ann's nickname and address: the address waits for the code mailed to
+    // it, the nickname changes at once, and ann's tokens keep working.
+    let (code, me) = http.get("/users/me", Some(&ann_token)).await;
+    assert_eq!(code, StatusCode::OK, "{me}");
+    let new_email = format!("new.{ann_email}");
+    let (code, body) = http
+        .call(
+            Method::PUT,
+            &format!("/users/{ann}"),
+            Some(&root),
+            Some(json!({"nickname": "Annie", "email": new_email})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let after = me["version"].as_u64().unwrap();
+    let view = http
+        .wait_view(
+            &format!("/users/{ann}"),
+            &root,
+            &format!("after_version={after}"),
+        )
+        .await;
+    assert_eq!(
+        (&view["nickname"], &view["email"], &view["pending_email"]),
+        (&json!("Annie"), &json!(ann_email), &json!(new_email)),
+        "{view}"
+    );
+    let mailed = mailed_code(&new_email).await;
+    assert_eq!(mailed.len(), 64, "the code went to the new address");
+
     // The MASTER deletes ann: every token of the account stops working.
     let (code, me) = http.get("/users/me", Some(&ann_token)).await;
     assert_eq!(code, StatusCode::OK, "{me}");

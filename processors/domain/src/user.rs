@@ -690,6 +690,7 @@ impl UserState {
             password_hash: self.password_hash.clone(),
             role: self.role,
             status: self.status,
+            pending_email: self.pending_email.clone(),
             confirm_by: confirm_by(self),
             rejection: meta.rejection.clone().or_else(|| self.refused.clone()),
             updated_at: meta.updated_at,
@@ -1371,6 +1372,12 @@ mod tests {
         assert_eq!(
             (u.email.as_str(), u.pending_email.as_deref()),
             ("ann@example.com", Some("new@example.com"))
+        );
+        let view = u.to_view(&ViewMeta::default());
+        assert_eq!(
+            (view.email.as_str(), view.pending_email.as_deref()),
+            ("ann@example.com", Some("new@example.com")),
+            "the view shows the change waiting for its code"
         );
         assert_eq!(
             step(&mut s, confirm("code-new"), None),

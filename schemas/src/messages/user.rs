@@ -183,6 +183,11 @@ pub struct UserView {
     pub password_hash: String,
     pub role: Role,
     pub status: UserStatus,
+    /// A new address waiting for its mailed code (an e-mail change, the account's own or a
+    /// MASTER's); `email` stays the old one until it is confirmed and granted. Absent in views
+    /// older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
     /// Until when a PENDING sign-up can be confirmed; past it, the name is free again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm_by: Option<Millis>,
