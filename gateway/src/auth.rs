@@ -328,6 +328,7 @@ mod tests {
             password_hash: String::new(),
             role,
             status,
+            pending_email: None,
             confirm_by: None,
             rejection: None,
             updated_at: 0,

@@ -350,6 +350,9 @@ impl Modify for WaitHeader {
         routes::users::list,
         routes::users::get_user,
         routes::users::change_role,
+        routes::users::update_user,
+        routes::users::delete_user,
+        routes::users::notifications,
         routes::vendors::create,
         routes::vendors::list,
         routes::vendors::mine,
@@ -389,6 +392,8 @@ impl Modify for WaitHeader {
         routes::payments::mine,
         routes::payments::list,
         routes::payments::refund,
+        routes::notifications::get_notification,
+        routes::notifications::delete_notification,
         routes::system::health,
         routes::system::ready,
     ),
@@ -592,6 +597,8 @@ pub mod constraints {
                 "code",
                 json!({"pattern": "^[0-9a-fA-F]{1,128}$"}),
             ),
+            ("AdminUpdateProfileRequest", "nickname", line(30)),
+            ("AdminUpdateProfileRequest", "email", email()),
             ("UpdateProfileRequest", "nickname", line(30)),
             ("UpdateProfileRequest", "email", email()),
             (
@@ -673,12 +680,20 @@ pub mod constraints {
             }
         }
         // A profile change names something to change.
-        if let Some(target) = doc.pointer_mut("/components/schemas/UpdateProfileRequest") {
-            let any: Vec<Value> = ["nickname", "email", "password"]
-                .iter()
-                .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
-                .collect();
-            merge(target, json!({"anyOf": any}));
+        for (schema, fields) in [
+            (
+                "UpdateProfileRequest",
+                &["nickname", "email", "password"][..],
+            ),
+            ("AdminUpdateProfileRequest", &["nickname", "email"][..]),
+        ] {
+            if let Some(target) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
+                let any: Vec<Value> = fields
+                    .iter()
+                    .map(|f| json!({"required": [f], "properties": {*f: {"type": "string"}}}))
+                    .collect();
+                merge(target, json!({"anyOf": any}));
+            }
         }
         // The order listings' `status` is an order status (the `status` of a long-poll is
         // any text, so only these paths).

@@ -21,6 +21,10 @@ pub fn topic_values() -> Vec<(&'static str, Schema)> {
         (topic::PAYMENT_COMMANDS, schema_for!(PaymentCommand)),
         (topic::DELIVERY_COMMANDS, schema_for!(DeliveryCommand)),
         (topic::DELIVERY_EVENTS, schema_for!(DeliveryEvent)),
+        (
+            topic::NOTIFICATION_COMMANDS,
+            schema_for!(NotificationCommand),
+        ),
         (topic::VIEW_USERS, schema_for!(UserView)),
         (topic::VIEW_VENDORS, schema_for!(VendorView)),
         (topic::VIEW_PRODUCTS, schema_for!(ProductView)),

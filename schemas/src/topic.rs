@@ -13,6 +13,7 @@ pub const ORDER_EVENTS: &str = "order-events";
 pub const PAYMENT_COMMANDS: &str = "payment-commands";
 pub const DELIVERY_COMMANDS: &str = "delivery-commands";
 pub const DELIVERY_EVENTS: &str = "delivery-events";
+pub const NOTIFICATION_COMMANDS: &str = "notification-commands";
 
 pub const VIEW_USERS: &str = "view-users";
 pub const VIEW_VENDORS: &str = "view-vendors";

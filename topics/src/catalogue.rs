@@ -192,6 +192,14 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             30,
             "delivery started and completed",
         ),
+        // Keyed by the mail's order id, like the events that sent it: the notification task
+        // that sent a mail and published its view is the one that deletes its entry.
+        stream(
+            &p(topic::NOTIFICATION_COMMANDS),
+            "order id",
+            7,
+            "removal of a sent mail from the notification history (MASTER)",
+        ),
         compacted(p(topic::VIEW_USERS), "username", "latest user view"),
         compacted(p(topic::VIEW_VENDORS), "vendor id", "latest vendor view"),
         compacted(

@@ -42,7 +42,13 @@ pub fn router() -> Router<AppState> {
                 .delete(users::delete_me),
         )
         .route("/users", get(users::list))
-        .route("/users/{username}", get(users::get_user))
+        .route(
+            "/users/{username}",
+            get(users::get_user)
+                .put(users::update_user)
+                .delete(users::delete_user),
+        )
+        .route("/users/{username}/notifications", get(users::notifications))
         .route("/users/{username}/role", put(users::change_role))
         .route("/vendors", post(vendors::create).get(vendors::list))
         .route("/vendors/mine", get(vendors::mine))
@@ -102,6 +108,10 @@ pub fn router() -> Router<AppState> {
         .route("/payments/mine", get(payments::mine))
         .route("/payments/{order_id}", get(payments::get_payment))
         .route("/payments/{order_id}/refund", post(payments::refund))
+        .route(
+            "/notifications/{notification_id}",
+            get(notifications::get_notification).delete(notifications::delete_notification),
+        )
         // `Pickple-Wait` on the 200 of a read that long-polled.
         .layer(axum::middleware::from_fn(crate::longpoll::layer));
     Router::new()

@@ -39,7 +39,8 @@ use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
 use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
 use pickple_schemas::{
-    confirmation_mail, DeliveryEvent, NotificationKind, NotificationView, OrderEvent, UserEvent,
+    confirmation_mail, DeliveryEvent, NotificationCommand, NotificationKind, NotificationView,
+    OrderEvent, UserEvent,
 };
 use pickple_topics::catalogue::app;
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,7 @@ use crate::state::checked_key;
 
 pub const STORE: &str = "sent";
 pub use pickple_schemas::topic::{
-    DELIVERY_EVENTS, ORDER_EVENTS, USER_EVENTS, VIEW_NOTIFICATIONS as VIEW,
+    DELIVERY_EVENTS, NOTIFICATION_COMMANDS, ORDER_EVENTS, USER_EVENTS, VIEW_NOTIFICATIONS as VIEW,
 };
 pub const DOMAIN: &str = "pickple.local";
 
@@ -101,7 +102,12 @@ pub fn due_key(due: Millis, message_id: &str) -> Vec<u8> {
 pub fn spec() -> AppSpec {
     AppSpec::new(
         app::NOTIFICATION.name,
-        &[ORDER_EVENTS, DELIVERY_EVENTS, USER_EVENTS],
+        &[
+            ORDER_EVENTS,
+            DELIVERY_EVENTS,
+            USER_EVENTS,
+            NOTIFICATION_COMMANDS,
+        ],
         &[STORE],
     )
 }
@@ -216,6 +222,27 @@ impl Mailer for SmtpMailer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Sent {
     sent_at: i64,
+    /// A MASTER took the mail out of the history: its view was republished marked deleted.
+    /// Kept on the marker, so a repeated deletion publishes nothing again (and, like every
+    /// marker, it stops a redelivered event from mailing or publishing the entry again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+/// The version of a deleted entry's view: above the sent mail's (always 1), so the views
+/// sink's guard keeps the deletion whatever order the two reach it in, and a sent view
+/// published again (a replay after the marker expired) never brings the entry back.
+pub const DELETED_VIEW_VERSION: u64 = 2;
+
+/// The kind of the mail `message_id` about `order_id`, if it is one with a view.
+pub fn kind_of(order_id: &str, message_id: &str) -> Option<NotificationKind> {
+    [
+        NotificationKind::OrderConfirmed,
+        NotificationKind::DeliveryStarted,
+        NotificationKind::DeliveryCompleted,
+    ]
+    .into_iter()
+    .find(|kind| self::message_id(order_id, *kind) == message_id)
 }
 
 /// The Message-IDs a task sent most recently, at most `capacity`; the oldest is forgotten first.
@@ -487,6 +514,10 @@ fn confirmation_mail(e: UserEvent, traceparent: &str) -> Mail {
 
 impl Processor for NotificationProcessor {
     fn process(&mut self, ctx: &mut Context<'_>, record: &Record<'_>) -> Result<(), ProcessError> {
+        if record.topic == NOTIFICATION_COMMANDS {
+            let command: NotificationCommand = record.decode()?;
+            return delete_entry(ctx, record, command);
+        }
         if record.topic == USER_EVENTS {
             let e: UserEvent = record.decode()?;
             let UserEvent::ConfirmationRequested { username, .. } = &e;
@@ -532,6 +563,7 @@ impl Processor for NotificationProcessor {
             kind: n.kind,
             subject: n.subject,
             sent_at: now,
+            deleted: false,
             version: 1,
         };
         ctx.send_value(VIEW, &id, "NotificationSent", &view);
@@ -541,6 +573,60 @@ impl Processor for NotificationProcessor {
     fn punctuate(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         self.expire(ctx)
     }
+}
+
+/// Take a sent mail out of the history: republish its view marked deleted (blanked: the
+/// address, subject and username are what the history showed), and mark its marker, so a
+/// repeat publishes nothing. The key is the order id, the key of the event that sent the mail,
+/// so this is the task that wrote the marker. Without a marker (kept [`SENT_RETENTION_MS`];
+/// the gateway only sends this for a view it read) the deleted view is still published: its
+/// version is above the sent one's either way.
+fn delete_entry(
+    ctx: &mut Context<'_>,
+    record: &Record<'_>,
+    command: NotificationCommand,
+) -> Result<(), ProcessError> {
+    let NotificationCommand::DeleteNotification {
+        message_id,
+        order_id,
+        by,
+    } = command;
+    checked_key(record, &order_id)?;
+    let kind = kind_of(&order_id, &message_id).ok_or_else(|| {
+        ProcessError::Invalid(format!(
+            "'{message_id}' is not the Message-ID of a mail about order '{order_id}'"
+        ))
+    })?;
+    let sent = ctx.get::<Sent>(STORE, &message_id)?;
+    if sent.as_ref().is_some_and(|s| s.deleted) {
+        return Ok(());
+    }
+    let sent_at = sent.as_ref().map_or(0, |s| s.sent_at);
+    if sent.is_some() {
+        // Same `sent_at`: the marker keeps its place in the expiry index.
+        ctx.put(
+            STORE,
+            &message_id,
+            &Sent {
+                sent_at,
+                deleted: true,
+            },
+        );
+    }
+    tracing::info!(%message_id, %by, "notification removed from the history");
+    let view = NotificationView {
+        message_id: message_id.clone(),
+        username: String::new(),
+        email: String::new(),
+        order_id,
+        kind,
+        subject: String::new(),
+        sent_at,
+        deleted: true,
+        version: DELETED_VIEW_VERSION,
+    };
+    ctx.send_value(VIEW, &message_id, "NotificationDeleted", &view);
+    Ok(())
 }
 
 impl NotificationProcessor {
@@ -560,7 +646,14 @@ impl NotificationProcessor {
             self.sent_here.insert(id.clone());
         }
         let now = ctx.now();
-        ctx.put(STORE, id, &Sent { sent_at: now });
+        ctx.put(
+            STORE,
+            id,
+            &Sent {
+                sent_at: now,
+                deleted: false,
+            },
+        );
         ctx.put(
             STORE,
             due_key(now.saturating_add(self.retention_ms), id),
@@ -683,6 +776,89 @@ mod tests {
         );
     }
 
+    fn delete_command(o: &str, message_id: &str) -> NotificationCommand {
+        NotificationCommand::DeleteNotification {
+            message_id: message_id.into(),
+            order_id: o.into(),
+            by: "root".into(),
+        }
+    }
+
+    #[test]
+    fn a_deleted_entry_is_republished_deleted_once_and_never_comes_back() {
+        let (mut d, rec) = driver();
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        let id = "o1.order-confirmed@pickple.local";
+        let sent: Vec<NotificationView> = d.take(VIEW);
+        assert_eq!(
+            (sent.len(), sent[0].version, sent[0].deleted),
+            (1, 1, false)
+        );
+
+        d.pipe(NOTIFICATION_COMMANDS, "o1", &delete_command("o1", id))
+            .unwrap();
+        let views = d.take_outputs(VIEW);
+        assert_eq!(views.len(), 1);
+        assert_eq!(
+            views[0].key_str(),
+            id,
+            "the same view, keyed by its Message-ID"
+        );
+        let deleted: NotificationView = serde_json::from_value(views[0].json()).unwrap();
+        assert!(deleted.deleted);
+        assert_eq!(deleted.version, DELETED_VIEW_VERSION);
+        assert!(deleted.version > sent[0].version);
+        assert_eq!(
+            (deleted.kind, deleted.order_id.as_str(), deleted.sent_at),
+            (NotificationKind::OrderConfirmed, "o1", sent[0].sent_at)
+        );
+        assert!(deleted.email.is_empty() && deleted.subject.is_empty());
+        assert!(d.get::<Sent>(STORE, id).unwrap().deleted);
+
+        // A repeated deletion publishes nothing; a redelivered event mails and publishes
+        // nothing either.
+        d.pipe(NOTIFICATION_COMMANDS, "o1", &delete_command("o1", id))
+            .unwrap();
+        d.pipe(ORDER_EVENTS, "o1", &confirmed("o1")).unwrap();
+        assert!(d.take_outputs(VIEW).is_empty());
+        assert_eq!(rec.sent.lock().unwrap().len(), 1);
+
+        // Another order's mail id under this key, a confirmation mail's id, garbage: dead
+        // letters.
+        let before = d.dead_letters().len();
+        d.pipe(
+            NOTIFICATION_COMMANDS,
+            "o1",
+            &delete_command("o1", "o2.order-confirmed@pickple.local"),
+        )
+        .unwrap();
+        d.pipe(
+            NOTIFICATION_COMMANDS,
+            "o2",
+            &delete_command("o1", "o1.order-confirmed@pickple.local"),
+        )
+        .unwrap();
+        d.pipe(
+            NOTIFICATION_COMMANDS,
+            "u-1",
+            &delete_command("u-1", "u-1.confirm-5@pickple.local"),
+        )
+        .unwrap();
+        assert_eq!(d.dead_letters().len(), before + 3);
+        assert!(d.take_outputs(VIEW).is_empty());
+    }
+
+    #[test]
+    fn a_marker_written_before_deletions_existed_reads_as_not_deleted() {
+        let old: Sent = serde_json::from_str(r#"{"sent_at": 7}"#).unwrap();
+        assert!(!old.deleted);
+        let json = serde_json::to_string(&old).unwrap();
+        assert_eq!(
+            json, r#"{"sent_at":7}"#,
+            "an undeleted marker is written as before"
+        );
+    }
+
     #[test]
     fn smtp_trouble_retries_and_then_sends_once() {
         let (mut d, rec) = driver();
@@ -767,7 +943,14 @@ mod tests {
             }
             if let OrderEvent::OrderConfirmed { order_id, .. } = record.decode()? {
                 let id = message_id(&order_id, NotificationKind::OrderConfirmed);
-                ctx.put(STORE, &id, &Sent { sent_at: ctx.now() });
+                ctx.put(
+                    STORE,
+                    &id,
+                    &Sent {
+                        sent_at: ctx.now(),
+                        deleted: false,
+                    },
+                );
             }
             Ok(())
         }

@@ -126,7 +126,7 @@ fn command_username(c: &UserCommand) -> &str {
     match c {
         UserCommand::SignUp { username, .. }
         | UserCommand::UpdateProfile { username, .. }
-        | UserCommand::DeleteUser { username }
+        | UserCommand::DeleteUser { username, .. }
         | UserCommand::ChangeRole { username, .. }
         | UserCommand::RevokeTokens { username }
         | UserCommand::ConfirmEmail { username, .. }
@@ -342,6 +342,7 @@ mod tests {
             "ann1",
             &UserCommand::UpdateProfile {
                 username: "ann1".into(),
+                by: None,
                 nickname: None,
                 email: Some("ann@y.io".into()),
                 password_hash: None,
@@ -357,6 +358,7 @@ mod tests {
             "ann1",
             &UserCommand::DeleteUser {
                 username: "ann1".into(),
+                by: None,
             },
         )
         .unwrap();

@@ -483,13 +483,22 @@ fn decide_command(
             })
         }
         UserCommand::UpdateProfile {
+            username,
+            by,
             nickname,
             email,
             password_hash,
             confirmation_code,
-            ..
         } => {
             let u = active(state)?;
+            if administered(username, by.as_deref()) && password_hash.is_some() {
+                // A password is chosen by its account alone (an administrator who could set it
+                // could sign in as the account); a MASTER's change of someone's address still
+                // waits for the code mailed to the new address, like the account's own.
+                return Err(Rejection::forbidden(
+                    "only the account itself sets its password",
+                ));
+            }
             if let Some(n) = nickname {
                 non_empty("nickname", n)?;
                 crate::rules::visible_text("nickname", n, false)?;
@@ -527,10 +536,18 @@ fn decide_command(
             }
             Ok(facts)
         }
-        UserCommand::DeleteUser { .. } => match state.map(|u| u.status) {
+        UserCommand::DeleteUser { username, by } => match state.map(|u| u.status) {
             Some(UserStatus::Deleted) => Ok(vec![]),
             _ => {
-                active(state)?;
+                let u = active(state)?;
+                if administered(username, by.as_deref()) && u.role == Role::Master {
+                    // A MASTER is removed by another only once demoted, and nobody demotes
+                    // themself (ChangeRole), so the administration never loses its last MASTER
+                    // this way; a MASTER may still delete their own account (`/users/me`).
+                    return Err(Rejection::forbidden(
+                        "a MASTER account is not deleted by another: change its role first",
+                    ));
+                }
                 Ok(vec![UserFact::Deleted])
             }
         },
@@ -557,6 +574,11 @@ fn decide_command(
             })
         }
     }
+}
+
+/// Whether a command on `username` comes from another account (a MASTER administering it).
+fn administered(username: &str, by: Option<&str>) -> bool {
+    by.is_some_and(|by| normalize_username(by) != normalize_username(username))
 }
 
 fn active(state: Option<&UserState>) -> Result<&UserState, Rejection> {
@@ -668,6 +690,7 @@ impl UserState {
             password_hash: self.password_hash.clone(),
             role: self.role,
             status: self.status,
+            pending_email: self.pending_email.clone(),
             confirm_by: confirm_by(self),
             rejection: meta.rejection.clone().or_else(|| self.refused.clone()),
             updated_at: meta.updated_at,
@@ -728,6 +751,7 @@ mod tests {
     fn update(nickname: Option<&str>, email: Option<&str>) -> UserCommand {
         UserCommand::UpdateProfile {
             username: "ann1".into(),
+            by: None,
             nickname: nickname.map(String::from),
             email: email.map(String::from),
             password_hash: None,
@@ -744,6 +768,7 @@ mod tests {
     fn delete() -> UserCommand {
         UserCommand::DeleteUser {
             username: "ann1".into(),
+            by: None,
         }
     }
     fn claim(email: &str) -> UserEffect {
@@ -993,6 +1018,7 @@ mod tests {
             &mut s,
             UserCommand::DeleteUser {
                 username: "ann1".into(),
+                by: None,
             },
             None,
         );
@@ -1041,6 +1067,7 @@ mod tests {
             (
                 UserCommand::UpdateProfile {
                     username: "ann1".into(),
+                    by: None,
                     nickname: None,
                     email: None,
                     password_hash: Some("$argon2id$new".into()),
@@ -1065,6 +1092,7 @@ mod tests {
             (
                 UserCommand::DeleteUser {
                     username: "ann1".into(),
+                    by: None,
                 },
                 None,
             ),
@@ -1081,6 +1109,7 @@ mod tests {
             &mut s,
             UserCommand::UpdateProfile {
                 username: "ann1".into(),
+                by: None,
                 nickname: Some("Annie".into()),
                 email: None,
                 password_hash: None,
@@ -1156,6 +1185,7 @@ mod tests {
 
         let pass = UserCommand::UpdateProfile {
             username: "ann1".into(),
+            by: None,
             nickname: None,
             email: None,
             password_hash: Some("$new".into()),
@@ -1222,6 +1252,154 @@ mod tests {
                 None
             ),
             "CONFLICT"
+        );
+    }
+
+    fn by_boss(cmd: UserCommand) -> UserCommand {
+        match cmd {
+            UserCommand::UpdateProfile {
+                username,
+                nickname,
+                email,
+                password_hash,
+                confirmation_code,
+                ..
+            } => UserCommand::UpdateProfile {
+                username,
+                by: Some("Boss".into()),
+                nickname,
+                email,
+                password_hash,
+                confirmation_code,
+            },
+            UserCommand::DeleteUser { username, .. } => UserCommand::DeleteUser {
+                username,
+                by: Some("Boss".into()),
+            },
+            other => other,
+        }
+    }
+
+    #[test]
+    fn a_master_deletes_another_account_as_it_would_itself_and_voids_its_tokens() {
+        let mut s = active_ann();
+        let before = s.as_ref().unwrap().token_version;
+        let out = step(&mut s, by_boss(delete()), None);
+        assert_eq!(
+            out,
+            vec![release("ann@example.com")],
+            "the address goes back"
+        );
+        let u = s.clone().unwrap();
+        assert_eq!(u.status, UserStatus::Deleted);
+        assert!(
+            u.token_version > before,
+            "every token of the account is void"
+        );
+        assert_eq!(step(&mut s, by_boss(delete()), None), vec![], "a repeat");
+        assert_eq!(
+            code(&s, sign_up_as("ann1", "id-2", "x@b.co", Role::User), None),
+            "CONFLICT",
+            "the name is never reused"
+        );
+        // The account itself named in `by` is its own deletion.
+        let mut s = active_ann();
+        let own = UserCommand::DeleteUser {
+            username: "ann1".into(),
+            by: Some(" ANN1".into()),
+        };
+        step(&mut s, own, None);
+        assert_eq!(s.unwrap().status, UserStatus::Deleted);
+    }
+
+    #[test]
+    fn a_master_account_is_deleted_by_another_only_once_demoted() {
+        let mut s = active_ann();
+        step(
+            &mut s,
+            change_role(Role::Master, "boss"),
+            Some(Role::Master),
+        );
+        assert_eq!(code(&s, by_boss(delete()), None), "FORBIDDEN");
+        assert_eq!(s.as_ref().unwrap().status, UserStatus::Active);
+        // Themself: allowed (the route is /users/me).
+        let mut own = s.clone();
+        step(&mut own, delete(), None);
+        assert_eq!(own.unwrap().status, UserStatus::Deleted);
+        // Demoted by another MASTER first, then deleted.
+        step(&mut s, change_role(Role::User, "boss"), Some(Role::Master));
+        step(&mut s, by_boss(delete()), None);
+        assert_eq!(s.unwrap().status, UserStatus::Deleted);
+    }
+
+    #[test]
+    fn a_deleted_configured_master_is_created_again_at_the_next_start() {
+        let mut s = None;
+        run(
+            &mut s,
+            UserInput::BootstrapMaster {
+                username: "root".into(),
+                user_id: "id-root".into(),
+                email: "root@pickple.io".into(),
+                password_hash: "$h".into(),
+            },
+        );
+        let first = s.as_ref().unwrap().token_version;
+        let own = UserCommand::DeleteUser {
+            username: "root".into(),
+            by: None,
+        };
+        step(&mut s, own, None);
+        let facts = bootstrap(s.as_ref(), "root", "root@pickple.io", "$h").unwrap();
+        assert!(facts.contains(&UserFact::Activated), "{facts:?}");
+        let u = User::apply(s.clone(), &facts[0]);
+        assert!(u.unwrap().token_version > first, "no token of before fits");
+    }
+
+    #[test]
+    fn a_master_updates_another_profile_but_never_its_password() {
+        let mut s = active_ann();
+        let version = s.as_ref().unwrap().token_version;
+        assert_eq!(
+            step(&mut s, by_boss(update(Some("Annie"), None)), None),
+            vec![]
+        );
+        assert_eq!(s.as_ref().unwrap().nickname, "Annie");
+        // A new address is the account's only once its reader sends the mailed code back.
+        let out = step(&mut s, by_boss(update(None, Some("New@Example.com"))), None);
+        assert_eq!(out, vec![mail("new@example.com", "code-new", false)]);
+        let u = s.clone().unwrap();
+        assert_eq!(
+            (u.email.as_str(), u.pending_email.as_deref()),
+            ("ann@example.com", Some("new@example.com"))
+        );
+        let view = u.to_view(&ViewMeta::default());
+        assert_eq!(
+            (view.email.as_str(), view.pending_email.as_deref()),
+            ("ann@example.com", Some("new@example.com")),
+            "the view shows the change waiting for its code"
+        );
+        assert_eq!(
+            step(&mut s, confirm("code-new"), None),
+            vec![claim("new@example.com")]
+        );
+        let pass = UserCommand::UpdateProfile {
+            username: "ann1".into(),
+            by: Some("boss".into()),
+            nickname: None,
+            email: None,
+            password_hash: Some("$argon2id$mine".into()),
+            confirmation_code: None,
+        };
+        assert_eq!(code(&s, pass, None), "FORBIDDEN");
+        assert_eq!(
+            s.unwrap().token_version,
+            version,
+            "nothing voided the tokens"
+        );
+        assert_eq!(
+            code(&None, by_boss(update(Some("x"), None)), None),
+            "NOT_FOUND"
         );
     }
 

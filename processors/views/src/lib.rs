@@ -15,6 +15,9 @@
 //!   which wakes the gateway's long-polls.
 //! * **Caught up**: each task reports a heartbeat with its lag (see
 //!   [`pickple_view_model::ready`]).
+//! * **Backfill**: the task of partition 0 gives the user views stored before the search index
+//!   existed their entries in it, [`BACKFILL_BATCH`] per punctuation, once per Redis
+//!   ([`pickple_view_model::backfill`]).
 //!
 //! A Redis error is [`ProcessError::Retry`]: the record is processed again after its task's
 //! back-off (the other tasks go on), so no view is lost while Redis is down or failing over.
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use pickple_runtime::{AppSpec, Context, Metrics, ProcessError, Processor, Record, RuntimeConfig};
 use pickple_topics::catalogue::app;
+use pickple_view_model::backfill::{backfill_user_search, BACKFILL_LUA};
 use pickple_view_model::ready;
 use pickple_view_model::{apply_upsert, upsert_for, Keys, Kind, Upsert, UPSERT_LUA};
 
@@ -41,6 +45,22 @@ pub fn spec() -> AppSpec {
     AppSpec::new(app::VIEWS.name, &inputs, app::VIEWS.stores)
 }
 
+/// How many user views one punctuation backfills at most (one pipelined read and one small
+/// script each), so the task's records wait at most a few milliseconds.
+pub const BACKFILL_BATCH: usize = 500;
+
+/// What names the users' search backfill in its marker ([`Keys::backfilled`]).
+const USER_SEARCH: &str = "user-search";
+
+/// Where the users' search backfill stands on this task.
+enum Backfill {
+    /// Not looked at yet (partition 0 only).
+    Pending,
+    /// The ids still to index.
+    Running(Vec<String>),
+    Done,
+}
+
 /// One task of the sink (one per partition), with its own Redis connection.
 pub struct ViewsSink {
     redis: RedisConfig,
@@ -50,6 +70,7 @@ pub struct ViewsSink {
     partition: i32,
     started_at: i64,
     last_write_at: Option<i64>,
+    backfill: Backfill,
 }
 
 impl ViewsSink {
@@ -62,7 +83,54 @@ impl ViewsSink {
             partition,
             started_at: pickple_runtime::now_millis(),
             last_write_at: None,
+            backfill: if partition == 0 {
+                Backfill::Pending
+            } else {
+                Backfill::Done
+            },
         }
+    }
+
+    /// One step of the users' search backfill. The ids are read once (every user is in
+    /// `idx:users`); a user added or changed meanwhile gets its entries from its upsert, and
+    /// the script skips it. Errors leave the step for the next punctuation.
+    fn backfill_step(&mut self) -> redis::RedisResult<()> {
+        self.connection()?;
+        let (keys, con) = (&self.keys, self.con.as_mut().expect("connected"));
+        if matches!(self.backfill, Backfill::Pending) {
+            let done: bool = redis::cmd("EXISTS")
+                .arg(keys.backfilled(USER_SEARCH))
+                .query(con)?;
+            self.backfill = if done {
+                Backfill::Done
+            } else {
+                let mut ids: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(keys.users_all())
+                    .arg(0)
+                    .arg(-1)
+                    .query(con)?;
+                // Taken from the end, a batch at a time.
+                ids.reverse();
+                Backfill::Running(ids)
+            };
+        }
+        let Backfill::Running(ids) = &mut self.backfill else {
+            return Ok(());
+        };
+        let batch: Vec<String> = ids.split_off(ids.len().saturating_sub(BACKFILL_BATCH));
+        let script = redis::Script::new(BACKFILL_LUA);
+        let indexed = backfill_user_search(con, &script, keys, &batch)?;
+        if indexed > 0 {
+            tracing::info!(indexed, left = ids.len(), "user search entries backfilled");
+        }
+        if ids.is_empty() {
+            redis::cmd("SET")
+                .arg(keys.backfilled(USER_SEARCH))
+                .arg(pickple_runtime::now_millis())
+                .query::<()>(con)?;
+            self.backfill = Backfill::Done;
+        }
+        Ok(())
     }
 
     fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
@@ -150,6 +218,12 @@ impl Processor for ViewsSink {
                 .ignore()
                 .query::<()>(con)
         });
+        if !matches!(self.backfill, Backfill::Done) {
+            if let Err(e) = self.backfill_step() {
+                self.con = None;
+                tracing::warn!(error = %e, "user search backfill failed; trying again");
+            }
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Millis;
+use crate::message_type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -21,5 +22,27 @@ pub struct NotificationView {
     pub kind: NotificationKind,
     pub subject: String,
     pub sent_at: Millis,
+    /// Removed from the history by a MASTER (`DELETE /notifications/{id}`): the mail itself
+    /// was sent. A deleted entry is in no listing and reads as 404; its address and subject
+    /// are blanked. Absent (false) in views older than it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
     pub version: u64,
 }
+
+/// Topic `notification-commands`, key: the order id of the mail, the key of the event that
+/// made it, so the notification task that sent the mail and published its view (the owner of
+/// that order's `order-events` / `delivery-events` partition) is the one that handles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum NotificationCommand {
+    /// Take a sent mail out of the history (the view is republished marked `deleted`).
+    DeleteNotification {
+        /// The view's id, the mail's Message-ID without angle brackets.
+        message_id: String,
+        order_id: String,
+        /// The MASTER who asked.
+        by: String,
+    },
+}
+message_type!(NotificationCommand { DeleteNotification });

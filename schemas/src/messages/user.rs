@@ -35,6 +35,11 @@ pub enum UserCommand {
     },
     UpdateProfile {
         username: String,
+        /// Who asks, when it is not the account itself: a MASTER administering it
+        /// (`PUT /users/{username}`), which never sets the password. Absent from the account's
+        /// own changes and from records older than it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         nickname: Option<String>,
         /// A new address: it replaces the old one once confirmed with the code mailed to it.
         email: Option<String>,
@@ -45,12 +50,14 @@ pub enum UserCommand {
     },
     /// The code mailed to a new address came back: the sign-up, or the change to that address,
     /// goes on to the e-mail registry.
-    ConfirmEmail {
-        username: String,
-        code: String,
-    },
+    ConfirmEmail { username: String, code: String },
     DeleteUser {
         username: String,
+        /// Who asks, when it is not the account itself: a MASTER deleting it
+        /// (`DELETE /users/{username}`), which may not delete a MASTER account. Absent from the
+        /// account's own deletion and from records older than it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     ChangeRole {
         username: String,
@@ -58,19 +65,11 @@ pub enum UserCommand {
         by: String,
     },
     /// Sign out everywhere: every access and refresh token issued so far stops working.
-    RevokeTokens {
-        username: String,
-    },
+    RevokeTokens { username: String },
     /// Reply from the e-mail registry: the address is now held by `username`.
-    EmailClaimed {
-        username: String,
-        email: String,
-    },
+    EmailClaimed { username: String, email: String },
     /// Reply from the e-mail registry: another user holds the address.
-    EmailTaken {
-        username: String,
-        email: String,
-    },
+    EmailTaken { username: String, email: String },
 }
 message_type!(UserCommand {
     SignUp,
@@ -184,6 +183,11 @@ pub struct UserView {
     pub password_hash: String,
     pub role: Role,
     pub status: UserStatus,
+    /// A new address waiting for its mailed code (an e-mail change, the account's own or a
+    /// MASTER's); `email` stays the old one until it is confirmed and granted. Absent in views
+    /// older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
     /// Until when a PENDING sign-up can be confirmed; past it, the name is free again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm_by: Option<Millis>,

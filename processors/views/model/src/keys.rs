@@ -6,6 +6,7 @@
 //! |---------------------------------------|--------|----------------------------------------------|
 //! | `{p}view:{kind}:{id}`                 | hash   | `version` (u64), `json` (the view as JSON)   |
 //! | `{p}view:{kind}:{id}:idx`             | set    | the index keys this view is a member of      |
+//! | `{p}view:{kind}:{id}:lex`             | set    | its lexicographic entries, `index\0member`   |
 //! | `{p}idx:orders`                       | zset   | every order id, score = placed at (ms)       |
 //! | `{p}idx:orders:user:{username}`       | zset   | a user's orders                              |
 //! | `{p}idx:orders:vendor:{vendor_id}`    | zset   | orders with a line of the vendor             |
@@ -17,6 +18,9 @@
 //! | `{p}idx:vendors`                      | zset   | vendors, not deleted                         |
 //! | `{p}idx:vendors:manager:{username}`   | zset   | the vendors a manager owns                   |
 //! | `{p}idx:users`                        | zset   | every user (score = updated at)              |
+//! | `{p}idx:users:search`                 | zset   | lexicographic (scores 0): `term\0username`,  |
+//! |                                       |        | term = lower-cased username, or e-mail of an |
+//! |                                       |        | ACTIVE account (`ZRANGEBYLEX` by prefix)     |
 //! | `{p}idx:deliveries:vendor:{vendor}`   | zset   | deliveries of a vendor's orders              |
 //! | `{p}idx:notifications:user:{username}`| zset   | e-mails sent to a user, score = sent at      |
 //! | `{p}idx:payments`                     | zset   | every payment, score = first attempt at      |
@@ -24,6 +28,7 @@
 //! | `{p}idx:payments:status:{STATUS}`     | zset   | payments in a status (`AUTHORIZED`, ...)     |
 //! | `{p}idx:sales`                        | zset   | public products with a sale not closed early, score = opens at |
 //! | `{p}meta:views`                       | hash   | sink heartbeat per partition (see `ready`)   |
+//! | `{p}meta:backfilled:{what}`           | string | set once `what` was backfilled (`backfill`)  |
 //! | `{p}idem:{username}:{key}`            | string | gateway Idempotency-Key memory               |
 //!
 //! Every `idx:orders*` score is the time the order was placed. The `:status:` indexes let a
@@ -126,6 +131,12 @@ impl Keys {
         format!("{}view:{kind}:{id}:idx", self.prefix)
     }
 
+    /// The view's entries in lexicographic indexes ([`crate::View::lex_entries`]), each
+    /// `index key \0 member`, so the next upsert can take back those it no longer wants.
+    pub fn lex_memberships(&self, kind: Kind, id: &str) -> String {
+        format!("{}view:{kind}:{id}:lex", self.prefix)
+    }
+
     pub fn channel(&self, kind: Kind, id: &str) -> String {
         format!("{}changed:{kind}:{id}", self.prefix)
     }
@@ -187,6 +198,12 @@ impl Keys {
         format!("{}idx:users", self.prefix)
     }
 
+    /// The users' search index: a lexicographic zset (every score 0) of `term\0username`,
+    /// read by prefix with `ZRANGEBYLEX` (see `UserView::lex_entries`).
+    pub fn users_search(&self) -> String {
+        format!("{}idx:users:search", self.prefix)
+    }
+
     pub fn deliveries_of_vendor(&self, vendor_id: &str) -> String {
         format!("{}idx:deliveries:vendor:{vendor_id}", self.prefix)
     }
@@ -217,6 +234,11 @@ impl Keys {
     /// The sink's heartbeat hash, one field per partition (see [`crate::ready`]).
     pub fn sink_status(&self) -> String {
         format!("{}meta:views", self.prefix)
+    }
+
+    /// Set once the sink gave every stored view what `what` names (see [`crate::backfill`]).
+    pub fn backfilled(&self, what: &str) -> String {
+        format!("{}meta:backfilled:{what}", self.prefix)
     }
 
     pub fn idempotency(&self, username: &str, key: &str) -> String {

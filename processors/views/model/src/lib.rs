@@ -10,6 +10,7 @@
 //! It links neither a Kafka consumer nor a state store: the gateway depends on this crate and
 //! not on the sink.
 
+pub mod backfill;
 pub mod keys;
 pub mod ready;
 pub mod redis_config;
@@ -19,4 +20,4 @@ pub mod view;
 pub use keys::{Keys, Kind};
 pub use redis_config::RedisConfig;
 pub use upsert::{apply_upsert, upsert_for, Upsert, UPSERT_LUA};
-pub use view::{decode, View, ViewError};
+pub use view::{decode, search_entry, search_entry_username, View, ViewError};

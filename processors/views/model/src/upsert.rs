@@ -14,8 +14,12 @@ use crate::view::{decode, View, ViewError};
 /// The upsert: version guard, index memberships, change notice. Returns 1 when written, 0 when
 /// the stored version is the same or newer.
 ///
-/// KEYS[1] view hash, KEYS[2] membership set; ARGV: version, json, channel, id, then pairs of
-/// (index key, score).
+/// KEYS[1] view hash, KEYS[2] membership set, KEYS[3] lexicographic membership set; ARGV:
+/// version, json, channel, id, the number N of scored indexes, then N pairs of (index key,
+/// score), whose member is the id, then pairs of (index key, member) of lexicographic indexes
+/// (score 0; [`crate::View::lex_entries`]). A lexicographic entry is remembered as
+/// `index key \0 member` (index keys hold no NUL), so that, as for the scored ones, an entry the
+/// new version no longer has is removed.
 pub const UPSERT_LUA: &str = r#"
 local stored = redis.call('HGET', KEYS[1], 'version')
 if stored and tonumber(stored) >= tonumber(ARGV[1]) then
@@ -23,8 +27,9 @@ if stored and tonumber(stored) >= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'json', ARGV[2])
 local id = ARGV[4]
+local scored_end = 5 + 2 * tonumber(ARGV[5])
 local wanted = {}
-for i = 5, #ARGV, 2 do
+for i = 6, scored_end, 2 do
   wanted[ARGV[i]] = ARGV[i + 1]
 end
 for _, index in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -36,6 +41,22 @@ redis.call('DEL', KEYS[2])
 for index, score in pairs(wanted) do
   redis.call('ZADD', index, score, id)
   redis.call('SADD', KEYS[2], index)
+end
+local lex = {}
+for i = scored_end + 1, #ARGV, 2 do
+  lex[ARGV[i] .. '\0' .. ARGV[i + 1]] = true
+end
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if not lex[entry] then
+    local cut = string.find(entry, '\0', 1, true)
+    redis.call('ZREM', string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1))
+  end
+end
+redis.call('DEL', KEYS[3])
+for entry in pairs(lex) do
+  local cut = string.find(entry, '\0', 1, true)
+  redis.call('ZADD', string.sub(entry, 1, cut - 1), 0, string.sub(entry, cut + 1))
+  redis.call('SADD', KEYS[3], entry)
 end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
@@ -49,6 +70,8 @@ pub struct Upsert {
     pub version: u64,
     pub json: String,
     pub indexes: Vec<(String, i64)>,
+    /// Entries of lexicographic indexes: (index key, member), score 0.
+    pub lex: Vec<(String, String)>,
 }
 
 /// Decode a view of `kind` and compute its index memberships (pure).
@@ -73,12 +96,16 @@ fn upsert_of<V: View>(keys: &Keys, id: &str, value: &[u8]) -> Result<Upsert, Vie
     let mut indexes = view.indexes(keys);
     indexes.sort();
     indexes.dedup_by(|a, b| a.0 == b.0);
+    let mut lex = view.lex_entries(keys);
+    lex.sort();
+    lex.dedup();
     Ok(Upsert {
         kind: V::KIND,
         id: id.to_string(),
         version: view.version(),
         json,
         indexes,
+        lex,
     })
 }
 
@@ -92,12 +119,17 @@ pub fn apply_upsert(
     let mut inv = script.prepare_invoke();
     inv.key(keys.view(u.kind, &u.id))
         .key(keys.memberships(u.kind, &u.id))
+        .key(keys.lex_memberships(u.kind, &u.id))
         .arg(u.version.to_string())
         .arg(&u.json)
         .arg(keys.channel(u.kind, &u.id))
-        .arg(&u.id);
+        .arg(&u.id)
+        .arg(u.indexes.len().to_string());
     for (index, score) in &u.indexes {
         inv.arg(index).arg(score.to_string());
+    }
+    for (index, member) in &u.lex {
+        inv.arg(index).arg(member);
     }
     let written: i64 = inv.invoke(con)?;
     Ok(written == 1)

@@ -36,6 +36,14 @@ pub trait View: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The indexes (sorted sets) the view belongs to, each with its score.
     fn indexes(&self, keys: &Keys) -> Vec<(String, i64)>;
 
+    /// Its entries in lexicographic indexes (sorted sets whose scores are all 0, read by
+    /// prefix with `ZRANGEBYLEX`): (index key, member). Unlike [`View::indexes`], whose member
+    /// is the view's id, a member here carries the searched term before the id, so one view
+    /// may have several in one index. None by default.
+    fn lex_entries(&self, _keys: &Keys) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// The status as it is spelt on the wire (e.g. `AWAITING_PAYMENT`), for views that have one.
     fn status(&self) -> Option<String> {
         None
@@ -77,6 +85,19 @@ impl View for UserView {
 
     fn indexes(&self, keys: &Keys) -> Vec<(String, i64)> {
         vec![(keys.users_all(), self.updated_at)]
+    }
+
+    /// The admin search (`GET /users?q=`): `username\0username` for every account, as
+    /// `idx:users` lists every account, and `email\0username` for an ACTIVE one only, the
+    /// holder the e-mail registry granted the address to (a pending or rejected sign-up's
+    /// address may be someone else's, a deleted account's was given back).
+    fn lex_entries(&self, keys: &Keys) -> Vec<(String, String)> {
+        let index = keys.users_search();
+        let mut entries = vec![(index.clone(), search_entry(&self.username, &self.username))];
+        if self.status == UserStatus::Active && !self.email.is_empty() {
+            entries.push((index, search_entry(&self.email, &self.username)));
+        }
+        entries
     }
 
     fn status(&self) -> Option<String> {
@@ -220,6 +241,9 @@ impl View for NotificationView {
     }
 
     fn indexes(&self, keys: &Keys) -> Vec<(String, i64)> {
+        if self.deleted {
+            return Vec::new();
+        }
         vec![(keys.notifications_of_user(&self.username), self.sent_at)]
     }
 }
@@ -266,7 +290,20 @@ impl View for SaleTakeView {
 
     /// Read by id only (`<product id>/<username>`): a buyer asks about one sale.
     fn indexes(&self, _keys: &Keys) -> Vec<(String, i64)> {
-        Vec::new()    }
+        Vec::new()
+    }
+}
+
+/// A member of the users' search index: the lower-cased term, NUL, the username. NUL sorts
+/// below every other byte, so the entries of one term stay together, and it never occurs in a
+/// username (a-z, 0-9) or an e-mail address the gateway accepts.
+pub fn search_entry(term: &str, username: &str) -> String {
+    format!("{}\0{username}", term.trim().to_lowercase())
+}
+
+/// The username of a search index member ([`search_entry`]).
+pub fn search_entry_username(member: &str) -> &str {
+    member.rsplit('\0').next().unwrap_or(member)
 }
 
 #[cfg(test)]
@@ -352,6 +389,51 @@ mod tests {
         );
         assert_eq!(p.status().as_deref(), Some("AUTHORIZED"));
         assert!(!p.is_final());
+    }
+
+    #[test]
+    fn a_user_is_found_by_name_and_by_the_address_it_holds() {
+        let keys = Keys::new("t:");
+        let json = |status: &str| {
+            serde_json::json!({
+                "username": "ann1", "nickname": "Ann", "email": "Ann@X.io", "password_hash": "",
+                "role": "USER", "status": status, "rejection": null, "updated_at": 5,
+                "version": 2
+            })
+        };
+        let active: UserView = decode(json("ACTIVE").to_string().as_bytes()).unwrap();
+        assert_eq!(
+            active.lex_entries(&keys),
+            vec![
+                ("t:idx:users:search".to_string(), "ann1\0ann1".to_string()),
+                (
+                    "t:idx:users:search".to_string(),
+                    "ann@x.io\0ann1".to_string()
+                ),
+            ]
+        );
+        let deleted: UserView = decode(json("DELETED").to_string().as_bytes()).unwrap();
+        assert_eq!(deleted.lex_entries(&keys).len(), 1, "its address went back");
+        assert_eq!(search_entry_username("ann@x.io\0ann1"), "ann1");
+    }
+
+    #[test]
+    fn a_deleted_notification_leaves_every_listing() {
+        let keys = Keys::new("t:");
+        let mut n = serde_json::json!({
+            "message_id": "o1.order-confirmed@pickple.local", "username": "ann1",
+            "email": "a@x.io", "order_id": "o1", "kind": "ORDER_CONFIRMED", "subject": "s",
+            "sent_at": 9, "version": 1
+        });
+        let view: NotificationView = decode(n.to_string().as_bytes()).unwrap();
+        assert!(!view.deleted, "an older view reads as not deleted");
+        assert_eq!(
+            view.indexes(&keys),
+            vec![("t:idx:notifications:user:ann1".to_string(), 9)]
+        );
+        n["deleted"] = true.into();
+        let view: NotificationView = decode(n.to_string().as_bytes()).unwrap();
+        assert!(view.indexes(&keys).is_empty());
     }
 
     #[test]
