@@ -437,6 +437,8 @@ impl FlashSale {
                         product_id: self.product_id.clone(),
                         quantity: self.quantity(i),
                     }],
+                    // The flash sale never ships: the processor takes an order without one.
+                    shipping: None,
                 },
                 None,
             );

@@ -41,7 +41,7 @@ impl DeliveryStatus {
     ];
 
     /// As spelt on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "PENDING",
             DeliveryStatus::InTransit => "IN_TRANSIT",
@@ -60,7 +60,7 @@ impl Carrier {
     ];
 
     /// As spelt on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Carrier::Lozen => "LOZEN",
             Carrier::CjLogistics => "CJ_LOGISTICS",
@@ -78,7 +78,7 @@ impl DeliveryType {
     ];
 
     /// As spelt on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             DeliveryType::Direct => "DIRECT",
             DeliveryType::Courier => "COURIER",
