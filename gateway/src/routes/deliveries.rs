@@ -5,6 +5,7 @@
 //! (a vendor's listing is in `vendors.rs`, with the same filters).
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::delivery;
@@ -249,8 +250,8 @@ async fn readable_part(
 
 /// The shipment a command is for, after the checks: 403 unless VENDOR_MANAGER/MASTER, 404
 /// without a delivery or without a shipment of `vendor_id` on it, 403 unless the caller manages
-/// that vendor. Without a vendor (the per-order routes), the order's only shipment, and 409 on
-/// an order of several. Only who the shipment belongs to is read from the view (it never
+/// that vendor. Without a vendor (the per-order routes), the order's only shipment, and 422
+/// (`shipment_required`) on an order of several. Only who the shipment belongs to is read from the view (it never
 /// changes); whether the command fits its status is the delivery processor's business, which
 /// refuses an out-of-order one visibly (`rejection` on the delivery's view).
 async fn managed_shipment(
@@ -275,12 +276,18 @@ async fn managed_shipment(
         Some(_) => return Err(ApiError::not_found("shipment")),
         None => match delivery.vendor_ids.as_slice() {
             [only] => only.clone(),
+            // Which shipment the request means is missing, not a state the processor decides:
+            // the order's vendors never change.
             many => {
-                return Err(ApiError::conflict(format!(
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "shipment_required",
+                    format!(
                     "the order has {} shipments, one per vendor: use \
                      {API}/deliveries/{order_id}/shipments/{{vendor_id}}/...",
-                    many.len()
-                )))
+                        many.len()
+                    ),
+                ))
             }
         },
     };
@@ -477,7 +484,7 @@ pub async fn end_shipment(
 }
 
 /// Start the only shipment of a single-vendor order (kept from before shipments; an order of
-/// several vendors is a 409 pointing to the shipment routes).
+/// several vendors is a 422 `shipment_required` pointing to the shipment routes).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/start", tag = "deliveries",
     security(("bearer" = [])), request_body = StartDeliveryRequest,
     params(("order_id" = String, Path, description = "order id")),
@@ -485,8 +492,7 @@ pub async fn end_shipment(
         (status = 202, description = "start queued; long-poll the delivery with ?wait=&status=IN_TRANSIT (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendor", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "the order has several shipments: use /deliveries/{order_id}/shipments/{vendor_id}/start", body = ErrorBody),
-        (status = 422, description = "invalid fields: a carrier or delivery type outside its enum, a tracking number that is not 1 to 100 visible characters", body = ErrorBody),
+        (status = 422, description = "invalid fields (a carrier or delivery type outside its enum, a tracking number that is not 1 to 100 visible characters), or the order has several shipments (`shipment_required`): use /deliveries/{order_id}/shipments/{vendor_id}/start", body = ErrorBody),
         (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
@@ -499,7 +505,7 @@ pub async fn start(
     do_start(state, trace.0, user, key, order_id, None, req).await
 }
 
-/// Add a tracking entry to the only shipment of a single-vendor order (409 on several).
+/// Add a tracking entry to the only shipment of a single-vendor order (422 on several).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/details", tag = "deliveries",
     security(("bearer" = [])), request_body = DeliveryDetailRequest,
     params(("order_id" = String, Path, description = "order id")),
@@ -507,8 +513,7 @@ pub async fn start(
         (status = 202, description = "detail queued", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendor", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "the order has several shipments: use /deliveries/{order_id}/shipments/{vendor_id}/details", body = ErrorBody),
-        (status = 422, description = "invalid fields", body = ErrorBody),
+        (status = 422, description = "invalid fields, or the order has several shipments (`shipment_required`): use /deliveries/{order_id}/shipments/{vendor_id}/details", body = ErrorBody),
         (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn add_detail(
     State(state): State<AppState>,
@@ -521,7 +526,7 @@ pub async fn add_detail(
     do_detail(state, trace.0, user, key, order_id, None, req).await
 }
 
-/// End the only shipment of a single-vendor order (the order completes; 409 on several).
+/// End the only shipment of a single-vendor order (the order completes; 422 on several).
 #[utoipa::path(post, path = "/api/v1/deliveries/{order_id}/end", tag = "deliveries",
     security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id")),
@@ -529,7 +534,7 @@ pub async fn add_detail(
         (status = 202, description = "end queued; long-poll the delivery with ?wait=&status=DELIVERED (answers on a refusal too: see `rejection`)", body = super::Accepted),
         (status = 403, description = "not a manager of the order's vendor", body = ErrorBody),
         (status = 404, description = "no such delivery", body = ErrorBody),
-        (status = 409, description = "the order has several shipments: use /deliveries/{order_id}/shipments/{vendor_id}/end", body = ErrorBody),
+        (status = 422, description = "invalid fields, or the order has several shipments (`shipment_required`): use /deliveries/{order_id}/shipments/{vendor_id}/end", body = ErrorBody),
         (status = 503, description = "the views sink has never reported (ownership cannot be checked)", body = ErrorBody)))]
 pub async fn end(
     State(state): State<AppState>,
