@@ -32,6 +32,9 @@ pub const WATCHED: &[&str] = &[
     topic::VIEW_USERS,
     topic::VIEW_VENDORS,
     topic::ORDER_EVENTS,
+    // What a test counts: the saga's replies and the refunds it asks for.
+    topic::ORDER_REPLIES,
+    topic::PAYMENT_COMMANDS,
     topic::USER_EVENTS,
     "stock-dlq",
     "users-dlq",

@@ -694,7 +694,74 @@ mod tests {
             email: "ann@x.io".into(),
             amount: 700,
             vendor_ids: vec![],
+            lines: vec![],
+            shipping: None,
         }
+    }
+
+    /// Each shipment's start and arrival is its own mail, saying which vendor, carrier and
+    /// tracking number, with a Message-ID per (order, vendor, step): a redelivered event is the
+    /// same mail, not another.
+    #[test]
+    fn each_shipment_step_is_one_mail_per_vendor() {
+        use pickple_schemas::{Carrier, DeliveryType, ShippingAddress};
+        let (mut d, rec) = driver();
+        let address = ShippingAddress {
+            recipient: "Ann".into(),
+            address: "1 Main St".into(),
+            contact: "010-1234-5678".into(),
+            request: Some("door".into()),
+        };
+        let started = |vendor: &str, tracking: &str| DeliveryEvent::ShipmentStarted {
+            order_id: "o1".into(),
+            vendor_id: vendor.into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            carrier: Carrier::Hanjin,
+            delivery_type: DeliveryType::Express,
+            tracking_number: tracking.into(),
+            shipping: Some(address.clone()),
+        };
+        let delivered = DeliveryEvent::ShipmentDelivered {
+            order_id: "o1".into(),
+            vendor_id: "v1".into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            carrier: Some(Carrier::Hanjin),
+            tracking_number: Some("A-1".into()),
+            shipping: Some(address.clone()),
+        };
+        for e in [
+            started("v1", "A-1"),
+            started("v2", "B-2"),
+            started("v1", "A-1"),
+            delivered.clone(),
+            delivered,
+        ] {
+            d.pipe(DELIVERY_EVENTS, "o1", &e).unwrap();
+        }
+        let sent = rec.sent.lock().unwrap().clone();
+        let ids: Vec<&str> = sent.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "o1.v1.shipment-started@pickple.local",
+                "o1.v2.shipment-started@pickple.local",
+                "o1.v1.shipment-delivered@pickple.local"
+            ]
+        );
+        assert!(sent[1].body.contains("vendor v2"), "{}", sent[1].body);
+        assert!(sent[1].body.contains("HANJIN") && sent[1].body.contains("B-2"));
+        assert!(sent[1].body.contains("Delivery to: Ann, 1 Main St (010-1234-5678)"));
+        assert!(sent[2].body.contains("A-1") && sent[2].body.contains("was delivered"));
+        let views: Vec<NotificationView> = d.take(VIEW);
+        assert_eq!(views[1].vendor_id.as_deref(), Some("v2"));
+        assert_eq!(views[1].kind, NotificationKind::ShipmentStarted);
+        // A vendor id that is no Message-ID text is escaped, and stays distinct.
+        assert_eq!(
+            shipment_message_id("o1", "v 1@x_", NotificationKind::ShipmentStarted),
+            "o1.v_201_40x_5F.shipment-started@pickple.local"
+        );
     }
 
     fn driver() -> (TestDriver<NotificationProcessor>, Arc<Recording>) {

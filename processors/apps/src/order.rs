@@ -309,6 +309,7 @@ mod tests {
                     quantity: *q,
                 })
                 .collect(),
+            shipping: None,
         }
     }
     fn reserved(o: &str, p: &str) -> OrderReply {
