@@ -614,11 +614,7 @@ pub mod constraints {
             ),
             ("PayRequest", "payment_token", line(256)),
             ("CancelRequest", "reason", multiline(0, 500)),
-            (
-                "StartDeliveryRequest",
-                "carrier",
-                json!({"enum": CARRIERS}),
-            ),
+            ("StartDeliveryRequest", "carrier", json!({"enum": CARRIERS})),
             (
                 "StartDeliveryRequest",
                 "delivery_type",
@@ -629,7 +625,11 @@ pub mod constraints {
                 "recipient",
                 line(shipping::MAX_RECIPIENT as u64),
             ),
-            ("ShippingRequest", "address", line(shipping::MAX_ADDRESS as u64)),
+            (
+                "ShippingRequest",
+                "address",
+                line(shipping::MAX_ADDRESS as u64),
+            ),
             ("ShippingRequest", "contact", contact()),
             (
                 "ShippingRequest",
@@ -680,7 +680,10 @@ pub mod constraints {
             "/api/v1/vendors/{vendor_id}/deliveries",
         ] {
             let Some(params) = doc
-                .pointer_mut(&format!("/paths/{}/get/parameters", path.replace('/', "~1")))
+                .pointer_mut(&format!(
+                    "/paths/{}/get/parameters",
+                    path.replace('/', "~1")
+                ))
                 .and_then(Value::as_array_mut)
             else {
                 continue;

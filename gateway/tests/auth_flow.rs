@@ -178,8 +178,13 @@ async fn openapi_metrics_and_trace() {
         start["delivery_type"]["enum"],
         serde_json::json!(["DIRECT", "COURIER", "EXPRESS"])
     );
-    for listing in ["/api/v1/deliveries", "/api/v1/vendors/{vendor_id}/deliveries"] {
-        let params = doc["paths"][listing]["get"]["parameters"].as_array().unwrap();
+    for listing in [
+        "/api/v1/deliveries",
+        "/api/v1/vendors/{vendor_id}/deliveries",
+    ] {
+        let params = doc["paths"][listing]["get"]["parameters"]
+            .as_array()
+            .unwrap();
         let carrier = params.iter().find(|p| p["name"] == "carrier").unwrap();
         assert_eq!(carrier["schema"]["enum"][1], "CJ_LOGISTICS", "{listing}");
         let status = params.iter().find(|p| p["name"] == "status").unwrap();
@@ -188,10 +193,12 @@ async fn openapi_metrics_and_trace() {
     let shipping = &doc["components"]["schemas"]["ShippingRequest"];
     assert_eq!(shipping["properties"]["recipient"]["maxLength"], 50);
     assert!(shipping["properties"]["contact"]["pattern"].is_string());
-    assert!(doc["components"]["schemas"]["PlaceOrderRequest"]["required"]
-        .as_array()
-        .unwrap()
-        .contains(&serde_json::json!("shipping")));
+    assert!(
+        doc["components"]["schemas"]["PlaceOrderRequest"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("shipping"))
+    );
     // Every view read documents the freshness headers; no command documents a 409 for a status
     // the processors decide.
     for p in [

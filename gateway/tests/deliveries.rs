@@ -9,7 +9,13 @@ use pickple_view_model::Kind;
 use serde_json::{json, Value};
 
 /// A shipment of a delivery view: (vendor, status, carrier, type, tracking number).
-type Ship<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+type Ship<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
 
 fn delivery(order: &str, created_at: i64, shipments: &[Ship], version: u64) -> Value {
     let vendors: Vec<&str> = shipments.iter().map(|s| s.0).collect();
@@ -40,14 +46,36 @@ fn ids(listing: &Value) -> Vec<&str> {
 fn seed(gw: &Gw) {
     gw.put_view(Kind::Vendor, "v1", &vendor_view("v1", "mia1", 1));
     gw.put_view(Kind::Vendor, "v2", &vendor_view("v2", "max1", 1));
-    let hanjin_express = ("v1", "IN_TRANSIT", Some("HANJIN"), Some("EXPRESS"), Some("T-100"));
-    gw.put_view(Kind::Delivery, "d1", &delivery("d1", 1000, &[hanjin_express], 1));
+    let hanjin_express = (
+        "v1",
+        "IN_TRANSIT",
+        Some("HANJIN"),
+        Some("EXPRESS"),
+        Some("T-100"),
+    );
+    gw.put_view(
+        Kind::Delivery,
+        "d1",
+        &delivery("d1", 1000, &[hanjin_express], 1),
+    );
     let d2 = [
         ("v1", "PENDING", None, None, None),
-        ("v2", "DELIVERED", Some("LOZEN"), Some("DIRECT"), Some("T 200")),
+        (
+            "v2",
+            "DELIVERED",
+            Some("LOZEN"),
+            Some("DIRECT"),
+            Some("T 200"),
+        ),
     ];
     gw.put_view(Kind::Delivery, "d2", &delivery("d2", 2000, &d2, 1));
-    let d3 = ("v2", "IN_TRANSIT", Some("HANJIN"), Some("COURIER"), Some("T-300"));
+    let d3 = (
+        "v2",
+        "IN_TRANSIT",
+        Some("HANJIN"),
+        Some("COURIER"),
+        Some("T-300"),
+    );
     gw.put_view(Kind::Delivery, "d3", &delivery("d3", 3000, &[d3], 1));
 }
 
@@ -61,7 +89,11 @@ async fn a_vendors_deliveries_are_filtered_by_its_own_shipment() {
 
     let list = |q: &str| format!("/api/v1/vendors/v1/deliveries{q}");
     let (s, all) = gw.get(&list(""), Some(&mia)).await;
-    assert_eq!((s, ids(&all), &all["total"]), (200, vec!["d2", "d1"], &json!(2)), "{all}");
+    assert_eq!(
+        (s, ids(&all), &all["total"]),
+        (200, vec!["d2", "d1"], &json!(2)),
+        "{all}"
+    );
     // The manager is served their own shipment of the shared order only.
     let d2 = &all["items"][0];
     assert_eq!(d2["shipments"].as_array().unwrap().len(), 1, "{d2}");
@@ -94,7 +126,13 @@ async fn a_vendors_deliveries_are_filtered_by_its_own_shipment() {
 
     // A new version moves the delivery between the status indexes (the sink drops the old
     // membership).
-    let delivered = ("v1", "DELIVERED", Some("HANJIN"), Some("EXPRESS"), Some("T-100"));
+    let delivered = (
+        "v1",
+        "DELIVERED",
+        Some("HANJIN"),
+        Some("EXPRESS"),
+        Some("T-100"),
+    );
     assert!(gw.put_view(Kind::Delivery, "d1", &delivery("d1", 1000, &[delivered], 2)));
     let (_, page) = gw.get(&list("?status=IN_TRANSIT"), Some(&mia)).await;
     assert_eq!(ids(&page), Vec::<&str>::new());
@@ -123,15 +161,22 @@ async fn master_lists_every_delivery_with_the_same_filters() {
         assert_eq!((s, ids(&page)), (200, want), "{q}: {page}");
     }
     let (_, page) = gw
-        .get("/api/v1/deliveries?status=IN_TRANSIT&carrier=HANJIN&limit=1", Some(&root))
+        .get(
+            "/api/v1/deliveries?status=IN_TRANSIT&carrier=HANJIN&limit=1",
+            Some(&root),
+        )
         .await;
     assert_eq!(page["total"], 2);
     // Whole views for MASTER.
-    let (_, page) = gw.get("/api/v1/deliveries?carrier=LOZEN", Some(&root)).await;
+    let (_, page) = gw
+        .get("/api/v1/deliveries?carrier=LOZEN", Some(&root))
+        .await;
     assert_eq!(page["items"][0]["shipments"].as_array().unwrap().len(), 2);
 
     for (role, who) in [(Role::User, "ann1"), (Role::VendorManager, "mia1")] {
-        let (s, body) = gw.get("/api/v1/deliveries", Some(&gw.token(who, role))).await;
+        let (s, body) = gw
+            .get("/api/v1/deliveries", Some(&gw.token(who, role)))
+            .await;
         assert_eq!(s, 403, "{who}: {body}");
     }
     let (s, _) = gw.get("/api/v1/deliveries", None).await;
@@ -196,7 +241,9 @@ async fn an_order_needs_a_valid_delivery_address() {
         ("request", json!("z".repeat(201))),
         ("request", json!("ring\u{200B}")),
     ] {
-        let (s, body) = gw.post("/api/v1/orders", Some(&alice), &with(field, value)).await;
+        let (s, body) = gw
+            .post("/api/v1/orders", Some(&alice), &with(field, value))
+            .await;
         assert_eq!(s, 422, "{field}: {body}");
         assert_eq!(
             body["error"]["fields"][0]["field"],

@@ -40,7 +40,8 @@ async fn bad_bodies_get_clear_json_errors() {
     assert_error_shape(s, &body, &[400]);
     assert_eq!(body["error"]["code"], "malformed_json");
 
-    let wrong = json!({"lines": [{"product_id": "p1", "quantity": "three"}], "shipping": shipping()});
+    let wrong =
+        json!({"lines": [{"product_id": "p1", "quantity": "three"}], "shipping": shipping()});
     let (s, body) = into_parts(
         send(wrong.to_string().into_bytes(), "application/json")
             .await
@@ -630,7 +631,10 @@ async fn invisible_characters_in_a_delivery_are_refused() {
         (start("CJ\u{202E}", "COURIER", "12345678"), "carrier"),
         (start("DHL", "COURIER", "12345678"), "carrier"),
         (start("cj_logistics", "COURIER", "12345678"), "carrier"),
-        (start("HANJIN", "EXPRESS\u{2069}", "12345678"), "delivery_type"),
+        (
+            start("HANJIN", "EXPRESS\u{2069}", "12345678"),
+            "delivery_type",
+        ),
         (start("HANJIN", "STANDARD", "12345678"), "delivery_type"),
         (
             start("HANJIN", "EXPRESS", "\u{FEFF}12345678"),

@@ -519,7 +519,8 @@ async fn delivery_steps_are_published_whatever_the_delivery_view_says() {
         "o-d",
         &delivery_view("o-d", "alice", &["v-mia"], "PENDING", 1),
     );
-    let start = json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": "T1"});
+    let start =
+        json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": "T1"});
     let detail = json!({"location": "Seoul hub", "description": "sorted"});
     let (s, body) = gw
         .post("/api/v1/deliveries/o-d/start", Some(&mia), &start)

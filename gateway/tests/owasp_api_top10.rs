@@ -430,7 +430,8 @@ mod api1_broken_object_level_authorization {
         let ann = gw.token("ann1", Role::User);
         let root = gw.token("root", Role::Master);
         multi_vendor_order(&gw);
-        let start = json!({"carrier": "LOZEN", "delivery_type": "COURIER", "tracking_number": "T-1"});
+        let start =
+            json!({"carrier": "LOZEN", "delivery_type": "COURIER", "tracking_number": "T-1"});
         for step in ["start", "end"] {
             let body = if step == "start" {
                 start.clone()
@@ -452,22 +453,38 @@ mod api1_broken_object_level_authorization {
             }
         }
         let (s, _) = gw
-            .post("/api/v1/deliveries/o-mv/shipments/v-zz/start", Some(&root), &start)
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-zz/start",
+                Some(&root),
+                &start,
+            )
             .await;
         assert_eq!(s, 404, "no shipment of that vendor");
         let (s, _) = gw
-            .post("/api/v1/deliveries/o-mv/shipments/v-a/start", Some(&ann), &start)
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-a/start",
+                Some(&ann),
+                &start,
+            )
             .await;
         assert_eq!(s, 403, "a buyer does not ship");
         let commands = read_topic(&gw.topic(pickple_schemas::topic::DELIVERY_COMMANDS));
         assert!(commands.is_empty(), "nothing published yet: {commands:?}");
 
         let (s, answer) = gw
-            .post("/api/v1/deliveries/o-mv/shipments/v-a/start", Some(&mia), &start)
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-a/start",
+                Some(&mia),
+                &start,
+            )
             .await;
         assert_eq!(s, 202, "{answer}");
         let (s, answer) = gw
-            .post("/api/v1/deliveries/o-mv/shipments/v-b/start", Some(&root), &start)
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-b/start",
+                Some(&root),
+                &start,
+            )
             .await;
         assert_eq!(s, 202, "{answer}");
         let commands = read_topic(&gw.topic(pickple_schemas::topic::DELIVERY_COMMANDS));
@@ -502,7 +519,10 @@ mod api1_broken_object_level_authorization {
             assert_eq!(d["vendor_ids"], json!(want));
         }
         let (s, _) = gw
-            .get("/api/v1/deliveries/o-mv", Some(&gw.token("eve1", Role::VendorManager)))
+            .get(
+                "/api/v1/deliveries/o-mv",
+                Some(&gw.token("eve1", Role::VendorManager)),
+            )
             .await;
         assert_eq!(s, 404, "a manager of neither vendor");
     }

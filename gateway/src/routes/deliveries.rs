@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use pickple_domain::delivery;
-use pickple_schemas::{topic, Carrier, DeliveryCommand, DeliveryStatus, DeliveryType, DeliveryView};
+use pickple_schemas::{
+    topic, Carrier, DeliveryCommand, DeliveryStatus, DeliveryType, DeliveryView,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,10 +92,16 @@ impl DeliveryListQuery {
     fn filters(&self) -> ApiResult<Vec<(&'static str, String)>> {
         let mut out = Vec::new();
         if let Some(s) = &self.status {
-            out.push(("status", parse_enum::<DeliveryStatus>("status", s)?.as_str().into()));
+            out.push((
+                "status",
+                parse_enum::<DeliveryStatus>("status", s)?.as_str().into(),
+            ));
         }
         if let Some(c) = &self.carrier {
-            out.push(("carrier", parse_enum::<Carrier>("carrier", c)?.as_str().into()));
+            out.push((
+                "carrier",
+                parse_enum::<Carrier>("carrier", c)?.as_str().into(),
+            ));
         }
         if let Some(t) = &self.delivery_type {
             let t = parse_enum::<DeliveryType>("delivery_type", t)?;
@@ -283,7 +291,7 @@ async fn managed_shipment(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "shipment_required",
                     format!(
-                    "the order has {} shipments, one per vendor: use \
+                        "the order has {} shipments, one per vendor: use \
                      {API}/deliveries/{order_id}/shipments/{{vendor_id}}/...",
                         many.len()
                     ),
@@ -358,7 +366,15 @@ async fn do_start(
         tracking_number: req.tracking_number.trim().to_string(),
         by: user.username.clone(),
     };
-    publish(&state, &trace, &user.username, key.as_deref(), &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }
 
 async fn do_detail(
@@ -393,7 +409,15 @@ async fn do_detail(
         by: user.username.clone(),
         request_id: super::request_id("AddDeliveryDetail", &user.username, key.as_deref()),
     };
-    publish(&state, &trace, &user.username, key.as_deref(), &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }
 
 async fn do_end(
@@ -410,7 +434,15 @@ async fn do_end(
         vendor_id: Some(vendor),
         by: user.username.clone(),
     };
-    publish(&state, &trace, &user.username, key.as_deref(), &order_id, command).await
+    publish(
+        &state,
+        &trace,
+        &user.username,
+        key.as_deref(),
+        &order_id,
+        command,
+    )
+    .await
 }
 
 /// Start a vendor's shipment (PENDING -> IN_TRANSIT; the first start moves the order to
@@ -435,7 +467,16 @@ pub async fn start_shipment(
     Path(p): Path<ShipmentPath>,
     ApiJson(req): ApiJson<StartDeliveryRequest>,
 ) -> ApiResult<Response> {
-    do_start(state, trace.0, user, key, p.order_id, Some(p.vendor_id), req).await
+    do_start(
+        state,
+        trace.0,
+        user,
+        key,
+        p.order_id,
+        Some(p.vendor_id),
+        req,
+    )
+    .await
 }
 
 /// Add a tracking entry to a vendor's shipment in transit. Queued whatever the shipment's
@@ -458,7 +499,16 @@ pub async fn add_shipment_detail(
     Path(p): Path<ShipmentPath>,
     ApiJson(req): ApiJson<DeliveryDetailRequest>,
 ) -> ApiResult<Response> {
-    do_detail(state, trace.0, user, key, p.order_id, Some(p.vendor_id), req).await
+    do_detail(
+        state,
+        trace.0,
+        user,
+        key,
+        p.order_id,
+        Some(p.vendor_id),
+        req,
+    )
+    .await
 }
 
 /// End a vendor's shipment (IN_TRANSIT -> DELIVERED; the last one completes the order). Queued

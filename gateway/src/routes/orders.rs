@@ -139,13 +139,22 @@ pub async fn place(
         contact: req.shipping.contact.clone(),
         request: req.shipping.request.clone(),
     };
-    v.rule("shipping.recipient", shipping::check_recipient(&shipping.recipient))
-        .rule("shipping.address", shipping::check_address(&shipping.address))
-        .rule("shipping.contact", shipping::check_contact(&shipping.contact))
-        .rule(
-            "shipping.request",
-            shipping::check_request(shipping.request.as_deref()),
-        );
+    v.rule(
+        "shipping.recipient",
+        shipping::check_recipient(&shipping.recipient),
+    )
+    .rule(
+        "shipping.address",
+        shipping::check_address(&shipping.address),
+    )
+    .rule(
+        "shipping.contact",
+        shipping::check_contact(&shipping.contact),
+    )
+    .rule(
+        "shipping.request",
+        shipping::check_request(shipping.request.as_deref()),
+    );
     v.finish()?;
     let shipping = shipping::normalized(&shipping);
     // Identity: the buyer is an active user (and the order needs their e-mail).

@@ -148,8 +148,14 @@ mod tests {
         assert!(
             matches!(&events[0], DeliveryEvent::ShipmentStarted { email, vendor_id, .. } if email == "ann@x.io" && vendor_id == "v1")
         );
-        assert!(matches!(&events[1], DeliveryEvent::ShipmentDelivered { .. }));
-        assert!(matches!(&events[2], DeliveryEvent::DeliveryCompleted { .. }));
+        assert!(matches!(
+            &events[1],
+            DeliveryEvent::ShipmentDelivered { .. }
+        ));
+        assert!(matches!(
+            &events[2],
+            DeliveryEvent::DeliveryCompleted { .. }
+        ));
         assert_eq!(events.len(), 3);
     }
 

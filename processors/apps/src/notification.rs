@@ -752,7 +752,9 @@ mod tests {
         );
         assert!(sent[1].body.contains("vendor v2"), "{}", sent[1].body);
         assert!(sent[1].body.contains("HANJIN") && sent[1].body.contains("B-2"));
-        assert!(sent[1].body.contains("Delivery to: Ann, 1 Main St (010-1234-5678)"));
+        assert!(sent[1]
+            .body
+            .contains("Delivery to: Ann, 1 Main St (010-1234-5678)"));
         assert!(sent[2].body.contains("A-1") && sent[2].body.contains("was delivered"));
         let views: Vec<NotificationView> = d.take(VIEW);
         assert_eq!(views[1].vendor_id.as_deref(), Some("v2"));

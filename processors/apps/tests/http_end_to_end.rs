@@ -271,12 +271,20 @@ async fn a_customer_orders_pays_and_receives_through_http() {
     .await;
     // The second vendor and its product.
     let (code, vendor2) = http
-        .post("/vendors", Some(&vendor2_token), json!({"name": "Cup Shop"}))
+        .post(
+            "/vendors",
+            Some(&vendor2_token),
+            json!({"name": "Cup Shop"}),
+        )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{vendor2}");
     let vendor2_id = vendor2["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/vendors/{vendor2_id}"), Some(&vendor2_token), None)
-        .await;
+    http.wait_view(
+        &format!("/vendors/{vendor2_id}"),
+        Some(&vendor2_token),
+        None,
+    )
+    .await;
     let (code, product2) = http
         .post(
             "/products",
@@ -286,8 +294,12 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{product2}");
     let product2_id = product2["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/products/{product2_id}"), Some(&vendor2_token), None)
-        .await;
+    http.wait_view(
+        &format!("/products/{product2_id}"),
+        Some(&vendor2_token),
+        None,
+    )
+    .await;
     let (code, body) = http
         .call(
             reqwest::Method::PUT,
@@ -364,16 +376,28 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .wait_view(&delivery, Some(&vendor_token), Some("PENDING"))
         .await;
     let shipments = mine["shipments"].as_array().unwrap();
-    assert_eq!(shipments.len(), 1, "the manager sees their shipment: {mine}");
+    assert_eq!(
+        shipments.len(),
+        1,
+        "the manager sees their shipment: {mine}"
+    );
     assert_eq!(shipments[0]["vendor_id"], vendor_id.as_str());
     assert_eq!(shipments[0]["lines"][0]["product_id"], product_id.as_str());
     assert_eq!(mine["shipping"], shipping);
     let shipment = |vendor: &str| format!("{delivery}/shipments/{vendor}");
     let start = |carrier: &str, tracking: &str| json!({"carrier": carrier, "delivery_type": "COURIER", "tracking_number": tracking});
     let (code, body) = http
-        .post(&format!("{delivery}/start"), Some(&vendor_token), start("HANJIN", "T-1"))
+        .post(
+            &format!("{delivery}/start"),
+            Some(&vendor_token),
+            start("HANJIN", "T-1"),
+        )
         .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "two shipments: {body}");
+    assert_eq!(
+        code,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "two shipments: {body}"
+    );
     let (code, body) = http
         .post(
             &format!("{}/start", shipment(&vendor2_id)),
@@ -381,7 +405,11 @@ async fn a_customer_orders_pays_and_receives_through_http() {
             start("HANJIN", "T-1"),
         )
         .await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "another vendor's shipment: {body}");
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "another vendor's shipment: {body}"
+    );
     let (code, body) = http
         .post(
             &format!("{}/start", shipment(&vendor_id)),
@@ -406,19 +434,35 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     let (code, body) = http
-        .post(&format!("{}/end", shipment(&vendor_id)), Some(&vendor_token), json!({}))
+        .post(
+            &format!("{}/end", shipment(&vendor_id)),
+            Some(&vendor_token),
+            json!({}),
+        )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     // One arrival of two: the delivery is still in transit.
     let half = http
         .wait_until(&delivery, Some(&buyer_token), |d| {
-            d["shipments"].as_array().unwrap().iter().any(|s| s["status"] == "DELIVERED")
+            d["shipments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["status"] == "DELIVERED")
         })
         .await;
     assert_eq!(half["status"], "IN_TRANSIT", "{half}");
-    assert_eq!(half["shipments"].as_array().unwrap().len(), 2, "the buyer sees both");
+    assert_eq!(
+        half["shipments"].as_array().unwrap().len(),
+        2,
+        "the buyer sees both"
+    );
     let (code, body) = http
-        .post(&format!("{}/end", shipment(&vendor2_id)), Some(&vendor2_token), json!({}))
+        .post(
+            &format!("{}/end", shipment(&vendor2_id)),
+            Some(&vendor2_token),
+            json!({}),
+        )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     let done = http
@@ -444,7 +488,9 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         let mails = wait_mails(&ids).await;
         let started2 = common::body(&mails[2]);
         assert!(
-            started2.contains(&vendor2_id) && started2.contains("EPOST") && started2.contains("E-2"),
+            started2.contains(&vendor2_id)
+                && started2.contains("EPOST")
+                && started2.contains("E-2"),
             "{started2}"
         );
     }
@@ -502,7 +548,11 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         )
         .await;
     assert!(
-        gone["shipments"].as_array().unwrap().iter().all(|s| s["status"] == "CANCELLED"),
+        gone["shipments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "CANCELLED"),
         "{gone}"
     );
     {
@@ -534,7 +584,10 @@ async fn a_customer_orders_pays_and_receives_through_http() {
             |p| p["stock"]["sold"] == 2,
         )
         .await;
-    assert_eq!(product["stock"]["available"], 8, "the cancelled order's unit came back");
+    assert_eq!(
+        product["stock"]["available"], 8,
+        "the cancelled order's unit came back"
+    );
     // Six for the first order (above), the second's confirmation.
     let notified = pipeline_wait_notifications(&http, &buyer_token, 7).await;
     assert_eq!(notified, 7, "{notified} notifications");
@@ -664,7 +717,10 @@ async fn wait_mails(ids: &[String]) -> Vec<String> {
     loop {
         let wanted = ids.to_vec();
         let found = tokio::task::spawn_blocking(move || {
-            wanted.iter().map(|id| common::mails_with_id(id)).collect::<Vec<_>>()
+            wanted
+                .iter()
+                .map(|id| common::mails_with_id(id))
+                .collect::<Vec<_>>()
         })
         .await
         .unwrap();
@@ -677,7 +733,11 @@ async fn wait_mails(ids: &[String]) -> Vec<String> {
         assert!(
             std::time::Instant::now() < deadline,
             "missing mails: {:?}",
-            ids.iter().zip(&found).filter(|(_, m)| m.is_empty()).map(|(id, _)| id).collect::<Vec<_>>()
+            ids.iter()
+                .zip(&found)
+                .filter(|(_, m)| m.is_empty())
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await; // the maildir has no event to await
     }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pickple_processors::App;
-use pickple_schemas::{Carrier, DeliveryCommand, DeliveryType, OrderCommand, OrderLine, StockCommand};
+use pickple_schemas::{
+    Carrier, DeliveryCommand, DeliveryType, OrderCommand, OrderLine, StockCommand,
+};
 use serde_json::Value;
 
 /// Short enough to watch orders expire, long enough for a test to pay in time.

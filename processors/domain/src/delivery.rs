@@ -154,7 +154,11 @@ impl From<StoredDelivery> for DeliveryState {
                 } else {
                     legacy_name(&Carrier::ALL, Carrier::as_str, &l.carrier)
                 },
-                delivery_type: legacy_name(&DeliveryType::ALL, DeliveryType::as_str, &l.delivery_type),
+                delivery_type: legacy_name(
+                    &DeliveryType::ALL,
+                    DeliveryType::as_str,
+                    &l.delivery_type,
+                ),
                 tracking_number: l.tracking_number,
                 by: l.by,
                 at: l.at,
@@ -274,7 +278,9 @@ fn shipment<'a>(d: &'a DeliveryState, vendor_id: Option<&str>) -> Result<&'a Shi
             .shipments
             .iter()
             .find(|s| s.vendor_id == v)
-            .ok_or_else(|| Rejection::not_found(format!("the order has no shipment of vendor {v}"))),
+            .ok_or_else(|| {
+                Rejection::not_found(format!("the order has no shipment of vendor {v}"))
+            }),
         None => match d.shipments.as_slice() {
             [only] => Ok(only),
             many => Err(Rejection::conflict(format!(
@@ -575,7 +581,9 @@ impl Aggregate for Delivery {
                     shipping: after.shipping.clone(),
                 })];
                 if was == Some(DeliveryStatus::Pending) {
-                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id }));
+                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryStarted {
+                        order_id,
+                    }));
                 }
                 out
             }
@@ -594,13 +602,17 @@ impl Aggregate for Delivery {
                     tracking_number: start.map(|s| s.tracking_number.clone()),
                     shipping: after.shipping.clone(),
                 })];
-                if after.status == DeliveryStatus::Delivered && was != Some(DeliveryStatus::Delivered) {
+                if after.status == DeliveryStatus::Delivered
+                    && was != Some(DeliveryStatus::Delivered)
+                {
                     out.push(DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
                         order_id: order_id.clone(),
                         username: after.username.clone(),
                         email: after.email.clone(),
                     }));
-                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }));
+                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryCompleted {
+                        order_id,
+                    }));
                 }
                 out
             }
@@ -964,7 +976,10 @@ mod tests {
         );
         assert_eq!(
             out.iter()
-                .filter(|e| matches!(e, DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted { .. })))
+                .filter(|e| matches!(
+                    e,
+                    DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted { .. })
+                ))
                 .count(),
             1
         );
@@ -985,7 +1000,10 @@ mod tests {
         assert_eq!(code(&s, end_of(None)), "CONFLICT");
         step(&mut s, start_of(Some("v1"), "A-1"), 2);
         // v2's shipment has not started: its details and end are refused, v1's go on.
-        assert_eq!(code(&s, detail_with("v2", "hub", None)), "INVALID_TRANSITION");
+        assert_eq!(
+            code(&s, detail_with("v2", "hub", None)),
+            "INVALID_TRANSITION"
+        );
         assert_eq!(code(&s, end_of(Some("v2"))), "INVALID_TRANSITION");
         step(&mut s, detail_with("v1", "hub", None), 3);
         assert!(shipment_of(&s, "v2").details.is_empty());
@@ -1150,7 +1168,10 @@ mod tests {
         for x in &d.shipments {
             assert_eq!(x.status, InTransit);
             let st = x.start.as_ref().unwrap();
-            assert_eq!((st.carrier, st.delivery_type), (Some(Carrier::CjLogistics), None));
+            assert_eq!(
+                (st.carrier, st.delivery_type),
+                (Some(Carrier::CjLogistics), None)
+            );
             assert_eq!((st.tracking_number.as_str(), x.details.len()), ("T1", 1));
         }
         // It goes on as shipments: v1 arrives, then v2 completes the order.

@@ -12,9 +12,9 @@
 //! rejected, or for nothing, is a no-op there.
 
 use pickple_schemas::{
-    Amount, ConfirmedLine, DeliveryStatus, Millis, OrderCommand, OrderEvent, OrderLine, OrderLineView, OrderReply,
-    OrderStatus, OrderView, PaymentCommand, PaymentStatus, ShippingAddress, StockCommand,
-    Transition,
+    Amount, ConfirmedLine, DeliveryStatus, Millis, OrderCommand, OrderEvent, OrderLine,
+    OrderLineView, OrderReply, OrderStatus, OrderView, PaymentCommand, PaymentStatus,
+    ShippingAddress, StockCommand, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1073,7 +1073,10 @@ mod tests {
         assert_eq!(o.shipping, Some(address()));
         assert_eq!(o.to_view(&ViewMeta::default()).shipping, Some(address()));
         assert_eq!(
-            o.confirmed_lines().iter().map(|l| l.vendor_id.as_str()).collect::<Vec<_>>(),
+            o.confirmed_lines()
+                .iter()
+                .map(|l| l.vendor_id.as_str())
+                .collect::<Vec<_>>(),
             ["v-p1", "v-p2"]
         );
         s.now += 1;

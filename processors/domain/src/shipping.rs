@@ -132,7 +132,14 @@ mod tests {
         assert!(refused(|a| a.address = "y".repeat(201)).contains("at most 200"));
         assert!(refused(|a| a.request = Some("z".repeat(201))).contains("request has 201"));
         assert!(refused(|a| a.request = Some("\u{200B}".into())).contains("request must not"));
-        for bad in ["", "12345", "call me", "010+1234-5678", "0101234567890123", "1234567890123456789012"] {
+        for bad in [
+            "",
+            "12345",
+            "call me",
+            "010+1234-5678",
+            "0101234567890123",
+            "1234567890123456789012",
+        ] {
             let mut a = address();
             a.contact = bad.into();
             let e = check_shipping(&a).unwrap_err().to_string();

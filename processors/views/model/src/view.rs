@@ -192,11 +192,7 @@ impl View for DeliveryView {
                 s.delivery_type
                     .map(|t| ("delivery_type", t.as_str().to_string())),
             );
-            filters.extend(
-                s.tracking_number
-                    .clone()
-                    .map(|t| ("tracking_number", t)),
-            );
+            filters.extend(s.tracking_number.clone().map(|t| ("tracking_number", t)));
             for (field, value) in filters {
                 for vendor in [Some(s.vendor_id.as_str()), None] {
                     let key = keys.deliveries_by(vendor, field, &value);
