@@ -666,11 +666,10 @@ pub mod constraints {
         DeliveryStatus::ALL[3].as_str(),
     ];
 
-    /// `shipping::check_contact`: the characters and length of a phone number (the count of
-    /// digits, 7 to 15, stays in the description).
+    /// `shipping::check_contact`: the characters, length and digits of a phone number.
     pub fn contact() -> Value {
         let (min, max) = shipping::CONTACT_CHARS;
-        json!({"minLength": min, "maxLength": max, "pattern": r"^\+?[0-9 ()\-]+$"})
+        json!({"minLength": min, "maxLength": max, "pattern": shipping::CONTACT_PATTERN})
     }
 
     /// The enum filters of the delivery listings' query parameters.

@@ -16,13 +16,18 @@ pub const MAX_ADDRESS: usize = 200;
 pub const CONTACT_CHARS: (usize, usize) = (7, 20);
 /// Digits of the contact number, at least and at most (E.164 allows 15).
 pub const CONTACT_DIGITS: (usize, usize) = (7, 15);
+/// [`check_contact`] as a regular expression (with the length bounds of [`CONTACT_CHARS`]), for
+/// the OpenAPI document.
+pub const CONTACT_PATTERN: &str = r"^\+?[ ()-]*([0-9][ ()-]*){7,15}$";
 /// Most characters of the courier's note.
 pub const MAX_REQUEST: usize = 200;
 
+/// Not blank, one visible line, at most `max` characters in all (as a JSON Schema `maxLength`
+/// counts them, so the OpenAPI document states this very rule).
 fn line(what: &str, value: &str, max: usize) -> Result<(), Rejection> {
     non_empty(what, value)?;
     visible_text(what, value, false)?;
-    let n = value.trim().chars().count();
+    let n = value.chars().count();
     if n > max {
         return Err(Rejection::invalid(format!(
             "{what} has {n} characters, at most {max}"
@@ -42,13 +47,13 @@ pub fn check_address(address: &str) -> Result<(), Rejection> {
 }
 
 /// A phone number as people write it: digits, spaces, `+`, `-`, `(` and `)`, a `+` only first;
-/// 7 to 20 characters holding 7 to 15 digits (`010-1234-5678`, `+82 10 1234 5678`).
+/// 7 to 20 characters holding 7 to 15 digits (`010-1234-5678`, `+82 10 1234 5678`). Checked
+/// as given, untrimmed, so that [`CONTACT_PATTERN`] says exactly the same.
 pub fn check_contact(contact: &str) -> Result<(), Rejection> {
     non_empty("contact", contact)?;
-    let c = contact.trim();
-    let chars = c.chars().count();
-    let digits = c.chars().filter(char::is_ascii_digit).count();
-    let shaped = c.chars().enumerate().all(|(i, ch)| {
+    let chars = contact.chars().count();
+    let digits = contact.chars().filter(char::is_ascii_digit).count();
+    let shaped = contact.chars().enumerate().all(|(i, ch)| {
         ch.is_ascii_digit() || matches!(ch, ' ' | '-' | '(' | ')') || (ch == '+' && i == 0)
     });
     if !shaped
