@@ -150,7 +150,11 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
     // ships the orders of several, one shipment after the other.
     let vendors: Vec<String> = delivery["vendor_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let shared = vendors.len() > 1;
     let mgr = if shared { ctx.master.clone() } else { mgr };
