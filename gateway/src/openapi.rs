@@ -692,8 +692,10 @@ pub mod constraints {
                     Some("status") => &DELIVERY_STATUSES,
                     Some("carrier") => &CARRIERS,
                     Some("delivery_type") => &DELIVERY_TYPES,
+                    // One visible line, as a start's tracking number.
                     Some("tracking_number") => {
-                        merge(&mut p["schema"], json!({"minLength": 1, "maxLength": 100}));
+                        merge(&mut p["schema"], line(100));
+                        merge(&mut p["schema"], json!({"minLength": 1}));
                         continue;
                     }
                     _ => continue,

@@ -381,6 +381,7 @@ mod api1_broken_object_level_authorization {
             {"product_id": "p-b", "quantity": 1, "unit_price": 999, "vendor_id": "v-b", "reserved": true}
         ]);
         order["amount"] = json!(1199);
+        order["shipping"] = shipping();
         gw.put_view(Kind::Order, "o-mv", &order);
         gw.put_view(
             Kind::Delivery,
@@ -402,6 +403,11 @@ mod api1_broken_object_level_authorization {
         assert_eq!(order["lines"][0]["vendor_id"], "v-a");
         assert_eq!(order["amount"], 200, "v-a's share, not the buyer's total");
         assert_eq!(order["vendor_ids"], json!(["v-a"]));
+        assert_eq!(
+            order["shipping"],
+            shipping(),
+            "a vendor ships to the address"
+        );
 
         let (s, listing) = gw.get("/api/v1/vendors/v-a/orders", Some(&mia)).await;
         assert_eq!(s, 200, "{listing}");
