@@ -383,7 +383,11 @@ impl Modify for WaitHeader {
         routes::orders::get_order,
         routes::orders::pay,
         routes::orders::cancel,
+        routes::deliveries::list_all,
         routes::deliveries::get_delivery,
+        routes::deliveries::start_shipment,
+        routes::deliveries::add_shipment_detail,
+        routes::deliveries::end_shipment,
         routes::deliveries::start,
         routes::deliveries::add_detail,
         routes::deliveries::end,
@@ -655,15 +659,99 @@ pub mod constraints {
             ("CancelRequest", "reason", multiline(0, 500)),
             ("RefundRequest", "reason", multiline(1, 500)),
             ("VendorCancelRequest", "reason", multiline(1, 500)),
-            ("StartDeliveryRequest", "carrier", line(100)),
-            ("StartDeliveryRequest", "delivery_type", line(50)),
+            ("StartDeliveryRequest", "carrier", json!({"enum": CARRIERS})),
+            (
+                "StartDeliveryRequest",
+                "delivery_type",
+                json!({"enum": DELIVERY_TYPES}),
+            ),
+            (
+                "ShippingRequest",
+                "recipient",
+                line(shipping::MAX_RECIPIENT as u64),
+            ),
+            (
+                "ShippingRequest",
+                "address",
+                line(shipping::MAX_ADDRESS as u64),
+            ),
+            ("ShippingRequest", "contact", contact()),
+            (
+                "ShippingRequest",
+                "request",
+                json!({
+                    "maxLength": shipping::MAX_REQUEST,
+                    "pattern": format!("^[^{}]*$", class(&[CONTROL, FORMAT], "")),
+                }),
+            ),
             ("StartDeliveryRequest", "tracking_number", line(100)),
             ("DeliveryDetailRequest", "location", line(200)),
             ("DeliveryDetailRequest", "description", multiline(1, 1000)),
         ]
     }
 
+    use pickple_domain::shipping;
+    use pickple_schemas::{Carrier, DeliveryStatus, DeliveryType};
+
+    const CARRIERS: [&str; 4] = [
+        Carrier::ALL[0].as_str(),
+        Carrier::ALL[1].as_str(),
+        Carrier::ALL[2].as_str(),
+        Carrier::ALL[3].as_str(),
+    ];
+    const DELIVERY_TYPES: [&str; 3] = [
+        DeliveryType::ALL[0].as_str(),
+        DeliveryType::ALL[1].as_str(),
+        DeliveryType::ALL[2].as_str(),
+    ];
+    const DELIVERY_STATUSES: [&str; 4] = [
+        DeliveryStatus::ALL[0].as_str(),
+        DeliveryStatus::ALL[1].as_str(),
+        DeliveryStatus::ALL[2].as_str(),
+        DeliveryStatus::ALL[3].as_str(),
+    ];
+
+    /// `shipping::check_contact`: the characters, length and digits of a phone number.
+    pub fn contact() -> Value {
+        let (min, max) = shipping::CONTACT_CHARS;
+        json!({"minLength": min, "maxLength": max, "pattern": shipping::CONTACT_PATTERN})
+    }
+
+    /// The enum filters of the delivery listings' query parameters.
+    fn delivery_filters(doc: &mut Value) {
+        for path in [
+            "/api/v1/deliveries",
+            "/api/v1/vendors/{vendor_id}/deliveries",
+        ] {
+            let Some(params) = doc
+                .pointer_mut(&format!(
+                    "/paths/{}/get/parameters",
+                    path.replace('/', "~1")
+                ))
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for p in params.iter_mut() {
+                let values: &[&str] = match p["name"].as_str() {
+                    Some("status") => &DELIVERY_STATUSES,
+                    Some("carrier") => &CARRIERS,
+                    Some("delivery_type") => &DELIVERY_TYPES,
+                    // One visible line, as a start's tracking number.
+                    Some("tracking_number") => {
+                        merge(&mut p["schema"], line(100));
+                        merge(&mut p["schema"], json!({"minLength": 1}));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                merge(&mut p["schema"], json!({"enum": values}));
+            }
+        }
+    }
+
     pub fn apply(doc: &mut Value) {
+        delivery_filters(doc);
         for (schema, property, keywords) in table() {
             let pointer = format!("/components/schemas/{schema}/properties/{property}");
             if let Some(target) = doc.pointer_mut(&pointer) {

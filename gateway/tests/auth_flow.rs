@@ -161,11 +161,44 @@ async fn openapi_metrics_and_trace() {
         "/api/v1/orders/{order_id}",
         "/api/v1/auth/sign-in",
         "/api/v1/deliveries/{order_id}/end",
+        "/api/v1/deliveries/{order_id}/shipments/{vendor_id}/start",
+        "/api/v1/deliveries",
         "/api/v1/notifications/mine",
     ] {
         assert!(paths.contains_key(p), "{p} missing from the document");
     }
     assert!(doc["components"]["schemas"]["OrderView"]["properties"]["status"].is_object());
+    // The carrier and delivery type enums, in the bodies and in the listings' filters.
+    let start = &doc["components"]["schemas"]["StartDeliveryRequest"]["properties"];
+    assert_eq!(
+        start["carrier"]["enum"],
+        serde_json::json!(["LOZEN", "CJ_LOGISTICS", "HANJIN", "EPOST"])
+    );
+    assert_eq!(
+        start["delivery_type"]["enum"],
+        serde_json::json!(["DIRECT", "COURIER", "EXPRESS"])
+    );
+    for listing in [
+        "/api/v1/deliveries",
+        "/api/v1/vendors/{vendor_id}/deliveries",
+    ] {
+        let params = doc["paths"][listing]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let carrier = params.iter().find(|p| p["name"] == "carrier").unwrap();
+        assert_eq!(carrier["schema"]["enum"][1], "CJ_LOGISTICS", "{listing}");
+        let status = params.iter().find(|p| p["name"] == "status").unwrap();
+        assert_eq!(status["schema"]["enum"][0], "PENDING", "{listing}");
+    }
+    let shipping = &doc["components"]["schemas"]["ShippingRequest"];
+    assert_eq!(shipping["properties"]["recipient"]["maxLength"], 50);
+    assert!(shipping["properties"]["contact"]["pattern"].is_string());
+    assert!(
+        doc["components"]["schemas"]["PlaceOrderRequest"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("shipping"))
+    );
     // Every view read documents the freshness headers; no command documents a 409 for a status
     // the processors decide.
     for p in [
@@ -187,6 +220,9 @@ async fn openapi_metrics_and_trace() {
         "/api/v1/deliveries/{order_id}/start",
         "/api/v1/deliveries/{order_id}/details",
         "/api/v1/deliveries/{order_id}/end",
+        "/api/v1/deliveries/{order_id}/shipments/{vendor_id}/start",
+        "/api/v1/deliveries/{order_id}/shipments/{vendor_id}/details",
+        "/api/v1/deliveries/{order_id}/shipments/{vendor_id}/end",
     ] {
         let responses = &doc["paths"][p]["post"]["responses"];
         assert!(

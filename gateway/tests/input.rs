@@ -40,7 +40,8 @@ async fn bad_bodies_get_clear_json_errors() {
     assert_error_shape(s, &body, &[400]);
     assert_eq!(body["error"]["code"], "malformed_json");
 
-    let wrong = json!({"lines": [{"product_id": "p1", "quantity": "three"}]});
+    let wrong =
+        json!({"lines": [{"product_id": "p1", "quantity": "three"}], "shipping": shipping()});
     let (s, body) = into_parts(
         send(wrong.to_string().into_bytes(), "application/json")
             .await
@@ -50,7 +51,7 @@ async fn bad_bodies_get_clear_json_errors() {
     assert_error_shape(s, &body, &[422]);
     assert_eq!(body["error"]["fields"][0]["field"], "lines[0].quantity");
 
-    let invalid = json!({"lines": [{"product_id": "p1", "quantity": 0}, {"product_id": "p1", "quantity": 2}]});
+    let invalid = json!({"lines": [{"product_id": "p1", "quantity": 0}, {"product_id": "p1", "quantity": 2}], "shipping": shipping()});
     let (s, body) = into_parts(
         send(invalid.to_string().into_bytes(), "application/json")
             .await
@@ -107,7 +108,7 @@ async fn bad_bodies_get_clear_json_errors() {
         .post(&url)
         .bearer_auth(&alice)
         .header("idempotency-key", "has spaces")
-        .json(&json!({"lines": [{"product_id": "p1", "quantity": 1}]}))
+        .json(&json!({"lines": [{"product_id": "p1", "quantity": 1}], "shipping": shipping()}))
         .send()
         .await
         .unwrap();
@@ -132,6 +133,8 @@ const POST_ROUTES: &[&str] = &[
     "/api/v1/orders/o1/cancel",
     "/api/v1/deliveries/o1/start",
     "/api/v1/deliveries/o1/details",
+    "/api/v1/deliveries/o1/shipments/v1/start",
+    "/api/v1/deliveries/o1/shipments/v1/details",
 ];
 
 /// Documented answers to a bad request (409: a taken username at sign-up or an inactive user
@@ -593,8 +596,8 @@ async fn invisible_characters_in_a_product_are_refused() {
     assert_eq!(of("UpdateProduct").value["name"], "보성 녹차");
 }
 
-/// A zero-width space in a tracking number, an override in a carrier or a detail: 422 naming
-/// the field. Hangul is accepted.
+/// A zero-width space in a tracking number or a detail, a carrier or type outside its enum: 422
+/// naming the field. Hangul is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invisible_characters_in_a_delivery_are_refused() {
     let gw = Gw::start().await;
@@ -610,7 +613,7 @@ async fn invisible_characters_in_a_delivery_are_refused() {
         .post(
             "/api/v1/deliveries/o1/start",
             Some(&mia),
-            &start("CJ", "STANDARD", "1234\u{200B}5678"),
+            &start("CJ_LOGISTICS", "COURIER", "1234\u{200B}5678"),
         )
         .await;
     assert_eq!(
@@ -625,13 +628,19 @@ async fn invisible_characters_in_a_delivery_are_refused() {
         "{body}"
     );
     for (body, field) in [
-        (start("CJ\u{202E}", "STANDARD", "12345678"), "carrier"),
-        (start("CJ", "EXPRESS\u{2069}", "12345678"), "delivery_type"),
+        (start("CJ\u{202E}", "COURIER", "12345678"), "carrier"),
+        (start("DHL", "COURIER", "12345678"), "carrier"),
+        (start("cj_logistics", "COURIER", "12345678"), "carrier"),
         (
-            start("CJ", "STANDARD", "\u{FEFF}12345678"),
+            start("HANJIN", "EXPRESS\u{2069}", "12345678"),
+            "delivery_type",
+        ),
+        (start("HANJIN", "STANDARD", "12345678"), "delivery_type"),
+        (
+            start("HANJIN", "EXPRESS", "\u{FEFF}12345678"),
             "tracking_number",
         ),
-        (start("CJ", "STANDARD", "1234\n5678"), "tracking_number"),
+        (start("HANJIN", "EXPRESS", "1234\n5678"), "tracking_number"),
     ] {
         let (s, answer) = gw
             .post("/api/v1/deliveries/o1/start", Some(&mia), &body)
@@ -665,10 +674,24 @@ async fn invisible_characters_in_a_delivery_are_refused() {
         .post(
             "/api/v1/deliveries/o1/start",
             Some(&mia),
-            &start("한진택배", "STANDARD", "HJ-1234-5678"),
+            &start("HANJIN", "DIRECT", "한진-1234-5678"),
         )
         .await;
     assert_eq!(s, 202, "{body}");
+    // The enum's message names the field and the values it takes.
+    let (s, body) = gw
+        .post(
+            "/api/v1/deliveries/o1/shipments/v1/start",
+            Some(&mia),
+            &start("DHL", "COURIER", "1"),
+        )
+        .await;
+    assert_eq!((s, first_field(&body).0), (422, Some("carrier")), "{body}");
+    let message = body["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("DHL") && message.contains("CJ_LOGISTICS"),
+        "{message}"
+    );
     let (s, body) = gw
         .post(
             "/api/v1/deliveries/o1/details",
@@ -679,7 +702,8 @@ async fn invisible_characters_in_a_delivery_are_refused() {
     assert_eq!(s, 202, "{body}");
     let records = read_topic(&gw.topic(topic::DELIVERY_COMMANDS));
     assert_eq!(records.len(), 2, "{records:?}");
-    assert_eq!(records[0].value["carrier"], "한진택배");
+    assert_eq!(records[0].value["carrier"], "HANJIN");
+    assert_eq!(records[0].value["vendor_id"], "v1");
 }
 
 /// Sign-up checks its nickname with the gateway's one-line text check, which refuses invisible

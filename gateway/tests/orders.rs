@@ -17,7 +17,7 @@ async fn an_idempotency_key_places_one_order() {
     gw.put_user("bob1", "password1", Role::User).await;
     let alice = gw.token("alice", Role::User);
     let bob = gw.token("bob1", Role::User);
-    let body = json!({"lines": [{"product_id": "p1", "quantity": 2}]});
+    let body = json!({"lines": [{"product_id": "p1", "quantity": 2}], "shipping": shipping()});
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let place = |token: String, key: &'static str, body: serde_json::Value| {
         gw.http
@@ -43,7 +43,7 @@ async fn an_idempotency_key_places_one_order() {
     assert_eq!(second["command_id"], first["command_id"]);
 
     // The same key with another body is refused; another user's key is their own.
-    let other = json!({"lines": [{"product_id": "p2", "quantity": 1}]});
+    let other = json!({"lines": [{"product_id": "p2", "quantity": 1}], "shipping": shipping()});
     let (s, err) = into_parts(place(alice.clone(), "k-1", other).await.unwrap()).await;
     assert_eq!(
         (s, err["error"]["code"].as_str()),
@@ -96,7 +96,7 @@ async fn a_repeat_publishes_again_unless_the_first_command_was_published() {
     let gw = Gw::start().await;
     gw.put_user("carol", "password1", Role::User).await;
     let carol = gw.token("carol", Role::User);
-    let body = json!({"lines": [{"product_id": "p1", "quantity": 1}]});
+    let body = json!({"lines": [{"product_id": "p1", "quantity": 1}], "shipping": shipping()});
     let place = || {
         gw.http
             .post(gw.url("/api/v1/orders"))
@@ -365,6 +365,7 @@ async fn a_master_cancels_a_customers_order_a_stranger_cannot() {
             product_id: "p1".into(),
             quantity: 1,
         }],
+        shipping: None,
     };
     let placed = rules.handle(None, &OrderInput::Command(place), 1_000).state;
     let out = rules.handle(placed.clone(), &OrderInput::Command(cancel), 2_000);
@@ -518,7 +519,8 @@ async fn delivery_steps_are_published_whatever_the_delivery_view_says() {
         "o-d",
         &delivery_view("o-d", "alice", &["v-mia"], "PENDING", 1),
     );
-    let start = json!({"carrier": "DHL", "delivery_type": "STANDARD", "tracking_number": "T1"});
+    let start =
+        json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": "T1"});
     let detail = json!({"location": "Seoul hub", "description": "sorted"});
     let (s, body) = gw
         .post("/api/v1/deliveries/o-d/start", Some(&mia), &start)

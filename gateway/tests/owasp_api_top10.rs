@@ -320,7 +320,7 @@ mod api4_unrestricted_resource_consumption {
         assert_eq!(statuses, [202, 202, 429]);
 
         let token = gw.token("lena1", Role::User);
-        let order = json!({"lines": [{"product_id": "p1", "quantity": 1}]});
+        let order = json!({"lines": [{"product_id": "p1", "quantity": 1}], "shipping": shipping()});
         let mut statuses = Vec::new();
         for _ in 0..3 {
             statuses.push(gw.post("/api/v1/orders", Some(&token), &order).await.0);
@@ -381,6 +381,7 @@ mod api1_broken_object_level_authorization {
             {"product_id": "p-b", "quantity": 1, "unit_price": 999, "vendor_id": "v-b", "reserved": true}
         ]);
         order["amount"] = json!(1199);
+        order["shipping"] = shipping();
         gw.put_view(Kind::Order, "o-mv", &order);
         gw.put_view(
             Kind::Delivery,
@@ -402,6 +403,11 @@ mod api1_broken_object_level_authorization {
         assert_eq!(order["lines"][0]["vendor_id"], "v-a");
         assert_eq!(order["amount"], 200, "v-a's share, not the buyer's total");
         assert_eq!(order["vendor_ids"], json!(["v-a"]));
+        assert_eq!(
+            order["shipping"],
+            shipping(),
+            "a vendor ships to the address"
+        );
 
         let (s, listing) = gw.get("/api/v1/vendors/v-a/orders", Some(&mia)).await;
         assert_eq!(s, 200, "{listing}");
@@ -419,33 +425,112 @@ mod api1_broken_object_level_authorization {
         assert_eq!((s, order["lines"].as_array().unwrap().len()), (200, 2));
     }
 
+    /// One shipment per vendor: each vendor's manager drives and reads their own; the
+    /// per-order routes, which cannot say which shipment, are a 409 on this order; MASTER may
+    /// drive any shipment and the buyer reads them all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_vendors_manager_cannot_drive_a_delivery_carrying_another_vendors_lines() {
+    async fn a_vendor_manager_drives_and_reads_only_their_vendors_shipment() {
         let gw = Gw::start().await;
         let mia = gw.token("mia1", Role::VendorManager);
+        let max = gw.token("max1", Role::VendorManager);
+        let ann = gw.token("ann1", Role::User);
         let root = gw.token("root", Role::Master);
         multi_vendor_order(&gw);
-        let start = json!({"carrier": "CJ", "delivery_type": "COURIER", "tracking_number": "T-1"});
+        let start =
+            json!({"carrier": "LOZEN", "delivery_type": "COURIER", "tracking_number": "T-1"});
         for step in ["start", "end"] {
-            let path = format!("/api/v1/deliveries/o-mv/{step}");
             let body = if step == "start" {
                 start.clone()
             } else {
                 json!({})
             };
+            let path = format!("/api/v1/deliveries/o-mv/shipments/v-b/{step}");
             let (s, answer) = gw.post(&path, Some(&mia), &body).await;
-            assert_eq!(s, 403, "{step}: {answer}");
+            assert_eq!(s, 403, "{step} of another vendor's shipment: {answer}");
+            let path = format!("/api/v1/deliveries/o-mv/{step}");
+            for token in [&mia, &root] {
+                let (s, answer) = gw.post(&path, Some(token), &body).await;
+                assert_eq!(s, 422, "{step} without a vendor: {answer}");
+                assert_eq!(answer["error"]["code"], "shipment_required");
+                assert!(answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("/shipments/"));
+            }
         }
+        let (s, _) = gw
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-zz/start",
+                Some(&root),
+                &start,
+            )
+            .await;
+        assert_eq!(s, 404, "no shipment of that vendor");
+        let (s, _) = gw
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-a/start",
+                Some(&ann),
+                &start,
+            )
+            .await;
+        assert_eq!(s, 403, "a buyer does not ship");
         let commands = read_topic(&gw.topic(pickple_schemas::topic::DELIVERY_COMMANDS));
-        assert!(
-            commands.is_empty(),
-            "nothing published for the manager of one vendor"
-        );
-        // MASTER may.
+        assert!(commands.is_empty(), "nothing published yet: {commands:?}");
+
         let (s, answer) = gw
-            .post("/api/v1/deliveries/o-mv/start", Some(&root), &start)
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-a/start",
+                Some(&mia),
+                &start,
+            )
             .await;
         assert_eq!(s, 202, "{answer}");
+        let (s, answer) = gw
+            .post(
+                "/api/v1/deliveries/o-mv/shipments/v-b/start",
+                Some(&root),
+                &start,
+            )
+            .await;
+        assert_eq!(s, 202, "{answer}");
+        let commands = read_topic(&gw.topic(pickple_schemas::topic::DELIVERY_COMMANDS));
+        let sent: Vec<(&str, &str)> = commands
+            .iter()
+            .map(|c| {
+                (
+                    c.value["vendor_id"].as_str().unwrap(),
+                    c.value["by"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(sent, [("v-a", "mia1"), ("v-b", "root")]);
+        assert!(commands.iter().all(|c| c.key == "o-mv"));
+
+        // Reads: each manager their own shipment, the buyer and MASTER both.
+        for (token, want) in [
+            (&mia, vec!["v-a"]),
+            (&max, vec!["v-b"]),
+            (&ann, vec!["v-a", "v-b"]),
+            (&root, vec!["v-a", "v-b"]),
+        ] {
+            let (s, d) = gw.get("/api/v1/deliveries/o-mv", Some(token)).await;
+            assert_eq!(s, 200, "{d}");
+            let got: Vec<&str> = d["shipments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["vendor_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, want, "{d}");
+            assert_eq!(d["vendor_ids"], json!(want));
+        }
+        let (s, _) = gw
+            .get(
+                "/api/v1/deliveries/o-mv",
+                Some(&gw.token("eve1", Role::VendorManager)),
+            )
+            .await;
+        assert_eq!(s, 404, "a manager of neither vendor");
     }
 }
 

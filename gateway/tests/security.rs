@@ -165,7 +165,8 @@ async fn roles_and_ownership_are_enforced() {
         "o-alice",
         &delivery_view("o-alice", "alice", &["v-mia"], "PENDING", 1),
     );
-    let start = json!({"carrier": "DHL", "delivery_type": "STANDARD", "tracking_number": "T1"});
+    let start =
+        json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": "T1"});
     let (s, _) = gw
         .post("/api/v1/deliveries/o-alice/start", Some(&max), &start)
         .await;

@@ -139,7 +139,7 @@ async fn commands_are_accepted_while_the_views_lag() {
         .post(
             "/api/v1/orders",
             Some(&alice),
-            &json!({"lines": [{"product_id": "p-1", "quantity": 2}]}),
+            &json!({"lines": [{"product_id": "p-1", "quantity": 2}], "shipping": shipping()}),
         )
         .await;
     assert_eq!(s, 202, "place: {placed}");
@@ -163,7 +163,7 @@ async fn commands_are_accepted_while_the_views_lag() {
         .post(
             "/api/v1/deliveries/o-1/start",
             Some(&mia),
-            &json!({"carrier": "DHL", "delivery_type": "STANDARD", "tracking_number": "T1"}),
+            &json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": "T1"}),
         )
         .await;
     assert_eq!(s, 202, "start: {body}");

@@ -15,6 +15,7 @@ fn view(payment: Option<PaymentStatus>, delivery: Option<DeliveryStatus>) -> Ord
         payment_status: payment,
         delivery_status: delivery,
         vendor_ids: vec![],
+        shipping: None,
         history: vec![],
         cancel_requested: None,
         rejection: None,

@@ -184,13 +184,13 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
             &p(topic::DELIVERY_COMMANDS),
             "order id",
             7,
-            "start, detail and end of a delivery",
+            "start, detail and end of a vendor's shipment",
         ),
         stream(
             &p(topic::DELIVERY_EVENTS),
             "order id",
             30,
-            "delivery started and completed",
+            "a shipment started or delivered, an order delivered",
         ),
         // Keyed by the mail's order id, like the events that sent it: the notification task
         // that sent a mail and published its view is the one that deletes its entry.

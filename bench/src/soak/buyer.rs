@@ -68,7 +68,8 @@ pub async fn place_and_wait(
     let key = format!("{}-k{}", ctx.run, ctx.next_seq());
     let idx = ctx.ledger.key(&buyer.username, &key);
     let body = json!({
-        "lines": lines.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect::<Vec<_>>()
+        "lines": lines.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect::<Vec<_>>(),
+        "shipping": {"recipient": buyer.username, "address": "1 Soak Street, Seoul", "contact": "010-0000-0000"}
     });
     // A few buyers double-click: the same placement twice, at once.
     let double = rng.random_bool(0.05);

@@ -52,6 +52,8 @@ pub struct OrderFacts {
     pub username: String,
     pub status: String,
     pub lines: Vec<LineFacts>,
+    /// The vendors of its reserved lines: one shipment (and its mails) each.
+    pub vendor_ids: Vec<String>,
     /// PAID appears in its history (the confirmation mail is due).
     pub was_paid: bool,
     /// A cancel of the paid order waits for the delivery processor.
@@ -78,6 +80,14 @@ impl OrderFacts {
                             quantity: l["quantity"].as_u64().unwrap_or(0),
                             reserved: l["reserved"].as_bool().unwrap_or(false),
                         })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            vendor_ids: v["vendor_ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -504,16 +514,38 @@ pub fn mail_id(order_id: &str, slug: &str) -> String {
     format!("{order_id}.{slug}@pickple.local")
 }
 
-/// The mails every order must have had.
+/// Message-IDs of a shipment's mails, one per (order, vendor, step): the vendor id written
+/// with ASCII letters, digits and `-`, any other byte as `_XX` (`shipment_message_id` in
+/// processors/apps/src/notification.rs).
+pub fn shipment_mail_id(order_id: &str, vendor_id: &str, slug: &str) -> String {
+    let mut vendor = String::with_capacity(vendor_id.len());
+    for b in vendor_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            vendor.push(char::from(b));
+        } else {
+            vendor.push_str(&format!("_{b:02X}"));
+        }
+    }
+    format!("{order_id}.{vendor}.{slug}@pickple.local")
+}
+
+/// The mails every order must have had: its confirmation; each shipment's start once the
+/// driver started them all; each shipment's arrival and the order's "delivered" once it ended
+/// them all.
 pub fn expected_mails(o: &OrderFacts) -> Vec<String> {
     let mut out = Vec::new();
     if o.was_paid {
         out.push(mail_id(&o.order_id, "order-confirmed"));
     }
     if o.start_sent && matches!(o.status.as_str(), "SHIPPING" | "COMPLETED") {
-        out.push(mail_id(&o.order_id, "delivery-started"));
+        for v in &o.vendor_ids {
+            out.push(shipment_mail_id(&o.order_id, v, "shipment-started"));
+        }
     }
     if o.end_sent && o.status == "COMPLETED" {
+        for v in &o.vendor_ids {
+            out.push(shipment_mail_id(&o.order_id, v, "shipment-delivered"));
+        }
         out.push(mail_id(&o.order_id, "delivery-completed"));
     }
     out
@@ -570,8 +602,15 @@ pub fn mails(
             ours.insert(id);
         }
         // Mails sent though not expected (e.g. a start the driver never saw) count too.
-        for slug in ["order-confirmed", "delivery-started", "delivery-completed"] {
-            let id = mail_id(&o.order_id, slug);
+        let shipments = o.vendor_ids.iter().flat_map(|v| {
+            ["shipment-started", "shipment-delivered"]
+                .map(|slug| shipment_mail_id(&o.order_id, v, slug))
+        });
+        for id in ["order-confirmed", "delivery-completed"]
+            .map(|slug| mail_id(&o.order_id, slug))
+            .into_iter()
+            .chain(shipments)
+        {
             if counts.contains_key(&id) {
                 ours.insert(id);
             }
@@ -724,6 +763,7 @@ mod tests {
                     reserved: *r,
                 })
                 .collect(),
+            vendor_ids: vec!["v1".into()],
             was_paid: matches!(status, "PAID" | "SHIPPING" | "COMPLETED"),
             cancel_requested: false,
             payment_deadline: None,
@@ -1000,7 +1040,8 @@ mod tests {
         let facts = vec![shipped, paid, unpaid];
         let mut counts: HashMap<String, u32> = [
             mail_id("o1", "order-confirmed"),
-            mail_id("o1", "delivery-started"),
+            shipment_mail_id("o1", "v1", "shipment-started"),
+            shipment_mail_id("o1", "v1", "shipment-delivered"),
             mail_id("o1", "delivery-completed"),
             mail_id("o2", "order-confirmed"),
         ]

@@ -87,8 +87,46 @@ async fn settle(
         .await
 }
 
+/// Tracking details over the delivery's shipments.
 fn details(v: &Value) -> usize {
-    v["details"].as_array().map(Vec::len).unwrap_or(0)
+    v["shipments"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|x| x["details"].as_array().map(Vec::len).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Every shipment of the delivery has left PENDING (or the delivery is no longer pending).
+fn all_started(v: &Value) -> bool {
+    status_of(v) != "PENDING"
+        && v["shipments"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|x| x["status"] != "PENDING"))
+}
+
+/// One request per shipment (`/deliveries/{order}/shipments/{vendor}/{step}`); the first answer
+/// that is not a 202, if any.
+async fn each_shipment(
+    ctx: &Ctx,
+    mgr: &Session,
+    path: &str,
+    vendors: &[String],
+    step: &str,
+    body: Value,
+) -> Result<(), Result<Reply, String>> {
+    for v in vendors {
+        let r = ctx
+            .api
+            .post(&format!("{path}/shipments/{v}/{step}"), mgr, body.clone())
+            .await;
+        if !matches!(&r, Ok(r) if r.status == 202) {
+            return Err(r);
+        }
+    }
+    Ok(())
 }
 
 async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
@@ -108,11 +146,17 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
             return;
         }
     };
-    // A delivery carrying another vendor's lines is not one vendor's manager's to drive (the
-    // shop answers 403): MASTER, the operator, ships those.
-    let shared = delivery["vendor_ids"]
+    // One shipment per vendor. The driver's manager owns one vendor: MASTER, the operator,
+    // ships the orders of several, one shipment after the other.
+    let vendors: Vec<String> = delivery["vendor_ids"]
         .as_array()
-        .is_some_and(|v| v.len() > 1);
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shared = vendors.len() > 1;
     let mgr = if shared { ctx.master.clone() } else { mgr };
     if shared {
         stats.outcome("ship: several vendors, shipped by MASTER");
@@ -129,15 +173,16 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         return;
     }
     let tracking = format!("SOAK-{}", &order_id[..order_id.len().min(8)]);
-    let start = ctx
-        .api
-        .post(
-            &format!("{path}/start"),
-            &mgr,
-            json!({"carrier": "Soak Express", "delivery_type": "STANDARD", "tracking_number": tracking}),
-        )
-        .await;
-    if !matches!(&start, Ok(r) if r.status == 202) {
+    let start = each_shipment(
+        ctx,
+        &mgr,
+        &path,
+        &vendors,
+        "start",
+        json!({"carrier": "CJ_LOGISTICS", "delivery_type": "COURIER", "tracking_number": tracking}),
+    )
+    .await;
+    if let Err(start) = start {
         not_accepted(
             stats,
             "start of a PENDING delivery refused",
@@ -152,8 +197,7 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
     let immediate = draw >= start_only && draw < start_only + ctx.cli.immediate_end_share;
     if immediate {
         // End right after the start, without waiting for IN_TRANSIT to be visible.
-        let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
-        if !matches!(&end, Ok(r) if r.status == 202) {
+        if let Err(end) = each_shipment(ctx, &mgr, &path, &vendors, "end", json!({})).await {
             not_accepted(
                 stats,
                 "end right after an accepted start refused",
@@ -165,7 +209,7 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         }
     }
     // The start's fate.
-    let started = match settle(ctx, &mgr, &path, &delivery, |v| status_of(v) != "PENDING").await {
+    let started = match settle(ctx, &mgr, &path, &delivery, all_started).await {
         Ok(v) => v,
         Err(e) => {
             stats.anomaly("started delivery not IN_TRANSIT in time", e);
@@ -212,10 +256,11 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         return;
     } else {
         let before = details(&started);
+        let first = vendors.first().map(String::as_str).unwrap_or_default();
         let detail = ctx
             .api
             .post(
-                &format!("{path}/details"),
+                &format!("{path}/shipments/{first}/details"),
                 &mgr,
                 json!({"location": format!("Hub {}", n % 7), "description": "sorted by pickple-soak"}),
             )
@@ -245,8 +290,7 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
                 describe(&detail),
             );
         }
-        let end = ctx.api.post(&format!("{path}/end"), &mgr, json!({})).await;
-        if !matches!(&end, Ok(r) if r.status == 202) {
+        if let Err(end) = each_shipment(ctx, &mgr, &path, &vendors, "end", json!({})).await {
             not_accepted(
                 stats,
                 "end of an IN_TRANSIT delivery refused",

@@ -96,7 +96,20 @@ pub fn router() -> Router<AppState> {
         .route("/orders/{order_id}", get(orders::get_order))
         .route("/orders/{order_id}/pay", post(orders::pay))
         .route("/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/deliveries", get(deliveries::list_all))
         .route("/deliveries/{order_id}", get(deliveries::get_delivery))
+        .route(
+            "/deliveries/{order_id}/shipments/{vendor_id}/start",
+            post(deliveries::start_shipment),
+        )
+        .route(
+            "/deliveries/{order_id}/shipments/{vendor_id}/details",
+            post(deliveries::add_shipment_detail),
+        )
+        .route(
+            "/deliveries/{order_id}/shipments/{vendor_id}/end",
+            post(deliveries::end_shipment),
+        )
         .route("/deliveries/{order_id}/start", post(deliveries::start))
         .route(
             "/deliveries/{order_id}/details",

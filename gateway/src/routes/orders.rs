@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use pickple_domain::{order, rules, user as user_rules};
+use pickple_domain::{order, rules, shipping, user as user_rules};
 use pickple_schemas::{
-    topic, OrderCommand, OrderLine, OrderStatus, OrderView, UserStatus, UserView,
+    topic, OrderCommand, OrderLine, OrderStatus, OrderView, ShippingAddress, UserStatus, UserView,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -40,6 +40,25 @@ pub struct OrderLineRequest {
 pub struct PlaceOrderRequest {
     /// 1 to 50 lines, each product at most once.
     pub lines: Vec<OrderLineRequest>,
+    /// Where the order goes (required).
+    pub shipping: ShippingRequest,
+}
+
+/// A delivery address, checked with `pickple_domain::shipping`'s rules.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingRequest {
+    /// Who receives the parcels: 1 to 50 characters on one line, no control or invisible
+    /// format characters.
+    pub recipient: String,
+    /// 1 to 200 characters on one line, no control or invisible format characters.
+    pub address: String,
+    /// A phone number: 7 to 20 characters of digits, spaces, `-`, `(`, `)` and a leading `+`,
+    /// holding 7 to 15 digits.
+    pub contact: String,
+    /// A note for the courier: up to 200 characters on one line (optional).
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -114,7 +133,30 @@ pub async fn place(
             )
             .rule(&product, order::check_line_unique(&lines, i));
     }
+    let shipping = ShippingAddress {
+        recipient: req.shipping.recipient.clone(),
+        address: req.shipping.address.clone(),
+        contact: req.shipping.contact.clone(),
+        request: req.shipping.request.clone(),
+    };
+    v.rule(
+        "shipping.recipient",
+        shipping::check_recipient(&shipping.recipient),
+    )
+    .rule(
+        "shipping.address",
+        shipping::check_address(&shipping.address),
+    )
+    .rule(
+        "shipping.contact",
+        shipping::check_contact(&shipping.contact),
+    )
+    .rule(
+        "shipping.request",
+        shipping::check_request(shipping.request.as_deref()),
+    );
     v.finish()?;
+    let shipping = shipping::normalized(&shipping);
     // Identity: the buyer is an active user (and the order needs their e-mail).
     state.views.ensure_servable()?;
     let profile = state
@@ -132,6 +174,7 @@ pub async fn place(
             username: user.username.clone(),
             email: profile.email,
             lines,
+            shipping: Some(shipping),
         };
         if let Err(e) = state
             .kafka

@@ -422,23 +422,32 @@ pub async fn cancel_order(
     .await
 }
 
-/// Deliveries of the vendor's orders (its manager or MASTER).
+/// Deliveries of the vendor's orders (its manager or MASTER), newest first, filtered by the
+/// vendor's shipment: its status, carrier, type or tracking number. A manager is served their
+/// vendor's shipment only; MASTER the whole delivery.
 #[utoipa::path(get, path = "/api/v1/vendors/{vendor_id}/deliveries", tag = "vendors",
     security(("bearer" = [])),
-    params(("vendor_id" = String, Path, description = "vendor id"), PageQuery),
+    params(("vendor_id" = String, Path, description = "vendor id"), super::deliveries::DeliveryListQuery),
     responses(
-        (status = 200, description = "deliveries", body = Listing),
+        (status = 200, description = "deliveries, newest first", body = Listing),
         (status = 403, description = "not the vendor's manager", body = ErrorBody),
         (status = 404, description = "no such vendor", body = ErrorBody),
+        (status = 422, description = "a filter outside its enum, or a tracking number that is not 1 to 100 visible characters", body = ErrorBody),
         (status = 500, description = UNREADABLE_LISTING, body = ErrorBody),
         (status = 503, description = "the views sink has never reported", body = ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     user: AuthUser,
     Path(vendor_id): Path<String>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<super::deliveries::DeliveryListQuery>,
 ) -> ApiResult<Json<Listing>> {
     owned_vendor(&state, &user, &vendor_id).await?;
-    let index = state.views.keys.deliveries_of_vendor(&vendor_id);
-    list_index::<DeliveryView>(&state, &index, &page, to_json).await
+    if user.is_master() {
+        return super::deliveries::list_deliveries(&state, Some(&vendor_id), &q, to_json).await;
+    }
+    let mine = [vendor_id.clone()];
+    super::deliveries::list_deliveries(&state, Some(&vendor_id), &q, |d: DeliveryView| {
+        to_json(pickple_domain::delivery::vendor_share(&d, &mine))
+    })
+    .await
 }

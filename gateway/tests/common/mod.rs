@@ -307,11 +307,20 @@ pub fn delivery_view(
     status: &str,
     version: u64,
 ) -> Value {
+    let shipments: Vec<Value> = vendors
+        .iter()
+        .map(|v| json!({"vendor_id": v, "status": status, "lines": [{"product_id": format!("p-{v}"), "quantity": 1}]}))
+        .collect();
     json!({
         "order_id": order, "username": user, "vendor_ids": vendors, "status": status,
-        "carrier": null, "delivery_type": null, "tracking_number": null, "details": [],
-        "started_at": null, "delivered_at": null, "rejection": null, "version": version
+        "created_at": 1000, "shipping": shipping(), "shipments": shipments,
+        "rejection": null, "version": version
     })
+}
+
+/// A delivery address that passes the domain's rules.
+pub fn shipping() -> Value {
+    json!({"recipient": "Ann Lee", "address": "1 Main St, Seoul", "contact": "010-1234-5678"})
 }
 
 /// A committed record read back.

@@ -95,13 +95,16 @@ mod tests {
             email: "ann@x.io".into(),
             amount: 700,
             vendor_ids: vec!["v1".into()],
+            lines: vec![],
+            shipping: None,
         }
     }
     fn start(o: &str) -> DeliveryCommand {
         DeliveryCommand::StartDelivery {
             order_id: o.into(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
+            vendor_id: Some("v1".into()),
+            carrier: pickple_schemas::Carrier::CjLogistics,
+            delivery_type: pickple_schemas::DeliveryType::Courier,
             tracking_number: "T-1".into(),
             by: "vm01".into(),
         }
@@ -118,6 +121,7 @@ mod tests {
             "o1",
             &DeliveryCommand::EndDelivery {
                 order_id: "o1".into(),
+                vendor_id: Some("v1".into()),
                 by: "vm01".into(),
             },
         )
@@ -142,9 +146,17 @@ mod tests {
         assert!(matches!(replies[1], OrderReply::DeliveryCompleted { .. }));
         let events: Vec<DeliveryEvent> = d.take(DELIVERY_EVENTS);
         assert!(
-            matches!(&events[0], DeliveryEvent::DeliveryStarted { email, .. } if email == "ann@x.io")
+            matches!(&events[0], DeliveryEvent::ShipmentStarted { email, vendor_id, .. } if email == "ann@x.io" && vendor_id == "v1")
         );
-        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[1],
+            DeliveryEvent::ShipmentDelivered { .. }
+        ));
+        assert!(matches!(
+            &events[2],
+            DeliveryEvent::DeliveryCompleted { .. }
+        ));
+        assert_eq!(events.len(), 3);
     }
 
     fn cancel_requested(o: &str) -> OrderEvent {
@@ -211,6 +223,7 @@ mod tests {
         let detail = |i: usize| DeliveryCommand::AddDeliveryDetail {
             request_id: None,
             order_id: "o1".into(),
+            vendor_id: Some("v1".into()),
             location: format!("hub {i}"),
             description: "sorted".into(),
             by: "vm01".into(),
@@ -219,7 +232,10 @@ mod tests {
             d.pipe(DELIVERY_COMMANDS, "o1", &detail(i)).unwrap();
         }
         let full = d.take::<DeliveryView>(VIEW_DELIVERIES).pop().unwrap();
-        assert_eq!(full.details.len(), pickple_domain::delivery::MAX_DETAILS);
+        assert_eq!(
+            full.shipments[0].details.len(),
+            pickple_domain::delivery::MAX_DETAILS
+        );
         assert_eq!(full.rejection, None);
         d.pipe(
             DELIVERY_COMMANDS,
@@ -229,12 +245,12 @@ mod tests {
         .unwrap();
         let refused = d.take::<DeliveryView>(VIEW_DELIVERIES).pop().unwrap();
         assert_eq!(refused.version, full.version + 1);
-        assert_eq!(refused.details, full.details);
+        assert_eq!(refused.shipments, full.shipments);
         assert!(
             refused
                 .rejection
                 .as_deref()
-                .is_some_and(|r| r.contains("the most it keeps is 100")),
+                .is_some_and(|r| r.contains("the most it keeps is 50")),
             "{:?}",
             refused.rejection
         );
@@ -242,7 +258,7 @@ mod tests {
             .get::<crate::state::Versioned<DeliveryState>>(STORE, "o1")
             .unwrap();
         assert_eq!(
-            stored.state.details.len(),
+            stored.state.shipments[0].details.len(),
             pickple_domain::delivery::MAX_DETAILS
         );
         assert!(d.dead_letters().is_empty());
@@ -259,6 +275,7 @@ mod tests {
             "o1",
             &DeliveryCommand::EndDelivery {
                 order_id: "o1".into(),
+                vendor_id: Some("v1".into()),
                 by: "vm01".into(),
             },
         )

@@ -33,6 +33,9 @@ pub const WATCHED: &[&str] = &[
     topic::VIEW_USERS,
     topic::VIEW_VENDORS,
     topic::ORDER_EVENTS,
+    // What a test counts: the saga's replies and the refunds it asks for.
+    topic::ORDER_REPLIES,
+    topic::PAYMENT_COMMANDS,
     topic::USER_EVENTS,
     "stock-dlq",
     "users-dlq",
@@ -438,6 +441,8 @@ impl FlashSale {
                         product_id: self.product_id.clone(),
                         quantity: self.quantity(i),
                     }],
+                    // The flash sale never ships: the processor takes an order without one.
+                    shipping: None,
                 },
                 None,
             );

@@ -1,10 +1,12 @@
-//! The notification app: e-mails on `OrderConfirmed` (`order-events`), `DeliveryStarted` and
-//! `DeliveryCompleted` (`delivery-events`), each keyed by order id, and the confirmation codes
+//! The notification app: e-mails on `OrderConfirmed` (`order-events`), `ShipmentStarted`,
+//! `ShipmentDelivered` (one per vendor's shipment) and `DeliveryCompleted` (the order's last
+//! shipment arrived) on `delivery-events`, each keyed by order id, and the confirmation codes
 //! of sign-ups and e-mail changes (`ConfirmationRequested`, `user-events`, keyed by username).
 //! A confirmation mail stays out of `view-notifications`: its code is a secret.
 //!
 //! Exactly once as seen by the user: every mail has a deterministic Message-ID
-//! `<order-id.kind@pickple.local>`, and a "sent" marker in store `sent` (keyed by that id,
+//! `<order-id.kind@pickple.local>` (`<order-id.vendor-id.kind@pickple.local>` for a shipment's),
+//! and a "sent" marker in store `sent` (keyed by that id,
 //! written in the same processing step as the send) stops a redelivered event from sending
 //! again. The SMTP send itself cannot join the Kafka transaction: if the transaction aborts after
 //! a send, the marker is lost with it, so the task also remembers what it sent in memory (which
@@ -40,7 +42,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
 use pickple_schemas::{
     confirmation_mail, DeliveryEvent, NotificationCommand, NotificationKind, NotificationView,
-    OrderEvent, UserEvent,
+    OrderEvent, ShippingAddress, UserEvent,
 };
 use pickple_topics::catalogue::app;
 use serde::{Deserialize, Serialize};
@@ -144,11 +146,28 @@ pub fn kind_slug(kind: NotificationKind) -> &'static str {
         NotificationKind::OrderConfirmed => "order-confirmed",
         NotificationKind::DeliveryStarted => "delivery-started",
         NotificationKind::DeliveryCompleted => "delivery-completed",
+        NotificationKind::ShipmentStarted => "shipment-started",
+        NotificationKind::ShipmentDelivered => "shipment-delivered",
     }
 }
 
 pub fn message_id(order_id: &str, kind: NotificationKind) -> String {
     format!("{order_id}.{}@{DOMAIN}", kind_slug(kind))
+}
+
+/// The Message-ID of a shipment's mail: one per (order, vendor, step), so a redelivered event
+/// is the same mail. The vendor id is written with ASCII letters, digits and `-` only (any
+/// other byte as `_XX`), so whatever it holds the id stays a valid, distinct Message-ID.
+pub fn shipment_message_id(order_id: &str, vendor_id: &str, kind: NotificationKind) -> String {
+    let mut vendor = String::with_capacity(vendor_id.len());
+    for b in vendor_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            vendor.push(char::from(b));
+        } else {
+            vendor.push_str(&format!("_{b:02X}"));
+        }
+    }
+    format!("{order_id}.{vendor}.{}@{DOMAIN}", kind_slug(kind))
 }
 
 /// The `Traceparent` header of our mails.
@@ -407,6 +426,8 @@ fn retire(
 
 struct Notice {
     order_id: String,
+    /// The vendor of the shipment the mail is about.
+    vendor_id: Option<String>,
     username: String,
     email: String,
     kind: NotificationKind,
@@ -429,6 +450,7 @@ fn from_order(e: OrderEvent) -> Option<Notice> {
                  We will let you know when it ships.\n\n-- Pickple\n"
             ),
             order_id,
+            vendor_id: None,
             username,
             email,
             kind: NotificationKind::OrderConfirmed,
@@ -439,8 +461,72 @@ fn from_order(e: OrderEvent) -> Option<Notice> {
     }
 }
 
+/// The address lines of a shipment's mail.
+fn address_lines(shipping: &Option<ShippingAddress>) -> String {
+    match shipping {
+        None => String::new(),
+        Some(a) => {
+            let mut s = format!(
+                "Delivery to: {}, {} ({})\n",
+                a.recipient, a.address, a.contact
+            );
+            if let Some(r) = &a.request {
+                s.push_str(&format!("Request: {r}\n"));
+            }
+            s
+        }
+    }
+}
+
 fn from_delivery(e: DeliveryEvent) -> Notice {
     match e {
+        DeliveryEvent::ShipmentStarted {
+            order_id,
+            vendor_id,
+            username,
+            email,
+            carrier,
+            delivery_type,
+            tracking_number,
+            shipping,
+        } => Notice {
+            subject: format!("Your Pickple order {order_id}: a shipment is on its way"),
+            body: format!(
+                "Hello {username},\n\nthe shipment of vendor {vendor_id} for order {order_id} has \
+                 left with {} ({}), tracking number {tracking_number}.\n{}\n-- Pickple\n",
+                carrier.as_str(),
+                delivery_type.as_str(),
+                address_lines(&shipping)
+            ),
+            order_id,
+            vendor_id: Some(vendor_id),
+            username,
+            email,
+            kind: NotificationKind::ShipmentStarted,
+        },
+        DeliveryEvent::ShipmentDelivered {
+            order_id,
+            vendor_id,
+            username,
+            email,
+            carrier,
+            tracking_number,
+            shipping,
+        } => Notice {
+            subject: format!("Your Pickple order {order_id}: a shipment arrived"),
+            body: format!(
+                "Hello {username},\n\nthe shipment of vendor {vendor_id} for order {order_id} \
+                 ({}, tracking number {}) was delivered.\n{}\n-- Pickple\n",
+                carrier.map_or("carrier not recorded", |c| c.as_str()),
+                tracking_number.as_deref().unwrap_or("not recorded"),
+                address_lines(&shipping)
+            ),
+            order_id,
+            vendor_id: Some(vendor_id),
+            username,
+            email,
+            kind: NotificationKind::ShipmentDelivered,
+        },
         DeliveryEvent::DeliveryStarted {
             order_id,
             username,
@@ -454,6 +540,7 @@ fn from_delivery(e: DeliveryEvent) -> Notice {
                  {tracking_number}.\n\n-- Pickple\n"
             ),
             order_id,
+            vendor_id: None,
             username,
             email,
             kind: NotificationKind::DeliveryStarted,
@@ -466,6 +553,7 @@ fn from_delivery(e: DeliveryEvent) -> Notice {
             subject: format!("Your Pickple order {order_id} was delivered"),
             body: format!("Hello {username},\n\norder {order_id} was delivered.\n\n-- Pickple\n"),
             order_id,
+            vendor_id: None,
             username,
             email,
             kind: NotificationKind::DeliveryCompleted,
@@ -534,16 +622,15 @@ impl Processor for NotificationProcessor {
             }
             _ => {
                 let e: DeliveryEvent = record.decode()?;
-                let id = match &e {
-                    DeliveryEvent::DeliveryStarted { order_id, .. }
-                    | DeliveryEvent::DeliveryCompleted { order_id, .. } => order_id.clone(),
-                };
-                checked_key(record, &id)?;
+                checked_key(record, e.order_id())?;
                 Some(from_delivery(e))
             }
         };
         let Some(n) = notice else { return Ok(()) };
-        let id = message_id(&n.order_id, n.kind);
+        let id = match &n.vendor_id {
+            Some(vendor) => shipment_message_id(&n.order_id, vendor, n.kind),
+            None => message_id(&n.order_id, n.kind),
+        };
         let mail = Mail {
             message_id: id.clone(),
             to: n.email.clone(),
@@ -561,6 +648,7 @@ impl Processor for NotificationProcessor {
             email: n.email,
             order_id: n.order_id,
             kind: n.kind,
+            vendor_id: n.vendor_id,
             subject: n.subject,
             sent_at: now,
             deleted: false,
@@ -621,6 +709,7 @@ fn delete_entry(
         order_id,
         kind,
         subject: String::new(),
+        vendor_id: None,
         sent_at,
         deleted: true,
         version: DELETED_VIEW_VERSION,
@@ -698,7 +787,76 @@ mod tests {
             email: "ann@x.io".into(),
             amount: 700,
             vendor_ids: vec![],
+            lines: vec![],
+            shipping: None,
         }
+    }
+
+    /// Each shipment's start and arrival is its own mail, saying which vendor, carrier and
+    /// tracking number, with a Message-ID per (order, vendor, step): a redelivered event is the
+    /// same mail, not another.
+    #[test]
+    fn each_shipment_step_is_one_mail_per_vendor() {
+        use pickple_schemas::{Carrier, DeliveryType, ShippingAddress};
+        let (mut d, rec) = driver();
+        let address = ShippingAddress {
+            recipient: "Ann".into(),
+            address: "1 Main St".into(),
+            contact: "010-1234-5678".into(),
+            request: Some("door".into()),
+        };
+        let started = |vendor: &str, tracking: &str| DeliveryEvent::ShipmentStarted {
+            order_id: "o1".into(),
+            vendor_id: vendor.into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            carrier: Carrier::Hanjin,
+            delivery_type: DeliveryType::Express,
+            tracking_number: tracking.into(),
+            shipping: Some(address.clone()),
+        };
+        let delivered = DeliveryEvent::ShipmentDelivered {
+            order_id: "o1".into(),
+            vendor_id: "v1".into(),
+            username: "ann1".into(),
+            email: "ann@x.io".into(),
+            carrier: Some(Carrier::Hanjin),
+            tracking_number: Some("A-1".into()),
+            shipping: Some(address.clone()),
+        };
+        for e in [
+            started("v1", "A-1"),
+            started("v2", "B-2"),
+            started("v1", "A-1"),
+            delivered.clone(),
+            delivered,
+        ] {
+            d.pipe(DELIVERY_EVENTS, "o1", &e).unwrap();
+        }
+        let sent = rec.sent.lock().unwrap().clone();
+        let ids: Vec<&str> = sent.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "o1.v1.shipment-started@pickple.local",
+                "o1.v2.shipment-started@pickple.local",
+                "o1.v1.shipment-delivered@pickple.local"
+            ]
+        );
+        assert!(sent[1].body.contains("vendor v2"), "{}", sent[1].body);
+        assert!(sent[1].body.contains("HANJIN") && sent[1].body.contains("B-2"));
+        assert!(sent[1]
+            .body
+            .contains("Delivery to: Ann, 1 Main St (010-1234-5678)"));
+        assert!(sent[2].body.contains("A-1") && sent[2].body.contains("was delivered"));
+        let views: Vec<NotificationView> = d.take(VIEW);
+        assert_eq!(views[1].vendor_id.as_deref(), Some("v2"));
+        assert_eq!(views[1].kind, NotificationKind::ShipmentStarted);
+        // A vendor id that is no Message-ID text is escaped, and stays distinct.
+        assert_eq!(
+            shipment_message_id("o1", "v 1@x_", NotificationKind::ShipmentStarted),
+            "o1.v_201_40x_5F.shipment-started@pickple.local"
+        );
     }
 
     fn driver() -> (TestDriver<NotificationProcessor>, Arc<Recording>) {

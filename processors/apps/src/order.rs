@@ -310,6 +310,7 @@ mod tests {
                     quantity: *q,
                 })
                 .collect(),
+            shipping: None,
         }
     }
     fn reserved(o: &str, p: &str) -> OrderReply {

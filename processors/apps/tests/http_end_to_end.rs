@@ -1,9 +1,11 @@
 //! The whole shop through HTTP: the gateway in-process, every processor and the views sink on
 //! threads, against the real local Kafka, Redis and SMTP sink. A vendor manager and a buyer sign
 //! up, confirm their addresses with the codes mailed to them (read from the sink's maildir), and
-//! sign in; the vendor creates a vendor, a product and its stock; the buyer places an
-//! order (twice with the same Idempotency-Key), waits for AWAITING_PAYMENT, pays; the vendor
-//! starts and ends the delivery; the order is COMPLETED and the buyer has three notifications.
+//! sign in; two vendor managers each create a vendor, a product and its stock; the buyer places
+//! an order of both products with a delivery address (twice with the same Idempotency-Key),
+//! waits for AWAITING_PAYMENT, pays; each manager starts and ends their own shipment; the order
+//! is SHIPPING from the first start and COMPLETED at the last arrival, and each shipment step is
+//! one mail. A second paid two-vendor order is cancelled: both shipments cancelled, one refund.
 //! Then the vendor manager deletes the vendor, and the buyer's next order of its product ends
 //! CANCELLED, the product deleted with its vendor. Last, the buyer changes their password: the
 //! old token stops working once the users processor has recorded the change.
@@ -256,6 +258,9 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .await;
     let buyer = format!("buy{suffix}");
     let buyer_token = http.sign_up_and_in(&buyer, "USER").await;
+    let vendor2_token = http
+        .sign_up_and_in(&format!("ven2{suffix}"), "VENDOR_MANAGER")
+        .await;
 
     // Vendor, product, stock.
     let (code, vendor) = http
@@ -300,9 +305,57 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         |p| p["stock"]["available"] == 10,
     )
     .await;
+    // The second vendor and its product.
+    let (code, vendor2) = http
+        .post(
+            "/vendors",
+            Some(&vendor2_token),
+            json!({"name": "Cup Shop"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{vendor2}");
+    let vendor2_id = vendor2["id"].as_str().unwrap().to_string();
+    http.wait_view(
+        &format!("/vendors/{vendor2_id}"),
+        Some(&vendor2_token),
+        None,
+    )
+    .await;
+    let (code, product2) = http
+        .post(
+            "/products",
+            Some(&vendor2_token),
+            json!({"vendor_id": vendor2_id, "name": "Cup", "description": "holds tea", "price": 500, "public": true}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{product2}");
+    let product2_id = product2["id"].as_str().unwrap().to_string();
+    http.wait_view(
+        &format!("/products/{product2_id}"),
+        Some(&vendor2_token),
+        None,
+    )
+    .await;
+    let (code, body) = http
+        .call(
+            reqwest::Method::PUT,
+            &format!("/products/{product2_id}/stock"),
+            Some(&vendor2_token),
+            Some(json!({"quantity": 10})),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_until(
+        &format!("/products/{product2_id}"),
+        Some(&vendor2_token),
+        |p| p["stock"]["available"] == 10,
+    )
+    .await;
 
     // Place the order twice with one Idempotency-Key: one order.
-    let order = json!({"lines": [{"product_id": product_id, "quantity": 2}]});
+    let shipping = json!({"recipient": "김민지", "address": "서울 강남구 테헤란로 1", "contact": "010-1234-5678", "request": "문 앞"});
+    let order = json!({"lines": [{"product_id": product_id, "quantity": 2}, {"product_id": product2_id, "quantity": 1}], "shipping": shipping});
     let (code, first) = http
         .call(
             reqwest::Method::POST,
@@ -336,7 +389,8 @@ async fn a_customer_orders_pays_and_receives_through_http() {
             Some("AWAITING_PAYMENT"),
         )
         .await;
-    assert_eq!(awaiting["amount"], 6000);
+    assert_eq!(awaiting["amount"], 6500);
+    assert_eq!(awaiting["shipping"], shipping);
     let (code, body) = http
         .post(
             &format!("/orders/{order_id}/pay"),
@@ -352,22 +406,99 @@ async fn a_customer_orders_pays_and_receives_through_http() {
     )
     .await;
 
-    // The vendor ships it.
+    // Each vendor ships its own lines.
     let delivery = format!("/deliveries/{order_id}");
-    http.wait_view(&delivery, Some(&vendor_token), Some("PENDING"))
+    let mine = http
+        .wait_view(&delivery, Some(&vendor_token), Some("PENDING"))
         .await;
+    let shipments = mine["shipments"].as_array().unwrap();
+    assert_eq!(
+        shipments.len(),
+        1,
+        "the manager sees their shipment: {mine}"
+    );
+    assert_eq!(shipments[0]["vendor_id"], vendor_id.as_str());
+    assert_eq!(shipments[0]["lines"][0]["product_id"], product_id.as_str());
+    assert_eq!(mine["shipping"], shipping);
+    let shipment = |vendor: &str| format!("{delivery}/shipments/{vendor}");
+    let start = |carrier: &str, tracking: &str| json!({"carrier": carrier, "delivery_type": "COURIER", "tracking_number": tracking});
     let (code, body) = http
         .post(
             &format!("{delivery}/start"),
             Some(&vendor_token),
-            json!({"carrier": "CJ", "delivery_type": "PARCEL", "tracking_number": "T-1"}),
+            start("HANJIN", "T-1"),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "two shipments: {body}"
+    );
+    let (code, body) = http
+        .post(
+            &format!("{}/start", shipment(&vendor2_id)),
+            Some(&vendor_token),
+            start("HANJIN", "T-1"),
+        )
+        .await;
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "another vendor's shipment: {body}"
+    );
+    let (code, body) = http
+        .post(
+            &format!("{}/start", shipment(&vendor_id)),
+            Some(&vendor_token),
+            start("HANJIN", "T-1"),
         )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    http.wait_view(&delivery, Some(&vendor_token), Some("IN_TRANSIT"))
-        .await;
+    // The first start ships the order.
+    http.wait_view(
+        &format!("/orders/{order_id}"),
+        Some(&buyer_token),
+        Some("SHIPPING"),
+    )
+    .await;
     let (code, body) = http
-        .post(&format!("{delivery}/end"), Some(&vendor_token), json!({}))
+        .post(
+            &format!("{}/start", shipment(&vendor2_id)),
+            Some(&vendor2_token),
+            start("EPOST", "E-2"),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let (code, body) = http
+        .post(
+            &format!("{}/end", shipment(&vendor_id)),
+            Some(&vendor_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    // One arrival of two: the delivery is still in transit.
+    let half = http
+        .wait_until(&delivery, Some(&buyer_token), |d| {
+            d["shipments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["status"] == "DELIVERED")
+        })
+        .await;
+    assert_eq!(half["status"], "IN_TRANSIT", "{half}");
+    assert_eq!(
+        half["shipments"].as_array().unwrap().len(),
+        2,
+        "the buyer sees both"
+    );
+    let (code, body) = http
+        .post(
+            &format!("{}/end", shipment(&vendor2_id)),
+            Some(&vendor2_token),
+            json!({}),
+        )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     let done = http
@@ -378,6 +509,102 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         )
         .await;
     assert_eq!(done["delivery_status"], "DELIVERED");
+    // Exactly one mail per shipment step, and one for the whole order.
+    {
+        use pickple_processors::notification::{message_id, shipment_message_id};
+        use pickple_schemas::NotificationKind::*;
+        let ids = [
+            message_id(&order_id, OrderConfirmed),
+            shipment_message_id(&order_id, &vendor_id, ShipmentStarted),
+            shipment_message_id(&order_id, &vendor2_id, ShipmentStarted),
+            shipment_message_id(&order_id, &vendor_id, ShipmentDelivered),
+            shipment_message_id(&order_id, &vendor2_id, ShipmentDelivered),
+            message_id(&order_id, DeliveryCompleted),
+        ];
+        let mails = wait_mails(&ids).await;
+        let started2 = common::body(&mails[2]);
+        assert!(
+            started2.contains(&vendor2_id)
+                && started2.contains("EPOST")
+                && started2.contains("E-2"),
+            "{started2}"
+        );
+    }
+
+    // A second two-vendor order, paid and then cancelled: no shipment had started, so both
+    // are cancelled and the payment is refunded once.
+    let (code, second) = http
+        .post(
+            "/orders",
+            Some(&buyer_token),
+            json!({"lines": [{"product_id": product_id, "quantity": 1}, {"product_id": product2_id, "quantity": 1}], "shipping": shipping}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{second}");
+    let second_id = second["id"].as_str().unwrap().to_string();
+    http.wait_view(
+        &format!("/orders/{second_id}"),
+        Some(&buyer_token),
+        Some("AWAITING_PAYMENT"),
+    )
+    .await;
+    let (code, body) = http
+        .post(
+            &format!("/orders/{second_id}/pay"),
+            Some(&buyer_token),
+            json!({"payment_token": "tok_visa"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    http.wait_view(
+        &format!("/deliveries/{second_id}"),
+        Some(&buyer_token),
+        Some("PENDING"),
+    )
+    .await;
+    let (code, body) = http
+        .post(
+            &format!("/orders/{second_id}/cancel"),
+            Some(&buyer_token),
+            json!({"reason": "changed my mind"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let cancelled = http
+        .wait_until(&format!("/orders/{second_id}"), Some(&buyer_token), |o| {
+            o["payment_status"] == "REFUNDED"
+        })
+        .await;
+    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+    let gone = http
+        .wait_view(
+            &format!("/deliveries/{second_id}"),
+            Some(&buyer_token),
+            Some("CANCELLED"),
+        )
+        .await;
+    assert!(
+        gone["shipments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "CANCELLED"),
+        "{gone}"
+    );
+    {
+        let seen = shop.pipeline.seen.lock().unwrap();
+        let refunds = seen
+            .records("payment-commands")
+            .iter()
+            .filter(|(k, v)| *k == second_id && v["type"] == "Refund")
+            .count();
+        let cancels = seen
+            .records("order-replies")
+            .iter()
+            .filter(|(k, v)| *k == second_id && v["type"] == "DeliveryCancelled")
+            .count();
+        assert_eq!((refunds, cancels), (1, 1), "one refund for both shipments");
+    }
 
     // One order, sold stock, three notifications.
     let (code, mine) = http.get("/orders/mine", Some(&buyer_token)).await;
@@ -393,12 +620,13 @@ async fn a_customer_orders_pays_and_receives_through_http() {
             |p| p["stock"]["sold"] == 2,
         )
         .await;
-    assert_eq!(product["stock"]["available"], 8);
-    let notified = pipeline_wait_notifications(http, &buyer_token).await;
     assert_eq!(
-        notified, 3,
-        "order confirmed, delivery started, delivery completed"
+        product["stock"]["available"], 8,
+        "the cancelled order's unit came back"
     );
+    // Six for the first order (above), the second's confirmation.
+    let notified = pipeline_wait_notifications(http, &buyer_token, 7).await;
+    assert_eq!(notified, 7, "{notified} notifications");
 
     // The manager deletes the vendor: its product goes with it, and is no longer sold. The
     // catalog sends the product's deletion in the transaction that publishes the deleted
@@ -421,7 +649,7 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .post(
             "/orders",
             Some(&buyer_token),
-            json!({"lines": [{"product_id": product_id, "quantity": 1}]}),
+            json!({"lines": [{"product_id": product_id, "quantity": 1}], "shipping": shipping}),
         )
         .await;
     assert_eq!(code, StatusCode::ACCEPTED, "{placed}");
@@ -728,9 +956,41 @@ async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
     axum::serve(listener, router).await.unwrap();
 }
 
-/// The buyer's notification history, once the sink has all three (they follow the COMPLETED
+/// The mails with these Message-IDs, exactly one each, once all are in the sink (60 s at most).
+async fn wait_mails(ids: &[String]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let wanted = ids.to_vec();
+        let found = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|id| common::mails_with_id(id))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        if found.iter().all(|m| !m.is_empty()) {
+            for (id, m) in ids.iter().zip(&found) {
+                assert_eq!(m.len(), 1, "exactly one mail {id}");
+            }
+            return found.into_iter().map(|mut m| m.remove(0)).collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing mails: {:?}",
+            ids.iter()
+                .zip(&found)
+                .filter(|(_, m)| m.is_empty())
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await; // the maildir has no event to await
+    }
+}
+
+/// The buyer's notification history, once the sink has `want` (they follow the COMPLETED
 /// view, which the notification app publishes independently).
-async fn pipeline_wait_notifications(http: &Http, token: &str) -> usize {
+async fn pipeline_wait_notifications(http: &Http, token: &str, want: usize) -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (code, body) = http.get("/notifications/mine", Some(token)).await;
@@ -741,7 +1001,7 @@ async fn pipeline_wait_notifications(http: &Http, token: &str) -> usize {
             .map(Vec::len)
             .or_else(|| body.as_array().map(Vec::len))
             .unwrap_or(0);
-        if items >= 3 || std::time::Instant::now() > deadline {
+        if items >= want || std::time::Instant::now() > deadline {
             return items;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the list has no long-poll

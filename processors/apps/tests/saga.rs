@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pickple_processors::App;
-use pickple_schemas::{DeliveryCommand, OrderCommand, OrderLine, StockCommand};
+use pickple_schemas::{
+    Carrier, DeliveryCommand, DeliveryType, OrderCommand, OrderLine, StockCommand,
+};
 use serde_json::Value;
 
 /// Short enough to watch orders expire, long enough for a test to pay in time.
@@ -59,6 +61,7 @@ fn place(p: &Pipeline, order: &str, user: &str, lines: &[(&str, u64)]) {
                     quantity: *q,
                 })
                 .collect(),
+            shipping: None,
         },
         Some(TRACE),
     );
@@ -118,8 +121,10 @@ fn start_delivery(p: &Pipeline, o: &str, tracking: &str, trace: Option<&str>) {
         o,
         &DeliveryCommand::StartDelivery {
             order_id: o.into(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
+            // Without a vendor, as a command from before shipments: the only shipment's.
+            vendor_id: None,
+            carrier: Carrier::CjLogistics,
+            delivery_type: DeliveryType::Courier,
             tracking_number: tracking.into(),
             by: "vm01".into(),
         },
@@ -147,6 +152,7 @@ fn happy_path(p: &Pipeline, run: &str) {
         &o,
         &DeliveryCommand::EndDelivery {
             order_id: o.clone(),
+            vendor_id: None,
             by: "vm01".into(),
         },
         Some(TRACE),
@@ -155,21 +161,27 @@ fn happy_path(p: &Pipeline, run: &str) {
     let done = p.wait_status(30, &o, "COMPLETED");
     assert_eq!(done["delivery_status"], "DELIVERED");
 
-    let ids: Vec<String> = ["order-confirmed", "delivery-started", "delivery-completed"]
-        .iter()
-        .map(|k| format!("{o}.{k}@pickple.local"))
-        .collect();
+    // The confirmation, the shipment's start and arrival (one vendor), the order delivered.
+    use pickple_processors::notification::{message_id, shipment_message_id};
+    use pickple_schemas::NotificationKind::*;
+    let vendor = format!("v-{prod}");
+    let ids: Vec<String> = vec![
+        message_id(&o, OrderConfirmed),
+        shipment_message_id(&o, &vendor, ShipmentStarted),
+        shipment_message_id(&o, &vendor, ShipmentDelivered),
+        message_id(&o, DeliveryCompleted),
+    ];
     // Every mail arrives...
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ids.iter().all(|id| !mails_with_id(id).is_empty()) {
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for the three e-mails"
+            "timed out waiting for the four e-mails"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     // ...and the notification views say they were sent; by then no second copy may exist.
-    p.wait_for(30, "three notification views", |s| {
+    p.wait_for(30, "four notification views", |s| {
         ids.iter()
             .all(|id| s.get("view-notifications", id).is_some())
     });
@@ -193,7 +205,7 @@ fn happy_path(p: &Pipeline, run: &str) {
         .iter()
         .filter(|(k, _)| k.starts_with(&o))
         .count();
-    assert_eq!(sent, 3, "one notification view per mail");
+    assert_eq!(sent, 4, "one notification view per mail");
 }
 
 fn out_of_stock(p: &Pipeline, run: &str) {

@@ -1,10 +1,21 @@
-//! Deliveries, keyed by order id: made from the saga's `OrderConfirmed`, moved by the vendor (or
-//! a MASTER) through PENDING -> IN_TRANSIT -> DELIVERED. The gateway checks that `by` may act on
-//! the delivery; it is kept here so every step says who did it.
+//! Deliveries, keyed by order id: made from the saga's `OrderConfirmed` with one shipment per
+//! vendor of the order's lines, each moved by its vendor's manager (or a MASTER) through
+//! PENDING -> IN_TRANSIT -> DELIVERED. One entity holds the whole order's shipping so that a
+//! cancel request is decided at once for every shipment: refused if any has started, otherwise
+//! all are cancelled and the saga refunds once.
+//!
+//! The order hears of it once each way: `DeliveryStarted` when the first shipment starts,
+//! `DeliveryCompleted` when the last one arrives. The e-mails follow each shipment
+//! (`ShipmentStarted`, `ShipmentDelivered` on `delivery-events`) and the whole order
+//! (`DeliveryCompleted`).
+//!
+//! The gateway checks that `by` may act on the vendor's shipment; it is kept here so every step
+//! says who did it.
 
 use pickple_schemas::{
-    DeliveryCommand, DeliveryDetail, DeliveryEvent, DeliveryStatus, DeliveryView, Millis,
-    OrderEvent, OrderReply,
+    Carrier, ConfirmedLine, DeliveryCommand, DeliveryDetail, DeliveryEvent, DeliveryStatus,
+    DeliveryType, DeliveryView, Millis, OrderEvent, OrderLine, OrderReply, ShipmentView,
+    ShippingAddress,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,26 +31,50 @@ pub enum DeliveryInput {
     Order(OrderEvent),
 }
 
+/// A delivery as stored. Decoded through [`StoredDelivery`], so a value written before shipments
+/// (one carrier for the whole order) still reads: see [`StoredDelivery`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredDelivery")]
 pub struct DeliveryState {
     pub order_id: String,
     pub username: String,
     /// Kept for the notification e-mails the delivery events lead to.
     pub email: String,
     pub vendor_ids: Vec<String>,
+    /// The order's: PENDING until a shipment starts, IN_TRANSIT until every shipment arrived,
+    /// then DELIVERED; CANCELLED with every shipment.
     pub status: DeliveryStatus,
+    #[serde(default)]
+    pub created_at: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shipment: Option<Shipment>,
+    pub shipping: Option<ShippingAddress>,
+    /// One per vendor, in the order's vendor order.
+    pub shipments: Vec<Shipment>,
+}
+
+/// One vendor's share of the order's shipping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub vendor_id: String,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<OrderLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<Detail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered: Option<Step>,
+    pub end: Option<Step>,
 }
 
+/// How and when a shipment left, and who said so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shipment {
-    pub carrier: String,
-    pub delivery_type: String,
+pub struct Start {
+    /// `None` only on a shipment started before carriers were enums, with another carrier.
+    #[serde(default)]
+    pub carrier: Option<Carrier>,
+    #[serde(default)]
+    pub delivery_type: Option<DeliveryType>,
     pub tracking_number: String,
     pub by: String,
     pub at: Millis,
@@ -62,6 +97,97 @@ pub struct Step {
     pub at: Millis,
 }
 
+/// What the `deliveries` store holds, of either version. Values written before shipments have
+/// no `shipments` but the one start (`shipment`, with free-text carrier and type), the details
+/// and the end of the whole order: they become one shipment per vendor, all in the old status,
+/// each with that start, those details and that end (the old delivery carried every vendor's
+/// lines in one parcel). A free-text carrier or type that is not one of the enums' names
+/// (`CJ` is taken for CJ_LOGISTICS) becomes `None`; the tracking number is kept.
+#[derive(Debug, Clone, Deserialize)]
+struct StoredDelivery {
+    order_id: String,
+    username: String,
+    email: String,
+    vendor_ids: Vec<String>,
+    status: DeliveryStatus,
+    #[serde(default)]
+    created_at: Millis,
+    #[serde(default)]
+    shipping: Option<ShippingAddress>,
+    #[serde(default)]
+    shipments: Option<Vec<Shipment>>,
+    #[serde(default)]
+    shipment: Option<LegacyStart>,
+    #[serde(default)]
+    details: Vec<Detail>,
+    #[serde(default)]
+    delivered: Option<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct LegacyStart {
+    carrier: String,
+    delivery_type: String,
+    tracking_number: String,
+    by: String,
+    at: Millis,
+}
+
+/// The enum value a free-text name of the old deliveries meant, if it names one.
+fn legacy_name<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str, text: &str) -> Option<T> {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect::<String>()
+            .to_uppercase()
+    };
+    let text = norm(text);
+    all.iter().copied().find(|v| norm(name(*v)) == text)
+}
+
+impl From<StoredDelivery> for DeliveryState {
+    fn from(s: StoredDelivery) -> Self {
+        let shipments = s.shipments.unwrap_or_else(|| {
+            let start = s.shipment.map(|l| Start {
+                carrier: if l.carrier.trim().eq_ignore_ascii_case("CJ") {
+                    Some(Carrier::CjLogistics)
+                } else {
+                    legacy_name(&Carrier::ALL, Carrier::as_str, &l.carrier)
+                },
+                delivery_type: legacy_name(
+                    &DeliveryType::ALL,
+                    DeliveryType::as_str,
+                    &l.delivery_type,
+                ),
+                tracking_number: l.tracking_number,
+                by: l.by,
+                at: l.at,
+            });
+            s.vendor_ids
+                .iter()
+                .map(|v| Shipment {
+                    vendor_id: v.clone(),
+                    status: s.status,
+                    lines: Vec::new(),
+                    start: start.clone(),
+                    details: s.details.clone(),
+                    end: s.delivered.clone(),
+                })
+                .collect()
+        });
+        DeliveryState {
+            order_id: s.order_id,
+            username: s.username,
+            email: s.email,
+            vendor_ids: s.vendor_ids,
+            status: s.status,
+            created_at: s.created_at,
+            shipping: s.shipping,
+            shipments,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DeliveryFact {
@@ -70,37 +196,58 @@ pub enum DeliveryFact {
         username: String,
         email: String,
         vendor_ids: Vec<String>,
+        lines: Vec<ConfirmedLine>,
+        shipping: Option<ShippingAddress>,
+        at: Millis,
     },
-    Started(Shipment),
-    DetailAdded(Detail),
-    Delivered(Step),
+    Started {
+        vendor_id: String,
+        carrier: Carrier,
+        delivery_type: DeliveryType,
+        tracking_number: String,
+        by: String,
+        at: Millis,
+    },
+    DetailAdded {
+        vendor_id: String,
+        detail: Detail,
+    },
+    Delivered {
+        vendor_id: String,
+        step: Step,
+    },
+    /// Every shipment, none of which had started.
     Cancelled {
         reason: String,
         at: Millis,
     },
-    /// A cancel request came after the start: refused, the goods stay on their way. A fact
-    /// though it changes nothing, because the refusal is what the saga is told.
+    /// A cancel request came after a shipment started: refused, the goods stay on their way. A
+    /// fact though it changes nothing, because the refusal is what the saga is told.
     CancelRefused {
         reason: String,
         at: Millis,
     },
 }
 
+/// Why a cancel is refused once any shipment of the order has started.
 pub const ALREADY_STARTED: &str = "the delivery has already started";
 
-/// The most tracking details a delivery keeps. Past it, `AddDeliveryDetail` is refused (a
-/// `CONFLICT`, shown on the view): a delivery is one parcel's trip, and a hundred stops is
-/// already far more than any trip makes, while a list without a bound would let a vendor grow
-/// one stored value (and its view) forever. With the gateway's limits (200 characters of
-/// location, 1,000 of description) a full list stays near 130 KB, under the runtime's
-/// 256 KiB size guard.
-pub const MAX_DETAILS: usize = 100;
+/// The most tracking details one shipment keeps. Past it, `AddDeliveryDetail` is refused (a
+/// `CONFLICT`, shown on the view): a shipment is one parcel's trip, and fifty stops is already
+/// far more than any trip makes.
+pub const MAX_DETAILS: usize = 50;
+
+/// The most tracking details a delivery keeps over all its shipments, so that one stored value
+/// (and its view) stays bounded whatever the number of vendors: with the gateway's limits
+/// (200 characters of location, 1,000 of description) a full delivery stays near 130 KB, under
+/// the runtime's 256 KiB size guard.
+pub const MAX_DELIVERY_DETAILS: usize = 100;
 
 // The shape rules of the delivery commands; the gateway checks its requests with these same
 // functions, so a command it accepts is never refused here for its shape.
 
-/// A start's carrier, delivery type or tracking number, or a detail's location: not blank, and
-/// one line of visible text (no control or format characters: see [`visible_text`]).
+/// A start's tracking number, or a detail's location: not blank, and one line of visible text
+/// (no control or format characters: see [`visible_text`]).
 pub fn check_line(what: &str, value: &str) -> Result<(), Rejection> {
     non_empty(what, value)?;
     visible_text(what, value, false)
@@ -123,6 +270,27 @@ pub enum DeliveryEffect {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Delivery;
 
+/// Which shipment a command is about: the vendor's, or, for a command written before shipments
+/// (no vendor), the only one.
+fn shipment<'a>(d: &'a DeliveryState, vendor_id: Option<&str>) -> Result<&'a Shipment, Rejection> {
+    match vendor_id {
+        Some(v) => d
+            .shipments
+            .iter()
+            .find(|s| s.vendor_id == v)
+            .ok_or_else(|| {
+                Rejection::not_found(format!("the order has no shipment of vendor {v}"))
+            }),
+        None => match d.shipments.as_slice() {
+            [only] => Ok(only),
+            many => Err(Rejection::conflict(format!(
+                "the order has {} shipments: name the vendor",
+                many.len()
+            ))),
+        },
+    }
+}
+
 impl Aggregate for Delivery {
     type State = Option<DeliveryState>;
     type Input = DeliveryInput;
@@ -143,6 +311,8 @@ impl Aggregate for Delivery {
                 username,
                 email,
                 vendor_ids,
+                lines,
+                shipping,
                 ..
             }) => Ok(match state {
                 Some(_) => vec![],
@@ -151,6 +321,9 @@ impl Aggregate for Delivery {
                     username: username.clone(),
                     email: email.clone(),
                     vendor_ids: vendor_ids.clone(),
+                    lines: lines.clone(),
+                    shipping: shipping.clone(),
+                    at: now,
                 }],
             }),
             // Goods already on their way are not recalled by a cancel; the saga refuses such a
@@ -162,9 +335,10 @@ impl Aggregate for Delivery {
                 }],
                 _ => vec![],
             }),
-            // This processor is the single writer of "has the delivery started", so it, not the
-            // saga, decides a paid order's cancel: whichever of StartDelivery and this request it
-            // processes first wins, and the saga refunds only on its DeliveryCancelled.
+            // This processor is the single writer of "has a shipment started", so it, not the
+            // saga, decides a paid order's cancel: whichever of a StartDelivery and this request
+            // it processes first wins, and the saga refunds only on its DeliveryCancelled. The
+            // delivery is PENDING exactly while no shipment has started.
             DeliveryInput::Order(OrderEvent::OrderCancelRequested { reason, .. }) => {
                 Ok(match state {
                     Some(d) if d.status == Pending => vec![DeliveryFact::Cancelled {
@@ -188,42 +362,40 @@ impl Aggregate for Delivery {
                 let d = state.ok_or_else(|| Rejection::not_found("no such delivery"))?;
                 match cmd {
                     DeliveryCommand::StartDelivery {
+                        vendor_id,
                         carrier,
                         delivery_type,
                         tracking_number,
                         by,
                         ..
                     } => {
-                        for (what, v) in [
-                            ("carrier", carrier),
-                            ("delivery type", delivery_type),
-                            ("tracking number", tracking_number),
-                        ] {
-                            check_line(what, v)?;
-                        }
+                        check_line("tracking number", tracking_number)?;
                         non_empty("by", by)?;
-                        let shipment = Shipment {
-                            carrier: carrier.trim().to_string(),
-                            delivery_type: delivery_type.trim().to_string(),
-                            tracking_number: tracking_number.trim().to_string(),
-                            by: by.clone(),
-                            at: now,
-                        };
-                        match (&d.status, &d.shipment) {
-                            (Pending, _) => Ok(vec![DeliveryFact::Started(shipment)]),
+                        let s = shipment(d, vendor_id.as_deref())?;
+                        let tracking_number = tracking_number.trim().to_string();
+                        match (&s.status, &s.start) {
+                            (Pending, _) => Ok(vec![DeliveryFact::Started {
+                                vendor_id: s.vendor_id.clone(),
+                                carrier: *carrier,
+                                delivery_type: *delivery_type,
+                                tracking_number,
+                                by: by.clone(),
+                                at: now,
+                            }]),
                             // The same start again (a retried request): nothing new.
-                            (InTransit, Some(s))
-                                if s.carrier == shipment.carrier
-                                    && s.tracking_number == shipment.tracking_number =>
+                            (InTransit, Some(st))
+                                if st.carrier == Some(*carrier)
+                                    && st.tracking_number == tracking_number =>
                             {
                                 Ok(vec![])
                             }
                             (status, _) => Err(Rejection::transition(format!(
-                                "a {status:?} delivery cannot start"
+                                "a {status:?} shipment cannot start"
                             ))),
                         }
                     }
                     DeliveryCommand::AddDeliveryDetail {
+                        vendor_id,
                         location,
                         description,
                         by,
@@ -233,40 +405,55 @@ impl Aggregate for Delivery {
                         check_line("location", location)?;
                         check_description(description)?;
                         non_empty("by", by)?;
+                        let s = shipment(d, vendor_id.as_deref())?;
                         if request_id.is_some()
-                            && d.details.iter().any(|x| x.request_id == *request_id)
+                            && s.details.iter().any(|x| x.request_id == *request_id)
                         {
                             return Ok(vec![]);
                         }
-                        if d.status != InTransit {
+                        if s.status != InTransit {
                             return Err(Rejection::transition(
                                 "details can only be added while in transit",
                             ));
                         }
-                        if d.details.len() >= MAX_DETAILS {
+                        if s.details.len() >= MAX_DETAILS {
                             return Err(Rejection::conflict(format!(
-                                "the delivery already has {} details, the most it keeps is {MAX_DETAILS}",
-                                d.details.len()
+                                "the shipment already has {} details, the most it keeps is {MAX_DETAILS}",
+                                s.details.len()
                             )));
                         }
-                        Ok(vec![DeliveryFact::DetailAdded(Detail {
-                            at: now,
-                            location: location.trim().to_string(),
-                            description: description.trim().to_string(),
-                            by: by.clone(),
-                            request_id: request_id.clone(),
-                        })])
-                    }
-                    DeliveryCommand::EndDelivery { by, .. } => {
-                        non_empty("by", by)?;
-                        match d.status {
-                            InTransit => Ok(vec![DeliveryFact::Delivered(Step {
-                                by: by.clone(),
+                        let total: usize = d.shipments.iter().map(|s| s.details.len()).sum();
+                        if total >= MAX_DELIVERY_DETAILS {
+                            return Err(Rejection::conflict(format!(
+                                "the order's shipments already have {total} details, the most \
+                                 they keep is {MAX_DELIVERY_DETAILS}"
+                            )));
+                        }
+                        Ok(vec![DeliveryFact::DetailAdded {
+                            vendor_id: s.vendor_id.clone(),
+                            detail: Detail {
                                 at: now,
-                            })]),
+                                location: location.trim().to_string(),
+                                description: description.trim().to_string(),
+                                by: by.clone(),
+                                request_id: request_id.clone(),
+                            },
+                        }])
+                    }
+                    DeliveryCommand::EndDelivery { vendor_id, by, .. } => {
+                        non_empty("by", by)?;
+                        let s = shipment(d, vendor_id.as_deref())?;
+                        match s.status {
+                            InTransit => Ok(vec![DeliveryFact::Delivered {
+                                vendor_id: s.vendor_id.clone(),
+                                step: Step {
+                                    by: by.clone(),
+                                    at: now,
+                                },
+                            }]),
                             Delivered => Ok(vec![]),
                             status => Err(Rejection::transition(format!(
-                                "a {status:?} delivery cannot end"
+                                "a {status:?} shipment cannot end"
                             ))),
                         }
                     }
@@ -281,6 +468,9 @@ impl Aggregate for Delivery {
             username,
             email,
             vendor_ids,
+            lines,
+            shipping,
+            at,
         } = fact
         {
             return Some(DeliveryState {
@@ -289,58 +479,143 @@ impl Aggregate for Delivery {
                 email: email.clone(),
                 vendor_ids: vendor_ids.clone(),
                 status: DeliveryStatus::Pending,
-                shipment: None,
-                details: Vec::new(),
-                delivered: None,
+                created_at: *at,
+                shipping: shipping.clone(),
+                shipments: vendor_ids
+                    .iter()
+                    .map(|v| Shipment {
+                        vendor_id: v.clone(),
+                        status: DeliveryStatus::Pending,
+                        lines: lines
+                            .iter()
+                            .filter(|l| l.vendor_id == *v)
+                            .map(|l| OrderLine {
+                                product_id: l.product_id.clone(),
+                                quantity: l.quantity,
+                            })
+                            .collect(),
+                        start: None,
+                        details: Vec::new(),
+                        end: None,
+                    })
+                    .collect(),
             });
         }
         let mut d = state?;
+        let of = |d: &mut DeliveryState, vendor: &str| -> Option<usize> {
+            d.shipments.iter().position(|s| s.vendor_id == vendor)
+        };
         match fact {
-            DeliveryFact::Created { .. } => {}
-            DeliveryFact::Started(s) => {
-                d.status = DeliveryStatus::InTransit;
-                d.shipment = Some(s.clone());
+            DeliveryFact::Created { .. } | DeliveryFact::CancelRefused { .. } => {}
+            DeliveryFact::Started {
+                vendor_id,
+                carrier,
+                delivery_type,
+                tracking_number,
+                by,
+                at,
+            } => {
+                if let Some(i) = of(&mut d, vendor_id) {
+                    d.shipments[i].status = DeliveryStatus::InTransit;
+                    d.shipments[i].start = Some(Start {
+                        carrier: Some(*carrier),
+                        delivery_type: Some(*delivery_type),
+                        tracking_number: tracking_number.clone(),
+                        by: by.clone(),
+                        at: *at,
+                    });
+                }
             }
-            DeliveryFact::DetailAdded(detail) => d.details.push(detail.clone()),
-            DeliveryFact::Delivered(step) => {
-                d.status = DeliveryStatus::Delivered;
-                d.delivered = Some(step.clone());
+            DeliveryFact::DetailAdded { vendor_id, detail } => {
+                if let Some(i) = of(&mut d, vendor_id) {
+                    d.shipments[i].details.push(detail.clone());
+                }
             }
-            DeliveryFact::Cancelled { .. } => d.status = DeliveryStatus::Cancelled,
-            DeliveryFact::CancelRefused { .. } => {}
+            DeliveryFact::Delivered { vendor_id, step } => {
+                if let Some(i) = of(&mut d, vendor_id) {
+                    d.shipments[i].status = DeliveryStatus::Delivered;
+                    d.shipments[i].end = Some(step.clone());
+                }
+            }
+            DeliveryFact::Cancelled { .. } => {
+                for s in &mut d.shipments {
+                    s.status = DeliveryStatus::Cancelled;
+                }
+                d.status = DeliveryStatus::Cancelled;
+            }
+        }
+        if d.status != DeliveryStatus::Cancelled {
+            d.status = d.progress();
         }
         Some(d)
     }
 
-    /// Records for the notification e-mails and the saga's replies.
+    /// Records for the notification e-mails and the saga's replies: the saga hears of the
+    /// first start and of the last arrival only.
     fn effects(
-        _before: &Option<DeliveryState>,
+        before: &Option<DeliveryState>,
         fact: &DeliveryFact,
         after: &Option<DeliveryState>,
     ) -> Vec<DeliveryEffect> {
         let Some(after) = after else {
             return Vec::new();
         };
+        let was = before.as_ref().map(|b| b.status);
         let order_id = after.order_id.clone();
         match fact {
-            DeliveryFact::Started(s) => vec![
-                DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
+            DeliveryFact::Started {
+                vendor_id,
+                carrier,
+                delivery_type,
+                tracking_number,
+                ..
+            } => {
+                let mut out = vec![DeliveryEffect::Event(DeliveryEvent::ShipmentStarted {
                     order_id: order_id.clone(),
+                    vendor_id: vendor_id.clone(),
                     username: after.username.clone(),
                     email: after.email.clone(),
-                    carrier: s.carrier.clone(),
-                    tracking_number: s.tracking_number.clone(),
-                }),
-                DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id }),
-            ],
-            DeliveryFact::Delivered(_) => vec![
-                DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
+                    carrier: *carrier,
+                    delivery_type: *delivery_type,
+                    tracking_number: tracking_number.clone(),
+                    shipping: after.shipping.clone(),
+                })];
+                if was == Some(DeliveryStatus::Pending) {
+                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryStarted {
+                        order_id,
+                    }));
+                }
+                out
+            }
+            DeliveryFact::Delivered { vendor_id, .. } => {
+                let start = after
+                    .shipments
+                    .iter()
+                    .find(|s| s.vendor_id == *vendor_id)
+                    .and_then(|s| s.start.as_ref());
+                let mut out = vec![DeliveryEffect::Event(DeliveryEvent::ShipmentDelivered {
                     order_id: order_id.clone(),
+                    vendor_id: vendor_id.clone(),
                     username: after.username.clone(),
                     email: after.email.clone(),
-                }),
-                DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id }),
-            ],
+                    carrier: start.and_then(|s| s.carrier),
+                    tracking_number: start.map(|s| s.tracking_number.clone()),
+                    shipping: after.shipping.clone(),
+                })];
+                if after.status == DeliveryStatus::Delivered
+                    && was != Some(DeliveryStatus::Delivered)
+                {
+                    out.push(DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted {
+                        order_id: order_id.clone(),
+                        username: after.username.clone(),
+                        email: after.email.clone(),
+                    }));
+                    out.push(DeliveryEffect::Reply(OrderReply::DeliveryCompleted {
+                        order_id,
+                    }));
+                }
+                out
+            }
             // Told after either kind of cancel: the saga waits for it after a cancel request, and
             // ignores it on an order it has already cancelled.
             DeliveryFact::Cancelled { .. } => {
@@ -360,31 +635,78 @@ impl Aggregate for Delivery {
 }
 
 impl DeliveryState {
-    /// `by` of each detail is not part of the public view (schemas' `DeliveryDetail`).
+    /// The order's status from its shipments' (not cancelled): PENDING until one starts,
+    /// DELIVERED once all arrived, IN_TRANSIT between.
+    fn progress(&self) -> DeliveryStatus {
+        use DeliveryStatus::*;
+        let started = self
+            .shipments
+            .iter()
+            .any(|s| matches!(s.status, InTransit | Delivered));
+        if !started {
+            Pending
+        } else if self.shipments.iter().all(|s| s.status == Delivered) {
+            Delivered
+        } else {
+            InTransit
+        }
+    }
+
+    /// `by` of each step and detail is not part of the public view (schemas' `DeliveryDetail`).
     pub fn to_view(&self, meta: &ViewMeta) -> DeliveryView {
-        let s = self.shipment.as_ref();
         DeliveryView {
             order_id: self.order_id.clone(),
             username: self.username.clone(),
             vendor_ids: self.vendor_ids.clone(),
             status: self.status,
-            carrier: s.map(|s| s.carrier.clone()),
-            delivery_type: s.map(|s| s.delivery_type.clone()),
-            tracking_number: s.map(|s| s.tracking_number.clone()),
-            details: self
-                .details
+            created_at: self.created_at,
+            shipping: self.shipping.clone(),
+            shipments: self
+                .shipments
                 .iter()
-                .map(|d| DeliveryDetail {
-                    at: d.at,
-                    location: d.location.clone(),
-                    description: d.description.clone(),
+                .map(|s| ShipmentView {
+                    vendor_id: s.vendor_id.clone(),
+                    status: s.status,
+                    lines: s.lines.clone(),
+                    carrier: s.start.as_ref().and_then(|st| st.carrier),
+                    delivery_type: s.start.as_ref().and_then(|st| st.delivery_type),
+                    tracking_number: s.start.as_ref().map(|st| st.tracking_number.clone()),
+                    details: s
+                        .details
+                        .iter()
+                        .map(|d| DeliveryDetail {
+                            at: d.at,
+                            location: d.location.clone(),
+                            description: d.description.clone(),
+                        })
+                        .collect(),
+                    started_at: s.start.as_ref().map(|st| st.at),
+                    delivered_at: s.end.as_ref().map(|e| e.at),
                 })
                 .collect(),
-            started_at: s.map(|s| s.at),
-            delivered_at: self.delivered.as_ref().map(|d| d.at),
             rejection: meta.rejection.clone(),
             version: meta.version,
         }
+    }
+}
+
+/// What the manager of `vendors` may see of a delivery: those vendors' shipments (and their
+/// lines) only. The other vendors' shipments stay with the buyer and MASTER.
+pub fn vendor_share(delivery: &DeliveryView, vendors: &[String]) -> DeliveryView {
+    DeliveryView {
+        vendor_ids: delivery
+            .vendor_ids
+            .iter()
+            .filter(|v| vendors.contains(v))
+            .cloned()
+            .collect(),
+        shipments: delivery
+            .shipments
+            .iter()
+            .filter(|s| vendors.contains(&s.vendor_id))
+            .cloned()
+            .collect(),
+        ..delivery.clone()
     }
 }
 
@@ -395,14 +717,35 @@ mod tests {
 
     const O: &str = "o1";
 
-    fn confirmed() -> DeliveryInput {
+    fn address() -> ShippingAddress {
+        ShippingAddress {
+            recipient: "Ann".into(),
+            address: "1 Main St".into(),
+            contact: "010-1234-5678".into(),
+            request: None,
+        }
+    }
+    /// Paid with lines of `vendors` (one product each, `p-<vendor>`).
+    fn confirmed_by(vendors: &[&str]) -> DeliveryInput {
         DeliveryInput::Order(OrderEvent::OrderConfirmed {
             order_id: O.into(),
             username: "ann1".into(),
             email: "ann@x.io".into(),
             amount: 700,
-            vendor_ids: vec!["v1".into()],
+            vendor_ids: vendors.iter().map(|v| v.to_string()).collect(),
+            lines: vendors
+                .iter()
+                .map(|v| ConfirmedLine {
+                    product_id: format!("p-{v}"),
+                    quantity: 1,
+                    vendor_id: v.to_string(),
+                })
+                .collect(),
+            shipping: Some(address()),
         })
+    }
+    fn confirmed() -> DeliveryInput {
+        confirmed_by(&["v1"])
     }
     fn cancelled() -> DeliveryInput {
         DeliveryInput::Order(OrderEvent::OrderCancelled {
@@ -418,32 +761,41 @@ mod tests {
             reason: "changed my mind".into(),
         })
     }
-    fn start(tracking: &str) -> DeliveryInput {
+    fn start_of(vendor: Option<&str>, tracking: &str) -> DeliveryInput {
         DeliveryInput::Command(DeliveryCommand::StartDelivery {
             order_id: O.into(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
+            vendor_id: vendor.map(String::from),
+            carrier: Carrier::CjLogistics,
+            delivery_type: DeliveryType::Courier,
             tracking_number: tracking.into(),
             by: "boss1".into(),
         })
     }
-    fn detail(location: &str) -> DeliveryInput {
-        detail_with(location, None)
+    fn start(tracking: &str) -> DeliveryInput {
+        start_of(Some("v1"), tracking)
     }
-    fn detail_with(location: &str, request_id: Option<&str>) -> DeliveryInput {
+    fn detail(location: &str) -> DeliveryInput {
+        detail_with("v1", location, None)
+    }
+    fn detail_with(vendor: &str, location: &str, request_id: Option<&str>) -> DeliveryInput {
         DeliveryInput::Command(DeliveryCommand::AddDeliveryDetail {
             order_id: O.into(),
+            vendor_id: Some(vendor.into()),
             location: location.into(),
             description: "sorted".into(),
             by: "boss1".into(),
             request_id: request_id.map(String::from),
         })
     }
-    fn end() -> DeliveryInput {
+    fn end_of(vendor: Option<&str>) -> DeliveryInput {
         DeliveryInput::Command(DeliveryCommand::EndDelivery {
             order_id: O.into(),
+            vendor_id: vendor.map(String::from),
             by: "boss1".into(),
         })
+    }
+    fn end() -> DeliveryInput {
+        end_of(Some("v1"))
     }
 
     fn step(
@@ -468,10 +820,27 @@ mod tests {
     fn code(state: &Option<DeliveryState>, input: DeliveryInput) -> &'static str {
         decide(state, &input, 0).unwrap_err().code()
     }
+    fn replies(effects: &[DeliveryEffect]) -> Vec<&OrderReply> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                DeliveryEffect::Reply(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+    fn shipment_of<'a>(s: &'a Option<DeliveryState>, vendor: &str) -> &'a Shipment {
+        s.as_ref()
+            .unwrap()
+            .shipments
+            .iter()
+            .find(|x| x.vendor_id == vendor)
+            .unwrap()
+    }
 
     /// A command published around the gateway meets the same character rule: one visible line
-    /// for a start's fields and a detail's location, visible text (lines and tabs allowed) for
-    /// a detail's description.
+    /// for a start's tracking number and a detail's location, visible text (lines and tabs
+    /// allowed) for a detail's description.
     #[test]
     fn invisible_characters_are_refused() {
         let mut s = None;
@@ -479,18 +848,12 @@ mod tests {
         assert_eq!(code(&s, start("T\u{200B}1")), "INVALID");
         assert_eq!(code(&s, start("T1\u{202E}")), "INVALID");
         assert_eq!(code(&s, start("T1\nT2")), "INVALID");
-        let mut carrier = start("T1");
-        if let DeliveryInput::Command(DeliveryCommand::StartDelivery { carrier: c, .. }) =
-            &mut carrier
-        {
-            *c = "C\u{2066}J".into();
-        }
-        assert_eq!(code(&s, carrier), "INVALID");
         step(&mut s, start("한진1234"), 2);
         assert_eq!(code(&s, detail("Seoul\u{FEFF}")), "INVALID");
         let described = |description: &str| {
             DeliveryInput::Command(DeliveryCommand::AddDeliveryDetail {
                 order_id: O.into(),
+                vendor_id: Some("v1".into()),
                 location: "서울".into(),
                 description: description.into(),
                 by: "boss1".into(),
@@ -500,7 +863,7 @@ mod tests {
         assert_eq!(code(&s, described("sorted\u{200D}")), "INVALID");
         assert_eq!(code(&s, described("sorted\r\n")), "INVALID");
         step(&mut s, described("분류 완료\n\tcentre d'Évry"), 3);
-        assert_eq!(s.as_ref().unwrap().details.len(), 1);
+        assert_eq!(shipment_of(&s, "v1").details.len(), 1);
     }
 
     #[test]
@@ -508,6 +871,7 @@ mod tests {
         let mut s = None;
         assert_eq!(step(&mut s, confirmed(), 1), vec![]);
         assert_eq!(s.as_ref().unwrap().status, Pending);
+        assert_eq!(shipment_of(&s, "v1").lines[0].product_id, "p-v1");
         assert_eq!(step(&mut s, confirmed(), 1), vec![]);
         assert_eq!(code(&s, detail("Seoul")), "INVALID_TRANSITION");
         assert_eq!(code(&s, end()), "INVALID_TRANSITION");
@@ -516,12 +880,15 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                DeliveryEffect::Event(DeliveryEvent::DeliveryStarted {
+                DeliveryEffect::Event(DeliveryEvent::ShipmentStarted {
                     order_id: O.into(),
+                    vendor_id: "v1".into(),
                     username: "ann1".into(),
                     email: "ann@x.io".into(),
-                    carrier: "CJ".into(),
-                    tracking_number: "T1".into()
+                    carrier: Carrier::CjLogistics,
+                    delivery_type: DeliveryType::Courier,
+                    tracking_number: "T1".into(),
+                    shipping: Some(address()),
                 }),
                 DeliveryEffect::Reply(OrderReply::DeliveryStarted { order_id: O.into() })
             ]
@@ -535,22 +902,34 @@ mod tests {
         step(&mut s, detail("Seoul hub"), 4);
         step(&mut s, detail("Busan hub"), 5);
         let out = step(&mut s, end(), 6);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(
+            &out[0],
+            DeliveryEffect::Event(DeliveryEvent::ShipmentDelivered { vendor_id, tracking_number: Some(t), .. })
+                if vendor_id == "v1" && t == "T1"
+        ));
+        assert!(matches!(
+            &out[1],
+            DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted { .. })
+        ));
         assert_eq!(
-            out[1],
+            out[2],
             DeliveryEffect::Reply(OrderReply::DeliveryCompleted { order_id: O.into() })
         );
         assert_eq!(step(&mut s, end(), 7), vec![]);
         assert_eq!(code(&s, detail("x")), "INVALID_TRANSITION");
 
         let d = s.unwrap();
-        assert_eq!(d.details[0].by, "boss1");
+        assert_eq!(d.shipments[0].details[0].by, "boss1");
         let v = d.to_view(&ViewMeta::default());
         assert_eq!(v.status, Delivered);
-        assert_eq!((v.started_at, v.delivered_at), (Some(2), Some(6)));
-        assert_eq!(v.tracking_number.as_deref(), Some("T1"));
+        assert_eq!(v.shipping, Some(address()));
+        let sv = &v.shipments[0];
+        assert_eq!((sv.started_at, sv.delivered_at), (Some(2), Some(6)));
+        assert_eq!(sv.tracking_number.as_deref(), Some("T1"));
+        assert_eq!(sv.carrier, Some(Carrier::CjLogistics));
         assert_eq!(
-            v.details
+            sv.details
                 .iter()
                 .map(|d| d.location.as_str())
                 .collect::<Vec<_>>(),
@@ -558,6 +937,85 @@ mod tests {
         );
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<DeliveryState>(&json).unwrap(), d);
+    }
+
+    /// Two vendors: the saga hears SHIPPING at the first start and COMPLETED at the last
+    /// arrival, once each; every shipment's step is its own mail event.
+    #[test]
+    fn the_order_ships_at_the_first_start_and_completes_at_the_last_arrival() {
+        let mut s = None;
+        step(&mut s, confirmed_by(&["v1", "v2"]), 1);
+        assert_eq!(s.as_ref().unwrap().shipments.len(), 2);
+        assert_eq!(shipment_of(&s, "v2").lines[0].product_id, "p-v2");
+
+        let out = step(&mut s, start_of(Some("v2"), "B-2"), 2);
+        assert_eq!(
+            replies(&out),
+            vec![&OrderReply::DeliveryStarted { order_id: O.into() }]
+        );
+        assert_eq!(
+            (shipment_of(&s, "v1").status, shipment_of(&s, "v2").status),
+            (Pending, InTransit)
+        );
+        let out = step(&mut s, start_of(Some("v1"), "A-1"), 3);
+        assert!(replies(&out).is_empty(), "the order already ships: {out:?}");
+        assert!(matches!(
+            &out[..],
+            [DeliveryEffect::Event(DeliveryEvent::ShipmentStarted { vendor_id, tracking_number, .. })]
+                if vendor_id == "v1" && tracking_number == "A-1"
+        ));
+
+        let out = step(&mut s, end_of(Some("v1")), 4);
+        assert!(replies(&out).is_empty(), "v2 is still on its way: {out:?}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.as_ref().unwrap().status, InTransit);
+        let out = step(&mut s, end_of(Some("v2")), 5);
+        assert_eq!(
+            replies(&out),
+            vec![&OrderReply::DeliveryCompleted { order_id: O.into() }]
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|e| matches!(
+                    e,
+                    DeliveryEffect::Event(DeliveryEvent::DeliveryCompleted { .. })
+                ))
+                .count(),
+            1
+        );
+        assert_eq!(s.as_ref().unwrap().status, Delivered);
+        // A repeated end changes nothing and tells nobody again.
+        assert_eq!(step(&mut s, end_of(Some("v2")), 6), vec![]);
+    }
+
+    /// A command names its vendor's shipment and moves nothing else; a vendor the order has no
+    /// lines of has no shipment; a command without a vendor (written before shipments) is
+    /// refused on an order of several.
+    #[test]
+    fn a_vendor_acts_on_its_own_shipment_only() {
+        let mut s = None;
+        step(&mut s, confirmed_by(&["v1", "v2"]), 1);
+        assert_eq!(code(&s, start_of(Some("v9"), "X")), "NOT_FOUND");
+        assert_eq!(code(&s, start_of(None, "X")), "CONFLICT");
+        assert_eq!(code(&s, end_of(None)), "CONFLICT");
+        step(&mut s, start_of(Some("v1"), "A-1"), 2);
+        // v2's shipment has not started: its details and end are refused, v1's go on.
+        assert_eq!(
+            code(&s, detail_with("v2", "hub", None)),
+            "INVALID_TRANSITION"
+        );
+        assert_eq!(code(&s, end_of(Some("v2"))), "INVALID_TRANSITION");
+        step(&mut s, detail_with("v1", "hub", None), 3);
+        assert!(shipment_of(&s, "v2").details.is_empty());
+        assert_eq!(shipment_of(&s, "v2").status, Pending);
+
+        // A single-vendor order takes a command without a vendor as its only shipment's.
+        let mut one = None;
+        step(&mut one, confirmed(), 1);
+        step(&mut one, start_of(None, "T1"), 2);
+        assert_eq!(shipment_of(&one, "v1").status, InTransit);
+        step(&mut one, end_of(None), 3);
+        assert_eq!(one.unwrap().status, Delivered);
     }
 
     #[test]
@@ -572,33 +1030,38 @@ mod tests {
         assert_eq!(code(&s, end()), "INVALID_TRANSITION");
     }
 
+    /// No shipment has started: every shipment is cancelled and the saga told once, so it
+    /// refunds once.
     #[test]
-    fn a_cancel_request_on_a_pending_delivery_cancels_it() {
+    fn a_cancel_request_before_any_start_cancels_every_shipment_once() {
         let mut s = None;
-        step(&mut s, confirmed(), 1);
+        step(&mut s, confirmed_by(&["v1", "v2"]), 1);
         assert_eq!(
             step(&mut s, cancel_requested(), 2),
             vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelled {
                 order_id: O.into()
             })]
         );
-        assert_eq!(s.as_ref().unwrap().status, Cancelled);
+        let d = s.as_ref().unwrap();
+        assert_eq!(d.status, Cancelled);
+        assert!(d.shipments.iter().all(|x| x.status == Cancelled));
         // A redelivered request, and the saga's OrderCancelled that follows: nothing new.
         assert_eq!(step(&mut s, cancel_requested(), 3), vec![]);
         assert_eq!(step(&mut s, cancelled(), 3), vec![]);
-        // The vendor's start lost the race: refused.
-        assert_eq!(code(&s, start("T1")), "INVALID_TRANSITION");
+        // The vendors' starts lost the race: refused.
+        assert_eq!(code(&s, start_of(Some("v1"), "T1")), "INVALID_TRANSITION");
+        assert_eq!(code(&s, start_of(Some("v2"), "T2")), "INVALID_TRANSITION");
     }
 
     #[test]
-    fn a_cancel_request_after_the_start_is_refused() {
-        // The race: StartDelivery is processed before the cancel request.
+    fn a_cancel_request_after_any_start_is_refused() {
+        // The race: one vendor's StartDelivery is processed before the cancel request.
         for delivered in [false, true] {
             let mut s = None;
-            step(&mut s, confirmed(), 1);
-            step(&mut s, start("T1"), 2);
+            step(&mut s, confirmed_by(&["v1", "v2"]), 1);
+            step(&mut s, start_of(Some("v2"), "T1"), 2);
             if delivered {
-                step(&mut s, end(), 3);
+                step(&mut s, end_of(Some("v2")), 3);
             }
             let before = s.clone();
             let refusal = vec![DeliveryEffect::Reply(OrderReply::DeliveryCancelRefused {
@@ -607,31 +1070,40 @@ mod tests {
             })];
             assert_eq!(step(&mut s, cancel_requested(), 4), refusal);
             assert_eq!(s, before, "a refusal changes nothing");
+            assert_eq!(shipment_of(&s, "v1").status, Pending, "v1 may still ship");
             // Redelivered: refused again, the same way.
             assert_eq!(step(&mut s, cancel_requested(), 5), refusal);
         }
     }
 
     #[test]
-    fn details_are_refused_past_the_bound() {
+    fn details_are_refused_past_the_bounds() {
         let mut s = None;
-        step(&mut s, confirmed(), 1);
-        step(&mut s, start("T1"), 2);
-        for i in 0..MAX_DETAILS {
-            step(&mut s, detail(&format!("hub {i}")), 3 + i as Millis);
+        step(&mut s, confirmed_by(&["v1", "v2", "v3"]), 1);
+        for v in ["v1", "v2", "v3"] {
+            step(&mut s, start_of(Some(v), "T1"), 2);
         }
-        assert_eq!(s.as_ref().unwrap().details.len(), MAX_DETAILS);
+        for i in 0..MAX_DETAILS {
+            step(&mut s, detail_with("v1", &format!("hub {i}"), None), 3);
+        }
+        assert_eq!(shipment_of(&s, "v1").details.len(), MAX_DETAILS);
         let before = s.clone();
         let refused = decide(&s, &detail("one too many"), 500).unwrap_err();
         assert_eq!(refused.code(), "CONFLICT");
         assert_eq!(
             refused.to_string(),
-            "conflict: the delivery already has 100 details, the most it keeps is 100"
+            "conflict: the shipment already has 50 details, the most it keeps is 50"
         );
         assert_eq!(s, before);
-        // The delivery itself goes on.
+        for i in 0..MAX_DELIVERY_DETAILS - MAX_DETAILS {
+            step(&mut s, detail_with("v2", &format!("hub {i}"), None), 4);
+        }
+        let refused = decide(&s, &detail_with("v3", "x", None), 500).unwrap_err();
+        assert_eq!(refused.code(), "CONFLICT");
+        assert!(refused.to_string().contains("the most they keep is 100"));
+        // The shipments themselves go on.
         step(&mut s, end(), 600);
-        assert_eq!(s.unwrap().status, Delivered);
+        assert_eq!(shipment_of(&s, "v1").status, Delivered);
     }
 
     #[test]
@@ -649,6 +1121,7 @@ mod tests {
         assert_eq!(code(&s, detail("")), "INVALID");
         let no_by = DeliveryInput::Command(DeliveryCommand::EndDelivery {
             order_id: O.into(),
+            vendor_id: Some("v1".into()),
             by: "".into(),
         });
         assert_eq!(code(&s, no_by), "INVALID");
@@ -665,17 +1138,78 @@ mod tests {
         let mut s = None;
         step(&mut s, confirmed(), 1);
         step(&mut s, start("T-1"), 2);
-        step(&mut s, detail_with("Seoul hub", Some("r-1")), 3);
-        step(&mut s, detail_with("Seoul hub", Some("r-1")), 4);
-        step(&mut s, detail_with("Busan hub", Some("r-2")), 5);
+        step(&mut s, detail_with("v1", "Seoul hub", Some("r-1")), 3);
+        step(&mut s, detail_with("v1", "Seoul hub", Some("r-1")), 4);
+        step(&mut s, detail_with("v1", "Busan hub", Some("r-2")), 5);
         step(&mut s, detail("Busan hub"), 6);
-        let locations: Vec<&str> = s
-            .as_ref()
-            .unwrap()
+        let locations: Vec<&str> = shipment_of(&s, "v1")
             .details
             .iter()
             .map(|d| d.location.as_str())
             .collect();
         assert_eq!(locations, ["Seoul hub", "Busan hub", "Busan hub"]);
+    }
+
+    /// A value of the single-delivery store still reads: one shipment per vendor in the old
+    /// status with the old start, details and end; a free-text carrier that names no enum value
+    /// is kept as none. An order confirmed before shipments (no lines) gets empty shipments.
+    #[test]
+    fn a_delivery_stored_before_shipments_still_reads() {
+        let old = serde_json::json!({
+            "order_id": "o1", "username": "ann1", "email": "ann@x.io",
+            "vendor_ids": ["v1", "v2"], "status": "IN_TRANSIT",
+            "shipment": {"carrier": "CJ", "delivery_type": "parcel", "tracking_number": "T1",
+                         "by": "boss1", "at": 5},
+            "details": [{"at": 6, "location": "hub", "description": "sorted", "by": "boss1"}]
+        });
+        let mut s = Some(serde_json::from_value::<DeliveryState>(old).unwrap());
+        let d = s.as_ref().unwrap();
+        assert_eq!(d.shipments.len(), 2);
+        for x in &d.shipments {
+            assert_eq!(x.status, InTransit);
+            let st = x.start.as_ref().unwrap();
+            assert_eq!(
+                (st.carrier, st.delivery_type),
+                (Some(Carrier::CjLogistics), None)
+            );
+            assert_eq!((st.tracking_number.as_str(), x.details.len()), ("T1", 1));
+        }
+        // It goes on as shipments: v1 arrives, then v2 completes the order.
+        step(&mut s, end_of(Some("v1")), 7);
+        let out = step(&mut s, end_of(Some("v2")), 8);
+        assert_eq!(
+            replies(&out),
+            vec![&OrderReply::DeliveryCompleted { order_id: O.into() }]
+        );
+
+        let pending = serde_json::json!({
+            "order_id": "o1", "username": "ann1", "email": "ann@x.io",
+            "vendor_ids": ["v1"], "status": "PENDING",
+            "shipment": {"carrier": "DHL", "delivery_type": "STANDARD", "tracking_number": "T",
+                         "by": "b", "at": 1}
+        });
+        let d: DeliveryState = serde_json::from_value(pending).unwrap();
+        assert_eq!(d.shipments[0].start.as_ref().unwrap().carrier, None);
+        // An OrderConfirmed from before shipments (no lines, no address).
+        let old_event: OrderEvent = serde_json::from_value(serde_json::json!({
+            "type": "OrderConfirmed", "order_id": "o1", "username": "ann1",
+            "email": "ann@x.io", "amount": 700, "vendor_ids": ["v1"]
+        }))
+        .unwrap();
+        let mut s = None;
+        step(&mut s, DeliveryInput::Order(old_event), 1);
+        assert!(shipment_of(&s, "v1").lines.is_empty());
+    }
+
+    #[test]
+    fn a_manager_sees_their_vendors_shipments_only() {
+        let mut s = None;
+        step(&mut s, confirmed_by(&["v1", "v2"]), 1);
+        let v = s.unwrap().to_view(&ViewMeta::default());
+        let share = vendor_share(&v, &["v2".to_string()]);
+        assert_eq!(share.vendor_ids, ["v2"]);
+        assert_eq!(share.shipments.len(), 1);
+        assert_eq!(share.shipments[0].vendor_id, "v2");
+        assert_eq!(share.shipping, v.shipping);
     }
 }

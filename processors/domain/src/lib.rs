@@ -16,6 +16,7 @@ pub mod order;
 pub mod payment;
 pub mod rejection;
 pub mod rules;
+pub mod shipping;
 pub mod stock;
 pub mod user;
 pub mod vendor;

@@ -12,8 +12,9 @@
 //! rejected, or for nothing, is a no-op there.
 
 use pickple_schemas::{
-    Amount, DeliveryStatus, Millis, OrderCommand, OrderEvent, OrderLine, OrderLineView, OrderReply,
-    OrderStatus, OrderView, PaymentCommand, PaymentStatus, StockCommand, Transition,
+    Amount, ConfirmedLine, DeliveryStatus, Millis, OrderCommand, OrderEvent, OrderLine,
+    OrderLineView, OrderReply, OrderStatus, OrderView, PaymentCommand, PaymentStatus,
+    ShippingAddress, StockCommand, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,9 @@ pub struct OrderState {
     /// (see [`OrderFact::CancelRequested`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
+    /// Where the order goes; absent on orders placed before addresses existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<ShippingAddress>,
     pub history: Vec<Transition>,
 }
 
@@ -104,6 +108,8 @@ pub enum OrderFact {
         username: String,
         email: String,
         lines: Vec<OrderLine>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping: Option<ShippingAddress>,
         at: Millis,
     },
     LineReserved {
@@ -306,9 +312,11 @@ impl Aggregate for Order {
                 username,
                 email,
                 lines,
+                shipping,
             }) => {
                 if let Some(o) = state {
                     let same = o.username == *username
+                        && o.shipping == *shipping
                         && o.lines.len() == lines.len()
                         && o.lines
                             .iter()
@@ -323,11 +331,17 @@ impl Aggregate for Order {
                     };
                 }
                 validate_lines(order_id, username, lines)?;
+                // Optional only for records placed before addresses existed: the gateway
+                // requires one.
+                if let Some(shipping) = shipping {
+                    crate::shipping::check_shipping(shipping)?;
+                }
                 Ok(vec![OrderFact::Placed {
                     order_id: order_id.clone(),
                     username: username.clone(),
                     email: email.clone(),
                     lines: lines.clone(),
+                    shipping: shipping.clone(),
                     at: now,
                 }])
             }
@@ -449,6 +463,7 @@ impl Aggregate for Order {
             username,
             email,
             lines,
+            shipping,
             at,
         } = fact
         {
@@ -471,6 +486,7 @@ impl Aggregate for Order {
                 payment: PaymentState::default(),
                 cancel_cause: None,
                 cancel_requested: None,
+                shipping: shipping.clone(),
                 history: vec![Transition {
                     status: OrderStatus::Pending,
                     at: *at,
@@ -527,6 +543,8 @@ impl Aggregate for Order {
                     email: after.email.clone(),
                     amount: after.amount(),
                     vendor_ids: after.vendor_ids(),
+                    lines: after.confirmed_lines(),
+                    shipping: after.shipping.clone(),
                 }));
                 out.extend(armed.map(|at| OrderEffect::CancelDeadline { at }));
                 out
@@ -941,6 +959,20 @@ impl OrderState {
         ids
     }
 
+    /// The reserved lines with their vendors, for the delivery's shipments.
+    pub fn confirmed_lines(&self) -> Vec<ConfirmedLine> {
+        self.lines
+            .iter()
+            .filter_map(|l| {
+                l.vendor_id.as_ref().map(|v| ConfirmedLine {
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    vendor_id: v.clone(),
+                })
+            })
+            .collect()
+    }
+
     pub fn payment_status(&self) -> Option<PaymentStatus> {
         let p = &self.payment;
         Some(if p.refunded {
@@ -990,6 +1022,7 @@ impl OrderState {
             payment_status: self.payment_status(),
             delivery_status: self.delivery_status(),
             vendor_ids: self.vendor_ids(),
+            shipping: self.shipping.clone(),
             history: self.history.clone(),
             cancel_requested: self.cancel_requested.clone(),
             rejection: meta.rejection.clone(),
@@ -1048,6 +1081,7 @@ mod tests {
             payment_status: None,
             delivery_status: None,
             vendor_ids: vec!["v1".into(), "v2".into()],
+            shipping: None,
             history: vec![],
             cancel_requested: None,
             rejection: None,
@@ -1069,7 +1103,20 @@ mod tests {
     };
     const O: &str = "o1";
 
+    fn address() -> ShippingAddress {
+        ShippingAddress {
+            recipient: "Ann".into(),
+            address: "1 Main St".into(),
+            contact: "010-1234-5678".into(),
+            request: None,
+        }
+    }
+
     fn place(lines: &[(&str, u64)]) -> OrderInput {
+        place_to(lines, Some(address()))
+    }
+
+    fn place_to(lines: &[(&str, u64)], shipping: Option<ShippingAddress>) -> OrderInput {
         OrderInput::Command(OrderCommand::PlaceOrder {
             order_id: O.into(),
             username: "ann".into(),
@@ -1081,7 +1128,34 @@ mod tests {
                     quantity: *q,
                 })
                 .collect(),
+            shipping,
         })
+    }
+
+    /// The address is checked with the domain's rules, kept on the order, shown on its view
+    /// and handed to the delivery with the lines' vendors; an order placed before addresses
+    /// (none) is still taken.
+    #[test]
+    fn the_address_travels_from_placement_to_the_confirmation() {
+        let s = Saga::new();
+        let mut bad = address();
+        bad.contact = "call me".into();
+        assert_eq!(s.reject(place_to(&[("p1", 1)], Some(bad))), "INVALID");
+        let mut s = Saga::paid();
+        let o = s.state.as_ref().unwrap();
+        assert_eq!(o.shipping, Some(address()));
+        assert_eq!(o.to_view(&ViewMeta::default()).shipping, Some(address()));
+        assert_eq!(
+            o.confirmed_lines()
+                .iter()
+                .map(|l| l.vendor_id.as_str())
+                .collect::<Vec<_>>(),
+            ["v-p1", "v-p2"]
+        );
+        s.now += 1;
+        let mut legacy = Saga::new();
+        legacy.send(place_to(&[("p1", 1)], None));
+        assert_eq!(legacy.state.as_ref().unwrap().shipping, None);
     }
     fn pay(user: &str) -> OrderInput {
         OrderInput::Command(OrderCommand::PayOrder {
@@ -1257,6 +1331,7 @@ mod tests {
                 product_id: "p1".into(),
                 quantity: 1,
             }],
+            shipping: None,
         });
         assert_eq!(s.reject(no_user), "INVALID");
     }
@@ -1429,7 +1504,20 @@ mod tests {
                     username: "ann".into(),
                     email: "ann@x.io".into(),
                     amount: 700,
-                    vendor_ids: vec!["v-p1".into(), "v-p2".into()]
+                    vendor_ids: vec!["v-p1".into(), "v-p2".into()],
+                    lines: vec![
+                        ConfirmedLine {
+                            product_id: "p1".into(),
+                            quantity: 2,
+                            vendor_id: "v-p1".into()
+                        },
+                        ConfirmedLine {
+                            product_id: "p2".into(),
+                            quantity: 1,
+                            vendor_id: "v-p2".into()
+                        }
+                    ],
+                    shipping: Some(address()),
                 }),
                 OrderEffect::CancelDeadline {
                     at: 1_000 + TIMEOUT
@@ -1874,6 +1962,8 @@ mod tests {
             email: "ann@x.io".into(),
             amount: 700,
             vendor_ids: vec!["v-p1".into()],
+            lines: vec![],
+            shipping: None,
         };
         let mut d = Delivery
             .handle(None, &DeliveryInput::Order(confirmed), s.now)
@@ -1881,8 +1971,9 @@ mod tests {
         // The vendor starts it; the DeliveryStarted reply is still on its way to the order.
         let start = DeliveryInput::Command(DeliveryCommand::StartDelivery {
             order_id: O.into(),
-            carrier: "CJ".into(),
-            delivery_type: "parcel".into(),
+            vendor_id: Some("v-p1".into()),
+            carrier: pickple_schemas::Carrier::CjLogistics,
+            delivery_type: pickple_schemas::DeliveryType::Courier,
             tracking_number: "T1".into(),
             by: "v-p1".into(),
         });

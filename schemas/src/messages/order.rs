@@ -10,6 +10,30 @@ pub struct OrderLine {
     pub quantity: u64,
 }
 
+/// Where an order goes: given when it is placed, carried to the delivery's shipments and their
+/// e-mails. The rules of each field are the domain's (`pickple_domain::order::check_shipping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShippingAddress {
+    /// Who receives the parcels: 1 to 50 characters on one line.
+    pub recipient: String,
+    /// 1 to 200 characters on one line.
+    pub address: String,
+    /// A phone number: 7 to 20 characters of digits, spaces, `+`, `-`, `(`, `)`, with 7 to 15
+    /// digits.
+    pub contact: String,
+    /// A note for the courier: up to 200 characters on one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+}
+
+/// A paid order's line as the delivery needs it: which vendor ships it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfirmedLine {
+    pub product_id: String,
+    pub quantity: u64,
+    pub vendor_id: String,
+}
+
 /// Topic `order-commands`, key: order id. What users ask of an order, through the gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type")]
@@ -19,6 +43,9 @@ pub enum OrderCommand {
         username: String,
         email: String,
         lines: Vec<OrderLine>,
+        /// Required by the gateway; absent only in records from before addresses existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping: Option<ShippingAddress>,
     },
     PayOrder {
         order_id: String,
@@ -192,6 +219,13 @@ pub enum OrderEvent {
         email: String,
         amount: Amount,
         vendor_ids: Vec<String>,
+        /// The reserved lines with their vendors: the delivery makes one shipment per vendor
+        /// from them. Empty in records from before shipments (one shipment per vendor id,
+        /// without lines, then).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lines: Vec<ConfirmedLine>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping: Option<ShippingAddress>,
     },
     OrderCancelled {
         order_id: String,
@@ -248,9 +282,13 @@ pub struct OrderView {
     pub amount: Amount,
     pub payment_deadline: Option<Millis>,
     pub payment_status: Option<PaymentStatus>,
-    /// The delivery's progress once it has started (IN_TRANSIT, then DELIVERED).
+    /// The delivery's progress once its first shipment has started (IN_TRANSIT), then once the
+    /// last one arrived (DELIVERED).
     pub delivery_status: Option<DeliveryStatus>,
     pub vendor_ids: Vec<String>,
+    /// Where the order goes (absent on orders placed before addresses existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<ShippingAddress>,
     pub history: Vec<Transition>,
     /// The customer's reason while a cancel of the paid order waits for the delivery's answer
     /// (granted: the order becomes CANCELLED; refused, as the delivery started: it goes on).

@@ -21,7 +21,9 @@
 //! | `{p}idx:users:search`                 | zset   | lexicographic (scores 0): `term\0username`,  |
 //! |                                       |        | term = lower-cased username, or e-mail of an |
 //! |                                       |        | ACTIVE account (`ZRANGEBYLEX` by prefix)     |
+//! | `{p}idx:deliveries`                   | zset   | every delivery, score = made at (ms)         |
 //! | `{p}idx:deliveries:vendor:{vendor}`   | zset   | deliveries of a vendor's orders              |
+//! | `{p}idx:deliveries[:vendor:{v}]:{f}:{x}` | zset | deliveries with a shipment (of vendor `v`) whose `status`, `carrier`, `delivery_type` or `tracking_number` (`f`) is `x` |
 //! | `{p}idx:notifications:user:{username}`| zset   | e-mails sent to a user, score = sent at      |
 //! | `{p}idx:payments`                     | zset   | every payment, score = first attempt at      |
 //! | `{p}idx:payments:user:{username}`     | zset   | a buyer's payments                           |
@@ -206,6 +208,21 @@ impl Keys {
 
     pub fn deliveries_of_vendor(&self, vendor_id: &str) -> String {
         format!("{}idx:deliveries:vendor:{vendor_id}", self.prefix)
+    }
+
+    pub fn deliveries_all(&self) -> String {
+        format!("{}idx:deliveries", self.prefix)
+    }
+
+    /// The deliveries with a shipment (of `vendor_id`, or of any vendor) whose `field` is
+    /// `value`: one index per value, so a filtered listing reads one sorted set instead of
+    /// scanning. Field names are the query parameters' (`status`, `carrier`, `delivery_type`,
+    /// `tracking_number`); values as spelt on the wire, a tracking number exactly as given.
+    pub fn deliveries_by(&self, vendor_id: Option<&str>, field: &str, value: &str) -> String {
+        match vendor_id {
+            Some(v) => format!("{}idx:deliveries:vendor:{v}:{field}:{value}", self.prefix),
+            None => format!("{}idx:deliveries:{field}:{value}", self.prefix),
+        }
     }
 
     pub fn notifications_of_user(&self, username: &str) -> String {

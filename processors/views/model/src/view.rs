@@ -209,12 +209,33 @@ impl View for DeliveryView {
         self.version
     }
 
+    /// Every delivery, each vendor's, and one index per filter value a shipment has, for the
+    /// vendor's listing and for MASTER's (a delivery is listed under a value when any of its
+    /// shipments has it).
     fn indexes(&self, keys: &Keys) -> Vec<(String, i64)> {
-        let at = self.started_at.unwrap_or(0);
-        self.vendor_ids
-            .iter()
-            .map(|vendor| (keys.deliveries_of_vendor(vendor), at))
-            .collect()
+        let at = self.created_at;
+        let mut indexes = vec![(keys.deliveries_all(), at)];
+        for vendor in &self.vendor_ids {
+            indexes.push((keys.deliveries_of_vendor(vendor), at));
+        }
+        for s in &self.shipments {
+            let mut filters = vec![("status", s.status.as_str().to_string())];
+            filters.extend(s.carrier.map(|c| ("carrier", c.as_str().to_string())));
+            filters.extend(
+                s.delivery_type
+                    .map(|t| ("delivery_type", t.as_str().to_string())),
+            );
+            filters.extend(s.tracking_number.clone().map(|t| ("tracking_number", t)));
+            for (field, value) in filters {
+                for vendor in [Some(s.vendor_id.as_str()), None] {
+                    let key = keys.deliveries_by(vendor, field, &value);
+                    if !indexes.iter().any(|(k, _)| *k == key) {
+                        indexes.push((key, at));
+                    }
+                }
+            }
+        }
+        indexes
     }
 
     fn status(&self) -> Option<String> {
@@ -434,6 +455,47 @@ mod tests {
         n["deleted"] = true.into();
         let view: NotificationView = decode(n.to_string().as_bytes()).unwrap();
         assert!(view.indexes(&keys).is_empty());
+    }
+
+    /// Each shipment's status, carrier, type and tracking number are index keys, per vendor and
+    /// over all vendors (once per value); a view from before shipments still decodes.
+    #[test]
+    fn a_delivery_is_indexed_by_its_shipments_values() {
+        let json = serde_json::json!({
+            "order_id": "o1", "username": "ann", "vendor_ids": ["v1", "v2"],
+            "status": "IN_TRANSIT", "created_at": 1000, "shipments": [
+                {"vendor_id": "v1", "status": "IN_TRANSIT", "carrier": "HANJIN",
+                 "delivery_type": "EXPRESS", "tracking_number": "T 1"},
+                {"vendor_id": "v2", "status": "PENDING"}
+            ], "rejection": null, "version": 3
+        });
+        let d: DeliveryView = decode(json.to_string().as_bytes()).unwrap();
+        let keys = Keys::new("t:");
+        let mut got: Vec<String> = d.indexes(&keys).into_iter().map(|(k, _)| k).collect();
+        got.sort();
+        let want = [
+            "t:idx:deliveries",
+            "t:idx:deliveries:carrier:HANJIN",
+            "t:idx:deliveries:delivery_type:EXPRESS",
+            "t:idx:deliveries:status:IN_TRANSIT",
+            "t:idx:deliveries:status:PENDING",
+            "t:idx:deliveries:tracking_number:T 1",
+            "t:idx:deliveries:vendor:v1",
+            "t:idx:deliveries:vendor:v1:carrier:HANJIN",
+            "t:idx:deliveries:vendor:v1:delivery_type:EXPRESS",
+            "t:idx:deliveries:vendor:v1:status:IN_TRANSIT",
+            "t:idx:deliveries:vendor:v1:tracking_number:T 1",
+            "t:idx:deliveries:vendor:v2",
+            "t:idx:deliveries:vendor:v2:status:PENDING",
+        ];
+        assert_eq!(got, want);
+        let old = serde_json::json!({
+            "order_id": "o1", "username": "ann", "vendor_ids": ["v1"], "status": "PENDING",
+            "carrier": null, "delivery_type": null, "tracking_number": null, "details": [],
+            "started_at": null, "delivered_at": null, "rejection": null, "version": 1
+        });
+        let d: DeliveryView = decode(old.to_string().as_bytes()).unwrap();
+        assert!(d.shipments.is_empty());
     }
 
     #[test]
