@@ -161,10 +161,12 @@ wait_until 60 "notification retried a mail (SMTP down)" \
 echo "ok: notification backs off and retries while its mail server is down"
 
 # The gateway serves the product the views sink wrote to Redis (HTTP metrics with a route label).
+# Anonymous readers see an availability state, not levels: 5 units left of 5 is LOW (the
+# domain's rule: at most 5 units), SOLD_OUT before the SetStock.
 product_served() {
   local body
   body=$(curl -fsS -m 5 "http://127.0.0.1:$gateway_port/api/v1/products/$product" 2>/dev/null) &&
-    grep -q '"available":5' <<<"$body"
+    grep -q '"availability":"LOW"' <<<"$body"
 }
 wait_until 60 "gateway serves the product with its stock" product_served
 curl -fsS -m 5 -o /dev/null "http://127.0.0.1:$gateway_port/health" || fail "gateway /health"

@@ -116,3 +116,24 @@ fn views_stored_before_the_search_index_are_given_their_entries_once() {
         .unwrap();
     let _: () = con.del(all).unwrap();
 }
+
+/// A shop whose Redis holds no user yet (a fresh start): nothing to backfill, and the sink marks
+/// it done on its first punctuation instead of failing on an empty Redis pipeline each second.
+#[test]
+fn a_sink_with_no_user_views_marks_the_backfill_done_at_once() {
+    let prefix = format!("bf{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let redis = RedisConfig::local(prefix.clone());
+    let keys = redis.keys();
+    let mut con = redis.client().unwrap().get_connection().unwrap();
+    let script = redis::Script::new(BACKFILL_LUA);
+    assert_eq!(
+        backfill_user_search(&mut con, &script, &keys, &[]).unwrap(),
+        0
+    );
+    let sink = pickple_views::ViewsSink::new(redis.clone(), 0);
+    let mut d = TestDriver::new(sink, pickple_runtime::now_millis() + 60_000);
+    d.advance(1).unwrap();
+    let marked: bool = con.exists(keys.backfilled("user-search")).unwrap();
+    assert!(marked, "no user to index: the backfill is done");
+    let _: () = con.del(keys.backfilled("user-search")).unwrap();
+}

@@ -38,6 +38,10 @@ pub fn backfill_lex<V: View>(
     keys: &Keys,
     ids: &[String],
 ) -> redis::RedisResult<usize> {
+    if ids.is_empty() {
+        // An empty pipeline is an error to Redis ("empty command"), not an empty answer.
+        return Ok(0);
+    }
     let mut read = redis::pipe();
     for id in ids {
         read.cmd("HMGET")
