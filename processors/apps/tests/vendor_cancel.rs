@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::shop::Shop;
+use common::shop::{shipping, Shop};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -67,7 +67,8 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     .await;
 
     // The buyer orders 3: reserved, awaiting payment.
-    let line = json!({"lines": [{"product_id": product_id, "quantity": 3}]});
+    let line =
+        json!({"lines": [{"product_id": product_id, "quantity": 3}], "shipping": shipping()});
     let (code, placed) = http.post("/orders", Some(&buyer_token), line.clone()).await;
     assert_eq!(code, StatusCode::ACCEPTED, "{placed}");
     let order_id = placed["id"].as_str().unwrap().to_string();

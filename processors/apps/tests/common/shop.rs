@@ -1,7 +1,7 @@
 //! The whole shop over HTTP for the integration tests: every processor and the views sink on
 //! threads, the gateway in-process on an ephemeral port, against the real local Kafka, Redis and
 //! SMTP sink; and an HTTP client that signs up (with the mailed code), long-polls views and
-//! follows their versions. (`http_end_to_end.rs` still has its own copy of the client.)
+//! follows their versions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,10 +11,15 @@ use pickple_processors::{App, AppConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// A delivery address for the tests' orders (`POST /orders` requires one).
+pub fn shipping() -> Value {
+    json!({"recipient": "Kim Minji", "address": "1 Teheran-ro, Seoul", "contact": "010-1234-5678"})
+}
+
 /// A running shop; [`Shop::stop`] stops it.
 pub struct Shop {
     pub http: Http,
-    pipeline: Pipeline,
+    pub pipeline: Pipeline,
     server: tokio::task::JoinHandle<()>,
     stop_views: Arc<AtomicBool>,
     views: std::thread::JoinHandle<Result<(), pickple_views::ViewsError>>,
@@ -25,13 +30,18 @@ impl Shop {
     /// Every app, the sink and the gateway, with topics and Redis keys named after `tag`;
     /// returns once the gateway is ready.
     pub async fn start(tag: &'static str) -> Shop {
+        Shop::start_with(tag, AppConfig::default(), &App::ALL).await
+    }
+
+    /// [`Shop::start`] with these apps' settings, running only `apps` (and the sink).
+    pub async fn start_with(tag: &'static str, config: AppConfig, apps: &[App]) -> Shop {
         // The notification app mails the sign-ups' codes to the sink, which needs its folders.
         super::ensure_maildir();
-        let pipeline = tokio::task::spawn_blocking(move || {
-            Pipeline::start(tag, &AppConfig::default(), &App::ALL).unwrap()
-        })
-        .await
-        .unwrap();
+        let apps = apps.to_vec();
+        let pipeline =
+            tokio::task::spawn_blocking(move || Pipeline::start(tag, &config, &apps).unwrap())
+                .await
+                .unwrap();
         let redis_prefix = format!("{tag}{}:", &uuid::Uuid::new_v4().simple().to_string()[..10]);
 
         // The views sink, like `pickple-processor --app views`.
