@@ -138,7 +138,9 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
         return;
     }
     let path = format!("/deliveries/{order_id}");
-    let delivery = match ctx.api.wait_status(&path, Some(&*mgr), "PENDING").await {
+    // Read as MASTER: a manager's view of a delivery holds only their own vendors' shipments,
+    // and the driver must know every vendor of the order to ship it whole.
+    let delivery = match ctx.api.wait_status(&path, Some(&*ctx.master), "PENDING").await {
         Ok(v) => v,
         Err(e) => {
             stats.anomaly("delivery of a paid order not visible", e);
