@@ -224,6 +224,10 @@ for role in $roles SPARE; do
     selection=("${enders[@]}")
   fi
   log "schemathesis: as $role"
+  # filter_too_much: the generator draws strings for a pattern and throws away those over the
+  # field's maxLength; a delivery address's contact (a phone number: `+`, separators, 7 to 15
+  # digits, at most 20 characters) makes it throw away most, and the health check calls that an
+  # error. The generated bodies are still sent: only the check is off.
   # From the report dir, where schemathesis keeps its own files (.schemathesis/).
   (cd "$out" && PYTHONPATH=$here SCHEMATHESIS_HOOKS=schemathesis_hooks "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$url/openapi.json" \
     "${selection[@]}" \
@@ -237,6 +241,7 @@ for role in $roles SPARE; do
     --workers 1 \
     --request-timeout 40 \
     --generation-database none \
+    --suppress-health-check filter_too_much \
     --no-color \
     --report junit,ndjson --report-dir "$out/$role" \
     "$@") || status=1

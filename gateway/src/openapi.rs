@@ -811,12 +811,6 @@ pub mod constraints {
             {
                 merge(&mut p["schema"], id());
             }
-            for p in params
-                .iter_mut()
-                .filter(|p| p["in"] == "query" && p["name"] == "username")
-            {
-                merge(&mut p["schema"], username());
-            }
         }
         // Unsigned query integers (offset, limit, after_version) parse as u64: any up to
         // u64::MAX is taken (offset and limit are then capped), a larger one is a 400.
@@ -831,6 +825,13 @@ pub mod constraints {
             let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
                 continue;
             };
+            // A `username` filter (orders, payments) is a username, whatever the listing.
+            for p in params
+                .iter_mut()
+                .filter(|p| p["in"] == "query" && p["name"] == "username")
+            {
+                merge(&mut p["schema"], username());
+            }
             for p in params.iter_mut().filter(|p| p["in"] == "query") {
                 let schema = &mut p["schema"];
                 let unsigned = schema["type"] == "integer" && schema["minimum"] == json!(0);
