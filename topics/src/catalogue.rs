@@ -225,7 +225,7 @@ pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
         ),
         compacted(
             p(topic::VIEW_SALE_TAKES),
-            "product id/username (on the product's partition)",
+            "product id/username",
             "units each buyer holds in a product's current sale",
         ),
     ];

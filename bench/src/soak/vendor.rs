@@ -140,7 +140,11 @@ async fn ship(ctx: &Ctx, idx: usize, order_id: &str, n: u64) {
     let path = format!("/deliveries/{order_id}");
     // Read as MASTER: a manager's view of a delivery holds only their own vendors' shipments,
     // and the driver must know every vendor of the order to ship it whole.
-    let delivery = match ctx.api.wait_status(&path, Some(&*ctx.master), "PENDING").await {
+    let delivery = match ctx
+        .api
+        .wait_status(&path, Some(&*ctx.master), "PENDING")
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             stats.anomaly("delivery of a paid order not visible", e);

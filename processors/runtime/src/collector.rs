@@ -177,9 +177,6 @@ impl RecordCollector {
         if let Some(v) = &out.value {
             record = record.payload(v.as_slice());
         }
-        if let Some(partition) = out.partition {
-            record = record.partition(partition);
-        }
         producer.send(record)?;
         match self.counted_out.get(out.topic.as_str()) {
             Some(counter) => counter.inc(),

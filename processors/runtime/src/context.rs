@@ -20,9 +20,6 @@ pub struct Output {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
     pub headers: RecordHeaders,
-    /// `None`: the partition murmur2 of the key names (every pipeline record). `Some(p)`: the
-    /// task's own partition number ([`Context::send_value_co_partitioned`]).
-    pub partition: Option<i32>,
 }
 
 impl Output {
@@ -265,25 +262,6 @@ impl<'a> Context<'a> {
         );
     }
 
-    /// As [`Context::send_value`], but to the task's own partition number instead of the one
-    /// the key hashes to: for a record whose key names more than the entity (a composite key,
-    /// compacted per part) that must stay co-partitioned with the entity's own records. Partition
-    /// `p` of `topic` then holds what task `p` wrote, as a changelog does; the order per key is
-    /// kept, since a key's entity always belongs to the same task.
-    pub fn send_value_co_partitioned<T: Serialize>(
-        &mut self,
-        topic: &str,
-        key: &str,
-        event_type: &str,
-        value: &T,
-    ) {
-        self.send_value(topic, key, event_type, value);
-        let partition = self.partition();
-        if let Some(out) = self.outputs.last_mut() {
-            out.partition = Some(partition);
-        }
-    }
-
     pub fn send_raw(
         &mut self,
         topic: &str,
@@ -296,7 +274,6 @@ impl<'a> Context<'a> {
             key: key.to_vec(),
             value,
             headers,
-            partition: None,
         });
     }
 }

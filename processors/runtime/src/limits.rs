@@ -80,7 +80,6 @@ mod tests {
             key: b"p2".to_vec(),
             value: Some(vec![b'y'; 200]),
             headers: RecordHeaders::new("X", "c"),
-            partition: None,
         };
         let reason = oversized(&BTreeMap::new(), &[out], 100).unwrap();
         assert!(reason.contains("topic view-products") && reason.contains("key p2"));

@@ -161,8 +161,7 @@ pub enum SaleState {
     SoldOut,
 }
 
-/// Topic `view-sale-takes`, key `<product id>/<username>`, on the product's partition (not the
-/// key's hash): how many units one buyer holds in a product's current sale (the stock
+/// Topic `view-sale-takes`, key `<product id>/<username>`: how many units one buyer holds in a product's current sale (the stock
 /// processor's per-buyer counter). Compacted per (product, buyer); `version` is the product
 /// view's version at the change, so it grows per key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
