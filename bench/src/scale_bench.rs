@@ -470,7 +470,7 @@ async fn main() -> anyhow::Result<()> {
             for &r in &args.replicas {
                 let t = failover(&args, r).await?;
                 println!(
-                    "run {run} standby {r}: survivors own every task {:.2} s and process new input on every task {:.2} s after the SIGKILL; restored {} records; standbys applied {}; per instance over the load: {:.2} s CPU, {:.1} MiB state",
+                    "run {run} standby {r}: survivors own every task {:.2} s and process new input on every task {:.2} s after the SIGKILL; restored {:.0} records; standbys applied {:.0}; per instance over the load: {:.2} s CPU, {:.1} MiB state",
                     secs(t.moved), secs(t.processing), t.restored, t.standby_records, t.load_cpu, t.disk
                 );
                 runs.entry(r).or_default().push(t);
