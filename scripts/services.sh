@@ -69,7 +69,8 @@ case "${1:-start}" in
     ;;
   env)
     # Settings that tests and processors read; `eval "$(scripts/services.sh env)"`.
-    echo "export PICKPLE_BROKERS=127.0.0.1:${PICKPLE_KAFKA_PORT:-19092}"
+    # A shop pointed at the cluster (`eval "$(scripts/kafka.sh cluster env)"`) stays on it.
+    echo "export PICKPLE_BROKERS=${PICKPLE_BROKERS:-127.0.0.1:${PICKPLE_KAFKA_PORT:-19092}}"
     echo "export PICKPLE_REDIS_URL=redis://127.0.0.1:$redis_port"
     echo "export PICKPLE_SMTP=127.0.0.1:$smtp_port"
     echo "export PICKPLE_MAILDIR=$maildir"

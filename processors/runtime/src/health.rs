@@ -16,6 +16,16 @@ use serde::Serialize;
 /// How long the poll loop may go without turning (a transactional call blocks for up to 30 s).
 const STALLED_AFTER: Duration = Duration::from_secs(60);
 
+/// How long the poll loop may be stuck before the process ends itself (see
+/// `runner::Watchdog`): four times the longest a transactional call is allowed to block.
+pub(crate) const WEDGED_AFTER: Duration = Duration::from_secs(120);
+
+/// Whether a poll loop that has not turned for `stalled` is wedged inside a client call, past
+/// every timeout the runtime gives its calls.
+pub(crate) fn wedged(stalled: Duration) -> bool {
+    stalled > WEDGED_AFTER
+}
+
 /// What the runtime reports as it runs.
 #[derive(Debug, Clone)]
 pub(crate) struct Facts {
@@ -110,6 +120,13 @@ impl Health {
         self.loop_turned_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// How long it has been, at `now`, since the poll loop last turned.
+    pub fn stalled_for(&self, now: Instant) -> Duration {
+        let turned =
+            self.started + Duration::from_millis(self.loop_turned_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(turned)
+    }
+
     pub fn update(&self, change: impl FnOnce(&mut Facts)) {
         change(&mut self.facts.lock().unwrap());
     }
@@ -181,5 +198,18 @@ mod tests {
         let r = evaluate(&f, t0 + Duration::from_secs(20), GRACE);
         assert!(!r.healthy);
         assert_eq!(r.problems, vec!["no task assigned for 20 s".to_string()]);
+    }
+
+    #[test]
+    fn a_loop_stuck_past_every_call_timeout_is_wedged_and_a_slow_one_is_not() {
+        // Unhealthy (60 s) comes first; wedged only past four transaction-call timeouts.
+        assert!(!wedged(Duration::from_secs(61)));
+        assert!(!wedged(WEDGED_AFTER));
+        assert!(wedged(WEDGED_AFTER + Duration::from_secs(1)));
+        let h = Health::global();
+        let now = Instant::now();
+        h.loop_turned(now);
+        assert!(h.stalled_for(now + Duration::from_secs(5)) >= Duration::from_secs(4));
+        assert!(!wedged(h.stalled_for(now)));
     }
 }

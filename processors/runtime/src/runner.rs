@@ -117,6 +117,8 @@ where
     let health = Health::global();
     // A session timeout, and a rebalance, without a task is normal; longer is not.
     health.set_unassigned_grace(Duration::from_secs(16));
+    health.loop_turned(Instant::now());
+    let _watchdog = Watchdog::start(spec.name.clone());
     let task_timeout = config.task_timeout();
     let mut trouble: Option<(Instant, String)> = None;
     let mut rebuilt: Option<Instant> = None;
@@ -214,6 +216,51 @@ where
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Ends the process when the poll loop has been stuck inside one client call past every timeout
+/// the runtime gives its calls ([`crate::health::WEDGED_AFTER`]). librdkafka's
+/// `send_offsets_to_transaction` can block forever when the group coordinator's broker is lost
+/// (librdkafka issues 5456 and 5511, open; seen here with a broker of the three-broker cluster
+/// SIGKILLed under the soak's traffic: three processes stuck for minutes). Nothing can unblock
+/// that call from outside, so the process exits as a crash would; its supervisor starts a fresh
+/// instance, whose transactional producer fences the stuck one's transaction, and processing
+/// goes on from the committed offsets: exactly-once holds as for a SIGKILL. Stops with the run.
+struct Watchdog {
+    done: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(app: String) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let stalled = Health::global().stalled_for(Instant::now());
+                    if crate::health::wedged(stalled) && !stop.load(Ordering::Relaxed) {
+                        tracing::error!(
+                            app,
+                            stalled_s = stalled.as_secs(),
+                            "the poll loop is stuck in a client call; exiting so that a fresh instance takes over"
+                        );
+                        std::process::exit(70);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no watchdog thread: a wedged poll loop will not end the process");
+        }
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The input consumer's settings: one member of the app's group.
