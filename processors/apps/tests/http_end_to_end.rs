@@ -31,95 +31,23 @@ async fn a_customer_orders_pays_and_receives_through_http() {
         .await;
 
     // Vendor, product, stock.
-    let (code, vendor) = http
-        .post(
-            "/vendors",
-            Some(&vendor_token),
-            json!({"name": "Pick Shop"}),
+    let (vendor_id, product_id) = http
+        .stocked_product(
+            &vendor_token,
+            "Pick Shop",
+            json!({"name": "Kettle", "description": "boils", "price": 3000, "public": true}),
+            10,
         )
         .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
-    let vendor_id = vendor["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/vendors/{vendor_id}"), Some(&vendor_token), None)
-        .await;
-    let (code, product) = http
-        .post(
-            "/products",
-            Some(&vendor_token),
-            json!({"vendor_id": vendor_id, "name": "Kettle", "description": "boils", "price": 3000, "public": true}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
-    let product_id = product["id"].as_str().unwrap().to_string();
-    http.wait_view(
-        &format!("/products/{product_id}"),
-        Some(&vendor_token),
-        None,
-    )
-    .await;
-    let (code, body) = http
-        .call(
-            reqwest::Method::PUT,
-            &format!("/products/{product_id}/stock"),
-            Some(&vendor_token),
-            Some(json!({"quantity": 10})),
-            None,
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    http.wait_until(
-        &format!("/products/{product_id}"),
-        Some(&vendor_token),
-        |p| p["stock"]["available"] == 10,
-    )
-    .await;
     // The second vendor and its product.
-    let (code, vendor2) = http
-        .post(
-            "/vendors",
-            Some(&vendor2_token),
-            json!({"name": "Cup Shop"}),
+    let (vendor2_id, product2_id) = http
+        .stocked_product(
+            &vendor2_token,
+            "Cup Shop",
+            json!({"name": "Cup", "description": "holds tea", "price": 500, "public": true}),
+            10,
         )
         .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{vendor2}");
-    let vendor2_id = vendor2["id"].as_str().unwrap().to_string();
-    http.wait_view(
-        &format!("/vendors/{vendor2_id}"),
-        Some(&vendor2_token),
-        None,
-    )
-    .await;
-    let (code, product2) = http
-        .post(
-            "/products",
-            Some(&vendor2_token),
-            json!({"vendor_id": vendor2_id, "name": "Cup", "description": "holds tea", "price": 500, "public": true}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{product2}");
-    let product2_id = product2["id"].as_str().unwrap().to_string();
-    http.wait_view(
-        &format!("/products/{product2_id}"),
-        Some(&vendor2_token),
-        None,
-    )
-    .await;
-    let (code, body) = http
-        .call(
-            reqwest::Method::PUT,
-            &format!("/products/{product2_id}/stock"),
-            Some(&vendor2_token),
-            Some(json!({"quantity": 10})),
-            None,
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    http.wait_until(
-        &format!("/products/{product2_id}"),
-        Some(&vendor2_token),
-        |p| p["stock"]["available"] == 10,
-    )
-    .await;
 
     // Place the order twice with one Idempotency-Key: one order.
     let shipping = json!({"recipient": "김민지", "address": "서울 강남구 테헤란로 1", "contact": "010-1234-5678", "request": "문 앞"});
@@ -501,38 +429,15 @@ async fn a_sale_is_taken_counted_per_buyer_and_closed_early() {
         .await;
     let buyer_token = http.sign_up_and_in(&format!("buy{suffix}"), "USER").await;
 
-    let (code, vendor) = http
-        .post(
-            "/vendors",
-            Some(&vendor_token),
-            json!({"name": "Sale Shop"}),
+    let (_, product_id) = http
+        .stocked_product(
+            &vendor_token,
+            "Sale Shop",
+            json!({"name": "Limited mug", "price": 1500}),
+            20,
         )
         .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
-    let vendor_id = vendor["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/vendors/{vendor_id}"), Some(&vendor_token), None)
-        .await;
-    let (code, product) = http
-        .post(
-            "/products",
-            Some(&vendor_token),
-            json!({"vendor_id": vendor_id, "name": "Limited mug", "price": 1500}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
-    let product_id = product["id"].as_str().unwrap().to_string();
     let path = format!("/products/{product_id}");
-    http.wait_view(&path, Some(&vendor_token), None).await;
-    let (code, body) = http
-        .call(
-            reqwest::Method::PUT,
-            &format!("{path}/stock"),
-            Some(&vendor_token),
-            Some(json!({"quantity": 20})),
-            None,
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -89,38 +89,14 @@ async fn master_refunds_a_paid_order_before_it_ships_and_not_after() {
     let master = master.as_str();
 
     // MASTER's own vendor and product, ten in stock.
-    let (code, vendor) = http
-        .post("/vendors", Some(master), json!({"name": "Refund Shop"}))
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
-    let vendor_id = vendor["id"].as_str().unwrap();
-    http.wait_view(&format!("/vendors/{vendor_id}"), Some(master), None)
-        .await;
-    let (code, product) = http
-        .post(
-            "/products",
-            Some(master),
-            json!({"vendor_id": vendor_id, "name": "Kettle", "description": "boils", "price": 3000, "public": true}),
+    let (_, product_id) = http
+        .stocked_product(
+            master,
+            "Refund Shop",
+            json!({"name": "Kettle", "description": "boils", "price": 3000, "public": true}),
+            10,
         )
         .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
-    let product_id = product["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/products/{product_id}"), Some(master), None)
-        .await;
-    let (code, body) = http
-        .call(
-            reqwest::Method::PUT,
-            &format!("/products/{product_id}/stock"),
-            Some(master),
-            Some(json!({"quantity": 10})),
-            None,
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    http.wait_until(&format!("/products/{product_id}"), Some(master), |p| {
-        p["stock"]["available"] == 10
-    })
-    .await;
 
     let buyer_name = format!("buy{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
     let buyer = http.sign_up_and_in(&buyer_name, "USER").await;

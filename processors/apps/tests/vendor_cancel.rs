@@ -32,39 +32,15 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     let buyer_token = http.sign_up_and_in(&format!("buy{suffix}"), "USER").await;
 
     // Vendor, product, 5 in stock.
-    let (code, vendor) = http
-        .post("/vendors", Some(&vendor_token), json!({"name": "Kiln"}))
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{vendor}");
-    let vendor_id = vendor["id"].as_str().unwrap().to_string();
-    http.wait_view(&format!("/vendors/{vendor_id}"), Some(&vendor_token), None)
-        .await;
-    let (code, product) = http
-        .post(
-            "/products",
-            Some(&vendor_token),
-            json!({"vendor_id": vendor_id, "name": "Teapot", "description": "", "price": 2000, "public": true}),
+    let (vendor_id, product_id) = http
+        .stocked_product(
+            &vendor_token,
+            "Kiln",
+            json!({"name": "Teapot", "description": "", "price": 2000, "public": true}),
+            5,
         )
         .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{product}");
-    let product_id = product["id"].as_str().unwrap().to_string();
     let product_path = format!("/products/{product_id}");
-    http.wait_view(&product_path, Some(&vendor_token), None)
-        .await;
-    let (code, body) = http
-        .call(
-            reqwest::Method::PUT,
-            &format!("{product_path}/stock"),
-            Some(&vendor_token),
-            Some(json!({"quantity": 5})),
-            None,
-        )
-        .await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-    http.wait_until(&product_path, Some(&vendor_token), |p| {
-        p["stock"]["available"] == 5
-    })
-    .await;
 
     // The buyer orders 3: reserved, awaiting payment.
     let line =

@@ -194,6 +194,44 @@ impl Http {
         view
     }
 
+    /// A vendor named `vendor`, managed by the caller of `token`, and a product of it (`product`:
+    /// the create body but its `vendor_id`) with `quantity` in stock, once the product's view
+    /// shows it: (vendor id, product id).
+    pub async fn stocked_product(
+        &self,
+        token: &str,
+        vendor: &str,
+        mut product: Value,
+        quantity: u64,
+    ) -> (String, String) {
+        let (code, body) = self
+            .post("/vendors", Some(token), json!({"name": vendor}))
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        let vendor_id = body["id"].as_str().unwrap().to_string();
+        self.wait_view(&format!("/vendors/{vendor_id}"), Some(token), None)
+            .await;
+        product["vendor_id"] = json!(vendor_id);
+        let (code, body) = self.post("/products", Some(token), product).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        let product_id = body["id"].as_str().unwrap().to_string();
+        let path = format!("/products/{product_id}");
+        self.wait_view(&path, Some(token), None).await;
+        let (code, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("{path}/stock"),
+                Some(token),
+                Some(json!({"quantity": quantity})),
+                None,
+            )
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        self.wait_until(&path, Some(token), |p| p["stock"]["available"] == quantity)
+            .await;
+        (vendor_id, product_id)
+    }
+
     pub async fn sign_up_and_in(&self, username: &str, role: &str) -> String {
         // An address of this run only: the sink's maildir keeps earlier runs' mails.
         let email = format!(
