@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,6 +27,17 @@ pub enum AdminError {
     Delete {
         topic: String,
         code: RDKafkaErrorCode,
+    },
+    #[error("growing topic {topic}: {code}")]
+    Grow {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("topic {topic} has {actual} partitions, more than {wanted}: partitions never shrink")]
+    Shrink {
+        topic: String,
+        actual: i32,
+        wanted: i32,
     },
     #[error("refusing to delete by an empty name prefix: it matches every topic")]
     EmptyPrefix,
@@ -240,6 +253,69 @@ pub async fn apply(
     }
     wait_visible(brokers, &created)?;
     Ok(created)
+}
+
+/// A topic whose partitions [`grow`] added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grown {
+    pub topic: String,
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Give every existing catalogued topic with fewer partitions than its spec the spec's count
+/// (missing topics are `apply`'s business). A topic with more is an error: partitions never
+/// shrink. Returns what grew, once the brokers' metadata shows it. Moving the state to the new
+/// layout is `pickple-grow`'s job: on its own this breaks the stateful applications' key
+/// ownership.
+pub async fn grow(brokers: &str, specs: &[TopicSpec]) -> Result<Vec<Grown>, AdminError> {
+    let existing = existing_topics(brokers)?;
+    let mut grown = Vec::new();
+    for spec in specs {
+        let Some(actual) = existing.get(&spec.name) else {
+            continue;
+        };
+        if actual.partitions > spec.partitions {
+            return Err(AdminError::Shrink {
+                topic: spec.name.clone(),
+                actual: actual.partitions,
+                wanted: spec.partitions,
+            });
+        }
+        if actual.partitions < spec.partitions {
+            grown.push(Grown {
+                topic: spec.name.clone(),
+                from: actual.partitions,
+                to: spec.partitions,
+            });
+        }
+    }
+    if grown.is_empty() {
+        return Ok(grown);
+    }
+    let new: Vec<NewPartitions> = grown
+        .iter()
+        .map(|g| NewPartitions::new(&g.topic, g.to as usize))
+        .collect();
+    let results = admin(brokers)?
+        .create_partitions(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT)))
+        .await?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            return Err(AdminError::Grow { topic, code });
+        }
+    }
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = existing_topics(brokers)?;
+        let visible = grown
+            .iter()
+            .all(|g| now.get(&g.topic).is_some_and(|l| l.partitions >= g.to));
+        if visible || std::time::Instant::now() > deadline {
+            return Ok(grown);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Everything in which the broker differs from the catalogue and `replication`: missing topics,

@@ -1,9 +1,11 @@
 //! Every topic Pickple uses, as data.
 //!
-//! All topics have [`PARTITIONS`] partitions so every topic an application reads together is
-//! co-partitioned (same count, same murmur2 partitioner): one task owns an entity's whole history.
+//! All topics have the same partition count ([`PARTITIONS`] unless the deployment grew it, see
+//! [`catalogue_with`]) so every topic an application reads together is co-partitioned (same
+//! count, same murmur2 partitioner): one task owns an entity's whole history.
 
-/// Partition count of every topic: the most instances any processor can usefully run.
+/// Partition count of every topic of a new deployment: the most instances any processor can
+/// usefully run. `pickple-grow` raises it (to a multiple) with the state kept exact.
 pub const PARTITIONS: i32 = 6;
 
 use pickple_schemas::topic;
@@ -121,8 +123,23 @@ fn compacted(name: String, key: &'static str, description: &'static str) -> Topi
 }
 
 /// The whole catalogue, every name prefixed with `prefix` (empty in production; tests use a
-/// unique prefix to get a private set of topics on a shared broker).
+/// unique prefix to get a private set of topics on a shared broker), with [`PARTITIONS`]
+/// partitions per topic.
 pub fn catalogue(prefix: &str) -> Vec<TopicSpec> {
+    catalogue_with(prefix, PARTITIONS)
+}
+
+/// The whole catalogue with `partitions` partitions per topic: a deployment grown by
+/// `pickple-grow` (`PICKPLE_PARTITIONS`).
+pub fn catalogue_with(prefix: &str, partitions: i32) -> Vec<TopicSpec> {
+    let mut topics = catalogue_of(prefix);
+    for t in &mut topics {
+        t.partitions = partitions;
+    }
+    topics
+}
+
+fn catalogue_of(prefix: &str) -> Vec<TopicSpec> {
     let p = |n: &str| format!("{prefix}{n}");
     let mut topics = vec![
         stream(

@@ -5,5 +5,7 @@
 pub mod admin;
 pub mod catalogue;
 
-pub use admin::{apply, check, delete, delete_prefixed, DeleteOnDrop, Drift, Replication};
-pub use catalogue::{catalogue, Cleanup, TopicSpec, APPS, PARTITIONS};
+pub use admin::{
+    apply, check, delete, delete_prefixed, grow, DeleteOnDrop, Drift, Grown, Replication,
+};
+pub use catalogue::{catalogue, catalogue_with, Cleanup, TopicSpec, APPS, PARTITIONS};

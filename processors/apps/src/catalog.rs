@@ -8,7 +8,7 @@
 
 use pickple_domain::vendor::{Vendor, VendorSlice, VendorState};
 use pickple_domain::Aggregate;
-use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record, Route};
 use pickple_schemas::topic::{STOCK_COMMANDS, VENDOR_COMMANDS, VIEW_VENDORS};
 use pickple_schemas::VendorCommand;
 use pickple_topics::catalogue::app;
@@ -19,7 +19,19 @@ use crate::state::{checked_key, load, no_entity, store_changed, store_rejected};
 pub const STORE: &str = "vendors";
 
 pub fn spec() -> AppSpec {
-    AppSpec::new(app::CATALOG.name, &[VENDOR_COMMANDS], &[STORE])
+    AppSpec::new(app::CATALOG.name, &[VENDOR_COMMANDS], &[STORE]).with_route(route)
+}
+
+/// A vendor and the products listed under it go with the vendor.
+pub fn route<'k>(_store: &str, key: &'k [u8]) -> Route<'k> {
+    match key {
+        [0xFF, b'p', rest @ ..] => match rest.iter().position(|b| *b == 0xFF) {
+            Some(end) => Route::Key(&rest[..end]),
+            None => Route::Stay,
+        },
+        [0xFF, ..] => Route::Stay,
+        _ => Route::Key(key),
+    }
 }
 
 /// The keys of the store `vendors` (docs/state.md).

@@ -16,6 +16,7 @@ use pickple_runtime::{run_until, AppSpec, Processor, RuntimeConfig, RuntimeError
 pub mod catalog;
 pub mod delivery;
 pub mod entity;
+pub mod grow;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod notification;
@@ -201,6 +202,27 @@ where
     Ok(run_until(runtime, spec, factory, stop)?)
 }
 
+/// The partition count of `spec`'s first input, which every input shares (6 unless the
+/// deployment grew it). Asked for a minute while the broker does not answer.
+fn input_partitions(runtime: &RuntimeConfig, spec: &AppSpec) -> Result<i32, AppError> {
+    let topic = runtime.topic(&spec.inputs[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match pickple_runtime::grow::partition_count(&runtime.brokers, &topic) {
+            Ok(n) if n > 0 => return Ok(n),
+            Ok(_) => {}
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(AppError::Config(format!("partitions of {topic}: {e}")))
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the partitions of {topic} yet"),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(AppError::Config(format!("{topic} has no partitions")));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Run one application until `stop` is set (or a fatal runtime error).
 pub fn run_app(
     app: App,
@@ -212,10 +234,11 @@ pub fn run_app(
     match app {
         App::Users => {
             let master = config.master();
+            let partitions = input_partitions(&runtime, &spec)?;
             go(
                 runtime,
                 spec,
-                move |p| users::UsersProcessor::new(p, master.clone()),
+                move |p| users::UsersProcessor::new(p, partitions, master.clone()),
                 stop,
             )
         }

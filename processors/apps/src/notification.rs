@@ -39,7 +39,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::{Message, SmtpTransport, Transport};
-use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record};
+use pickple_runtime::{AppSpec, Context, Millis, ProcessError, Processor, Record, Route};
 use pickple_schemas::{
     confirmation_mail, DeliveryEvent, NotificationCommand, NotificationKind, NotificationView,
     OrderEvent, ShippingAddress, UserEvent,
@@ -112,6 +112,31 @@ pub fn spec() -> AppSpec {
         ],
         &[STORE],
     )
+    .with_route(route)
+}
+
+/// A sent mail's marker (and its expiry) about an order is copied to the order's partition,
+/// where the mail's later commands (a MASTER's deletion) look it up, and stays where it is,
+/// where a replay of the events already there would check it. A confirmation mail's marker
+/// names the user's id, not the username its event was keyed by: it stays, as its events do
+/// (kept a day, the code's own life). So does the progress of the legacy sweep.
+pub fn route<'k>(_store: &str, key: &'k [u8]) -> Route<'k> {
+    let id = match key {
+        [DUE, rest @ ..] => rest.get(8..).unwrap_or_default(),
+        [0xFE, ..] => return Route::Stay,
+        _ => key,
+    };
+    let Ok(id) = std::str::from_utf8(id) else {
+        return Route::Stay;
+    };
+    if confirmation_mail::expiry(id).is_some() {
+        return Route::Stay;
+    }
+    // `ORDER.kind@domain` or `ORDER.VENDOR.kind@domain`: order ids are UUIDs, without dots.
+    match id.split_once('.') {
+        Some((order_id, _)) if !order_id.is_empty() => Route::Copy(order_id.as_bytes()),
+        _ => Route::Stay,
+    }
 }
 
 /// One e-mail to send.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use pickple_domain::order::{Order, OrderEffect, OrderInput, OrderState};
 use pickple_domain::Millis;
-use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record, Route};
 use pickple_schemas::topic::{
     ORDER_COMMANDS, ORDER_EVENTS, ORDER_REPLIES, PAYMENT_COMMANDS, STOCK_COMMANDS, VIEW_ORDERS,
 };
@@ -50,6 +50,15 @@ pub fn spec() -> AppSpec {
         &[ORDER_COMMANDS, ORDER_REPLIES],
         &[ORDERS, DEADLINES],
     )
+    .with_route(route)
+}
+
+/// An order is keyed by its id; a deadline by its due time, then the order's id.
+pub fn route<'k>(store: &str, key: &'k [u8]) -> Route<'k> {
+    match store {
+        DEADLINES => Route::Key(key.get(8..).unwrap_or_default()),
+        _ => Route::Key(key),
+    }
 }
 
 /// Timer keys sort by due time: big-endian millis, then the order id.

@@ -26,7 +26,7 @@ pub mod sweep;
 
 use pickple_domain::stock::{Product, ProductSlice, StockEffect};
 use pickple_domain::{Aggregate, Millis};
-use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record};
+use pickple_runtime::{AppSpec, Context, ProcessError, Processor, Record, Route};
 use pickple_schemas::topic::{
     ORDER_REPLIES, STOCK_COMMANDS, VENDOR_COMMANDS, VIEW_PRODUCTS, VIEW_SALE_TAKES,
 };
@@ -49,7 +49,24 @@ pub const STORE: &str = "products";
 pub const FINISHED_RESERVATION_RETENTION_MS: Millis = 60 * 60 * 1000;
 
 pub fn spec() -> AppSpec {
-    AppSpec::new(app::STOCK.name, &[STOCK_COMMANDS], &[STORE])
+    AppSpec::new(app::STOCK.name, &[STOCK_COMMANDS], &[STORE]).with_route(route)
+}
+
+/// Every entry of a product (its value, reservations, buyers' counters, expiries, a closed
+/// sale's marker) goes with the product; the sweep's cursor and the listing's progress are the
+/// task's own.
+pub fn route<'k>(_store: &str, key: &'k [u8]) -> Route<'k> {
+    use keys::Entry;
+    match keys::parse(key) {
+        Some(
+            Entry::Product(product_id)
+            | Entry::Reservation { product_id, .. }
+            | Entry::Buyer { product_id, .. }
+            | Entry::Expiry { product_id, .. }
+            | Entry::ClosedSale(product_id),
+        ) => Route::Key(product_id.as_bytes()),
+        Some(Entry::Cursor | Entry::Listing) | None => Route::Stay,
+    }
 }
 
 /// The stock processor of one task: keeps released and restocked reservations for

@@ -6,7 +6,8 @@
 //! `user-commands`. Publishes `view-users`.
 //!
 //! The MASTER account comes from the configuration: the task owning the MASTER's username
-//! partition (`partition_for(username, 6)`) creates it in its first punctuation.
+//! partition (`partition_for(username, partitions)`, with the input topics' partition count as
+//! the app found it at start) creates it in its first punctuation.
 //!
 //! `ChangeRole` needs the role of its `by`: the app knows it when `by` is the configured MASTER
 //! or a user held by the same task; otherwise the command is refused (visible in the view). The
@@ -51,14 +52,17 @@ pub struct Master {
 
 pub struct UsersProcessor {
     partition: i32,
+    /// The partition count of the app's inputs: which task owns the MASTER's username.
+    partitions: i32,
     master: Option<Master>,
     bootstrapped: bool,
 }
 
 impl UsersProcessor {
-    pub fn new(partition: i32, master: Option<Master>) -> Self {
+    pub fn new(partition: i32, partitions: i32, master: Option<Master>) -> Self {
         UsersProcessor {
             partition,
+            partitions,
             master,
             bootstrapped: false,
         }
@@ -181,8 +185,7 @@ impl Processor for UsersProcessor {
             return Ok(());
         };
         let key = user::normalize_username(&m.username);
-        let partitions = pickple_topics::PARTITIONS;
-        if partition_for(key.as_bytes(), partitions) != self.partition {
+        if partition_for(key.as_bytes(), self.partitions) != self.partition {
             return Ok(());
         }
         let input = UserInput::BootstrapMaster {
@@ -263,7 +266,10 @@ mod tests {
 
     #[test]
     fn sign_up_mails_a_code_then_claims_the_address_and_a_second_claim_is_refused() {
-        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(0, pickple_topics::PARTITIONS, None),
+            1_000,
+        );
         d.pipe(USER_COMMANDS, "ann1", &sign_up("Ann1", "Ann@X.io"))
             .unwrap();
         assert!(
@@ -332,7 +338,10 @@ mod tests {
 
     #[test]
     fn released_addresses_leave_no_entry_and_a_deleted_account_keeps_its_version() {
-        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(0, pickple_topics::PARTITIONS, None),
+            1_000,
+        );
         d.pipe(USER_COMMANDS, "ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         settle(&mut d);
@@ -378,7 +387,10 @@ mod tests {
 
     #[test]
     fn refusals_reach_the_view_and_mis_keyed_commands_the_dlq() {
-        let mut d = TestDriver::new(UsersProcessor::new(0, None), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(0, pickple_topics::PARTITIONS, None),
+            1_000,
+        );
         d.pipe(USER_COMMANDS, "Ann1", &sign_up("ann1", "ann@x.io"))
             .unwrap();
         assert_eq!(d.dead_letters().len(), 1);
@@ -410,7 +422,10 @@ mod tests {
             password_hash: "$argon2id$m".into(),
         };
         let owner = partition_for(b"r", pickple_topics::PARTITIONS);
-        let mut d = TestDriver::new(UsersProcessor::new(owner, Some(master)), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(owner, pickple_topics::PARTITIONS, Some(master)),
+            1_000,
+        );
         d.advance(1_000).unwrap();
         assert!(d.take_outputs(VIEW_USERS).is_empty());
         assert!(d.take_outputs(EMAIL_CLAIMS).is_empty());
@@ -433,11 +448,17 @@ mod tests {
         let owner = partition_for(b"root", pickple_topics::PARTITIONS);
         let other = (owner + 1) % pickple_topics::PARTITIONS;
         // The driver always runs as partition 0; pretend to be each task.
-        let mut d = TestDriver::new(UsersProcessor::new(other, Some(master.clone())), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(other, pickple_topics::PARTITIONS, Some(master.clone())),
+            1_000,
+        );
         d.advance(1_000).unwrap();
         assert!(d.take_outputs(VIEW_USERS).is_empty());
 
-        let mut d = TestDriver::new(UsersProcessor::new(owner, Some(master.clone())), 1_000);
+        let mut d = TestDriver::new(
+            UsersProcessor::new(owner, pickple_topics::PARTITIONS, Some(master.clone())),
+            1_000,
+        );
         d.advance(1_000).unwrap();
         d.advance(1_000).unwrap();
         let views: Vec<UserView> = d.take(VIEW_USERS);
@@ -462,5 +483,26 @@ mod tests {
         let last = d.take::<UserView>(VIEW_USERS).pop().unwrap();
         assert_eq!(last.role, Role::VendorManager);
         assert_eq!(last.rejection, None);
+    }
+
+    /// After the partitions grew, the MASTER's task is the one its username hashes to among
+    /// all of them, not among the first six.
+    #[test]
+    fn master_bootstrap_follows_the_partition_count() {
+        let master = Master {
+            username: "root".into(),
+            email: "root@pickple.local".into(),
+            password_hash: "$argon2id$m".into(),
+        };
+        let (of_6, of_12) = (partition_for(b"root", 6), partition_for(b"root", 12));
+        assert_ne!(of_6, of_12, "root moves when 6 partitions become 12");
+        let created = |partition: i32| {
+            let p = UsersProcessor::new(partition, 12, Some(master.clone()));
+            let mut d = TestDriver::new(p, 1_000);
+            d.advance(1_000).unwrap();
+            !d.take_outputs(VIEW_USERS).is_empty()
+        };
+        assert!(!created(of_6));
+        assert!(created(of_12));
     }
 }

@@ -38,6 +38,7 @@ mod config;
 mod context;
 mod driver;
 mod engine;
+pub mod grow;
 mod health;
 pub mod lag;
 mod limits;
@@ -60,7 +61,7 @@ pub use context::{Context, Output, StoreView};
 pub use driver::TestDriver;
 pub use metrics::{serve_metrics, Metrics};
 pub use partitioner::{murmur2, partition_for};
-pub use processor::{AppSpec, ProcessError, Processor, Record};
+pub use processor::{route_by_key, AppSpec, ProcessError, Processor, Record, Route, Router};
 pub use runner::{run, run_until, RuntimeError};
 pub use store::StateStores;
 

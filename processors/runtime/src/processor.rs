@@ -6,6 +6,31 @@ use serde::de::DeserializeOwned;
 use crate::context::Context;
 use crate::Millis;
 
+/// Where a store entry belongs when the partition count grows (`pickple-grow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'k> {
+    /// The entry is state of the entity whose record key this is: it moves to the partition
+    /// that key hashes to under the new count, as the entity's later input records do.
+    Key(&'k [u8]),
+    /// The entry belongs to its task, not to an entity (a sweep's cursor, a one-time
+    /// upgrade's progress), or to input records already on its partition (the marker that a
+    /// record's side effect happened, checked if the record is read again): it stays.
+    Stay,
+    /// Both: a copy goes to the entity key's partition and the entry stays where it is (a
+    /// sent mail's marker, which the mail's later commands look up on the entity's partition
+    /// and a replay of the records already on this partition checks here).
+    Copy(&'k [u8]),
+}
+
+/// Names the [`Route`] of a key of a store: `(store, key) -> route`.
+pub type Router = for<'k> fn(&str, &'k [u8]) -> Route<'k>;
+
+/// The route of a store whose keys are the entity keys themselves (every key hashes to its own
+/// partition): the default.
+pub fn route_by_key<'k>(_store: &str, key: &'k [u8]) -> Route<'k> {
+    Route::Key(key)
+}
+
 /// The static shape of an application.
 #[derive(Debug, Clone)]
 pub struct AppSpec {
@@ -16,6 +41,10 @@ pub struct AppSpec {
     pub inputs: Vec<String>,
     /// State stores, each changelogged.
     pub stores: Vec<String>,
+    /// Which entity each store key belongs to, for growing the partitions. Every key a store
+    /// holds on task `p` must route (by [`Route::Key`]) to `p` under the current count: the
+    /// key of the input records that made it, never something else.
+    pub route: Router,
 }
 
 impl AppSpec {
@@ -24,7 +53,14 @@ impl AppSpec {
             name: name.into(),
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             stores: stores.iter().map(|s| s.to_string()).collect(),
+            route: route_by_key,
         }
+    }
+
+    /// The same application with keys routed by `route` instead of by themselves.
+    pub fn with_route(mut self, route: Router) -> Self {
+        self.route = route;
+        self
     }
 
     pub fn changelog(&self, store: &str) -> String {

@@ -5,11 +5,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AppSpec, Context, ProcessError, Processor, Record};
+use crate::{AppSpec, Context, ProcessError, Processor, Record, Route};
 
 /// The counter's shape: app `counter`, input `count-input`, stores `counts` and `timers`.
 pub fn counter_spec() -> AppSpec {
-    AppSpec::new("counter", &["count-input"], &["counts", "timers"])
+    AppSpec::new("counter", &["count-input"], &["counts", "timers"]).with_route(route)
+}
+
+/// A count's key is its record key; a timer's is the due time, then the record key.
+fn route<'k>(store: &str, key: &'k [u8]) -> Route<'k> {
+    match store {
+        "timers" => Route::Key(key.get(8..).unwrap_or_default()),
+        _ => Route::Key(key),
+    }
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! the catalogue, or delete topics by name or name prefix (test leftovers).
 
 use clap::{Parser, Subcommand};
-use pickple_topics::{apply, catalogue, check, delete, delete_prefixed, Replication, APPS};
+use pickple_topics::{apply, catalogue_with, check, delete, delete_prefixed, Replication, APPS};
 
 #[derive(Parser)]
 #[command(about = "Pickple topic catalogue: apply it to a broker or check a broker against it")]
@@ -35,6 +35,15 @@ struct Cli {
         global = true
     )]
     min_insync_replicas: i32,
+    /// Partitions of every topic: 6 for a new deployment, what `pickple-grow` raised it to
+    /// after that (`check` reports topics with another count).
+    #[arg(
+        long,
+        env = "PICKPLE_PARTITIONS",
+        default_value_t = pickple_topics::PARTITIONS,
+        global = true
+    )]
+    partitions: i32,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,7 +80,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let specs = catalogue(&cli.prefix);
+    let specs = catalogue_with(&cli.prefix, cli.partitions);
     let replication = Replication::new(cli.replication_factor, cli.min_insync_replicas)
         .map_err(anyhow::Error::msg)?;
     match cli.command {
