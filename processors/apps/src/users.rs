@@ -490,12 +490,12 @@ mod tests {
     #[test]
     fn master_bootstrap_follows_the_partition_count() {
         let master = Master {
-            username: "root".into(),
-            email: "root@pickple.local".into(),
+            username: "alice".into(),
+            email: "alice@pickple.local".into(),
             password_hash: "$argon2id$m".into(),
         };
-        let (of_6, of_12) = (partition_for(b"root", 6), partition_for(b"root", 12));
-        assert_ne!(of_6, of_12, "root moves when 6 partitions become 12");
+        let (of_6, of_12) = (partition_for(b"alice", 6), partition_for(b"alice", 12));
+        assert_ne!(of_6, of_12, "alice moves when 6 partitions become 12");
         let created = |partition: i32| {
             let p = UsersProcessor::new(partition, 12, Some(master.clone()));
             let mut d = TestDriver::new(p, 1_000);
