@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use pickple_runtime::grow::{check_drained, partition_count, rekey, GrowError, StoreMoves};
+use pickple_runtime::grow::{
+    check_drained, partition_count, pending_inputs, rekey, GrowError, StoreMoves,
+};
 use pickple_runtime::AppSpec;
 use pickple_topics::{catalogue_with, Grown};
 
@@ -37,6 +39,16 @@ pub fn specs() -> Vec<AppSpec> {
         .map(App::spec)
         .chain([pickple_views::spec()])
         .collect()
+}
+
+/// Every input partition, over all applications, where records are left to process (see
+/// [`pending_inputs`]): none once the shop is quiet.
+pub fn pending(brokers: &str, prefix: &str) -> Result<Vec<String>, GrowError> {
+    let mut all = Vec::new();
+    for spec in specs() {
+        all.extend(pending_inputs(brokers, prefix, &spec)?);
+    }
+    Ok(all)
 }
 
 /// Grow every catalogued topic (with `prefix` before its name) to `partitions` and move each

@@ -282,6 +282,28 @@ pub fn check_drained(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let pending = pending_inputs(brokers, prefix, spec)?;
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(GrowError::NotDrained { group, pending })
+    }
+}
+
+/// The input partitions of `spec` where its group has records left to process, each as
+/// `topic[partition]@offset` of the first such record: what the broker holds after the group's
+/// committed offsets, read as the group reads (committed transactions only), so transaction
+/// markers count for nothing. Empty once the group has caught up.
+pub fn pending_inputs(
+    brokers: &str,
+    prefix: &str,
+    spec: &AppSpec,
+) -> Result<Vec<String>, GrowError> {
+    let group = format!("{prefix}{}", spec.name);
+    let consumer: BaseConsumer = client(brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()?;
     let mut pending = Vec::new();
     for input in &spec.inputs {
         let topic = format!("{prefix}{input}");
@@ -317,11 +339,7 @@ pub fn check_drained(
                 .map(|(p, offset)| format!("{topic}[{p}]@{offset}")),
         );
     }
-    if pending.is_empty() {
-        Ok(())
-    } else {
-        Err(GrowError::NotDrained { group, pending })
-    }
+    Ok(pending)
 }
 
 /// Put every live entry of `spec`'s stores on the partition its entity hashes to under the

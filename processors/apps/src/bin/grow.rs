@@ -20,8 +20,12 @@ struct Cli {
     #[arg(long, env = "PICKPLE_TOPIC_PREFIX", default_value = "")]
     prefix: String,
     /// The new partition count of every topic: a multiple of the current one.
+    #[arg(long, required_unless_present = "pending")]
+    partitions: Option<i32>,
+    /// Change nothing: print the input partitions where an application has records left to
+    /// process (running or not), one a line, and exit 0 when there are none, 1 otherwise.
     #[arg(long)]
-    partitions: i32,
+    pending: bool,
     /// How long to wait for stopped instances to leave their groups (their sessions to end).
     #[arg(long, default_value_t = 30)]
     wait_secs: u64,
@@ -31,7 +35,24 @@ struct Cli {
 async fn main() {
     let cli = Cli::parse();
     let wait = Duration::from_secs(cli.wait_secs);
-    match pickple_processors::grow::grow(&cli.brokers, &cli.prefix, cli.partitions, wait).await {
+    if cli.pending {
+        match pickple_processors::grow::pending(&cli.brokers, &cli.prefix) {
+            Ok(pending) => {
+                for p in &pending {
+                    println!("{p}");
+                }
+                std::process::exit(if pending.is_empty() { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("pickple-grow: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let partitions = cli
+        .partitions
+        .expect("clap requires --partitions without --pending");
+    match pickple_processors::grow::grow(&cli.brokers, &cli.prefix, partitions, wait).await {
         Ok(report) => {
             println!(
                 "{} topics grown from {} to {} partitions",
