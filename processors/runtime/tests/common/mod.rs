@@ -222,11 +222,19 @@ pub struct Read {
 /// Reads a topic from the beginning with read_committed, keeping what it has read.
 pub struct Reader {
     consumer: BaseConsumer,
+    /// The topic's partition count when the reader was made.
+    partitions: i32,
     pub records: Vec<Read>,
+}
+
+/// The partition count of `topic`.
+pub fn partition_count(topic: &str) -> i32 {
+    pickple_runtime::grow::partition_count(&brokers(), topic).unwrap()
 }
 
 impl Reader {
     pub fn new(topic: &str) -> Reader {
+        let partitions = partition_count(topic);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -236,13 +244,14 @@ impl Reader {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
         Reader {
             consumer,
+            partitions,
             records: Vec::new(),
         }
     }
@@ -307,7 +316,7 @@ impl Reader {
     /// Read everything committed up to the current end of every partition.
     pub fn read_to_end(&mut self, topic: &str) -> &[Read] {
         let mut ends = Vec::new();
-        for p in 0..PARTITIONS {
+        for p in 0..self.partitions {
             let (_, high) = self
                 .consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
@@ -317,11 +326,12 @@ impl Reader {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let pos = self.consumer.position().unwrap();
-            let caught_up =
-                (0..PARTITIONS).all(|p| match pos.find_partition(topic, p).map(|e| e.offset()) {
+            let caught_up = (0..self.partitions).all(|p| {
+                match pos.find_partition(topic, p).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => o >= ends[p as usize],
                     _ => ends[p as usize] == 0,
-                });
+                }
+            });
             if caught_up {
                 return &self.records;
             }
