@@ -1,5 +1,9 @@
-//! `scale-bench`: the runtime's reference counter (a store per key, one changelog record and one
-//! output per input) run as several instances, each its own process, of one consumer group:
+//! `scale-bench`: one application run as several instances, each its own process, of one
+//! consumer group. `--app counter` (default) is the runtime's reference counter (a store per
+//! key, one changelog record and one output per input); `--app stock` and `--app order` are the
+//! shop's processors (`pickple-processor`, built next to this binary) on a private copy of the
+//! topic catalogue: the stock app reserving one unit per record over `--products` products
+//! created beforehand, the order app placing one-line orders (its payment deadlines pending):
 //!
 //! * `throughput` (default): 1, 2, 3... instances on one input of `--partitions` partitions,
 //!   started and settled before the input is produced; records/s from the first record produced
@@ -26,6 +30,8 @@ use pickple_bench::{
 };
 use pickple_runtime::reference::{counter_spec, Counter};
 use pickple_runtime::{partition_for, run_until, RuntimeConfig};
+use pickple_schemas::{OrderCommand, OrderLine, ShippingAddress, StockCommand};
+use pickple_topics::{catalogue_with, Replication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -33,8 +39,129 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Which application the instances run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AppKind {
+    Counter,
+    Stock,
+    Order,
+}
+
+impl AppKind {
+    fn name(self) -> &'static str {
+        match self {
+            AppKind::Counter => "counter",
+            AppKind::Stock => "stock",
+            AppKind::Order => "order",
+        }
+    }
+
+    fn input(self) -> &'static str {
+        match self {
+            AppKind::Counter => "count-input",
+            AppKind::Stock => pickple_schemas::topic::STOCK_COMMANDS,
+            AppKind::Order => pickple_schemas::topic::ORDER_COMMANDS,
+        }
+    }
+
+    /// The `i`th input record of a load: `(key, value)`.
+    fn record(self, i: usize, keys: usize, products: usize) -> (String, Vec<u8>) {
+        match self {
+            AppKind::Counter => (format!("key-{}", i % keys), b"{}".to_vec()),
+            AppKind::Stock => {
+                let product_id = format!("p{}", i % products);
+                let cmd = StockCommand::Reserve {
+                    product_id: product_id.clone(),
+                    order_id: format!("o{i}"),
+                    username: format!("buyer{}", i % 1000),
+                    quantity: 1,
+                    placed_at: pickple_runtime::now_millis(),
+                };
+                (product_id, serde_json::to_vec(&cmd).expect("serializes"))
+            }
+            AppKind::Order => {
+                let order_id = format!("o{i}");
+                let cmd = OrderCommand::PlaceOrder {
+                    order_id: order_id.clone(),
+                    username: format!("buyer{}", i % 1000),
+                    email: format!("buyer{}@pickple.local", i % 1000),
+                    lines: vec![OrderLine {
+                        product_id: format!("p{}", i % products),
+                        quantity: 1,
+                    }],
+                    shipping: Some(ShippingAddress {
+                        recipient: "Ann".into(),
+                        address: "1 Main St".into(),
+                        contact: "010-1234-5678".into(),
+                        request: None,
+                    }),
+                };
+                (order_id, serde_json::to_vec(&cmd).expect("serializes"))
+            }
+        }
+    }
+
+    /// A record keyed `key` that the app processes (a reserve of a product that does not exist
+    /// is refused, which is processing too).
+    fn probe(self, key: String) -> (String, Vec<u8>) {
+        let value = match self {
+            AppKind::Counter => b"{}".to_vec(),
+            AppKind::Stock => serde_json::to_vec(&StockCommand::Reserve {
+                product_id: key.clone(),
+                order_id: format!("order-{key}"),
+                username: "prober".into(),
+                quantity: 1,
+                placed_at: pickple_runtime::now_millis(),
+            })
+            .expect("serializes"),
+            AppKind::Order => {
+                let (_, v) = self.record(0, 1, 1);
+                let mut cmd: OrderCommand = serde_json::from_slice(&v).expect("own record");
+                if let OrderCommand::PlaceOrder { order_id, .. } = &mut cmd {
+                    order_id.clone_from(&key);
+                }
+                serde_json::to_vec(&cmd).expect("serializes")
+            }
+        };
+        (key, value)
+    }
+
+    /// Records that set a load up before it is measured: the stock app's products, each with
+    /// more units than any run reserves.
+    fn setup(self, products: usize) -> Vec<(String, Vec<u8>)> {
+        if self != AppKind::Stock {
+            return Vec::new();
+        }
+        (0..products)
+            .flat_map(|i| {
+                let product_id = format!("p{i}");
+                let create = StockCommand::CreateProduct {
+                    product_id: product_id.clone(),
+                    vendor_id: "v1".into(),
+                    name: format!("product {i}"),
+                    description: String::new(),
+                    price: 1000,
+                    image_url: None,
+                    public: true,
+                };
+                let stock = StockCommand::SetStock {
+                    product_id: product_id.clone(),
+                    quantity: 1_000_000_000,
+                };
+                [create, stock].map(|c| (product_id.clone(), serde_json::to_vec(&c).unwrap()))
+            })
+            .collect()
+    }
+}
+
 #[derive(Parser)]
 struct Args {
+    /// The application to scale.
+    #[arg(long, value_enum, default_value_t = AppKind::Counter)]
+    app: AppKind,
+    /// Products the stock and order loads spread over.
+    #[arg(long, default_value_t = 1_000)]
+    products: usize,
     #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
     brokers: String,
     /// Partitions of every topic of a run.
@@ -112,11 +239,54 @@ fn worker(args: &Args) -> anyhow::Result<()> {
 
 /// A run's instances and topics.
 struct Group {
+    app: AppKind,
     brokers: String,
     prefix: String,
     partitions: i32,
     state: tempfile::TempDir,
     workers: Vec<(String, u16, Worker)>,
+}
+
+/// The command that runs one instance of `app`.
+fn instance_command(
+    args: &Args,
+    prefix: &str,
+    name: &str,
+    port: u16,
+    standby: usize,
+    state: &std::path::Path,
+) -> anyhow::Result<std::process::Command> {
+    let exe = std::env::current_exe()?;
+    let mut command = match args.app {
+        AppKind::Counter => {
+            let mut c = std::process::Command::new(&exe);
+            c.args(["--worker", "--brokers", &args.brokers, "--prefix", prefix])
+                .args(["--instance", name, "--port", &port.to_string()])
+                .args(["--standby", &standby.to_string()])
+                .arg("--state-dir")
+                .arg(state);
+            c
+        }
+        app => {
+            let processor = exe.with_file_name("pickple-processor");
+            anyhow::ensure!(
+                processor.exists(),
+                "{} is missing: build it with the same profile (cargo build --release --bin pickple-processor)",
+                processor.display()
+            );
+            let mut c = std::process::Command::new(processor);
+            c.args(["--app", app.name()])
+                .env("PICKPLE_BROKERS", &args.brokers)
+                .env("PICKPLE_TOPIC_PREFIX", prefix)
+                .env("PICKPLE_INSTANCE_ID", name)
+                .env("PICKPLE_STATE_DIR", state)
+                .env("PICKPLE_METRICS_ADDR", format!("127.0.0.1:{port}"))
+                .env("PICKPLE_STANDBY_REPLICAS", standby.to_string());
+            c
+        }
+    };
+    command.env("RUST_LOG", "warn,rdkafka=error");
+    Ok(command)
 }
 
 impl Group {
@@ -127,24 +297,26 @@ impl Group {
         standby: usize,
     ) -> anyhow::Result<Group> {
         let prefix = run_prefix("scale");
-        let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
-        create_topics(&args.brokers, &topics, partitions).await?;
+        match args.app {
+            AppKind::Counter => {
+                let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
+                create_topics(&args.brokers, &topics, partitions).await?;
+            }
+            _ => {
+                let replication = Replication::from_env().map_err(anyhow::Error::msg)?;
+                let topics = catalogue_with(&prefix, partitions);
+                pickple_topics::apply(&args.brokers, &topics, &replication).await?;
+            }
+        }
         let state = tempfile::tempdir()?;
-        let exe = std::env::current_exe()?;
         let mut workers = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let port = args.port + i as u16;
-            let mut command = std::process::Command::new(&exe);
-            command
-                .args(["--worker", "--brokers", &args.brokers, "--prefix", &prefix])
-                .args(["--instance", name, "--port", &port.to_string()])
-                .args(["--standby", &standby.to_string()])
-                .arg("--state-dir")
-                .arg(state.path())
-                .env("RUST_LOG", "warn,rdkafka=error");
+            let command = instance_command(args, &prefix, name, port, standby, state.path())?;
             workers.push((name.to_string(), port, Worker::spawn(name, command)?));
         }
         let group = Group {
+            app: args.app,
             brokers: args.brokers.clone(),
             prefix,
             partitions,
@@ -158,7 +330,7 @@ impl Group {
                 let owned: Vec<f64> = g
                     .workers
                     .iter()
-                    .map(|(_, port, _)| gauge(*port, "pickple_assigned_partitions"))
+                    .map(|(_, port, _)| g.gauge(*port, "pickple_assigned_partitions"))
                     .collect();
                 owned.iter().all(|&n| n > 0.0) && owned.iter().sum::<f64>() == partitions as f64
             },
@@ -167,7 +339,26 @@ impl Group {
     }
 
     fn input(&self) -> String {
-        format!("{}count-input", self.prefix)
+        format!("{}{}", self.prefix, self.app.input())
+    }
+
+    /// The sum of a metric's series of this group's application on the instance at `port`.
+    fn gauge(&self, port: u16, name: &str) -> f64 {
+        sum(port, name, self.app.name())
+    }
+
+    /// Produce `records` and wait until the group has committed past them: the offsets
+    /// committed once they are processed.
+    fn load(
+        &self,
+        observer: &BaseConsumer,
+        records: impl Iterator<Item = (String, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        let before = self.committed(observer)?;
+        let n = produce(&self.brokers, &self.input(), records)?;
+        self.wait_until("every record committed", Duration::from_secs(900), |g| {
+            g.committed(observer).unwrap_or(0) >= before + n as i64
+        })
     }
 
     fn wait_until(
@@ -205,7 +396,7 @@ impl Group {
     fn observer(&self) -> anyhow::Result<BaseConsumer> {
         Ok(ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", format!("{}counter", self.prefix))
+            .set("group.id", format!("{}{}", self.prefix, self.app.name()))
             .set("isolation.level", "read_committed")
             .create()?)
     }
@@ -219,25 +410,47 @@ impl Group {
 
     async fn stop(self) -> anyhow::Result<()> {
         for (_, _, w) in self.workers {
+            if self.app != AppKind::Counter {
+                // The processors stop on SIGTERM (the counter worker when its stdin closes).
+                // SAFETY: kill(2) on the pid of our own child.
+                unsafe {
+                    libc::kill(w.pid() as libc::pid_t, libc::SIGTERM);
+                }
+            }
             w.stop(Duration::from_secs(60))?;
         }
-        let topics: Vec<String> = TOPICS
-            .iter()
-            .map(|t| format!("{}{t}", self.prefix))
-            .collect();
-        delete_topics(&self.brokers, &topics).await
+        match self.app {
+            AppKind::Counter => {
+                let topics: Vec<String> = TOPICS
+                    .iter()
+                    .map(|t| format!("{}{t}", self.prefix))
+                    .collect();
+                delete_topics(&self.brokers, &topics).await
+            }
+            _ => {
+                pickple_topics::delete_prefixed(&self.brokers, &self.prefix).await?;
+                Ok(())
+            }
+        }
     }
 }
 
-fn produce(brokers: &str, topic: &str, keys: impl Iterator<Item = String>) -> anyhow::Result<()> {
+/// Produce `records` to `topic`; returns how many.
+fn produce(
+    brokers: &str,
+    topic: &str,
+    records: impl Iterator<Item = (String, Vec<u8>)>,
+) -> anyhow::Result<usize> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("partitioner", "murmur2_random")
         .create()?;
-    for key in keys {
-        let mut record = BaseRecord::to(topic).key(&key).payload("{}");
+    let mut n = 0;
+    for (key, value) in records {
+        n += 1;
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -249,7 +462,7 @@ fn produce(brokers: &str, topic: &str, keys: impl Iterator<Item = String>) -> an
         }
     }
     producer.flush(Duration::from_secs(60))?;
-    Ok(())
+    Ok(n)
 }
 
 /// The /metrics text of an instance, or "" while it is not serving.
@@ -267,18 +480,14 @@ fn scrape(port: u16) -> String {
     body
 }
 
-/// The sum of a metric's series of the counter app.
-fn sum(port: u16, name: &str) -> f64 {
-    let prefix = format!("{name}{{app=\"counter\"");
+/// The sum of a metric's series of application `app`.
+fn sum(port: u16, name: &str, app: &str) -> f64 {
+    let prefix = format!("{name}{{app=\"{app}\"");
     scrape(port)
         .lines()
         .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn gauge(port: u16, name: &str) -> f64 {
-    sum(port, name)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -296,17 +505,14 @@ async fn throughput(args: &Args, instances: usize) -> anyhow::Result<Throughput>
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let group = Group::start(args, args.partitions, &names, 0).await?;
     let observer = group.observer()?;
+    group.load(&observer, args.app.setup(args.products).into_iter())?;
     let (cpu0, busy0) = (group.cpu(), machine_busy());
     let start = Instant::now();
-    let keys = args.keys;
-    produce(
-        &group.brokers,
-        &group.input(),
-        (0..args.records).map(|i| format!("key-{}", i % keys)),
+    let (app, keys, products) = (args.app, args.keys, args.products);
+    group.load(
+        &observer,
+        (0..args.records).map(|i| app.record(i, keys, products)),
     )?;
-    group.wait_until("every record committed", Duration::from_secs(600), |g| {
-        g.committed(&observer).unwrap_or(0) >= args.records as i64
-    })?;
     let elapsed = start.elapsed();
     let (cpu1, busy1) = (group.cpu(), machine_busy());
     let per_record = |d: Duration| d.as_secs_f64() * 1e6 / args.records as f64;
@@ -344,23 +550,22 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
     let partitions = 6;
     let group = Group::start(args, partitions, &["a", "b", "c"], replicas).await?;
     let observer = group.observer()?;
+    group.load(&observer, args.app.setup(args.products).into_iter())?;
     let cpu0 = group.cpu();
-    produce(
-        &group.brokers,
-        &group.input(),
-        (0..args.state_keys).map(|i| format!("key-{i}")),
+    let (app, products) = (args.app, args.products);
+    // Every record a key of its own (the counter) or an order of its own: one new store entry.
+    group.load(
+        &observer,
+        (0..args.state_keys).map(|i| app.record(i, usize::MAX, products)),
     )?;
-    group.wait_until("the state to be committed", Duration::from_secs(600), |g| {
-        g.committed(&observer).unwrap_or(0) >= args.state_keys as i64
-    })?;
     if replicas > 0 {
         // Read to the end, and still there a second later (an end seen before the last fetch
         // would be reported again at once).
         let since = std::cell::Cell::new(None::<Instant>);
         group.wait_until("the standbys to catch up", Duration::from_secs(600), |g| {
             let caught_up = g.workers.iter().all(|(_, port, _)| {
-                gauge(*port, "pickple_standby_partitions") > 0.0
-                    && gauge(*port, "pickple_standby_behind_partitions") == 0.0
+                g.gauge(*port, "pickple_standby_partitions") > 0.0
+                    && g.gauge(*port, "pickple_standby_behind_partitions") == 0.0
             });
             if !caught_up {
                 since.set(None);
@@ -382,12 +587,11 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
         ["a", "b", "c"]
             .iter()
             .map(|n| {
-                dir_size(
-                    &group
-                        .state
-                        .path()
-                        .join(format!("{}counter-{n}", group.prefix)),
-                ) as f64
+                dir_size(&group.state.path().join(format!(
+                    "{}{}-{n}",
+                    group.prefix,
+                    group.app.name()
+                ))) as f64
                     / (1024.0 * 1024.0)
             })
             .collect(),
@@ -395,7 +599,7 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
     let survivors = [group.workers[0].1, group.workers[2].1];
     let restored0: f64 = survivors
         .iter()
-        .map(|&p| sum(p, "pickple_restore_records_total"))
+        .map(|&p| group.gauge(p, "pickple_restore_records_total"))
         .sum();
 
     let killed = Instant::now();
@@ -414,8 +618,13 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
             break;
         }
     }
-    produce(&group.brokers, &group.input(), probes.into_values())?;
-    let target = (args.state_keys + partitions as usize) as i64;
+    let before = group.committed(&observer)?;
+    produce(
+        &group.brokers,
+        &group.input(),
+        probes.into_values().map(|key| app.probe(key)),
+    )?;
+    let target = before + partitions as i64;
     let moved = std::cell::Cell::new(None::<Duration>);
     group.wait_until(
         "every task to process again",
@@ -423,7 +632,7 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
         |g| {
             let owned: f64 = survivors
                 .iter()
-                .map(|&p| gauge(p, "pickple_assigned_partitions"))
+                .map(|&p| g.gauge(p, "pickple_assigned_partitions"))
                 .sum();
             if moved.get().is_none() && owned == partitions as f64 {
                 moved.set(Some(killed.elapsed()));
@@ -434,12 +643,12 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
     let processing = killed.elapsed();
     let restored: f64 = survivors
         .iter()
-        .map(|&p| sum(p, "pickple_restore_records_total"))
+        .map(|&p| group.gauge(p, "pickple_restore_records_total"))
         .sum::<f64>()
         - restored0;
     let standby_records = survivors
         .iter()
-        .map(|&p| sum(p, "pickple_standby_records_total"))
+        .map(|&p| group.gauge(p, "pickple_standby_records_total"))
         .sum();
     group.stop().await?;
     Ok(Takeover {
@@ -476,7 +685,7 @@ async fn main() -> anyhow::Result<()> {
                 runs.entry(r).or_default().push(t);
             }
         }
-        println!("\nmedians, {} keys in the stores, 3 instances on 6 partitions, one SIGKILLed for good:", args.state_keys);
+        println!("\nmedians, app {}, {} inputs in the stores, 3 instances on 6 partitions, one SIGKILLed for good:", args.app.name(), args.state_keys);
         println!("| standby replicas | tasks moved | new input processed on every task | records restored | CPU per instance over the load | state per instance |");
         println!("|---|---|---|---|---|---|");
         for (r, ts) in &runs {
@@ -505,8 +714,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nmedians, {} records over {} keys, {} partitions:",
-        args.records, args.keys, args.partitions
+        "\nmedians, app {}, {} records over {} keys, {} partitions:",
+        args.app.name(),
+        args.records,
+        match args.app {
+            AppKind::Counter => args.keys,
+            _ => args.products,
+        },
+        args.partitions
     );
     println!("| instances | records/s | instances' CPU µs/record | machine CPU µs/record |");
     println!("|---|---|---|---|");
