@@ -1,4 +1,4 @@
-# Image for every Pickple process (processors, gateway, topics tool): one image keeps the
+# Image for every Pickple process (processors, gateway, topics tool, pickple-grow): one image keeps the
 # binaries of a deployment in lockstep, so a processor never runs against a newer topic catalogue.
 #
 # Plain `docker build` semantics on purpose (no BuildKit cache mounts): docker-compose 1.29 builds
@@ -13,7 +13,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # --locked: the image must build exactly what CI tested (Cargo.lock), never a fresh resolution.
-RUN cargo build --release --locked --bin pickple-processor --bin pickple-gateway --bin topics
+RUN cargo build --release --locked --bin pickple-processor --bin pickple-gateway --bin topics --bin pickple-grow
 
 FROM debian:bookworm-slim
 # ca-certificates/libssl3: TLS to a real SMTP server or payment provider; curl: healthchecks.
@@ -23,7 +23,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /var/lib/pickple pickple \
  && mkdir -p /var/lib/pickple/state \
  && chown -R pickple:pickple /var/lib/pickple
-COPY --from=builder /src/target/release/pickple-processor /src/target/release/pickple-gateway /src/target/release/topics /usr/local/bin/
+COPY --from=builder /src/target/release/pickple-processor /src/target/release/pickple-gateway /src/target/release/topics /src/target/release/pickple-grow /usr/local/bin/
 # The state dir exists and is owned by the app user in the image, so a fresh named volume mounted
 # there inherits that ownership (sled must be able to write it without running as root).
 USER pickple

@@ -6,19 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
-work=${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}
+work=$(shop_dir)
 keep_services=0
 [ "${1:-}" = "--keep-services" ] && keep_services=1
-stop_pid() { # stop_pid PIDFILE: SIGTERM the pid in it and wait until it is gone
-  local pidfile=$1 pid
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    wait_for "$(basename "$pidfile" .pid) to stop" 60 "! kill -0 $pid 2>/dev/null"
-  fi
-  rm -f "$pidfile"
-}
 for supervisor in "$work"/pids/*.supervisor.pid; do
   stop_pid "$supervisor"
 done

@@ -15,6 +15,45 @@ wait_for() {
   done
 }
 
+# stop_pid PIDFILE: SIGTERM the pid in it and wait (60 s at most) until it is gone. For a
+# supervisor (scripts/supervise.sh) that means its process has stopped too: it passes SIGTERM on
+# and waits.
+stop_pid() { stop_pids "$1"; }
+
+# stop_pids PIDFILE...: the same for several processes at once: SIGTERM to each, then wait for
+# each, so they stop in parallel (each commits and leaves its group meanwhile).
+stop_pids() {
+  local pidfile pid pids=() names=() i
+  for pidfile in "$@"; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      pids+=("$pid")
+      names+=("$(basename "$pidfile" .pid)")
+    fi
+  done
+  for i in ${pids[@]+"${!pids[@]}"}; do
+    wait_for "${names[$i]} to stop" 60 "! kill -0 ${pids[$i]} 2>/dev/null"
+  done
+  rm -f "$@"
+}
+
+# shop_dir: the run dir of the shop (pids, logs, state): PICKPLE_RUN_DIR, by default the
+# servers' .work. A second shop on the same servers (soak.sh, schemathesis.sh) has its own.
+shop_dir() { echo "${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}"; }
+
+# shop_partitions RUN_DIR: the partition count of the shop's topics, exported as
+# PICKPLE_PARTITIONS for `topics apply/check`: the variable when it is set, else what
+# scripts/grow.sh grew this shop to (RUN_DIR/partitions), else the catalogue's 6. A new shop
+# (an empty run dir) starts at 6; a grown one keeps its count across down.sh and up.sh.
+shop_partitions() {
+  if [ -z "${PICKPLE_PARTITIONS:-}" ] && [ -s "$1/partitions" ]; then
+    PICKPLE_PARTITIONS=$(cat "$1/partitions")
+  fi
+  export PICKPLE_PARTITIONS=${PICKPLE_PARTITIONS:-6}
+}
+
 # apt_install PKG...: install missing Debian packages (root, or sudo when available).
 apt_install() {
   local missing=()
@@ -32,6 +71,8 @@ apt_install() {
 # client of such a shop connects from 127.0.0.1, so the per-address limits, made for one client
 # each, are raised (a caller may set any of them first). On exit the shop stops and its topics
 # are deleted (its run dir stays): a broker that keeps every run's topics restarts ever slower.
+# PICKPLE_KEEP_TOPICS=1 keeps them (and their groups' offsets) to look at after the run; then
+# `topics delete --name-prefix PREFIX` removes them.
 private_shop() {
   local name=$1 tag
   export PICKPLE_PROFILE=${PICKPLE_PROFILE:-debug}
@@ -52,6 +93,10 @@ private_shop() {
 
 stop_private_shop() {
   "$root/scripts/down.sh" --keep-services || true
+  if [ "${PICKPLE_KEEP_TOPICS:-0}" = 1 ]; then
+    log "topics kept: delete them with topics delete --name-prefix $PICKPLE_TOPIC_PREFIX"
+    return
+  fi
   "$root/target/$PICKPLE_PROFILE/topics" delete --name-prefix "$PICKPLE_TOPIC_PREFIX" >/dev/null 2>&1 ||
     log "could not delete the topics under $PICKPLE_TOPIC_PREFIX"
 }

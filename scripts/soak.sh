@@ -5,6 +5,8 @@
 # Builds the debug binaries (PICKPLE_PROFILE=release for release), starts the shop with up.sh,
 # runs pickple-soak against it (which exits non-zero on a violated invariant), then stops the
 # shop's processes and leaves the servers running. The report is .work/soak/report.json.
+# `--grow-at SECS --grow-to N` grows this shop's partitions with scripts/grow.sh meanwhile: it
+# inherits the private shop's environment (run dir, prefixes, ports) from here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -17,10 +19,13 @@ private_shop soak "$run" "${PICKPLE_SOAK_GATEWAY_PORT:-18080}" "${PICKPLE_SOAK_M
 # final and the expiry path is exercised.
 export PICKPLE_PAYMENT_TIMEOUT_MS=${PICKPLE_PAYMENT_TIMEOUT_MS:-30000}
 "$here/up.sh"
+# --grow-at runs scripts/grow.sh, which builds pickple-grow: built now, not under load.
+bins=(--bin pickple-soak)
+case " $* " in *" --grow-at"*) bins+=(--bin pickple-grow) ;; esac
 if [ "$PICKPLE_PROFILE" = release ]; then
-  cargo build --release --quiet -p pickple-bench --bin pickple-soak
+  cargo build --release --quiet -p pickple-bench -p pickple-processors "${bins[@]}"
 else
-  cargo build --quiet -p pickple-bench --bin pickple-soak
+  cargo build --quiet -p pickple-bench -p pickple-processors "${bins[@]}"
 fi
 eval "$("$here/services.sh" env)"
 log "soak: shop ${PICKPLE_TOPIC_PREFIX%.} on http://$PICKPLE_GATEWAY_ADDR"

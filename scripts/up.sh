@@ -3,11 +3,19 @@
 # gateway, each in the background under scripts/supervise.sh (restarted when it exits) with its
 # log in .work/logs/ and its current pid in .work/pids/NAME.pid; returns once the gateway's
 # /ready answers 200. Stop with scripts/down.sh.
+#   scripts/up.sh [--no-gateway]   the processors only (scripts/grow.sh, draining again)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 . "$here/lib.sh"
+gateway=1
+for arg in "$@"; do
+  case $arg in
+    --no-gateway) gateway=0 ;;
+    *) die "usage: $0 [--no-gateway]" ;;
+  esac
+done
 
 "$here/services.sh" start
 eval "$("$here/services.sh" env)"
@@ -22,13 +30,15 @@ else
   cargo build --quiet --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
 fi
 bin=target/$profile
-"$bin/topics" apply
 
 # The processes' own files (pids, logs, state, the MASTER's password) go under PICKPLE_RUN_DIR,
 # by default the servers' .work: a second shop on the same servers (scripts/soak.sh) gives its
 # own run dir, topic and Redis prefixes and ports.
-work=${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}
+work=$(shop_dir)
 mkdir -p "$work/logs" "$work/pids"
+# The topics' partition count: 6, or what scripts/grow.sh grew this shop to.
+shop_partitions "$work"
+"$bin/topics" apply
 export PICKPLE_STATE_DIR=$work/state RUST_LOG=${RUST_LOG:-info,rdkafka=warn}
 
 # The local MASTER account, created by the users app at start: a password of this machine's own
@@ -62,17 +72,26 @@ for app in $apps; do
     start "$app" "$bin/pickple-processor" --app "$app"
   port=$((port + 1))
 done
-# Extra instances: "APP=N ..." (N instances in all, at most the partition count, 6). notification
-# runs three by default: it commits after every mail (so a crash repeats at most the mail in
-# flight), so one instance sends only as many mails a second as it can commit transactions.
+# Extra instances: "APP=N ..." (N instances in all, at most the partition count: an instance
+# beyond it would own no task). notification runs three by default: it commits after every mail
+# (so a crash repeats at most the mail in flight), so one instance sends only as many mails a
+# second as it can commit transactions.
 for scale in ${PICKPLE_SCALE:-notification=3}; do
   app=${scale%=*} count=${scale#*=}
+  if [ "$count" -gt "$PICKPLE_PARTITIONS" ]; then
+    log "$app: $count instances asked for, $PICKPLE_PARTITIONS partitions: starting $PICKPLE_PARTITIONS"
+    count=$PICKPLE_PARTITIONS
+  fi
   for i in $(seq 2 "$count"); do
     PICKPLE_INSTANCE_ID=${app}-$i PICKPLE_METRICS_ADDR=127.0.0.1:$port \
       start "$app-$i" "$bin/pickple-processor" --app "$app"
     port=$((port + 1))
   done
 done
+if [ "$gateway" -eq 0 ]; then
+  log "processors started (no gateway), logs in $work/logs"
+  exit 0
+fi
 gateway_addr=${PICKPLE_GATEWAY_ADDR:-127.0.0.1:8080}
 PICKPLE_GATEWAY_ADDR=$gateway_addr start gateway "$bin/pickple-gateway"
 # Ready means the views sink reports and every dependency answers: the first call works.

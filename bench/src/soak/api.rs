@@ -11,7 +11,7 @@
 //! Every attempt's answer is counted in [`HttpStats`](crate::stats::HttpStats).
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -61,6 +61,61 @@ impl Reply {
     }
 }
 
+/// A planned outage of the gateway (`--grow-at`: the shop is drained, stopped, grown and started
+/// again). A client of a shop under maintenance keeps trying: while it lasts, an attempt that got
+/// no answer or a 5xx does not use up the request's attempts, and the waits for a view are
+/// extended by its length. Outside one, retries are bounded as always.
+#[derive(Default)]
+pub struct Outage {
+    state: Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    since: Option<Instant>,
+    last_end: Option<Instant>,
+    /// Length of the outages that ended.
+    past: Duration,
+}
+
+impl Outage {
+    pub fn begin(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.since.get_or_insert_with(Instant::now);
+    }
+
+    pub fn end(&self) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(since) = s.since.take() {
+            let now = Instant::now();
+            s.past += now - since;
+            s.last_end = Some(now);
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.state.lock().unwrap().since.is_some()
+    }
+
+    /// Time spent in outages so far, the current one included.
+    pub fn total(&self) -> Duration {
+        let s = self.state.lock().unwrap();
+        s.past + s.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// Whether an attempt started at `started` overlapped an outage.
+    fn covers(&self, started: Instant) -> bool {
+        let s = self.state.lock().unwrap();
+        s.since.is_some() || s.last_end.is_some_and(|end| end >= started)
+    }
+}
+
+/// A deadline that moves by the outage time spent after it was set.
+struct Deadline {
+    at: Instant,
+    paused: Duration,
+}
+
 pub struct Api {
     base: String,
     http: reqwest::Client,
@@ -71,6 +126,7 @@ pub struct Api {
     pub visible_timeout: Duration,
     /// Where sign-ups find their confirmation mails, and how long they wait for one.
     mail: Option<(Watch, Duration)>,
+    pub outage: Outage,
 }
 
 pub fn status_of(v: &Value) -> &str {
@@ -110,7 +166,20 @@ impl Api {
             poll_wait: poll_wait.clamp(1, 30),
             visible_timeout,
             mail: None,
+            outage: Outage::default(),
         })
+    }
+
+    /// A deadline `after` from now, extended by the outages to come.
+    fn deadline(&self, after: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + after,
+            paused: self.outage.total(),
+        }
+    }
+
+    fn passed(&self, d: &Deadline) -> bool {
+        Instant::now() >= d.at + self.outage.total().saturating_sub(d.paused)
     }
 
     /// Sign-ups read their confirmation codes from the maildir `dir`, waiting up to `timeout`
@@ -214,17 +283,31 @@ impl Api {
         };
         let mut last_err = String::new();
         let mut relogged = false;
+        // Attempts counted against the budget, and attempts sent (what a caller reads: more than
+        // one means an earlier attempt may have reached the gateway).
         let mut attempt = 0;
+        let mut sent = 0;
         while attempt < self.attempts {
             attempt += 1;
-            if attempt > 1 {
-                tokio::time::sleep(backoff(attempt)).await;
+            if sent > 0 {
+                tokio::time::sleep(backoff(sent + 1)).await;
             }
+            sent += 1;
+            let started = Instant::now();
             let token = session.map(Session::token);
-            match self
+            let answer = self
                 .once(&method, &url, token.as_deref(), body, key, timeout)
-                .await
-            {
+                .await;
+            // The gateway is down on purpose: this attempt does not count, the next one waits
+            // its back-off (at most 3 s) and tries again.
+            let failed = match &answer {
+                Err(_) => true,
+                Ok((status, _, _)) => *status >= 500,
+            };
+            if failed && self.outage.covers(started) {
+                attempt -= 1;
+            }
+            match answer {
                 Err(e) => last_err = e,
                 Ok((401, _, _)) if session.is_some() && !relogged => {
                     relogged = true;
@@ -244,14 +327,14 @@ impl Api {
                     return Ok(Reply {
                         status,
                         body,
-                        attempts: attempt,
+                        attempts: sent,
                         wait_timed_out,
                     })
                 }
             }
         }
         Err(format!(
-            "{method} {path}: no answer after {attempt} attempts: {last_err}"
+            "{method} {path}: no answer after {sent} attempts: {last_err}"
         ))
     }
 
@@ -282,7 +365,7 @@ impl Api {
         s: Option<&Session>,
         status: &str,
     ) -> Result<Value, String> {
-        let deadline = Instant::now() + self.visible_timeout;
+        let deadline = self.deadline(self.visible_timeout);
         let wait = self.poll_wait;
         loop {
             let sep = if path.contains('?') { '&' } else { '?' };
@@ -300,7 +383,7 @@ impl Api {
                     ))
                 }
             }
-            if Instant::now() >= deadline {
+            if self.passed(&deadline) {
                 return Err(format!(
                     "{path}: not {status} after {:?}",
                     self.visible_timeout
@@ -318,7 +401,7 @@ impl Api {
         s: Option<&Session>,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<Value, String> {
-        let deadline = Instant::now() + self.visible_timeout;
+        let deadline = self.deadline(self.visible_timeout);
         let wait = self.poll_wait;
         let mut current = self.view(path, s).await?;
         loop {
@@ -327,7 +410,7 @@ impl Api {
                     return Ok(current.unwrap());
                 }
             }
-            if Instant::now() >= deadline {
+            if self.passed(&deadline) {
                 return Err(format!(
                     "{path}: condition not met after {:?}; last view: {}",
                     self.visible_timeout,
@@ -448,14 +531,14 @@ impl Api {
     /// `visible_timeout`.
     async fn confirm(&self, username: &str, code: &str) -> Result<(), String> {
         let body = json!({"username": username, "code": code});
-        let deadline = Instant::now() + self.visible_timeout;
+        let deadline = self.deadline(self.visible_timeout);
         loop {
             let r = self
                 .call(Method::POST, "/auth/confirm-email", None, Some(&body), None)
                 .await?;
             match r.status {
                 202 => return Ok(()),
-                404 | 429 if Instant::now() < deadline => {
+                404 | 429 if !self.passed(&deadline) => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 _ => return Err(format!("confirmation of {username}: {}", r.describe())),
@@ -470,11 +553,11 @@ impl Api {
         username: &str,
         password: &str,
     ) -> Result<Arc<Session>, String> {
-        let deadline = Instant::now() + self.visible_timeout;
+        let deadline = self.deadline(self.visible_timeout);
         loop {
             match self.sign_in(username, password).await {
                 Ok(s) => return Ok(s),
-                Err(e) if Instant::now() >= deadline => {
+                Err(e) if self.passed(&deadline) => {
                     return Err(format!(
                         "{e} (not ACTIVE {:?} after its confirmation)",
                         self.visible_timeout
@@ -489,6 +572,25 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_forgives_the_attempts_it_overlaps_and_extends_deadlines() {
+        let o = Outage::default();
+        let before = Instant::now();
+        assert!(!o.active() && !o.covers(before));
+        o.begin();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(o.active() && o.covers(before));
+        o.end();
+        assert!(!o.active());
+        // An attempt started before the end overlapped it; one started after did not.
+        assert!(o.covers(before));
+        assert!(!o.covers(Instant::now()));
+        let total = o.total();
+        assert!(total >= Duration::from_millis(20), "{total:?}");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(o.total(), total, "only outages count");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

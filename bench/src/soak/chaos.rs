@@ -13,7 +13,6 @@
 //! starts at 0 in a new process); for the gateway, until `GET /health` answers. When the load's
 //! requests and orders succeeded again is derived afterwards from the run's success times.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,7 +169,6 @@ pub async fn preflight(cli: &Cli, targets: &[Target]) -> Result<(), String> {
 /// Kill targets until the load stops; the kills with their recovery times.
 pub async fn run(ctx: Arc<Ctx>, targets: Vec<Target>, load_start: Instant) -> Vec<KillRecord> {
     let kills: Arc<Mutex<Vec<KillRecord>>> = Arc::default();
-    let recovering: Arc<Mutex<HashSet<Target>>> = Arc::default();
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0xC4A0_5C4A_05C4_A05C);
     let mut monitors = JoinSet::new();
     let every = Duration::from_secs(ctx.cli.chaos_every.max(1));
@@ -184,7 +182,13 @@ pub async fn run(ctx: Arc<Ctx>, targets: Vec<Target>, load_start: Instant) -> Ve
         }
         next += every;
         let target = *targets.choose(&mut rng).expect("at least one target");
-        if recovering.lock().unwrap().contains(&target) {
+        // Held until the kill is recorded: a grow starting meanwhile waits for its recovery.
+        let mut recovering = ctx.recovering.lock().unwrap();
+        if ctx.api.outage.active() {
+            eprintln!("chaos: the shop is being grown; no kill");
+            continue;
+        }
+        if recovering.contains(&target) {
             eprintln!("chaos: {} is still recovering; no kill", target.name());
             continue;
         }
@@ -215,8 +219,9 @@ pub async fn run(ctx: Arc<Ctx>, targets: Vec<Target>, load_start: Instant) -> Ve
         }
         Stats::inc(&ctx.stats.kills);
         eprintln!("chaos: SIGKILL {} (pid {pid})", target.name());
-        recovering.lock().unwrap().insert(target);
-        let (ctx, kills, recovering) = (ctx.clone(), kills.clone(), recovering.clone());
+        recovering.insert(target);
+        drop(recovering);
+        let (ctx, kills) = (ctx.clone(), kills.clone());
         monitors.spawn(async move {
             let rec = recover(&ctx, target, pid, at, load_start).await;
             eprintln!(
@@ -232,7 +237,7 @@ pub async fn run(ctx: Arc<Ctx>, targets: Vec<Target>, load_start: Instant) -> Ve
                     .unwrap_or_default()
             );
             kills.lock().unwrap().push(rec);
-            recovering.lock().unwrap().remove(&target);
+            ctx.recovering.lock().unwrap().remove(&target);
         });
     }
     while monitors.join_next().await.is_some() {}

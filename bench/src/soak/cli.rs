@@ -119,6 +119,23 @@ pub struct Cli {
     /// Seconds between kills.
     #[arg(long, default_value_t = 15)]
     pub chaos_every: u64,
+    /// Grow the shop's partitions this many seconds into the load (with --grow-to): runs
+    /// `scripts/grow.sh` (from --scripts) in the soak's environment while the load goes on. The
+    /// gateway is down meanwhile: requests keep retrying, chaos kills nothing.
+    #[arg(long, requires = "grow_to")]
+    pub grow_at: Option<u64>,
+    /// The partition count to grow to: a multiple of the current one.
+    #[arg(long, requires = "grow_at")]
+    pub grow_to: Option<i32>,
+    /// Longest run of scripts/grow.sh (seconds).
+    #[arg(long, default_value_t = 900)]
+    pub grow_timeout: u64,
+    /// Bootstrap servers of the shop's broker (to check the topics' partition counts).
+    #[arg(long, env = "PICKPLE_BROKERS", default_value = "127.0.0.1:19092")]
+    pub brokers: String,
+    /// Prefix of the shop's topic names.
+    #[arg(long, env = "PICKPLE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
     /// Port of the first processor's /metrics (users; the others follow in the order users,
     /// catalog, stock, order, payment, delivery, notification, views).
     #[arg(long, default_value_t = 9101)]

@@ -1,6 +1,7 @@
 //! What every task of the run shares: the command line, the client, the counters, the ledger,
 //! the sessions made at setup and the queues of the vendor managers.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -9,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{Api, Session};
-use crate::cli::{Cli, Mix};
+use crate::cli::{Cli, Mix, Target};
 use crate::ledger::Ledger;
 use crate::stats::Stats;
 
@@ -47,6 +48,10 @@ pub struct Ctx {
     pub stopping: AtomicBool,
     /// Orders placed so far (for keys).
     pub seq: AtomicU64,
+    /// Chaos targets killed and not back yet. Chaos kills under this lock only when no outage
+    /// is planned (`api.outage`), so a grow that begins one and then finds this empty runs
+    /// with no kill in progress.
+    pub recovering: Mutex<HashSet<Target>>,
 }
 
 impl Ctx {

@@ -23,6 +23,11 @@
 //!   answer again. See `chaos.rs` for the contract with up.sh (pidfiles under `$WORK/pids`;
 //!   Kafka's and Redis's under `--services-work` when the shop has its own run directory).
 //!   The same seed replays the same choices (targets, actions, lines); timing differs.
+//! * **Grow** (`--grow-at SECS --grow-to N`): at that time into the load, `scripts/grow.sh
+//!   --partitions N` grows the shop's partitions (gateway stopped, drained, processors stopped,
+//!   `pickple-grow`, everything started again) while the load goes on; requests retry through the
+//!   gateway's absence, chaos pauses, and the report has each phase's time and the entries moved
+//!   per store. See `grow.rs`.
 //! * **Invariants** once quiet, from the views (Redis `--redis-url`/`--redis-prefix`, or the API
 //!   as MASTER) and the SMTP maildir (`--maildir`): stock conservation, reserved and sold units
 //!   against the orders, the sale's quantity and per-user limit, one order per
@@ -49,6 +54,7 @@ mod chaos;
 mod cli;
 mod ctx;
 mod flash_sale;
+mod grow;
 mod invariants;
 mod ledger;
 mod load;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::chaos::KillRecord;
+use crate::grow::GrowRecord;
 use crate::invariants::Row;
 use crate::load::StepResult;
 use crate::stats::Summary;
@@ -81,6 +82,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<MaxMode>,
     pub kills: Vec<KillRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow: Option<GrowRecord>,
     pub outcomes: BTreeMap<String, u64>,
     pub anomalies: BTreeMap<String, Anomaly>,
     pub quiet: QuietReport,
@@ -180,6 +183,41 @@ impl Report {
                         .as_ref()
                         .map(|n| format!("  ({n})"))
                         .unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(g) = &self.grow {
+            line(format!(
+                "grow to {} partitions at {:.1} s: {} in {:.1} s (waited {:.1} s for chaos recoveries){}",
+                g.to,
+                g.at_s,
+                if g.ok { "done" } else { "FAILED" },
+                g.total_s,
+                g.waited_for_chaos_s,
+                g.note
+                    .as_ref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
+            ));
+            if let Some(p) = &g.phases {
+                line(format!(
+                    "  phases (s): gateway stop {:.2}, drain {:.2}, stop {:.2}, grow {:.2}, start {:.2}; gateway down {:.2} ({} attempt(s))",
+                    p.gateway_s, p.drain_s, p.stop_s, p.grow_s, p.start_s, p.down_s, p.attempts
+                ));
+            }
+            line(format!(
+                "  orders offered during the grow {} (longest wait for AWAITING_PAYMENT {} s); first order seen AWAITING_PAYMENT {} s after the gateway was back",
+                g.orders_during,
+                opt(g.longest_order_wait_s),
+                opt(g.first_visible_after_s)
+            ));
+            for m in &g.moved {
+                line(format!(
+                    "  {:<28} {:>7} entries, {:>6} moved, {:>6} copied",
+                    format!("{}/{}", m.app, m.store),
+                    m.entries,
+                    m.moved,
+                    m.copied
                 ));
             }
         }

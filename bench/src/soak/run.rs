@@ -1,7 +1,7 @@
 //! One run: setup, the load with its companions (vendor managers, flash sale, churn, chaos,
 //! progress), the drain, the wait for quiet, the invariants and the report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use crate::api::{Api, Session};
 use crate::chaos::{self, KillRecord};
 use crate::cli::{Cli, Mix, Target};
 use crate::ctx::Ctx;
+use crate::grow::{self, GrowRecord};
 use crate::invariants::{self, OrderFacts, ProductFacts, Row};
 use crate::ledger::Ledger;
 use crate::load;
@@ -108,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         ship_queues: Mutex::new(Some(senders)),
         stopping: AtomicBool::new(false),
         seq: AtomicU64::new(0),
+        recovering: Mutex::new(HashSet::new()),
     });
 
     let mut managers = JoinSet::new();
@@ -122,6 +124,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     let chaos =
         (!targets.is_empty()).then(|| tokio::spawn(chaos::run(ctx.clone(), targets, start)));
     let flash = tokio::spawn(flash_sale::run(ctx.clone(), end));
+    let grow = match (cli.grow_at, cli.grow_to) {
+        (Some(at), Some(to)) => Some(tokio::spawn(grow::run(
+            ctx.clone(),
+            start,
+            Duration::from_secs(at),
+            to,
+        ))),
+        _ => None,
+    };
     let steps = match cli.max {
         Some(_) => Some(load::closed_loop(ctx.clone(), start, duration).await),
         None => {
@@ -139,6 +150,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     let mut kills: Vec<KillRecord> = match chaos {
         Some(h) => h.await.unwrap_or_default(),
         None => Vec::new(),
+    };
+    // A grow under way goes on to its end (the flows in flight wait for the gateway meanwhile).
+    let mut grown: Option<GrowRecord> = match grow {
+        Some(h) => h.await.ok().flatten(),
+        None => None,
     };
     let drain = Duration::from_secs(cli.drain_timeout);
     let _ = tokio::time::timeout(drain, churn).await;
@@ -176,6 +192,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         let mut ok = stats.http.ok_at_ms.lock().unwrap().clone();
         ok.sort_unstable();
         let visible = stats.visible_at_ms.lock().unwrap().clone();
+        if let Some(g) = &mut grown {
+            g.orders(&visible);
+        }
         for k in &mut kills {
             if k.target != "gateway" {
                 k.api_ok_s = first_after(&ok, k.at_ms).map(|ms| ms as f64 / 1000.0);
@@ -195,7 +214,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         "quiet: {} after {:.1} s ({})",
         quiet.quiet, quiet.waited_s, quiet.note
     );
-    let rows = check(&ctx, &reader, &quiet, &kills).await;
+    let mut rows = check(&ctx, &reader, &quiet, &kills).await;
+    rows.extend(grow::rows(&ctx, grown.as_ref()));
     let ok = rows.iter().all(|r| r.ok);
 
     let (answers, good) = stats.http.non_5xx();
@@ -258,6 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
             slo_p99_ms: cli.slo_ms,
         }),
         kills,
+        grow: grown,
         outcomes: stats.outcomes.lock().unwrap().clone(),
         anomalies,
         quiet: QuietReport {

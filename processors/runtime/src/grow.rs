@@ -159,6 +159,31 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<i32, GrowError> {
     Ok(t.partitions().len() as i32)
 }
 
+/// The low and high watermarks of `topic[partition]`. A partition just added by the grow has no
+/// leader for a moment, and the broker answers that (or that it does not know the partition
+/// yet) until one is elected: asked again, within `CALL * 3`.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), GrowError> {
+    use rdkafka::types::RDKafkaErrorCode::{
+        LeaderNotAvailable, NotLeaderForPartition, UnknownPartition, UnknownTopicOrPartition,
+    };
+    let deadline = Instant::now() + CALL * 3;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, CALL) {
+            Err(KafkaError::MetadataFetch(
+                LeaderNotAvailable
+                | NotLeaderForPartition
+                | UnknownPartition
+                | UnknownTopicOrPartition,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Read partitions `0..partitions` of `topic` to their committed ends, from `from[p]` (the
 /// beginning when absent), handing each record to `each(partition, offset, key, value)`.
 fn read_to_end(
@@ -178,7 +203,7 @@ fn read_to_end(
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeMap::new();
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, CALL)?;
+        let (low, high) = watermarks(&consumer, topic, p)?;
         let start = from.get(&p).copied().unwrap_or(Offset::Beginning);
         let at = match start {
             Offset::Offset(o) => o,
