@@ -159,6 +159,37 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<i32, GrowError> {
     Ok(t.partitions().len() as i32)
 }
 
+/// Whether a watermark query failed only because the partition has no leader yet: partitions a
+/// grow just added are in the metadata before they are led.
+fn leaderless(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{
+        LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition,
+    };
+    matches!(
+        e.rdkafka_error_code(),
+        Some(LeaderNotAvailable | NotLeaderForPartition | UnknownTopicOrPartition)
+    )
+}
+
+/// The low and high watermarks of `topic[partition]`, asked again while the partition has no
+/// leader, until `deadline`.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+) -> Result<(i64, i64), GrowError> {
+    loop {
+        match consumer.fetch_watermarks(topic, partition, CALL) {
+            Ok(w) => return Ok(w),
+            Err(e) if leaderless(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Read partitions `0..partitions` of `topic` to their committed ends, from `from[p]` (the
 /// beginning when absent), handing each record to `each(partition, offset, key, value)`.
 fn read_to_end(
@@ -177,8 +208,9 @@ fn read_to_end(
         .create()?;
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, CALL)?;
+        let (low, high) = watermarks(&consumer, topic, p, deadline)?;
         let start = from.get(&p).copied().unwrap_or(Offset::Beginning);
         let at = match start {
             Offset::Offset(o) => o,
@@ -195,7 +227,6 @@ fn read_to_end(
         return Ok(());
     }
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
     while !open.is_empty() {
         if Instant::now() > deadline {
             let (&partition, &offset) = open.iter().next().expect("open is not empty");
