@@ -205,6 +205,9 @@ fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // The ends are known: a fetch at one need not wait for records (up to 500 ms by
+        // default, partition after partition) before the end-of-partition event comes.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeMap::new();
