@@ -408,19 +408,35 @@ fn scenario(tag: &str, wipe: bool) {
         }
     }
     let t = Instant::now();
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(pickple_processors::grow::grow(
-            &brokers(),
-            &prefix,
-            TO,
-            Duration::from_secs(30),
-        ))
-        .unwrap();
-    let grown_at = pickple_runtime::now_millis();
+    let grow = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(pickple_processors::grow::grow(
+                &brokers(),
+                &prefix,
+                TO,
+                Duration::from_secs(30),
+            ))
+            .unwrap()
+    };
+    let report = grow();
     eprintln!("{tag}: grown in {:?}: {report:?}", t.elapsed());
+    // Growing again changes nothing (checked once: the scenarios are alike up to here).
+    if !wipe {
+        let again = grow();
+        assert!(again.grown.is_empty(), "{again:?}");
+        assert!(
+            again
+                .moves
+                .iter()
+                .flat_map(|(_, stores)| stores)
+                .all(|s| (s.moved, s.copied) == (0, 0)),
+            "{again:?}"
+        );
+    }
+    let grown_at = pickple_runtime::now_millis();
     assert_eq!((report.from, report.to), (FROM, TO));
     let catalogue = pickple_topics::catalogue(&prefix);
     assert_eq!(report.grown.len(), catalogue.len(), "{:?}", report.grown);
