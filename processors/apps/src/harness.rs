@@ -1,6 +1,8 @@
 //! An in-process Pickple pipeline on a real broker, for integration tests and benchmarks: every
 //! app on its own thread under a private topic prefix, an idempotent producer for commands, and a
-//! read_committed watcher that keeps the latest value of every view.
+//! read_committed watcher that keeps the latest value of every view. A pipeline can be halted
+//! with its topics and state directories kept, and started again on them ([`Halted`]), e.g.
+//! after its partitions grew.
 
 use pickple_schemas::topic;
 use std::collections::HashMap;
@@ -23,10 +25,12 @@ pub fn brokers() -> String {
     std::env::var("PICKPLE_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
-/// Topics the watcher follows: the views, plus the saga's and the deliveries' events.
+/// Topics the watcher follows: the views, plus the saga's and the deliveries' events, and every
+/// application's dead letters (`<app>-dlq`, see [`Seen::dead_letters`]).
 pub const WATCHED: &[&str] = &[
     topic::VIEW_ORDERS,
     topic::VIEW_PRODUCTS,
+    topic::VIEW_SALE_TAKES,
     topic::VIEW_DELIVERIES,
     topic::VIEW_NOTIFICATIONS,
     topic::VIEW_PAYMENTS,
@@ -37,9 +41,20 @@ pub const WATCHED: &[&str] = &[
     topic::ORDER_REPLIES,
     topic::PAYMENT_COMMANDS,
     topic::USER_EVENTS,
-    "stock-dlq",
-    "users-dlq",
 ];
+
+/// Every topic the watcher follows: [`WATCHED`] and each application's dead letters.
+fn watched() -> Vec<String> {
+    WATCHED
+        .iter()
+        .map(|t| t.to_string())
+        .chain(
+            pickple_topics::APPS
+                .iter()
+                .map(|app| topic::dead_letter(app.name)),
+        )
+        .collect()
+}
 
 /// Everything the watcher has read.
 #[derive(Default)]
@@ -62,20 +77,42 @@ impl Seen {
     pub fn order_status(&self, order_id: &str) -> Option<&str> {
         self.get("view-orders", order_id)?["status"].as_str()
     }
+
+    /// Every dead letter read, of any application: (topic, key).
+    pub fn dead_letters(&self) -> Vec<(String, String)> {
+        self.all
+            .iter()
+            .filter(|(t, _)| t.ends_with("-dlq"))
+            .flat_map(|(t, records)| records.iter().map(|(k, _)| (t.clone(), k.clone())))
+            .collect()
+    }
 }
 
 type AppThread = (App, JoinHandle<Result<(), crate::AppError>>);
 
 pub struct Pipeline {
     pub prefix: String,
+    config: AppConfig,
+    started: Vec<App>,
     stop: Arc<AtomicBool>,
     apps: Mutex<Vec<AppThread>>,
     watcher: Option<JoinHandle<()>>,
     pub seen: Arc<Mutex<Seen>>,
     producer: BaseProducer,
-    _state: tempfile::TempDir,
-    /// Dropped after the apps are joined (fields drop after `Drop::drop`), so no app is still
-    /// reading a topic it deletes.
+    /// Both `Some` but while [`Pipeline::halt`] hands them over. Dropped after the apps are
+    /// joined (fields drop after `Drop::drop`), so no app is still reading a topic it deletes or
+    /// writing a directory that goes.
+    state: Option<tempfile::TempDir>,
+    topics: Option<pickple_topics::DeleteOnDrop>,
+}
+
+/// A pipeline whose apps and watcher stopped, its topics and state directories kept:
+/// [`Halted::resume`] starts the same apps on them again. Dropping it deletes both.
+pub struct Halted {
+    pub prefix: String,
+    config: AppConfig,
+    apps: Vec<App>,
+    state: tempfile::TempDir,
     _topics: pickple_topics::DeleteOnDrop,
 }
 
@@ -103,8 +140,20 @@ impl Pipeline {
                 &specs,
                 &pickple_topics::Replication::SINGLE,
             ))?;
-        wait_leaders(&specs)?;
         let state = tempfile::tempdir()?;
+        Pipeline::launch(prefix, config, apps, state, topics)
+    }
+
+    /// Start `apps`, the watcher and the producer on the existing topics of `prefix` (whatever
+    /// their partition count) with the state directories under `state`.
+    fn launch(
+        prefix: String,
+        config: &AppConfig,
+        apps: &[App],
+        state: tempfile::TempDir,
+        topics: pickple_topics::DeleteOnDrop,
+    ) -> anyhow::Result<Pipeline> {
+        wait_leaders(&prefix)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for &app in apps {
@@ -132,14 +181,24 @@ impl Pipeline {
             .create()?;
         Ok(Pipeline {
             prefix,
+            config: config.clone(),
+            started: apps.to_vec(),
             stop,
             apps: Mutex::new(handles),
             watcher: Some(watcher),
             seen,
             producer,
-            _state: state,
-            _topics: topics,
+            state: Some(state),
+            topics: Some(topics),
         })
+    }
+
+    /// The directory under which every app keeps its state (`<dir>/<app name>`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state
+            .as_ref()
+            .expect("the state is kept until the pipeline goes")
+            .path()
     }
 
     pub fn topic(&self, t: &str) -> String {
@@ -237,7 +296,13 @@ impl Pipeline {
     }
 
     /// Stop every app (committing) and the watcher, and join them.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.halt();
+    }
+
+    /// Stop every app (committing) and the watcher, and join them, keeping the topics and the
+    /// state directories for [`Halted::resume`]. Panics if an app failed.
+    pub fn halt(mut self) -> Halted {
         self.stop.store(true, Ordering::Relaxed);
         let apps = std::mem::take(&mut *self.apps.lock().unwrap());
         for (app, h) in apps {
@@ -250,6 +315,50 @@ impl Pipeline {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
+        Halted {
+            prefix: self.prefix.clone(),
+            config: self.config.clone(),
+            apps: std::mem::take(&mut self.started),
+            state: self.state.take().expect("the state is kept until halted"),
+            _topics: self
+                .topics
+                .take()
+                .expect("the topics are kept until halted"),
+        }
+    }
+}
+
+impl Halted {
+    /// The directory under which every app kept its state (`<dir>/<app name>`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state.path()
+    }
+
+    /// Remove every app's local state, so that the next start restores all of it from the
+    /// changelogs.
+    pub fn wipe_state(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(self.state.path())? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the same apps again on the kept topics, with their partition counts of now, and
+    /// state directories; a new watcher reads every watched topic from its beginning.
+    pub fn resume(self) -> anyhow::Result<Pipeline> {
+        let Halted {
+            prefix,
+            config,
+            apps,
+            state,
+            _topics: topics,
+        } = self;
+        Pipeline::launch(prefix, &config, &apps, state, topics)
     }
 }
 
@@ -267,15 +376,30 @@ impl Drop for Pipeline {
     }
 }
 
-/// New topics are visible before their partitions have leaders; the runtime's restore does not
-/// retry a "not leader" answer, so wait until every partition answers a watermark query.
-fn wait_leaders(specs: &[pickple_topics::TopicSpec]) -> anyhow::Result<()> {
+/// The partition count of every topic under `prefix` the broker knows (a grown one has more than
+/// the catalogue's; one just created may not be known yet).
+fn partition_counts(consumer: &BaseConsumer, prefix: &str) -> anyhow::Result<HashMap<String, i32>> {
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name().starts_with(prefix) && t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// New topics and partitions are visible before they have leaders; the runtime's restore does
+/// not retry a "not leader" answer, so wait until every partition of the catalogue under
+/// `prefix` (as many as the broker has, at least the catalogue's) answers a watermark query.
+fn wait_leaders(prefix: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()?;
+    let counts = partition_counts(&consumer, prefix)?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    for spec in specs {
-        for p in 0..spec.partitions {
+    for spec in pickple_topics::catalogue(prefix) {
+        let partitions = counts.get(&spec.name).copied().unwrap_or(0);
+        for p in 0..partitions.max(spec.partitions) {
             while let Err(e) = consumer.fetch_watermarks(&spec.name, p, Duration::from_secs(5)) {
                 if Instant::now() > deadline {
                     anyhow::bail!("{}[{p}] has no leader: {e}", spec.name);
@@ -287,6 +411,8 @@ fn wait_leaders(specs: &[pickple_topics::TopicSpec]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads every watched topic from its beginning, every partition the broker has (the leaders
+/// answered: [`wait_leaders`] came first).
 fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -295,10 +421,13 @@ fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
+    let counts = partition_counts(&consumer, prefix)?;
     let mut tpl = TopicPartitionList::new();
-    for t in WATCHED {
-        for p in 0..pickple_topics::PARTITIONS {
-            tpl.add_partition_offset(&format!("{prefix}{t}"), p, Offset::Beginning)?;
+    for t in watched() {
+        let name = format!("{prefix}{t}");
+        let partitions = counts.get(&name).copied().unwrap_or(0);
+        for p in 0..partitions.max(pickple_topics::PARTITIONS) {
+            tpl.add_partition_offset(&name, p, Offset::Beginning)?;
         }
     }
     consumer.assign(&tpl)?;

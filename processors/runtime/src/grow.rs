@@ -159,27 +159,35 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<i32, GrowError> {
     Ok(t.partitions().len() as i32)
 }
 
-/// The low and high watermarks of `topic[partition]`. A partition just added by the grow has no
-/// leader for a moment, and the broker answers that (or that it does not know the partition
-/// yet) until one is elected: asked again, within `CALL * 3`.
+/// Whether a watermark query failed only because the partition has no leader yet: partitions a
+/// grow just added are in the metadata before they are led.
+fn leaderless(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{
+        LeaderNotAvailable, NotLeaderForPartition, UnknownPartition, UnknownTopicOrPartition,
+    };
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            LeaderNotAvailable | NotLeaderForPartition | UnknownPartition | UnknownTopicOrPartition
+        )
+    )
+}
+
+/// The low and high watermarks of `topic[partition]`, asked again while the partition has no
+/// leader, until `deadline`.
 fn watermarks(
     consumer: &BaseConsumer,
     topic: &str,
     partition: i32,
+    deadline: Instant,
 ) -> Result<(i64, i64), GrowError> {
-    use rdkafka::types::RDKafkaErrorCode::{
-        LeaderNotAvailable, NotLeaderForPartition, UnknownPartition, UnknownTopicOrPartition,
-    };
-    let deadline = Instant::now() + CALL * 3;
     loop {
         match consumer.fetch_watermarks(topic, partition, CALL) {
-            Err(KafkaError::MetadataFetch(
-                LeaderNotAvailable
-                | NotLeaderForPartition
-                | UnknownPartition
-                | UnknownTopicOrPartition,
-            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            other => return Ok(other?),
+            Ok(w) => return Ok(w),
+            Err(e) if leaderless(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -199,11 +207,15 @@ fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // The ends are known: a fetch at one need not wait for records (up to 500 ms by
+        // default, partition after partition) before the end-of-partition event comes.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
     for p in 0..partitions {
-        let (low, high) = watermarks(&consumer, topic, p)?;
+        let (low, high) = watermarks(&consumer, topic, p, deadline)?;
         let start = from.get(&p).copied().unwrap_or(Offset::Beginning);
         let at = match start {
             Offset::Offset(o) => o,
@@ -220,7 +232,6 @@ fn read_to_end(
         return Ok(());
     }
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
     while !open.is_empty() {
         if Instant::now() > deadline {
             let (&partition, &offset) = open.iter().next().expect("open is not empty");
