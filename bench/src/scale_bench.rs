@@ -375,6 +375,54 @@ impl Group {
         Ok(())
     }
 
+    /// The stock load did what it claims: every product's latest view holds its share of the
+    /// reserves, none refused.
+    fn check_reserved(&self, records: usize, products: usize) -> anyhow::Result<()> {
+        let topic = format!("{}{}", self.prefix, pickple_schemas::topic::VIEW_PRODUCTS);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}check", self.prefix))
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut reserved: BTreeMap<String, i64> = BTreeMap::new();
+        let mut open = self.partitions;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while open > 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "could not read {topic} to its end"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    use rdkafka::Message;
+                    let view: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default())?;
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    let n = view["stock"]["reserved"].as_i64().unwrap_or(-1);
+                    reserved.insert(key, n);
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+        let want = (records / products) as i64;
+        let wrong: Vec<_> = reserved.iter().filter(|(_, n)| **n != want).collect();
+        anyhow::ensure!(
+            reserved.len() == products && wrong.is_empty(),
+            "{} products seen, expected {products} with {want} reserved each; differing: {:?}",
+            reserved.len(),
+            wrong.iter().take(5).collect::<Vec<_>>()
+        );
+        Ok(())
+    }
+
     /// Offsets the group has committed on the input, summed over its partitions (stable ones
     /// only: committed in the same transactions as the outputs).
     fn committed(&self, observer: &BaseConsumer) -> anyhow::Result<i64> {
@@ -487,7 +535,7 @@ fn sum(port: u16, name: &str, app: &str) -> f64 {
         .lines()
         .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -515,6 +563,9 @@ async fn throughput(args: &Args, instances: usize) -> anyhow::Result<Throughput>
     )?;
     let elapsed = start.elapsed();
     let (cpu1, busy1) = (group.cpu(), machine_busy());
+    if app == AppKind::Stock && args.records.is_multiple_of(args.products) {
+        group.check_reserved(args.records, args.products)?;
+    }
     let per_record = |d: Duration| d.as_secs_f64() * 1e6 / args.records as f64;
     let cpu: Duration = cpu0
         .iter()
@@ -646,10 +697,11 @@ async fn failover(args: &Args, replicas: usize) -> anyhow::Result<Takeover> {
         .map(|&p| group.gauge(p, "pickple_restore_records_total"))
         .sum::<f64>()
         - restored0;
+    // An empty f64 sum is -0.0: start from 0.0 so that "none" prints as 0.
     let standby_records = survivors
         .iter()
         .map(|&p| group.gauge(p, "pickple_standby_records_total"))
-        .sum();
+        .fold(0.0, |a, b| a + b);
     group.stop().await?;
     Ok(Takeover {
         moved: moved.get().unwrap_or(processing),
