@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::commands::*;
 use common::*;
 use pickple_processors::stock::keys;
 use pickple_processors::App;
 use pickple_runtime::{partition_for, Route};
-use pickple_schemas::{OrderCommand, OrderLine, SaleTerms, StockCommand, VendorCommand};
+use pickple_schemas::{OrderCommand, SaleTerms, StockCommand, VendorCommand};
 use serde_json::Value;
 
 const FROM: i32 = pickple_topics::PARTITIONS;
@@ -100,63 +101,15 @@ fn vendor(p: &Pipeline, id: &str) {
 
 /// A product of `vendor` with `stock` units (the stock app lists it under the vendor).
 fn product(p: &Pipeline, vendor: &str, id: &str, stock: u64) {
-    p.send(
-        "stock-commands",
-        id,
-        &StockCommand::CreateProduct {
-            product_id: id.into(),
-            vendor_id: vendor.into(),
-            name: format!("Product {id}"),
-            description: "grows".into(),
-            price: 100,
-            image_url: None,
-            public: true,
-        },
-        None,
-    );
-    p.send(
-        "stock-commands",
-        id,
-        &StockCommand::SetStock {
-            product_id: id.into(),
-            quantity: stock,
-        },
-        None,
-    );
+    stocked_product(p, id, vendor, 100, stock);
 }
 
 fn place(p: &Pipeline, order: &str, user: &str, lines: &[(&str, u64)]) {
-    p.send(
-        "order-commands",
-        order,
-        &OrderCommand::PlaceOrder {
-            order_id: order.into(),
-            username: user.into(),
-            email: format!("{user}@grow.test"),
-            lines: lines
-                .iter()
-                .map(|(p, q)| OrderLine {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
-            shipping: None,
-        },
-        None,
-    );
+    place_order(p, order, user, "grow.test", lines, None);
 }
 
 fn pay(p: &Pipeline, order: &str, user: &str) {
-    p.send(
-        "order-commands",
-        order,
-        &OrderCommand::PayOrder {
-            order_id: order.into(),
-            username: user.into(),
-            payment_token: "tok_ok".into(),
-        },
-        None,
-    );
+    pay_order(p, order, user, "tok_ok", None);
 }
 
 fn statuses(p: &Pipeline, orders: &[&str], status: &str) {

@@ -7,11 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::commands::*;
 use common::*;
 use pickple_processors::App;
-use pickple_schemas::{
-    Carrier, DeliveryCommand, DeliveryType, OrderCommand, OrderLine, StockCommand,
-};
+use pickple_schemas::{Carrier, DeliveryCommand, DeliveryType, OrderCommand};
 use serde_json::Value;
 
 /// Short enough to watch orders expire, long enough for a test to pay in time.
@@ -21,64 +20,16 @@ const SLOW_TOKEN: &str = "tok_slow_7000";
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn product(p: &Pipeline, id: &str, price: i64, stock: u64) {
-    p.send(
-        "stock-commands",
-        id,
-        &StockCommand::CreateProduct {
-            product_id: id.into(),
-            vendor_id: format!("v-{id}"),
-            name: format!("Product {id}"),
-            description: "test".into(),
-            price,
-            image_url: None,
-            public: true,
-        },
-        None,
-    );
-    p.send(
-        "stock-commands",
-        id,
-        &StockCommand::SetStock {
-            product_id: id.into(),
-            quantity: stock,
-        },
-        None,
-    );
+    stocked_product(p, id, &format!("v-{id}"), price, stock);
 }
 
 fn place(p: &Pipeline, order: &str, user: &str, lines: &[(&str, u64)]) {
-    p.send(
-        "order-commands",
-        order,
-        &OrderCommand::PlaceOrder {
-            order_id: order.into(),
-            username: user.into(),
-            email: format!("{user}@saga.test"),
-            lines: lines
-                .iter()
-                .map(|(p, q)| OrderLine {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
-            shipping: None,
-        },
-        Some(TRACE),
-    );
+    place_order(p, order, user, "saga.test", lines, Some(TRACE));
     p.flush();
 }
 
 fn pay(p: &Pipeline, order: &str, user: &str, token: &str) {
-    p.send(
-        "order-commands",
-        order,
-        &OrderCommand::PayOrder {
-            order_id: order.into(),
-            username: user.into(),
-            payment_token: token.into(),
-        },
-        Some(TRACE),
-    );
+    pay_order(p, order, user, token, Some(TRACE));
     p.flush();
 }
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod commands;
 pub mod shop;
 
 use std::path::PathBuf;
