@@ -414,7 +414,6 @@ pub fn rekey(
         if let Some(v) = value {
             record = record.payload(v.as_slice());
         }
-        let mut record = record;
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -422,6 +421,7 @@ pub fn rekey(
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     r,
                 )) => {
+                    // The threaded producer drains its queue in the background.
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
                 }
