@@ -192,6 +192,14 @@ fn existing_topics(brokers: &str) -> Result<HashMap<String, Layout>, KafkaError>
         .collect())
 }
 
+/// The partition count of every topic the broker has, from one metadata request.
+pub fn partition_counts(brokers: &str) -> Result<HashMap<String, i32>, KafkaError> {
+    Ok(existing_topics(brokers)?
+        .into_iter()
+        .map(|(name, layout)| (name, layout.partitions))
+        .collect())
+}
+
 /// Wait until the broker's metadata lists every topic in `names`: a create is acknowledged by
 /// the controller before every broker serves the new topic, and callers expect to use it at once.
 fn wait_visible(brokers: &str, names: &[String]) -> Result<(), AdminError> {

@@ -11,8 +11,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -260,16 +258,17 @@ pub fn rows(ctx: &Ctx, rec: Option<&GrowRecord>) -> Vec<Row> {
         ok: rec.is_some_and(|r| r.ok),
     }];
     let topics = pickple_topics::catalogue(&ctx.cli.topic_prefix);
-    let actual = match partition_counts(&ctx.cli.brokers, &topics) {
-        Err(e) => Err(e),
+    let actual = match pickple_topics::partition_counts(&ctx.cli.brokers) {
+        Err(e) => Err(format!("metadata from {}: {e}", ctx.cli.brokers)),
         Ok(counts) => {
+            // 0 for a topic the broker does not have.
             let off: Vec<String> = topics
                 .iter()
-                .zip(&counts)
-                .filter(|(_, n)| **n != to)
+                .map(|t| (t, counts.get(&t.name).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n != to)
                 .map(|(t, n)| format!("{} has {n}", t.name))
                 .collect();
-            Ok((counts.len(), off))
+            Ok((topics.len(), off))
         }
     };
     rows.push(Row {
@@ -283,30 +282,6 @@ pub fn rows(ctx: &Ctx, rec: Option<&GrowRecord>) -> Vec<Row> {
         },
     });
     rows
-}
-
-/// The partition count of each topic, in order (0 for a topic the broker does not have).
-fn partition_counts(
-    brokers: &str,
-    topics: &[pickple_topics::TopicSpec],
-) -> Result<Vec<i32>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| format!("kafka client: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| format!("metadata from {brokers}: {e}"))?;
-    Ok(topics
-        .iter()
-        .map(|t| {
-            metadata
-                .topics()
-                .iter()
-                .find(|m| m.name() == t.name)
-                .map_or(0, |m| m.partitions().len() as i32)
-        })
-        .collect())
 }
 
 #[cfg(test)]

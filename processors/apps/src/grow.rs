@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use pickple_runtime::grow::{
-    check_drained, partition_count, pending_inputs, rekey, GrowError, StoreMoves,
-};
+use pickple_runtime::grow::{check_drained, pending_inputs, rekey, GrowError, StoreMoves};
 use pickple_runtime::AppSpec;
 use pickple_topics::{catalogue_with, Grown};
 
@@ -63,16 +61,15 @@ pub async fn grow(
     wait: Duration,
 ) -> Result<Report, GrowShopError> {
     let topics = catalogue_with(prefix, partitions);
+    let counts = pickple_topics::partition_counts(brokers)
+        .map_err(pickple_topics::admin::AdminError::from)?;
     let mut from = partitions;
     for t in &topics {
-        let n = match partition_count(brokers, &t.name) {
-            Ok(n) => n,
-            Err(e) => {
-                return Err(GrowShopError::Refused(format!(
-                    "{}: {e} (run `topics apply` first)",
-                    t.name
-                )))
-            }
+        let Some(&n) = counts.get(&t.name) else {
+            return Err(GrowShopError::Refused(format!(
+                "{} does not exist (run `topics apply` first)",
+                t.name
+            )));
         };
         if n > partitions || partitions % n != 0 {
             return Err(GrowShopError::Refused(format!(

@@ -376,18 +376,6 @@ impl Drop for Pipeline {
     }
 }
 
-/// The partition count of every topic under `prefix` the broker knows (a grown one has more than
-/// the catalogue's; one just created may not be known yet).
-fn partition_counts(consumer: &BaseConsumer, prefix: &str) -> anyhow::Result<HashMap<String, i32>> {
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name().starts_with(prefix) && t.error().is_none())
-        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-        .collect())
-}
-
 /// New topics and partitions are visible before they have leaders; the runtime's restore does
 /// not retry a "not leader" answer, so wait until every partition of the catalogue under
 /// `prefix` (as many as the broker has, at least the catalogue's) answers a watermark query.
@@ -395,7 +383,7 @@ fn wait_leaders(prefix: &str) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()?;
-    let counts = partition_counts(&consumer, prefix)?;
+    let counts = pickple_topics::partition_counts(&brokers())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     for spec in pickple_topics::catalogue(prefix) {
         let partitions = counts.get(&spec.name).copied().unwrap_or(0);
@@ -421,7 +409,7 @@ fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
-    let counts = partition_counts(&consumer, prefix)?;
+    let counts = pickple_topics::partition_counts(&brokers())?;
     let mut tpl = TopicPartitionList::new();
     for t in watched() {
         let name = format!("{prefix}{t}");
