@@ -28,8 +28,8 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::metrics::Metrics;
@@ -42,6 +42,21 @@ use crate::RuntimeConfig;
 const REFRESH: Duration = Duration::from_secs(2);
 /// Records applied to a tree in one batch.
 const BATCH: usize = 1000;
+
+/// The client ids of `group`'s members, as its coordinator lists them (DescribeGroups).
+pub(crate) fn group_members<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    group: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<String>> {
+    Ok(consumer
+        .fetch_group_list(Some(group), timeout)?
+        .groups()
+        .iter()
+        .flat_map(|g| g.members())
+        .map(|m| m.client_id().to_string())
+        .collect())
+}
 
 /// The partitions the range assignor gives each of `members` (sorted as librdkafka sorts them:
 /// by `group.instance.id`, byte-wise), out of `partitions`.
@@ -300,13 +315,7 @@ impl Updater {
     fn refresh(&mut self) -> Result<(), KafkaError> {
         let timeout = Duration::from_secs(1);
         let consumer = &self.readers[0].consumer;
-        let groups = consumer.fetch_group_list(Some(&self.group), timeout)?;
-        let members: Vec<String> = groups
-            .groups()
-            .iter()
-            .flat_map(|g| g.members())
-            .map(|m| m.client_id().to_string())
-            .collect();
+        let members = group_members(consumer, &self.group, timeout)?;
         if !members.contains(&self.me) {
             return Ok(()); // not in the group yet (or any more): keep what we have
         }
