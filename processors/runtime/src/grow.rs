@@ -36,6 +36,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::partitioner::partition_for;
 use crate::processor::{AppSpec, Route, Router};
+use crate::standby::group_members;
 
 /// How long one broker call may take.
 const CALL: Duration = Duration::from_secs(10);
@@ -147,7 +148,11 @@ fn client(brokers: &str) -> ClientConfig {
 
 /// The partition count of `topic`.
 pub fn partition_count(brokers: &str, topic: &str) -> Result<i32, GrowError> {
-    let consumer: BaseConsumer = client(brokers).create()?;
+    count_of(&client(brokers).create()?, topic)
+}
+
+/// The partition count of `topic`, asked through a client already connected.
+fn count_of(consumer: &BaseConsumer, topic: &str) -> Result<i32, GrowError> {
     let metadata = consumer.fetch_metadata(Some(topic), CALL)?;
     let t = metadata
         .topics()
@@ -297,19 +302,10 @@ pub fn check_drained(
     wait: Duration,
 ) -> Result<(), GrowError> {
     let group = format!("{prefix}{}", spec.name);
-    let consumer: BaseConsumer = client(brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer: BaseConsumer = client(brokers).create()?;
     let deadline = Instant::now() + wait;
     loop {
-        let groups = consumer.fetch_group_list(Some(&group), CALL)?;
-        let members: Vec<String> = groups
-            .groups()
-            .iter()
-            .flat_map(|g| g.members())
-            .map(|m| m.client_id().to_string())
-            .collect();
+        let members = group_members(&consumer, &group, CALL)?;
         if members.is_empty() {
             break;
         }
@@ -343,7 +339,7 @@ pub fn pending_inputs(
     let mut pending = Vec::new();
     for input in &spec.inputs {
         let topic = format!("{prefix}{input}");
-        let partitions = partition_count(brokers, &topic)?;
+        let partitions = count_of(&consumer, &topic)?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(&topic, p);
@@ -389,9 +385,10 @@ pub fn rekey(
 ) -> Result<Vec<StoreMoves>, GrowError> {
     let mut all = Vec::new();
     let mut writes: Vec<(String, Write)> = Vec::new();
+    let metadata: BaseConsumer = client(brokers).create()?;
     for store in &spec.stores {
         let changelog = format!("{prefix}{}", spec.changelog(store));
-        let partitions = partition_count(brokers, &changelog)?;
+        let partitions = count_of(&metadata, &changelog)?;
         let live = live_entries(brokers, &changelog, partitions, timeout)?;
         let (moves, w) = plan(spec.route, store, &live)?;
         all.push(moves);
