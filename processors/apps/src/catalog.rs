@@ -24,13 +24,9 @@ pub fn spec() -> AppSpec {
 
 /// A vendor and the products listed under it go with the vendor.
 pub fn route<'k>(_store: &str, key: &'k [u8]) -> Route<'k> {
-    match key {
-        [0xFF, b'p', rest @ ..] => match rest.iter().position(|b| *b == 0xFF) {
-            Some(end) => Route::Key(&rest[..end]),
-            None => Route::Stay,
-        },
-        [0xFF, ..] => Route::Stay,
-        _ => Route::Key(key),
+    match keys::vendor_of(key) {
+        Some(vendor_id) => Route::Key(vendor_id),
+        None => Route::Stay,
     }
 }
 
@@ -70,6 +66,19 @@ pub mod keys {
         let mut to = from.clone();
         to.push(MARK);
         (from, to)
+    }
+
+    /// The vendor id a key of the store belongs to: the key itself for a vendor, the vendor
+    /// named in a listing entry; `None` for a key this layout never writes.
+    pub fn vendor_of(key: &[u8]) -> Option<&[u8]> {
+        match key {
+            [MARK, LISTED, rest @ ..] => {
+                let end = rest.iter().position(|b| *b == MARK)?;
+                Some(&rest[..end])
+            }
+            [MARK, ..] => None,
+            _ => Some(key),
+        }
     }
 
     /// The product id of an entry of `listed_under(vendor_id)`.
