@@ -81,21 +81,7 @@ impl AppKind {
             }
             AppKind::Order => {
                 let order_id = format!("o{i}");
-                let cmd = OrderCommand::PlaceOrder {
-                    order_id: order_id.clone(),
-                    username: format!("buyer{}", i % 1000),
-                    email: format!("buyer{}@pickple.local", i % 1000),
-                    lines: vec![OrderLine {
-                        product_id: format!("p{}", i % products),
-                        quantity: 1,
-                    }],
-                    shipping: Some(ShippingAddress {
-                        recipient: "Ann".into(),
-                        address: "1 Main St".into(),
-                        contact: "010-1234-5678".into(),
-                        request: None,
-                    }),
-                };
+                let cmd = place_order(&order_id, i, products);
                 (order_id, serde_json::to_vec(&cmd).expect("serializes"))
             }
         }
@@ -114,14 +100,7 @@ impl AppKind {
                 placed_at: pickple_runtime::now_millis(),
             })
             .expect("serializes"),
-            AppKind::Order => {
-                let (_, v) = self.record(0, 1, 1);
-                let mut cmd: OrderCommand = serde_json::from_slice(&v).expect("own record");
-                if let OrderCommand::PlaceOrder { order_id, .. } = &mut cmd {
-                    order_id.clone_from(&key);
-                }
-                serde_json::to_vec(&cmd).expect("serializes")
-            }
+            AppKind::Order => serde_json::to_vec(&place_order(&key, 0, 1)).expect("serializes"),
         };
         (key, value)
     }
@@ -151,6 +130,25 @@ impl AppKind {
                 [create, stock].map(|c| (product_id.clone(), serde_json::to_vec(&c).unwrap()))
             })
             .collect()
+    }
+}
+
+/// Order `order_id`: one unit of product `p{i % products}` for buyer `buyer{i % 1000}`.
+fn place_order(order_id: &str, i: usize, products: usize) -> OrderCommand {
+    OrderCommand::PlaceOrder {
+        order_id: order_id.to_string(),
+        username: format!("buyer{}", i % 1000),
+        email: format!("buyer{}@pickple.local", i % 1000),
+        lines: vec![OrderLine {
+            product_id: format!("p{}", i % products),
+            quantity: 1,
+        }],
+        shipping: Some(ShippingAddress {
+            recipient: "Ann".into(),
+            address: "1 Main St".into(),
+            contact: "010-1234-5678".into(),
+            request: None,
+        }),
     }
 }
 
