@@ -51,6 +51,7 @@ pub async fn create_topics(
     {
         r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
     }
+    pickple_topics::wait_visible(brokers, topics)?;
     Ok(())
 }
 

@@ -41,6 +41,8 @@ pub enum AdminError {
     },
     #[error("refusing to delete by an empty name prefix: it matches every topic")]
     EmptyPrefix,
+    #[error("created topics the brokers' metadata still does not list: {}", .0.join(", "))]
+    NotVisible(Vec<String>),
     #[error("building a runtime to delete topics from a drop: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -201,13 +203,22 @@ pub fn partition_counts(brokers: &str) -> Result<HashMap<String, i32>, KafkaErro
 }
 
 /// Wait until the broker's metadata lists every topic in `names`: a create is acknowledged by
-/// the controller before every broker serves the new topic, and callers expect to use it at once.
-fn wait_visible(brokers: &str, names: &[String]) -> Result<(), AdminError> {
+/// the controller before every broker serves the new topic, and callers expect to use it at once
+/// (a metadata or watermark request in between answers UNKNOWN_TOPIC_OR_PART).
+pub fn wait_visible(brokers: &str, names: &[String]) -> Result<(), AdminError> {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let existing = existing_topics(brokers)?;
-        if names.iter().all(|n| existing.contains_key(n)) || std::time::Instant::now() > deadline {
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !existing.contains_key(*n))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
             return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(AdminError::NotVisible(missing));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -92,10 +92,12 @@ impl Sandbox {
         {
             r.unwrap();
         }
+        let names: Vec<String> = specs.into_iter().map(|(name, _)| name).collect();
+        pickple_topics::wait_visible(&brokers(), &names).unwrap();
         Sandbox {
             prefix,
             state: tempfile::tempdir().unwrap(),
-            names: specs.into_iter().map(|(name, _)| name).collect(),
+            names,
             _topics: guard,
         }
     }
