@@ -10,8 +10,8 @@
 #    entity's new partition. A punctuator (a payment deadline, a sweep) may have written records
 #    between the drain and the stop: then it refuses before changing anything, and the
 #    processors start again for another drain (--attempts in all);
-# 5. keep N in the run dir's `partitions` (up.sh and `topics` use it from then on) and start
-#    everything with up.sh, which returns once the gateway is ready.
+# 5. start everything with up.sh, which returns once the gateway is ready. From then on `topics`
+#    (and so up.sh) finds N partitions on the broker and keeps to them.
 # The same run dir, prefixes and profile as up.sh (PICKPLE_RUN_DIR, PICKPLE_TOPIC_PREFIX,
 # PICKPLE_PROFILE), so it grows a private shop (soak.sh's) as well. Prints each phase's seconds,
 # last as one line on stdout:
@@ -137,8 +137,6 @@ while :; do
   die "pickple-grow failed (attempt $attempt); the shop is stopped: see above, then run this again"
 done
 
-echo "$partitions" > "$work/partitions"
-export PICKPLE_PARTITIONS=$partitions
 t=$(now)
 log "grow: starting the shop on $partitions partitions"
 "$here/up.sh"

@@ -43,17 +43,6 @@ stop_pids() {
 # servers' .work. A second shop on the same servers (soak.sh, schemathesis.sh) has its own.
 shop_dir() { echo "${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}"; }
 
-# shop_partitions RUN_DIR: the partition count of the shop's topics, exported as
-# PICKPLE_PARTITIONS for `topics apply/check`: the variable when it is set, else what
-# scripts/grow.sh grew this shop to (RUN_DIR/partitions), else the catalogue's 6. A new shop
-# (an empty run dir) starts at 6; a grown one keeps its count across down.sh and up.sh.
-shop_partitions() {
-  if [ -z "${PICKPLE_PARTITIONS:-}" ] && [ -s "$1/partitions" ]; then
-    PICKPLE_PARTITIONS=$(cat "$1/partitions")
-  fi
-  export PICKPLE_PARTITIONS=${PICKPLE_PARTITIONS:-6}
-}
-
 # apt_install PKG...: install missing Debian packages (root, or sudo when available).
 apt_install() {
   local missing=()

@@ -41,7 +41,6 @@ sweep_test_topics() {
   log "topic sweep: deleted ${deleted:-0} topics of earlier test runs (older than $min_age minutes)"
 }
 sweep_test_topics
-shop_partitions "$(shop_dir)"
 cargo run --quiet -p pickple-topics --bin topics -- apply
 log "observability: Prometheus scrapes every process; Redis Sentinel failover"
 "$root/ops/test-prometheus-scrape.sh"

@@ -36,9 +36,9 @@ bin=target/$profile
 # own run dir, topic and Redis prefixes and ports.
 work=$(shop_dir)
 mkdir -p "$work/logs" "$work/pids"
-# The topics' partition count: 6, or what scripts/grow.sh grew this shop to.
-shop_partitions "$work"
+# The topics keep their partition count: 6 for a new shop, or what scripts/grow.sh grew it to.
 "$bin/topics" apply
+partitions=$("$bin/topics" partitions)
 export PICKPLE_STATE_DIR=$work/state RUST_LOG=${RUST_LOG:-info,rdkafka=warn}
 
 # The local MASTER account, created by the users app at start: a password of this machine's own
@@ -78,9 +78,9 @@ done
 # second as it can commit transactions.
 for scale in ${PICKPLE_SCALE:-notification=3}; do
   app=${scale%=*} count=${scale#*=}
-  if [ "$count" -gt "$PICKPLE_PARTITIONS" ]; then
-    log "$app: $count instances asked for, $PICKPLE_PARTITIONS partitions: starting $PICKPLE_PARTITIONS"
-    count=$PICKPLE_PARTITIONS
+  if [ "$count" -gt "$partitions" ]; then
+    log "$app: $count instances asked for, $partitions partitions: starting $partitions"
+    count=$partitions
   fi
   for i in $(seq 2 "$count"); do
     PICKPLE_INSTANCE_ID=${app}-$i PICKPLE_METRICS_ADDR=127.0.0.1:$port \

@@ -202,6 +202,18 @@ pub fn partition_counts(brokers: &str) -> Result<HashMap<String, i32>, KafkaErro
         .collect())
 }
 
+/// The partition count a deployment's topics have: the largest among those of `specs` that exist
+/// (`pickple-grow` raises them all together, so a smaller one is one a grow left behind, which
+/// `check` reports), or `None` when none of them exists yet. Only the names of `specs` count.
+pub fn deployed_partitions(brokers: &str, specs: &[TopicSpec]) -> Result<Option<i32>, KafkaError> {
+    let existing = existing_topics(brokers)?;
+    Ok(specs
+        .iter()
+        .filter_map(|s| existing.get(&s.name))
+        .map(|layout| layout.partitions)
+        .max())
+}
+
 /// Wait until the broker's metadata lists every topic in `names`: a create is acknowledged by
 /// the controller before every broker serves the new topic, and callers expect to use it at once
 /// (a metadata or watermark request in between answers UNKNOWN_TOPIC_OR_PART).

@@ -6,7 +6,7 @@ pub mod admin;
 pub mod catalogue;
 
 pub use admin::{
-    apply, check, delete, delete_prefixed, grow, partition_counts, wait_visible, DeleteOnDrop,
-    Drift, Grown, Replication,
+    apply, check, delete, delete_prefixed, deployed_partitions, grow, partition_counts,
+    wait_visible, DeleteOnDrop, Drift, Grown, Replication,
 };
 pub use catalogue::{catalogue, catalogue_with, Cleanup, TopicSpec, APPS, PARTITIONS};

@@ -15,6 +15,8 @@ fn topics_cli(prefix: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_topics"))
         .args(["--brokers", &brokers(), "--prefix", prefix])
         .args(args)
+        // The count is the broker's unless a test names one: scripts may export theirs.
+        .env_remove("PICKPLE_PARTITIONS")
         .output()
         .expect("run topics");
     let text =
@@ -119,4 +121,58 @@ async fn apply_is_idempotent_and_check_reports_drift() {
         .delete_topics(&names, &AdminOptions::new())
         .await
         .unwrap();
+}
+
+/// After a grow, `topics` keeps to the count the deployment's topics have without being told it:
+/// a topic a later version adds is created at the grown count (6 partitions among 12 would break
+/// the co-partitioning every processor relies on), and `check` is clean.
+#[tokio::test]
+async fn a_grown_deployment_keeps_its_partition_count() {
+    let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let _topics = pickple_topics::DeleteOnDrop::new(&brokers(), &prefix);
+    let added = format!("{prefix}view-orders");
+
+    let (code, out) = topics_cli(&prefix, &["partitions"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "6"),
+        "a new deployment has the catalogue's 6"
+    );
+
+    let older: Vec<_> = pickple_topics::catalogue(&prefix)
+        .into_iter()
+        .filter(|t| t.name != added)
+        .collect();
+    pickple_topics::apply(&brokers(), &older, &pickple_topics::Replication::SINGLE)
+        .await
+        .unwrap();
+    let to_12: Vec<_> = pickple_topics::catalogue_with(&prefix, 12)
+        .into_iter()
+        .filter(|t| t.name != added)
+        .collect();
+    let grown = pickple_topics::grow(&brokers(), &to_12).await.unwrap();
+    assert_eq!(grown.len(), older.len());
+
+    let (code, out) = topics_cli(&prefix, &["partitions"]);
+    assert_eq!((code, out.trim()), (0, "12"), "{out}");
+    let (code, out) = topics_cli(&prefix, &["apply"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("created {added}")), "{out}");
+    let counts = pickple_topics::partition_counts(&brokers()).unwrap();
+    assert_eq!(
+        counts.get(&added),
+        Some(&12),
+        "the added topic has the deployment's count"
+    );
+
+    let (code, out) = topics_cli(&prefix, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    // A count given explicitly still wins: checked against 6, every topic drifts.
+    let (code, out) = topics_cli(&prefix, &["--partitions", "6", "check"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.matches("12 partitions, catalogue says 6").count(),
+        older.len() + 1,
+        "{out}"
+    );
 }

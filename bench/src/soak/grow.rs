@@ -308,6 +308,9 @@ mod tests {
             })
         );
         assert!(parse_moved("37 topics grown from 6 to 12 partitions").is_none());
-        assert!(parse_moved("start the applications with PICKPLE_PARTITIONS=12").is_none());
+        assert!(parse_moved(
+            "start the applications again: every process reads the partition count at start"
+        )
+        .is_none());
     }
 }

@@ -1,8 +1,12 @@
-//! `topics apply|check|list|delete`: create the catalogue's missing topics, report drift, print
-//! the catalogue, or delete topics by name or name prefix (test leftovers).
+//! `topics apply|check|list|partitions|apps|delete`: create the catalogue's missing topics, report
+//! drift, print the catalogue or the deployment's partition count, or delete topics by name or
+//! name prefix (test leftovers).
 
 use clap::{Parser, Subcommand};
-use pickple_topics::{apply, catalogue_with, check, delete, delete_prefixed, Replication, APPS};
+use pickple_topics::{
+    apply, catalogue, catalogue_with, check, delete, delete_prefixed, deployed_partitions,
+    Replication, APPS, PARTITIONS,
+};
 
 #[derive(Parser)]
 #[command(about = "Pickple topic catalogue: apply it to a broker or check a broker against it")]
@@ -35,15 +39,11 @@ struct Cli {
         global = true
     )]
     min_insync_replicas: i32,
-    /// Partitions of every topic: 6 for a new deployment, what `pickple-grow` raised it to
-    /// after that (`check` reports topics with another count).
-    #[arg(
-        long,
-        env = "PICKPLE_PARTITIONS",
-        default_value_t = pickple_topics::PARTITIONS,
-        global = true
-    )]
-    partitions: i32,
+    /// Partitions of every topic. By default the deployment's own: the count its existing
+    /// topics have (what `pickple-grow` raised them to), or 6 when none exists yet. Set it to
+    /// create or check another count.
+    #[arg(long, env = "PICKPLE_PARTITIONS", global = true)]
+    partitions: Option<i32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +61,8 @@ enum Command {
     Check,
     /// Print the catalogue.
     List,
+    /// Print the partition count `apply` and `check` use (see --partitions), for scripts.
+    Partitions,
     /// Print the applications' names, one a line (what `pickple-processor --app` takes), so
     /// scripts start every app from the one catalogue.
     Apps,
@@ -80,7 +82,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let specs = catalogue_with(&cli.prefix, cli.partitions);
+    // Only the commands that meet the broker ask it for the deployment's count.
+    let partitions = match (cli.partitions, &cli.command) {
+        (Some(n), _) => n,
+        (None, Command::Apply { .. } | Command::Check | Command::Partitions) => {
+            deployed_partitions(&cli.brokers, &catalogue(&cli.prefix))?.unwrap_or(PARTITIONS)
+        }
+        (None, _) => PARTITIONS,
+    };
+    let specs = catalogue_with(&cli.prefix, partitions);
     let replication = Replication::new(cli.replication_factor, cli.min_insync_replicas)
         .map_err(anyhow::Error::msg)?;
     match cli.command {
@@ -132,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Partitions => println!("{partitions}"),
         Command::Apps => {
             for app in APPS {
                 println!("{}", app.name);

@@ -69,8 +69,7 @@ async fn main() {
                 }
             }
             println!(
-                "start the applications with PICKPLE_PARTITIONS={} (topics check expects it)",
-                report.to
+                "start the applications again: every process reads the partition count at start"
             );
         }
         Err(e) => {
