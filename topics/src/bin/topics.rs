@@ -59,7 +59,8 @@ enum Command {
     },
     /// Report topics that are missing or differ from the catalogue; exit 1 on drift.
     Check,
-    /// Print the catalogue.
+    /// Print the catalogue, with 6 partitions a topic unless --partitions names another (it does
+    /// not ask the broker).
     List,
     /// Print the partition count `apply` and `check` use (see --partitions), for scripts.
     Partitions,
@@ -79,31 +80,37 @@ enum Command {
     },
 }
 
+/// The partition count `apply` and `check` keep to: --partitions when given, else the count the
+/// deployment's topics already have, else (no topic yet) the catalogue's 6.
+fn partitions_of(cli: &Cli) -> anyhow::Result<i32> {
+    Ok(match cli.partitions {
+        Some(n) => n,
+        None => deployed_partitions(&cli.brokers, &catalogue(&cli.prefix))?.unwrap_or(PARTITIONS),
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Only the commands that meet the broker ask it for the deployment's count.
-    let partitions = match (cli.partitions, &cli.command) {
-        (Some(n), _) => n,
-        (None, Command::Apply { .. } | Command::Check | Command::Partitions) => {
-            deployed_partitions(&cli.brokers, &catalogue(&cli.prefix))?.unwrap_or(PARTITIONS)
-        }
-        (None, _) => PARTITIONS,
-    };
-    let specs = catalogue_with(&cli.prefix, partitions);
     let replication = Replication::new(cli.replication_factor, cli.min_insync_replicas)
         .map_err(anyhow::Error::msg)?;
-    match cli.command {
+    match &cli.command {
         Command::Apply { wait_secs } => {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
-            let created = loop {
-                match apply(&cli.brokers, &specs, &replication).await {
-                    Ok(created) => break created,
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(*wait_secs);
+            // The count is asked inside the retry too: the broker may not answer yet.
+            let (specs, created) = loop {
+                let attempt = async {
+                    let specs = catalogue_with(&cli.prefix, partitions_of(&cli)?);
+                    let created = apply(&cli.brokers, &specs, &replication).await?;
+                    anyhow::Ok((specs, created))
+                };
+                match attempt.await {
+                    Ok(done) => break done,
                     Err(e) if std::time::Instant::now() < deadline => {
-                        eprintln!("topics apply: {e}; trying again");
+                        eprintln!("topics apply: {e:#}; trying again");
                         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             };
             for t in &created {
@@ -116,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Check => {
+            let specs = catalogue_with(&cli.prefix, partitions_of(&cli)?);
             let drift = check(&cli.brokers, &specs, &replication).await?;
             for d in &drift {
                 println!("drift: {d}");
@@ -131,7 +139,8 @@ async fn main() -> anyhow::Result<()> {
                 "{:<40} {:>4} {:<8} {:<12} description",
                 "topic", "part", "cleanup", "key"
             );
-            for t in &specs {
+            let partitions = cli.partitions.unwrap_or(PARTITIONS);
+            for t in catalogue_with(&cli.prefix, partitions) {
                 println!(
                     "{:<40} {:>4} {:<8} {:<12} {}",
                     t.name,
@@ -142,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Partitions => println!("{partitions}"),
+        Command::Partitions => println!("{}", partitions_of(&cli)?),
         Command::Apps => {
             for app in APPS {
                 println!("{}", app.name);
@@ -152,8 +161,8 @@ async fn main() -> anyhow::Result<()> {
             name_prefixes,
             names,
         } => {
-            let mut deleted = delete(&cli.brokers, &names).await?;
-            for prefix in &name_prefixes {
+            let mut deleted = delete(&cli.brokers, names).await?;
+            for prefix in name_prefixes {
                 deleted.extend(delete_prefixed(&cli.brokers, prefix).await?);
             }
             for t in &deleted {
