@@ -312,13 +312,7 @@ mod tests {
             order_id: o.into(),
             username: "ann1".into(),
             email: "ann@x.io".into(),
-            lines: lines
-                .iter()
-                .map(|(p, q)| OrderLine {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
+            lines: lines.iter().map(|&l| OrderLine::from(l)).collect(),
             shipping: None,
         }
     }

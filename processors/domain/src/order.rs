@@ -1121,13 +1121,7 @@ mod tests {
             order_id: O.into(),
             username: "ann".into(),
             email: "ann@x.io".into(),
-            lines: lines
-                .iter()
-                .map(|(p, q)| OrderLine {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
+            lines: lines.iter().map(|&l| OrderLine::from(l)).collect(),
             shipping,
         })
     }
@@ -1342,13 +1336,7 @@ mod tests {
         let lines: Vec<(&str, u64)> = ids.iter().map(|p| (p.as_str(), 1)).collect();
         let s = Saga::new();
         assert_eq!(s.reject(place(&lines)), "INVALID");
-        let too_many: Vec<OrderLine> = lines
-            .iter()
-            .map(|(p, q)| OrderLine {
-                product_id: p.to_string(),
-                quantity: *q,
-            })
-            .collect();
+        let too_many: Vec<OrderLine> = lines.iter().map(|&l| OrderLine::from(l)).collect();
         let r = check_line_count(&too_many).unwrap_err();
         assert!(r.to_string().contains("at most 50 lines"), "{r}");
         assert!(check_line_count(&too_many[..MAX_LINES]).is_ok());

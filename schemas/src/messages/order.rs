@@ -10,6 +10,16 @@ pub struct OrderLine {
     pub quantity: u64,
 }
 
+/// A line from `(product id, quantity)`, as tests and tools write them.
+impl From<(&str, u64)> for OrderLine {
+    fn from((product_id, quantity): (&str, u64)) -> OrderLine {
+        OrderLine {
+            product_id: product_id.to_string(),
+            quantity,
+        }
+    }
+}
+
 /// Where an order goes: given when it is placed, carried to the delivery's shipments and their
 /// e-mails. The rules of each field are the domain's (`pickple_domain::order::check_shipping`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -46,13 +46,7 @@ pub fn place_order(
             order_id: order.into(),
             username: user.into(),
             email: format!("{user}@{mail_domain}"),
-            lines: lines
-                .iter()
-                .map(|(p, q)| OrderLine {
-                    product_id: p.to_string(),
-                    quantity: *q,
-                })
-                .collect(),
+            lines: lines.iter().map(|&l| OrderLine::from(l)).collect(),
             shipping: None,
         },
         trace,
