@@ -196,19 +196,25 @@ pub async fn run(ctx: Arc<Ctx>, load_start: Instant, at: Duration, to: i32) -> O
     if !notes.is_empty() {
         rec.note = Some(notes.join("; "));
     }
-    eprintln!(
-        "grow: {} after {:.1} s{}",
-        if rec.ok { "done" } else { "FAILED" },
-        rec.total_s,
-        rec.note
-            .as_ref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default()
-    );
+    eprintln!("grow: {}", rec.outcome());
     Some(rec)
 }
 
 impl GrowRecord {
+    /// `done in 20.1 s`, or `FAILED in 20.1 s (why)`: as the log, the report and the invariant
+    /// row say it.
+    pub fn outcome(&self) -> String {
+        format!(
+            "{} in {:.1} s{}",
+            if self.ok { "done" } else { "FAILED" },
+            self.total_s,
+            self.note
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        )
+    }
+
     /// The order figures, from `visible` (`(intended start, seen)` ms of every order seen
     /// AWAITING_PAYMENT).
     pub fn orders(&mut self, visible: &[(u64, u64)]) {
@@ -243,18 +249,10 @@ pub fn rows(ctx: &Ctx, rec: Option<&GrowRecord>) -> Vec<Row> {
             "scripts/grow.sh at {} s succeeded",
             ctx.cli.grow_at.unwrap_or(0)
         ),
-        actual: match rec {
-            None => "not run (the load ended first)".into(),
-            Some(r) => format!(
-                "{} in {:.1} s{}",
-                if r.ok { "done" } else { "failed" },
-                r.total_s,
-                r.note
-                    .as_ref()
-                    .map(|n| format!(": {n}"))
-                    .unwrap_or_default()
-            ),
-        },
+        actual: rec.map_or_else(
+            || "not run (the load ended first)".into(),
+            GrowRecord::outcome,
+        ),
         ok: rec.is_some_and(|r| r.ok),
     }];
     let topics = pickple_topics::catalogue(&ctx.cli.topic_prefix);

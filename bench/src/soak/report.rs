@@ -188,16 +188,11 @@ impl Report {
         }
         if let Some(g) = &self.grow {
             line(format!(
-                "grow to {} partitions at {:.1} s: {} in {:.1} s (waited {:.1} s for chaos recoveries){}",
+                "grow to {} partitions at {:.1} s: {} (waited {:.1} s for chaos recoveries)",
                 g.to,
                 g.at_s,
-                if g.ok { "done" } else { "FAILED" },
-                g.total_s,
+                g.outcome(),
                 g.waited_for_chaos_s,
-                g.note
-                    .as_ref()
-                    .map(|n| format!("  ({n})"))
-                    .unwrap_or_default()
             ));
             if let Some(p) = &g.phases {
                 line(format!(
