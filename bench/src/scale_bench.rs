@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pickple_bench::{
-    cores, create_topics, delete_topics, dir_size, machine_busy, median, process_cpu, run_prefix,
+    cores, create_topics, dir_size, machine_busy, median, process_cpu, run_prefix,
     wait_for_stdin_close, Worker,
 };
 use pickple_runtime::reference::{counter_spec, Counter};
@@ -70,13 +70,7 @@ impl AppKind {
             AppKind::Counter => (format!("key-{}", i % keys), b"{}".to_vec()),
             AppKind::Stock => {
                 let product_id = format!("p{}", i % products);
-                let cmd = StockCommand::Reserve {
-                    product_id: product_id.clone(),
-                    order_id: format!("o{i}"),
-                    username: format!("buyer{}", i % 1000),
-                    quantity: 1,
-                    placed_at: pickple_runtime::now_millis(),
-                };
+                let cmd = reserve(&product_id, format!("o{i}"), format!("buyer{}", i % 1000));
                 (product_id, serde_json::to_vec(&cmd).expect("serializes"))
             }
             AppKind::Order => {
@@ -92,14 +86,10 @@ impl AppKind {
     fn probe(self, key: String) -> (String, Vec<u8>) {
         let value = match self {
             AppKind::Counter => b"{}".to_vec(),
-            AppKind::Stock => serde_json::to_vec(&StockCommand::Reserve {
-                product_id: key.clone(),
-                order_id: format!("order-{key}"),
-                username: "prober".into(),
-                quantity: 1,
-                placed_at: pickple_runtime::now_millis(),
-            })
-            .expect("serializes"),
+            AppKind::Stock => {
+                serde_json::to_vec(&reserve(&key, format!("order-{key}"), "prober".into()))
+                    .expect("serializes")
+            }
             AppKind::Order => serde_json::to_vec(&place_order(&key, 0, 1)).expect("serializes"),
         };
         (key, value)
@@ -130,6 +120,17 @@ impl AppKind {
                 [create, stock].map(|c| (product_id.clone(), serde_json::to_vec(&c).unwrap()))
             })
             .collect()
+    }
+}
+
+/// A reserve of one unit of `product_id` for `order_id`, placed now.
+fn reserve(product_id: &str, order_id: String, username: String) -> StockCommand {
+    StockCommand::Reserve {
+        product_id: product_id.to_string(),
+        order_id,
+        username,
+        quantity: 1,
+        placed_at: pickple_runtime::now_millis(),
     }
 }
 
@@ -465,19 +466,9 @@ impl Group {
             }
             w.stop(Duration::from_secs(60))?;
         }
-        match self.app {
-            AppKind::Counter => {
-                let topics: Vec<String> = TOPICS
-                    .iter()
-                    .map(|t| format!("{}{t}", self.prefix))
-                    .collect();
-                delete_topics(&self.brokers, &topics).await
-            }
-            _ => {
-                pickple_topics::delete_prefixed(&self.brokers, &self.prefix).await?;
-                Ok(())
-            }
-        }
+        // Every topic of the run, whichever app made them, is under its unique prefix.
+        pickple_topics::delete_prefixed(&self.brokers, &self.prefix).await?;
+        Ok(())
     }
 }
 
