@@ -153,7 +153,9 @@ impl Pipeline {
         state: tempfile::TempDir,
         topics: pickple_topics::DeleteOnDrop,
     ) -> anyhow::Result<Pipeline> {
-        wait_leaders(&prefix)?;
+        // One metadata request serves the leader wait and the watcher.
+        let counts = pickple_topics::partition_counts(&brokers())?;
+        wait_leaders(&prefix, &counts)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for &app in apps {
@@ -167,7 +169,7 @@ impl Pipeline {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let watcher = {
             let (seen, stop, prefix) = (seen.clone(), stop.clone(), prefix.clone());
-            let consumer = watcher_consumer(&prefix)?;
+            let consumer = watcher_consumer(&prefix, &counts)?;
             std::thread::Builder::new()
                 .name("watcher".into())
                 .spawn(move || watch(consumer, &prefix, seen, stop))?
@@ -379,11 +381,10 @@ impl Drop for Pipeline {
 /// New topics and partitions are visible before they have leaders; the runtime's restore does
 /// not retry a "not leader" answer, so wait until every partition of the catalogue under
 /// `prefix` (as many as the broker has, at least the catalogue's) answers a watermark query.
-fn wait_leaders(prefix: &str) -> anyhow::Result<()> {
+fn wait_leaders(prefix: &str, counts: &HashMap<String, i32>) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()?;
-    let counts = pickple_topics::partition_counts(&brokers())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     for spec in pickple_topics::catalogue(prefix) {
         let partitions = counts.get(&spec.name).copied().unwrap_or(0);
@@ -401,7 +402,7 @@ fn wait_leaders(prefix: &str) -> anyhow::Result<()> {
 
 /// Reads every watched topic from its beginning, every partition the broker has (the leaders
 /// answered: [`wait_leaders`] came first).
-fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
+fn watcher_consumer(prefix: &str, counts: &HashMap<String, i32>) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", format!("{prefix}watcher"))
@@ -409,7 +410,6 @@ fn watcher_consumer(prefix: &str) -> anyhow::Result<BaseConsumer> {
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
-    let counts = pickple_topics::partition_counts(&brokers())?;
     let mut tpl = TopicPartitionList::new();
     for t in watched() {
         let name = format!("{prefix}{t}");
