@@ -62,9 +62,7 @@ fn flash_sale_sells_exactly_the_sale_quantity() {
                 assert_eq!(v["username"].as_str().unwrap(), sale.user(i));
             }
             "CANCELLED" => {
-                let reason = v["history"].as_array().unwrap().last().unwrap()["reason"]
-                    .as_str()
-                    .unwrap();
+                let reason = last_reason(v);
                 assert!(
                     reason.contains("sold out") || reason.contains("per-user limit"),
                     "order {i}: {reason}"

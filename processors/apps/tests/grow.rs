@@ -118,15 +118,6 @@ fn statuses(p: &Pipeline, orders: &[&str], status: &str) {
     });
 }
 
-fn levels(view: &Value) -> (i64, i64, i64) {
-    let s = &view["stock"];
-    (
-        s["available"].as_i64().unwrap_or(-1),
-        s["reserved"].as_i64().unwrap_or(-1),
-        s["sold"].as_i64().unwrap_or(-1),
-    )
-}
-
 /// Wait until the product's view shows `want` (available, reserved, sold) in a version after
 /// `after`.
 fn wait_levels(p: &Pipeline, product: &str, want: (i64, i64, i64), after: u64) -> Value {
@@ -135,14 +126,10 @@ fn wait_levels(p: &Pipeline, product: &str, want: (i64, i64, i64), after: u64) -
         &format!("{product} at {want:?} after v{after}"),
         |s| {
             s.get("view-products", product)
-                .is_some_and(|v| levels(v) == want && v["version"].as_u64() > Some(after))
+                .is_some_and(|v| stock_levels(v) == want && v["version"].as_u64() > Some(after))
         },
     );
     p.view("view-products", product).unwrap()
-}
-
-fn last_transition(order: &Value) -> &Value {
-    order["history"].as_array().and_then(|h| h.last()).unwrap()
 }
 
 /// No dead letter so far, as the watcher read them, and (once `drained`) as every
@@ -457,7 +444,7 @@ fn scenario(tag: &str, wipe: bool) {
     statuses(p, &pending, "CANCELLED");
     for o in &pending {
         let v = p.view("view-orders", o).unwrap();
-        let last = last_transition(&v);
+        let last = last_transition(&v).unwrap();
         assert_eq!(last["reason"], "payment deadline passed", "{o}: {v}");
         assert!(last["at"].as_i64().unwrap() >= grown_at, "{o}: {v}");
     }
@@ -528,7 +515,7 @@ fn scenario(tag: &str, wipe: bool) {
     statuses(p, &refused, "CANCELLED");
     for ((it, o), &left) in items.iter().zip(&over).zip(&after) {
         let v = p.view("view-orders", o).unwrap();
-        let reason = last_transition(&v)["reason"].as_str().unwrap().to_string();
+        let reason = last_reason(&v);
         let exact = format!("out of stock: {} requested, {left} available", left + 1);
         assert!(
             reason.contains(&it.id) && reason.contains(&exact),
@@ -536,7 +523,7 @@ fn scenario(tag: &str, wipe: bool) {
         );
     }
     let v = p.view("view-orders", &limited).unwrap();
-    let reason = last_transition(&v)["reason"].as_str().unwrap().to_string();
+    let reason = last_reason(&v);
     let exact = format!(
         "per-user limit of {PER_USER_LIMIT} exceeded: {PER_USER_LIMIT} already taken, 1 requested"
     );

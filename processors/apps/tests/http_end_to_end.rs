@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::last_reason;
 use common::shop::{shipping, Http, Shop};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -356,11 +357,7 @@ async fn a_customer_orders_pays_and_receives_through_http() {
             Some("CANCELLED"),
         )
         .await;
-    let reason = refused["history"]
-        .as_array()
-        .and_then(|h| h.last())
-        .and_then(|t| t["reason"].as_str())
-        .unwrap_or_default();
+    let reason = last_reason(&refused);
     assert_eq!(
         reason,
         format!("{product_id}: not found: the product was deleted"),

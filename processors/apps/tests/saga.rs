@@ -34,35 +34,14 @@ fn pay(p: &Pipeline, order: &str, user: &str, token: &str) {
 }
 
 fn stock_of(p: &Pipeline, product: &str) -> (i64, i64, i64) {
-    let v = p.view("view-products", product).expect("product view");
-    let s = &v["stock"];
-    (
-        s["available"].as_i64().unwrap(),
-        s["reserved"].as_i64().unwrap(),
-        s["sold"].as_i64().unwrap(),
-    )
+    stock_levels(&p.view("view-products", product).expect("product view"))
 }
 
 fn wait_stock(p: &Pipeline, product: &str, want: (i64, i64, i64)) {
     p.wait_for(30, &format!("{product} stock {want:?}"), |s| {
-        s.get("view-products", product).is_some_and(|v| {
-            let st = &v["stock"];
-            (
-                st["available"].as_i64().unwrap_or(-1),
-                st["reserved"].as_i64().unwrap_or(-1),
-                st["sold"].as_i64().unwrap_or(-1),
-            ) == want
-        })
+        s.get("view-products", product)
+            .is_some_and(|v| stock_levels(v) == want)
     });
-}
-
-fn last_reason(order: &Value) -> String {
-    order["history"]
-        .as_array()
-        .and_then(|h| h.last())
-        .and_then(|t| t["reason"].as_str())
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The vendor starts the delivery of order `o` (not flushed).

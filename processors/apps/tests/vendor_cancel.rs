@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::last_reason;
 use common::shop::{shipping, Shop};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -78,11 +79,7 @@ async fn a_vendor_manager_cancels_an_unpaid_order_and_the_stock_comes_back() {
     let cancelled = http
         .wait_view(&order_path, Some(&buyer_token), Some("CANCELLED"))
         .await;
-    let reason = cancelled["history"]
-        .as_array()
-        .and_then(|h| h.last())
-        .and_then(|t| t["reason"].as_str())
-        .unwrap_or_default();
+    let reason = last_reason(&cancelled);
     assert_eq!(
         reason,
         format!("cancelled by vendor {vendor_id}: the glaze cracked"),

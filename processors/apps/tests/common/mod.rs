@@ -11,6 +11,25 @@ pub use pickple_processors::harness::*;
 use pickple_processors::AppConfig;
 use pickple_schemas::confirmation_mail;
 
+/// A product view's stock levels: (available, reserved, sold), -1 for one the view lacks.
+pub fn stock_levels(product: &serde_json::Value) -> (i64, i64, i64) {
+    let s = &product["stock"];
+    let level = |k: &str| s[k].as_i64().unwrap_or(-1);
+    (level("available"), level("reserved"), level("sold"))
+}
+
+/// An order view's last transition, if it has one.
+pub fn last_transition(order: &serde_json::Value) -> Option<&serde_json::Value> {
+    order["history"].as_array()?.last()
+}
+
+/// The reason of an order view's last transition; empty when it has none.
+pub fn last_reason(order: &serde_json::Value) -> &str {
+    last_transition(order)
+        .and_then(|t| t["reason"].as_str())
+        .unwrap_or_default()
+}
+
 pub fn smtp() -> String {
     std::env::var("PICKPLE_SMTP").unwrap_or_else(|_| "127.0.0.1:12525".into())
 }
