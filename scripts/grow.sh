@@ -43,11 +43,7 @@ piddir=$work/pids
 
 profile=${PICKPLE_PROFILE:-release}
 log "building pickple-grow ($profile)"
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin pickple-grow
-else
-  cargo build --quiet --bin pickple-grow
-fi
+cargo_build "$profile" --bin pickple-grow
 grow=target/$profile/pickple-grow
 
 now() { date +%s.%N; }

@@ -39,6 +39,18 @@ stop_pids() {
   rm -f "$@"
 }
 
+# cargo_build PROFILE CARGO-ARGS...: build quietly, with the release profile for `release` and
+# the debug one otherwise; the binaries land in target/PROFILE.
+cargo_build() {
+  local profile=$1
+  shift
+  if [ "$profile" = release ]; then
+    cargo build --release --quiet "$@"
+  else
+    cargo build --quiet "$@"
+  fi
+}
+
 # shop_dir: the run dir of the shop (pids, logs, state): PICKPLE_RUN_DIR, by default the
 # servers' .work. A second shop on the same servers (soak.sh, schemathesis.sh) has its own.
 shop_dir() { echo "${PICKPLE_RUN_DIR:-${PICKPLE_WORK:-$root/.work}}"; }

@@ -22,11 +22,7 @@ export PICKPLE_PAYMENT_TIMEOUT_MS=${PICKPLE_PAYMENT_TIMEOUT_MS:-30000}
 # --grow-at runs scripts/grow.sh, which builds pickple-grow: built now, not under load.
 bins=(--bin pickple-soak)
 case " $* " in *" --grow-at"*) bins+=(--bin pickple-grow) ;; esac
-if [ "$PICKPLE_PROFILE" = release ]; then
-  cargo build --release --quiet -p pickple-bench -p pickple-processors "${bins[@]}"
-else
-  cargo build --quiet -p pickple-bench -p pickple-processors "${bins[@]}"
-fi
+cargo_build "$PICKPLE_PROFILE" -p pickple-bench -p pickple-processors "${bins[@]}"
 eval "$("$here/services.sh" env)"
 log "soak: shop ${PICKPLE_TOPIC_PREFIX%.} on http://$PICKPLE_GATEWAY_ADDR"
 "target/$PICKPLE_PROFILE/pickple-soak" \

@@ -22,13 +22,8 @@ eval "$("$here/services.sh" env)"
 # PICKPLE_PROFILE=debug runs the debug binaries that `cargo build` (and the test suite) make,
 # instead of building the release ones.
 profile=${PICKPLE_PROFILE:-release}
-if [ "$profile" = release ]; then
-  log "building (release)"
-  cargo build --release --quiet --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
-else
-  log "building ($profile)"
-  cargo build --quiet --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
-fi
+log "building ($profile)"
+cargo_build "$profile" --bin pickple-processor --bin pickple-gateway --bin topics --bin hash-password
 bin=target/$profile
 
 # The processes' own files (pids, logs, state, the MASTER's password) go under PICKPLE_RUN_DIR,
